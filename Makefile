@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+# Each creates .venv and installs what it needs; nothing else has to be set up.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+RUN_ARGS ?= --duration 60
+
+.PHONY: run test lint bench clean venv
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## run: a bounded run (about a minute) on the embedded defaults: synthetic events, embedded Valkey, chDB under .scrm/
+run: $(STAMP)
+	$(BIN)/scrm run $(RUN_ARGS)
+
+## test: lint and the whole test suite (unit + integration against real engines started by fixtures)
+test: $(STAMP)
+	$(BIN)/ruff check flows scoring rules sinks tests bench
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) .scrm .pytest_cache .hypothesis

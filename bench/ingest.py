@@ -1,0 +1,279 @@
+"""Ingest benchmark: Kafka -> validate -> dedupe -> ClickHouse, against a pass-through baseline.
+
+Prints, from one run on this machine:
+
+1. **baseline**: Kafka -> orjson.loads -> key by profileId -> stateful count -> nothing
+   (Bytewax's own cost plus JSON decoding; the ceiling for anything we add);
+2. **ingest, 1 worker** and **ingest, 2 workers**: the engine's real flow (validation,
+   PII, eventId dedupe, dead letters, ClickHouse inserts into chDB), events/s from the
+   first record read to the last row flushed;
+3. **event-to-ClickHouse latency** at a fixed rate: the engine runs live (``scrm run
+   --source kafka``, its own process) while this script produces at ``--rate`` events/s
+   with ``ts`` = the send time; p50/p99/max of ``inserted_at - ts`` per row, computed by
+   ClickHouse itself.
+
+The workload is seeded synthetic customers, cached under ``bench/.cache``. Not a test:
+nothing here asserts a speed. Run with ``make bench`` or ``python bench/ingest.py -h``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import bytewax.operators as op
+import orjson
+from bytewax.dataflow import Dataflow
+from bytewax.operators import StatefulBatchLogic
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from flows.dataflow import build_flow  # noqa: E402
+from flows.engine import Cluster, make_sinks, prepare_clickhouse, run_flow  # noqa: E402
+from flows.settings import Settings, load_settings  # noqa: E402
+from flows.sources import KafkaEventsSource, RunControl  # noqa: E402
+from flows.synthetic import SyntheticConfig, SyntheticCustomers  # noqa: E402
+from flows.testing import Broker  # noqa: E402
+from sinks.clickhouse import connect  # noqa: E402
+
+CACHE = Path(__file__).resolve().parent / ".cache"
+
+
+def workload(n: int, seed: int) -> list[bytes]:
+    """n seeded synthetic events (1 % late, 0.5 % malformed, 0.5 % repeated), cached."""
+    CACHE.mkdir(exist_ok=True)
+    path = CACHE / f"events-{seed}-{n}.jsonl"
+    if not path.exists():
+        gen = SyntheticCustomers(
+            SyntheticConfig(
+                profiles=20_000,
+                seed=seed,
+                late_share=0.01,
+                malformed_share=0.005,
+                duplicate_share=0.005,
+            )
+        )
+        start = 1_790_000_000_000
+        path.write_bytes(b"\n".join(gen.take(n, start, 5)) + b"\n")
+    return [line for line in path.read_bytes().splitlines() if line]
+
+
+class _Null(StatelessSinkPartition[object]):
+    def write_batch(self, items: list[object]) -> None:
+        pass
+
+
+class NullSink(DynamicSink[object]):
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Null:
+        return _Null()
+
+
+class _Count(StatefulBatchLogic[object, int, int]):
+    def __init__(self, n: int | None) -> None:
+        self.n = n or 0
+
+    def on_batch(self, values: list[object]) -> tuple[list[int], bool]:
+        self.n += len(values)
+        return [], False
+
+    def snapshot(self) -> int:
+        return self.n
+
+
+def _profile(obj: object) -> str:
+    return obj.get("profileId") or "" if isinstance(obj, dict) else ""
+
+
+def baseline_flow(settings: Settings) -> Dataflow:
+    flow = Dataflow("baseline")
+    raw = op.input("in", flow, KafkaEventsSource(settings.kafka, RunControl()))
+    objs = op.map("loads", raw, lambda r: _safe_loads(r.value))
+    keyed = op.key_on("key", objs, _profile)
+    counts = op.stateful_batch("count", keyed, _Count)
+    op.output("out", counts, NullSink())
+    return flow
+
+
+def _safe_loads(value: bytes | None) -> object:
+    try:
+        return orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+
+
+def timed(flow: Dataflow, settings: Settings) -> float:
+    started = time.perf_counter()
+    run_flow(flow, settings, Cluster())
+    return time.perf_counter() - started
+
+
+def throughput(args: argparse.Namespace, broker: Broker, events: list[bytes], chdb: Path) -> None:
+    topic = broker.create_topic(f"bench_{uuid.uuid4().hex[:8]}", partitions=2)
+    t0 = time.perf_counter()
+    broker.produce(topic, [(None, v) for v in events])
+    produce_s = time.perf_counter() - t0
+    print(
+        f"produced {len(events):,} events to {topic} (2 partitions) in {produce_s:.1f}s "
+        f"({len(events) / produce_s:,.0f}/s)"
+    )
+
+    def settings_for(workers: int, db: str) -> Settings:
+        return load_settings(
+            env={},
+            overrides={
+                "engine": {"workers": workers},
+                "kafka": {
+                    "bootstrap": broker.bootstrap,
+                    "events_topic": topic,
+                    "stop_at_end": True,
+                    "dlq_topic": f"{topic}_dlq",
+                },
+                "clickhouse": {"url": f"chdb://{chdb}", "database": db},
+                "metrics": {"port": 0},
+                "source": {"kind": "kafka"},
+            },
+        )
+
+    rows: list[tuple[str, float]] = []
+    base = settings_for(1, "bench_base")
+    rows.append(
+        (
+            "baseline: Kafka -> loads -> key -> count, 1 worker",
+            len(events) / timed(baseline_flow(base), base),
+        )
+    )
+    for workers in (1, 2):
+        db = f"bench_w{workers}_{uuid.uuid4().hex[:6]}"
+        s = settings_for(workers, db)
+        prepare_clickhouse(s)
+        from sinks.kafka import ensure_topics
+
+        ensure_topics(s.kafka, {s.kafka.dlq_topic: 1})
+        control = RunControl()
+        flow = build_flow(s, KafkaEventsSource(s.kafka, control), make_sinks(s))
+        seconds = timed(flow, s)
+        client = connect(s.clickhouse)
+        stored = client.command(f"SELECT count() FROM {db}.events FINAL")
+        dead = client.command(f"SELECT count() FROM {db}.dead_letters FINAL")
+        client.close()
+        rows.append(
+            (
+                f"ingest: Kafka -> validate/PII/dedupe -> ClickHouse, {workers} worker(s) "
+                f"[{stored:,} events + {dead:,} dead letters stored]",
+                len(events) / seconds,
+            )
+        )
+    print()
+    print(f"{'stage':<100} {'events/s':>10}")
+    for name, rate in rows:
+        print(f"{name:<100} {rate:>10,.0f}")
+    print(f"ingest / baseline (1 worker): {rows[1][1] / rows[0][1]:.2f}")
+
+
+def latency(args: argparse.Namespace, broker: Broker) -> None:
+    topic = broker.create_topic(f"lat_{uuid.uuid4().hex[:8]}", partitions=2)
+    data = Path(tempfile.mkdtemp(prefix="scrm-bench-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
+    env.update(
+        {
+            "SCRM_KAFKA__BOOTSTRAP": broker.bootstrap,
+            "SCRM_KAFKA__EVENTS_TOPIC": topic,
+            "SCRM_KAFKA__DLQ_TOPIC": f"{topic}_dlq",
+            "SCRM_ENGINE__DATA_DIR": str(data),
+            "SCRM_CLICKHOUSE__URL": f"chdb://{data}/clickhouse",
+            "SCRM_METRICS__PORT": "0",
+            "SCRM_ENGINE__PROGRESS_INTERVAL_S": "5",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "run", "--source", "kafka"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    time.sleep(6)  # engine start-up: Valkey, DDL, partitions
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    gen = SyntheticCustomers(SyntheticConfig(profiles=20_000, seed=args.seed + 1))
+    sent = 0
+    started = time.monotonic()
+    while (elapsed := time.monotonic() - started) < args.seconds:
+        due = int(elapsed * args.rate) - sent
+        now_ms = int(time.time() * 1000)
+        for _ in range(max(due, 0)):
+            value = gen.next_event(now_ms)
+            p.produce(topic, value)
+            sent += 1
+        p.poll(0)
+        time.sleep(0.002)
+    p.flush(30)
+    time.sleep(3)  # let the last batches land
+    engine.send_signal(signal.SIGINT)
+    out = engine.communicate(timeout=120)[0]
+    q = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "query",
+            "--format",
+            "json",
+            "SELECT count() AS n, quantiles(0.5, 0.99)(dateDiff('millisecond', ts, inserted_at)) AS q, "
+            "max(dateDiff('millisecond', ts, inserted_at)) AS mx FROM scrm.events FINAL "
+            "WHERE ts >= now64(3) - INTERVAL 1 HOUR AND ts <= now64(3)",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    r = orjson.loads(q.stdout)[0]
+    print()
+    print(
+        f"event-to-ClickHouse latency at {args.rate:,} events/s for {args.seconds}s "
+        f"({sent:,} sent, {r['n']:,} stored on time-window rows): "
+        f"p50 {r['q'][0]:,.0f} ms, p99 {r['q'][1]:,.0f} ms, max {r['mx']:,} ms"
+    )
+    tail = [ln for ln in out.splitlines() if "records/s" in ln]
+    if tail:
+        print("engine summary:", tail[-1].strip())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=200_000, help="events in the throughput workload")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--rate", type=int, default=20_000, help="events/s for the latency run")
+    ap.add_argument("--seconds", type=int, default=20, help="length of the latency run")
+    ap.add_argument("--skip-latency", action="store_true")
+    args = ap.parse_args()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{platform.platform()}"
+    )
+    events = workload(args.events, args.seed)
+    with tempfile.TemporaryDirectory(prefix="scrm-bench-") as tmp:
+        broker = Broker(Path(tmp))
+        try:
+            throughput(args, broker, events, Path(tmp) / "clickhouse")
+            if not args.skip_latency:
+                latency(args, broker)
+        finally:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+"""The `scrm` command: run the engine, create the tables, produce events, query, inspect.
+
+Every subcommand takes ``--config FILE``; settings come from ``config/default.toml``,
+that file, ``SCRM_*`` environment variables and the flags, later winning.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flows.errors import ScrmError
+from flows.settings import Settings, load_settings, redact_url
+
+app = typer.Typer(
+    name="scrm",
+    help=(
+        "scrm-stream: the real-time engine of a social CRM. Customer events in (Kafka, file "
+        "replay or a synthetic generator), validated, deduplicated and stored in ClickHouse; "
+        "bad input in the dead letters with a reason. Defaults need no set-up: an embedded "
+        "Valkey and ClickHouse in-process (chDB) under .scrm/."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+recovery_app = typer.Typer(help="Bytewax recovery partitions (snapshots of the engine's state).")
+app.add_typer(recovery_app, name="recovery")
+
+err = Console(stderr=True)
+out = Console()
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Settings file (TOML) layered over config/default.toml.",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+
+
+class SourceKind(StrEnum):
+    synthetic = "synthetic"
+    kafka = "kafka"
+    file = "file"
+
+
+class OutFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _settings(config: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
+    try:
+        return load_settings(config, overrides=overrides)
+    except ScrmError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    source: Annotated[
+        SourceKind | None, typer.Option(help="Where events come from (default: synthetic).")
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(help="JSONL or CSV file to replay (implies --source file).", dir_okay=False),
+    ] = None,
+    max_events: Annotated[
+        int | None, typer.Option(help="Stop after this many input records, flush, exit 0.")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds, flush, exit 0.")
+    ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(help="Events/s for the synthetic and file sources (0 = as fast as possible)."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-w", help="Bytewax workers in this process.")
+    ] = None,
+    process_id: Annotated[
+        int | None, typer.Option("--process-id", "-i", help="This process's index in a cluster.")
+    ] = None,
+    addresses: Annotated[
+        str | None,
+        typer.Option("--addresses", "-a", help="All cluster processes, 'host:port;host:port'."),
+    ] = None,
+) -> None:
+    """Run the engine until interrupted (Ctrl-C flushes every sink), or bounded.
+
+    Shows live progress and ends with a summary: records by status and reason, rate,
+    rows per ClickHouse table, where the data is and how to query it.
+    """
+    from flows import engine
+
+    overrides: dict[str, Any] = {
+        "source": {
+            "kind": (SourceKind.file.value if file and source is None else source and source.value),
+            "file": str(file) if file else None,
+            "max_events": max_events,
+            "duration_s": duration,
+            "rate": rate,
+        },
+        "engine": {"workers": workers},
+    }
+    settings = _settings(config, overrides)
+    _logging(settings.engine.log_level)
+    cluster = engine.Cluster(process_id, tuple(a for a in (addresses or "").split(";") if a))
+    try:
+        engine.run(settings, err, cluster)
+    except ScrmError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def init(config: ConfigOpt = None) -> None:
+    """Create the ClickHouse database and tables from sql/ (ordered files, idempotent)."""
+    from flows.engine import prepare_clickhouse
+
+    settings = _settings(config)
+    _logging(settings.engine.log_level)
+    try:
+        applied = prepare_clickhouse(settings)
+    except (ScrmError, RuntimeError) as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    out.print(
+        f"applied {len(applied)} files to {redact_url(settings.clickhouse.url)} "
+        f"database {settings.clickhouse.database}: {', '.join(applied)}",
+        highlight=False,
+    )
+
+
+@app.command()
+def produce(
+    config: ConfigOpt = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(help="JSONL file, one event per line.", exists=True, dir_okay=False),
+    ] = None,
+    synthetic: Annotated[
+        int | None, typer.Option(help="Send this many synthetic events instead of a file.")
+    ] = None,
+    rate: Annotated[float, typer.Option(help="Messages/s (0 = as fast as possible).")] = 0.0,
+    topic: Annotated[str | None, typer.Option(help="Topic (default: kafka.events_topic).")] = None,
+) -> None:
+    """Send events to the Kafka events topic, keyed by profileId."""
+    from flows import produce as producing
+
+    if (file is None) == (synthetic is None):
+        err.print("[red]error:[/] give exactly one of --file PATH or --synthetic N")
+        raise typer.Exit(2)
+    settings = _settings(config)
+    _logging(settings.engine.log_level)
+    records = (
+        producing.file_records(file)
+        if file is not None
+        else producing.synthetic_records(settings, synthetic or 0)
+    )
+
+    def _progress(r: producing.ProduceResult) -> None:
+        err.print(
+            f"sent {r.sent:,} · delivered {r.delivered:,} · failed {r.failed:,} "
+            f"· {r.sent / max(r.elapsed_s, 1e-9):,.0f} msg/s",
+            highlight=False,
+        )
+
+    try:
+        result = producing.produce(settings, records, rate, topic, _progress)
+    except Exception as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    out.print(
+        f"sent {result.sent:,} to {topic or settings.kafka.events_topic} in {result.elapsed_s:.1f}s "
+        f"({result.sent / max(result.elapsed_s, 1e-9):,.0f} msg/s): delivered {result.delivered:,}, "
+        f"failed {result.failed:,}" + (f" (first error: {result.first_error})" if result.failed else ""),
+        highlight=False,
+    )
+    if result.failed or result.delivered != result.sent:
+        raise typer.Exit(1)
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="A SELECT to run against the configured ClickHouse.")],
+    config: ConfigOpt = None,
+    fmt: Annotated[OutFormat, typer.Option("--format", "-f", help="Output format.")] = OutFormat.table,
+) -> None:
+    """Run one query against the engine's ClickHouse (with chDB: while the engine is stopped)."""
+    from sinks.clickhouse import connect
+
+    settings = _settings(config)
+    try:
+        client = connect(settings.clickhouse)
+        result = client.query(sql)
+    except Exception as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    names = list(result.column_names)
+    rows = result.result_rows
+    if fmt is OutFormat.json:
+        sys.stdout.buffer.write(
+            orjson.dumps([dict(zip(names, r, strict=True)) for r in rows], default=str) + b"\n"
+        )
+    elif fmt is OutFormat.csv:
+        import csv
+
+        w = csv.writer(sys.stdout)
+        w.writerow(names)
+        w.writerows(rows)
+    else:
+        table = Table(*names, show_edge=False)
+        for r in rows:
+            table.add_row(*(str(v) for v in r))
+        out.print(table)
+
+
+@app.command("config")
+def show_config(config: ConfigOpt = None) -> None:
+    """Print the effective settings (all layers applied, secrets masked) as JSON."""
+    settings = _settings(config)
+    sys.stdout.buffer.write(orjson.dumps(settings.masked(), option=orjson.OPT_INDENT_2) + b"\n")
+
+
+@recovery_app.command("init")
+def recovery_init(
+    config: ConfigOpt = None,
+    partitions: Annotated[int, typer.Option(help="Recovery partitions to create.")] = 1,
+) -> None:
+    """Create the recovery partitions in recovery.dir (once, before the first run)."""
+    from flows.engine import init_recovery
+
+    settings = _settings(config)
+    try:
+        path = init_recovery(settings, partitions)
+    except ScrmError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    out.print(f"created {partitions} recovery partition(s) in {path}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,73 @@
+"""The dataflow factory: source and sinks go in, a Bytewax `Dataflow` comes out.
+
+Tests pass a `TestingSource` and `TestingSink`s; the engine passes Kafka / file /
+synthetic sources and the ClickHouse and Kafka sinks. The flow itself never opens a
+connection: sinks open theirs in ``build()`` on each worker.
+
+>>> from bytewax.testing import TestingSink, TestingSource, run_main
+>>> from flows.contract import RawRecord
+>>> from flows.settings import load_settings
+>>> good = RawRecord(b'{"eventId":"e1","profileId":"p1","type":"signup","ts":1700000000}', "doc")
+>>> bad = RawRecord(b'not json', "doc")
+>>> events, dead = [], []
+>>> flow = build_flow(load_settings(env={}), TestingSource([good, good, bad]),
+...                   FlowSinks(events=[TestingSink(events)], dead_letters=[TestingSink(dead)]))
+>>> run_main(flow)
+>>> [e.event_id for e in events], [d.reason for d in dead]
+(['e1'], ['invalid_json'])
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from flows.contract import DeadLetter, Event, Limits, RawRecord, Validator
+from flows.pii import PiiProtector
+from flows.settings import Settings
+from flows.stages import ingest
+
+
+@dataclass(frozen=True)
+class FlowSinks:
+    """Where each output stream goes; every list may hold several sinks (or none)."""
+
+    events: Sequence[Sink[Event]] = field(default_factory=list)
+    dead_letters: Sequence[Sink[DeadLetter]] = field(default_factory=list)
+
+
+def make_validator(settings: Settings) -> Validator:
+    v = settings.validation
+    limits = Limits(
+        max_event_bytes=v.max_event_bytes,
+        min_ts_ms=v.min_ts_ms,
+        max_future_ms=int(v.max_future_s * 1000),
+        dead_letter_raw_bytes=v.dead_letter_raw_bytes,
+    )
+    pii = PiiProtector(settings.pii.secret.get_secret_value().encode(), settings.pii.props_fields)
+    return Validator(limits, pii)
+
+
+def build_flow(
+    settings: Settings,
+    source: Source[RawRecord],
+    sinks: FlowSinks,
+    flow_id: str = "scrm",
+    clock: Callable[[], float] = time.time,
+) -> Dataflow:
+    """Assemble input -> ingest (validate, dedupe) -> outputs."""
+    flow = Dataflow(flow_id)
+    raw = op.input("input", flow, source)
+    out = ingest("ingest", raw, make_validator(settings), settings.dedupe, clock)
+    events = op.key_rm("events", out.events)
+    for i, sink in enumerate(sinks.events):
+        op.output(f"events_out_{i}", events, sink)
+    for i, sink in enumerate(sinks.dead_letters):
+        op.output(f"dead_letters_out_{i}", out.dead_letters, sink)
+    return flow

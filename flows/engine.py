@@ -1,0 +1,230 @@
+"""A run of the engine: start what the settings ask for, run the dataflow, stop cleanly.
+
+Order of a run: data directory; Redis (embedded Valkey or URL); ClickHouse client and
+DDL; Kafka topics (when Kafka is used); the metrics endpoint; then the Bytewax dataflow
+on this process's workers. Ctrl-C (or a bound: max events, duration) ends the input, so
+every sink flushes before the run returns; a second Ctrl-C aborts at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from types import FrameType
+
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.recovery import RecoveryConfig
+from bytewax.run import cli_main
+from rich.console import Console
+
+from flows.contract import RawRecord
+from flows.dataflow import FlowSinks, build_flow
+from flows.errors import ConfigError, ScrmError, SinkError
+from flows.progress import ProgressReporter, RunSummary, Snapshot, render_summary
+from flows.settings import Settings, redact_url
+from flows.sources import FileSource, KafkaEventsSource, RunControl, SyntheticSource
+from sinks import metrics
+from sinks.clickhouse import ClickHouseSink, apply_ddl, connect, table_counts
+from sinks.kafka import KafkaTopicSink, dead_letter_message, ensure_topics
+from sinks.redis_store import RedisService
+from sinks.retry import RetryPolicy
+from sinks.tables import DEAD_LETTERS, EVENTS
+
+log = logging.getLogger("scrm.engine")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """This process's place in a Bytewax cluster (one process when `addresses` is empty)."""
+
+    process_id: int | None = None
+    addresses: tuple[str, ...] = ()
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    r = settings.retry
+    return RetryPolicy(r.attempts, r.base_delay_s, r.max_delay_s)
+
+
+def make_source(settings: Settings, control: RunControl) -> Source[RawRecord]:
+    src = settings.source
+    if src.kind == "synthetic":
+        return SyntheticSource(src.synthetic, src.rate, control)
+    if src.kind == "file":
+        if src.file is None:
+            raise ConfigError("source.kind = 'file' needs a file (--file PATH or source.file)")
+        return FileSource(src.file, src.csv, src.rate, control)
+    return KafkaEventsSource(settings.kafka, control)
+
+
+def make_sinks(settings: Settings) -> FlowSinks:
+    retry = retry_policy(settings)
+    dead: list = [ClickHouseSink(settings.clickhouse, DEAD_LETTERS, retry)]
+    if settings.source.kind == "kafka":
+        dead.append(
+            KafkaTopicSink(settings.kafka, settings.kafka.dlq_topic, dead_letter_message, retry)  # type: ignore[arg-type]
+        )
+    return FlowSinks(
+        events=[ClickHouseSink(settings.clickhouse, EVENTS, retry)],
+        dead_letters=dead,
+    )
+
+
+def recovery_config(settings: Settings) -> RecoveryConfig | None:
+    rdir = settings.recovery.dir
+    if rdir is None:
+        return None
+    if not rdir.is_dir() or not any(rdir.glob("part-*.sqlite3")):
+        raise ConfigError(
+            f"recovery.dir {rdir} has no recovery partitions; create them once with "
+            f"`scrm recovery init` (refusing to start fresh silently)"
+        )
+    return RecoveryConfig(str(rdir), backup_interval=timedelta(seconds=settings.recovery.backup_interval_s))
+
+
+def prepare_clickhouse(settings: Settings) -> list[str]:
+    """Connect (with retries) and apply the DDL in ``sql/``; returns the files applied."""
+    client = connect(settings.clickhouse, retry_policy(settings))
+    try:
+        return apply_ddl(client, settings.clickhouse.database)
+    finally:
+        client.close()
+
+
+@contextmanager
+def _graceful_sigint(control: RunControl, console: Console) -> Iterator[None]:
+    """First Ctrl-C ends the input (sinks flush); the second aborts."""
+    previous = signal.getsignal(signal.SIGINT)
+    pressed = {"n": 0}
+
+    def _handler(signum: int, frame: FrameType | None) -> None:
+        pressed["n"] += 1
+        if pressed["n"] == 1:
+            console.print("\n[yellow]stopping: ending input and flushing sinks (Ctrl-C again to abort)[/]")
+            control.stop()
+        else:
+            raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGINT, _handler)
+    except ValueError:  # not the main thread (tests): no handler, nothing to restore
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run_flow(flow: Dataflow, settings: Settings, cluster: Cluster) -> None:
+    """Execute `flow` on this process's workers (and cluster peers, if any)."""
+    rc = recovery_config(settings)
+    cli_main(
+        flow,
+        workers_per_process=settings.engine.workers,
+        process_id=cluster.process_id,
+        addresses=list(cluster.addresses) or None,
+        epoch_interval=timedelta(seconds=settings.recovery.snapshot_interval_s),
+        recovery_config=rc,
+    )
+
+
+def run(
+    settings: Settings,
+    console: Console | None = None,
+    cluster: Cluster | None = None,
+    control: RunControl | None = None,
+) -> RunSummary:
+    """One run of the engine with the given settings; returns the summary it printed."""
+    console = console or Console(stderr=True)
+    cluster = cluster or Cluster()
+    control = control or RunControl(settings.source.max_events, settings.source.duration_s)
+    data_dir = settings.engine.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    retry = retry_policy(settings)
+
+    redis = RedisService(settings.redis, data_dir, retry)
+    redis.start()
+    try:
+        settings = settings.with_overrides({"redis": {"url": redis.url}})
+        prepare_clickhouse(settings)
+        if settings.source.kind == "kafka":
+            k = settings.kafka
+            ensure_topics(k, {k.events_topic: k.partitions, k.dlq_topic: k.partitions})
+        port = settings.metrics.port
+        if port and cluster.process_id:
+            port += cluster.process_id
+        metrics.serve(port, settings.metrics.bind)
+
+        flow = build_flow(settings, make_source(settings, control), make_sinks(settings))
+        console.print(
+            f"scrm run: source={settings.source.kind} workers={settings.engine.workers} "
+            f"clickhouse={redact_url(settings.clickhouse.url)} redis={redis.display_url}"
+            + (f" max_events={control.max_records}" if control.max_records else "")
+            + (f" duration={control.duration_s:g}s" if control.duration_s else ""),
+            highlight=False,
+        )
+        progress = ProgressReporter(console, settings.engine.progress_interval_s)
+        base = progress.base
+        started = time.monotonic()
+        progress.start()
+        try:
+            with _graceful_sigint(control, console):
+                run_flow(flow, settings, cluster)
+        except ScrmError:
+            raise
+        except Exception as exc:  # Bytewax wraps errors raised inside steps
+            raise _unwrap(exc) from exc
+        finally:
+            progress.stop()
+        elapsed = time.monotonic() - started
+        client = connect(settings.clickhouse, retry)
+        try:
+            tables = table_counts(client, settings.clickhouse.database)
+        finally:
+            client.close()
+        summary = RunSummary(
+            counts=Snapshot.take().minus(base),
+            elapsed_s=elapsed,
+            tables=tables,
+            clickhouse_url=redact_url(settings.clickhouse.url),
+            database=settings.clickhouse.database,
+            data_dir=str(data_dir),
+            redis=redis.display_url,
+        )
+        render_summary(console, summary)
+        return summary
+    finally:
+        redis.stop()
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """Find our own error inside Bytewax's wrapping, so the user sees its message."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ScrmError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    if "SinkError" in text:
+        return SinkError(text.split("SinkError:", 1)[-1].strip().splitlines()[0])
+    return exc
+
+
+def init_recovery(settings: Settings, partitions: int) -> Path:
+    """Create the Bytewax recovery partitions in ``recovery.dir``."""
+    from bytewax.recovery import init_db_dir
+
+    rdir = settings.recovery.dir
+    if rdir is None:
+        raise ConfigError("set recovery.dir (or SCRM_RECOVERY__DIR) first")
+    rdir.mkdir(parents=True, exist_ok=True)
+    init_db_dir(rdir, partitions)
+    return rdir

@@ -1,0 +1,19 @@
+"""The engine's own exceptions: one base class, so callers can catch ours and only ours."""
+
+from __future__ import annotations
+
+
+class ScrmError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+
+class ConfigError(ScrmError):
+    """A settings file, environment variable or declaration is wrong; the message says where."""
+
+
+class SinkError(ScrmError):
+    """A sink gave up after its retries; the message says which sink and why."""
+
+
+class SourceError(ScrmError):
+    """A source cannot read its input (missing file, unknown topic, ...)."""

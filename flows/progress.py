@@ -1,0 +1,168 @@
+"""Live progress while the engine runs, and the summary when it stops.
+
+Both read the process's Prometheus counters, so what the operator sees here is what
+``/metrics`` serves. On a terminal the progress is one live line; elsewhere (CI, logs)
+it is a plain line every ``engine.progress_interval_s``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.table import Table
+
+from sinks import metrics
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The counters at one moment."""
+
+    at: float
+    records_in: float
+    accepted: float
+    rejected: Mapping[str, float]
+    duplicate: float
+    lag_s: float
+    sink_rows: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def take(cls) -> Snapshot:
+        return cls(
+            at=time.monotonic(),
+            records_in=sum(metrics.labelled_values("scrm_records_in_total", "source").values()),
+            accepted=metrics.value("scrm_events_accepted_total"),
+            rejected=metrics.labelled_values("scrm_events_rejected_total", "reason"),
+            duplicate=metrics.value("scrm_events_duplicate_total"),
+            lag_s=metrics.value("scrm_event_time_lag_seconds"),
+            sink_rows=metrics.labelled_values("scrm_sink_rows_total", "sink"),
+        )
+
+    @property
+    def rejected_total(self) -> float:
+        return sum(self.rejected.values())
+
+    def minus(self, base: Snapshot) -> Snapshot:
+        """Counts since `base` (counters are process-wide; a run reports its own share)."""
+        return Snapshot(
+            at=self.at,
+            records_in=self.records_in - base.records_in,
+            accepted=self.accepted - base.accepted,
+            rejected={
+                k: v - base.rejected.get(k, 0.0)
+                for k, v in self.rejected.items()
+                if v - base.rejected.get(k, 0.0)
+            },
+            duplicate=self.duplicate - base.duplicate,
+            lag_s=self.lag_s,
+            sink_rows={
+                k: v - base.sink_rows.get(k, 0.0)
+                for k, v in self.sink_rows.items()
+                if v - base.sink_rows.get(k, 0.0)
+            },
+        )
+
+
+def progress_line(elapsed_s: float, snap: Snapshot, rate: float) -> str:
+    """One line of progress (accepted counts unique events: validated minus duplicates).
+
+    >>> s = Snapshot(0, 1000, 990, {"invalid_json": 10}, 5, 0.25, {"clickhouse:events": 980})
+    >>> progress_line(10, s, 100.0)
+    '[    10s] in 1,000 (100/s) · accepted 985 · rejected 10 · duplicate 5 · written events 980 · lag 0.2s'
+    """
+    written = " ".join(
+        f"{name.split(':', 1)[-1]} {int(n):,}"
+        for name, n in sorted(snap.sink_rows.items())
+        if name.startswith("clickhouse:")
+    )
+    return (
+        f"[{elapsed_s:>6.0f}s] in {int(snap.records_in):,} ({rate:,.0f}/s) · "
+        f"accepted {int(snap.accepted - snap.duplicate):,} · rejected {int(snap.rejected_total):,} · "
+        f"duplicate {int(snap.duplicate):,} · written {written or '-'} · lag {snap.lag_s:.1f}s"
+    )
+
+
+class ProgressReporter:
+    """A thread that prints progress every `interval_s` until stopped."""
+
+    def __init__(self, console: Console, interval_s: float) -> None:
+        self._console = console
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+        self.base = Snapshot.take()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        last = self.base
+        live = self._console.is_terminal
+        while not self._stop.wait(self._interval):
+            snap = Snapshot.take()
+            delta_t = max(snap.at - last.at, 1e-9)
+            rate = (snap.records_in - last.records_in) / delta_t
+            line = progress_line(snap.at - self.base.at, snap.minus(self.base), rate)
+            if live:
+                self._console.print(line, end="\r", soft_wrap=True, highlight=False)
+            else:
+                self._console.print(line, soft_wrap=True, highlight=False)
+            last = snap
+        if live:
+            self._console.print()
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    counts: Snapshot
+    elapsed_s: float
+    tables: Mapping[str, int]
+    clickhouse_url: str
+    database: str
+    data_dir: str
+    redis: str
+
+    @property
+    def rate(self) -> float:
+        return self.counts.records_in / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def render_summary(console: Console, s: RunSummary) -> None:
+    """Counts by status and reason, rate, rows per table, where the data is, how to query."""
+    c = s.counts
+    status = Table(title="Input records by status", show_edge=False)
+    status.add_column("status")
+    status.add_column("reason")
+    status.add_column("records", justify="right")
+    status.add_row("accepted", "", f"{int(c.accepted - c.duplicate):,}")
+    status.add_row("duplicate", "repeated eventId", f"{int(c.duplicate):,}")
+    for reason, n in sorted(c.rejected.items(), key=lambda kv: -kv[1]):
+        status.add_row("rejected", reason, f"{int(n):,}")
+    status.add_row("total in", "", f"{int(c.records_in):,}", style="bold")
+    console.print(status)
+    console.print(f"{int(c.records_in):,} records in {s.elapsed_s:.1f}s = [bold]{s.rate:,.0f} records/s[/]")
+    tables = Table(title=f"ClickHouse {s.database} (rows, FINAL)", show_edge=False)
+    tables.add_column("table")
+    tables.add_column("rows", justify="right")
+    for name, n in sorted(s.tables.items()):
+        tables.add_row(name, f"{n:,}")
+    console.print(tables)
+    console.print(f"data: {s.data_dir}  ·  ClickHouse: {s.clickhouse_url}  ·  Redis: {s.redis}")
+    console.print(
+        'query: [bold]scrm query "SELECT type, count() FROM '
+        f'{s.database}.events FINAL GROUP BY type ORDER BY 2 DESC"[/]'
+        + (
+            "  (chDB opens its data in one process at a time: query when the engine is stopped)"
+            if s.clickhouse_url.startswith("chdb://")
+            else ""
+        )
+    )

@@ -1,0 +1,286 @@
+"""One frozen settings object for the whole engine, built once from file and environment.
+
+Layers, later wins: ``config/default.toml`` < ``--config FILE`` < ``SCRM_*`` environment
+variables (``SCRM_KAFKA__BOOTSTRAP=host:9092``, nested with ``__``) < command-line flags.
+No component reads ``os.environ`` itself: everything it needs is passed in from here.
+Secrets are ``SecretStr`` and print masked.
+
+>>> s = load_settings(env={"SCRM_CLICKHOUSE__FLUSH_ROWS": "5000"})
+>>> s.clickhouse.flush_rows, s.redis.url
+(5000, 'embedded')
+>>> "change-me" in repr(s.pii)
+False
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from flows.errors import ConfigError
+from flows.resources import config_dir
+
+ENV_PREFIX = "SCRM_"
+ENV_NESTED = "__"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class EngineSettings(_Section):
+    data_dir: Path = Path(".scrm")
+    workers: int = Field(1, ge=1, le=64)
+    log_level: str = "INFO"
+    progress_interval_s: float = Field(2.0, gt=0)
+
+
+class SyntheticSettings(_Section):
+    profiles: int = Field(5000, ge=1)
+    seed: int = 42
+    late_share: float = Field(0.01, ge=0, le=1)
+    max_lateness_s: float = Field(3600.0, ge=0)
+    malformed_share: float = Field(0.005, ge=0, le=1)
+    duplicate_share: float = Field(0.005, ge=0, le=1)
+
+
+class CsvSettings(_Section):
+    """How a CSV file maps onto the event contract: contract field -> CSV column."""
+
+    columns: dict[str, str] = Field(
+        default_factory=lambda: {
+            "eventId": "event_id",
+            "profileId": "profile_id",
+            "type": "type",
+            "ts": "ts",
+            "source": "source",
+        }
+    )
+    # Columns starting with this prefix become props (prefix stripped); "" disables.
+    props_prefix: str = "props."
+    delimiter: str = ","
+
+
+class SourceSettings(_Section):
+    kind: Literal["synthetic", "kafka", "file"] = "synthetic"
+    file: Path | None = None
+    # events/s the source is held to; 0 = as fast as possible
+    rate: float = Field(2000.0, ge=0)
+    max_events: int = Field(0, ge=0)
+    duration_s: float = Field(0.0, ge=0)
+    synthetic: SyntheticSettings = SyntheticSettings()
+    csv: CsvSettings = CsvSettings()
+
+
+class KafkaSettings(_Section):
+    bootstrap: str = "127.0.0.1:9092"
+    events_topic: str = "scrm.events"
+    dlq_topic: str = "scrm.events.dlq"
+    # partitions given to topics the engine creates (events are keyed by profileId)
+    partitions: int = Field(4, ge=1)
+    # Stop at the end of the topic instead of waiting for more (bounded replays, tests).
+    stop_at_end: bool = False
+    consume_batch: int = Field(1000, ge=1)
+    delivery_timeout_s: float = Field(30.0, gt=0)
+    # Passed to librdkafka as is (security.protocol, sasl.*, ...).
+    extra: dict[str, str] = Field(default_factory=dict)
+
+
+class RedisSettings(_Section):
+    # "embedded" starts a Valkey server inside the engine; otherwise redis:// or rediss://
+    url: str = "embedded"
+    timeout_s: float = Field(2.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if v != "embedded" and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be 'embedded' or a redis://, rediss:// or unix:// URL")
+        return v
+
+
+class ClickHouseSettings(_Section):
+    # chdb://PATH runs ClickHouse in-process; http(s)://host:port talks to a server
+    url: str = "chdb://.scrm/clickhouse"
+    database: str = "scrm"
+    username: str = "default"
+    password: SecretStr = SecretStr("")
+    flush_rows: int = Field(20000, ge=1)
+    flush_interval_s: float = Field(0.25, gt=0)
+    # Writers block (backpressure) once this many rows wait; memory stays bounded.
+    max_buffer_rows: int = Field(200000, ge=1)
+    timeout_s: float = Field(30.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if not v.startswith(("chdb://", "http://", "https://")):
+            raise ValueError("must be a chdb://PATH, http:// or https:// URL")
+        return v
+
+
+class ValidationSettings(_Section):
+    max_event_bytes: int = Field(65536, ge=64)
+    # Earliest accepted event time and how far into the future (against the wall clock).
+    min_ts_ms: int = 946684800000  # 2000-01-01T00:00:00Z
+    max_future_s: float = Field(86400.0, ge=0)
+    # Raw bytes kept for a dead letter (the rest is cut, and the cut is recorded).
+    dead_letter_raw_bytes: int = Field(16384, ge=64)
+
+
+class DedupeSettings(_Section):
+    # An eventId is remembered this long in event time (behind the profile's newest event).
+    ttl_s: float = Field(86400.0, gt=0)
+    max_ids_per_profile: int = Field(10000, ge=1)
+    # A profile silent this long (wall clock) has its dedupe state dropped.
+    idle_evict_s: float = Field(3600.0, gt=0)
+
+
+class PiiSettings(_Section):
+    secret: SecretStr = SecretStr("change-me")
+    # props fields treated as PII, like identifiers: hashed + masked before storage
+    props_fields: tuple[str, ...] = ("phone", "email", "mobile", "name", "address", "idCard")
+
+
+class MetricsSettings(_Section):
+    # Prometheus exposition port on 127.0.0.1 / bind; 0 turns the HTTP endpoint off.
+    port: int = Field(9464, ge=0, le=65535)
+    bind: str = "127.0.0.1"
+
+
+class RetrySettings(_Section):
+    attempts: int = Field(8, ge=1)
+    base_delay_s: float = Field(0.2, gt=0)
+    max_delay_s: float = Field(10.0, gt=0)
+
+
+class RecoverySettings(_Section):
+    # Bytewax recovery directory; empty = recovery off (state starts fresh each run).
+    dir: Path | None = None
+    snapshot_interval_s: float = Field(10.0, gt=0)
+    backup_interval_s: float = Field(0.0, ge=0)
+
+
+class Settings(_Section):
+    engine: EngineSettings = EngineSettings()
+    source: SourceSettings = SourceSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    clickhouse: ClickHouseSettings = ClickHouseSettings()
+    validation: ValidationSettings = ValidationSettings()
+    dedupe: DedupeSettings = DedupeSettings()
+    pii: PiiSettings = PiiSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    retry: RetrySettings = RetrySettings()
+    recovery: RecoverySettings = RecoverySettings()
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
+        """A new Settings with nested `overrides` applied (CLI flags); validated again."""
+        return _validate(deep_merge(self.model_dump(), overrides), "command-line flags")
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as plain data, secrets masked: for printing and logs."""
+        return self.model_dump(mode="json")
+
+
+def redact_url(url: str) -> str:
+    """A URL with any password replaced, for logs and summaries.
+
+    >>> redact_url("https://user:secret@ch.example:8443"), redact_url("chdb:///data")
+    ('https://user:****@ch.example:8443', 'chdb:///data')
+    """
+    return re.sub(r"(//[^:/@]+:)[^@]+@", r"\1****@", url)
+
+
+def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge nested mappings; values in `top` win, `None` in `top` means "not given".
+
+    >>> deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}, "d": None})
+    {'a': {'b': 1, 'c': 3}}
+    """
+    out = dict(base)
+    for key, value in top.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def env_layer(env: Mapping[str, str]) -> dict[str, Any]:
+    """Turn ``SCRM_A__B=v`` variables into ``{"a": {"b": "v"}}`` (values parsed later).
+
+    Values that look like TOML/JSON lists or tables (``[..]``, ``{..}``) are parsed as TOML.
+
+    >>> env_layer({"SCRM_KAFKA__BOOTSTRAP": "h:9092", "HOME": "/root"})
+    {'kafka': {'bootstrap': 'h:9092'}}
+    """
+    out: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split(ENV_NESTED)
+        if not all(path):
+            continue
+        value: Any = raw
+        if raw[:1] in "[{":
+            try:
+                value = tomllib.loads(f"v = {raw}")["v"]
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"environment variable {name}: not a TOML value: {exc}") from exc
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment variable {name} conflicts with another SCRM_ variable")
+        node[path[-1]] = value
+    return out
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: settings file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def _validate(data: Mapping[str, Any], origin: str) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+        raise ConfigError(f"invalid settings (from {origin}):\n" + "\n".join(lines)) from exc
+
+
+def load_settings(
+    config_file: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings: defaults file, then `config_file`, then `env`, then `overrides`."""
+    env = os.environ if env is None else env
+    default_file = config_dir() / "default.toml"
+    data: dict[str, Any] = _read_toml(default_file)
+    origins = [str(default_file)]
+    if config_file:
+        data = deep_merge(data, _read_toml(Path(config_file)))
+        origins.append(str(config_file))
+    env_data = env_layer(env)
+    if env_data:
+        data = deep_merge(data, env_data)
+        origins.append("SCRM_* environment")
+    if overrides:
+        data = deep_merge(data, overrides)
+        origins.append("command-line flags")
+    return _validate(data, " < ".join(origins))

@@ -1,0 +1,409 @@
+"""Where events come from: Kafka, file replay (JSONL / CSV), or the synthetic generator.
+
+Every source emits `RawRecord`s (bytes plus where they came from) so validation, the
+dead letters and the metrics treat all of them alike. Every source obeys one
+`RunControl`: a bounded run (``--max-events``, ``--duration``) or Ctrl-C ends the input
+(EOF), which lets each sink flush and the dataflow finish cleanly; nothing is stopped
+from a sink.
+
+Delivery: the sources are Bytewax *stateful* partitions. With recovery on, their
+position (Kafka offset, file byte offset, generator state) is snapshotted with the
+rest of the state, so a restart resumes where the last snapshot was taken
+(at-least-once; eventId dedupe and the ReplacingMergeTree keys absorb the replay).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from confluent_kafka import OFFSET_BEGINNING
+
+from flows.contract import RawRecord
+from flows.errors import SourceError
+from flows.settings import CsvSettings, KafkaSettings, SyntheticSettings
+from flows.synthetic import SyntheticConfig, SyntheticCustomers
+from sinks import metrics
+
+log = logging.getLogger("scrm.sources")
+
+Clock = Callable[[], float]
+
+
+def now_ms(clock: Clock = time.time) -> int:
+    return int(clock() * 1000)
+
+
+@dataclass
+class RunControl:
+    """Shared by every source partition of a process: when to stop reading.
+
+    `stop()` (Ctrl-C) and the bounds (`max_records`, `duration_s`) end the input; the
+    count is shared by all partitions of the process.
+    """
+
+    max_records: int = 0
+    duration_s: float = 0.0
+    clock: Clock = time.monotonic
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _taken: int = 0
+    _started: float | None = None
+
+    def start(self) -> None:
+        if self._started is None:
+            self._started = self.clock()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def taken(self) -> int:
+        return self._taken
+
+    def stopping(self) -> bool:
+        if self._stop.is_set():
+            return True
+        started = self._started
+        if self.duration_s and started is not None and self.clock() - started >= self.duration_s:
+            self._stop.set()
+            return True
+        return bool(self.max_records and self._taken >= self.max_records)
+
+    def take(self, wanted: int) -> int:
+        """How many of `wanted` records may still be read (0 once stopping)."""
+        if self.stopping():
+            return 0
+        with self._lock:
+            if self.max_records:
+                wanted = min(wanted, self.max_records - self._taken)
+            wanted = max(wanted, 0)
+            self._taken += wanted
+            return wanted
+
+    def note(self, n: int) -> None:
+        """Count records read by a source that cannot ask first (Kafka batches)."""
+        with self._lock:
+            self._taken += n
+
+    def __getstate__(self) -> dict[str, Any]:  # bytewax may pickle the flow; keep it plain
+        return {"max_records": self.max_records, "duration_s": self.duration_s}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+
+class Pacer:
+    """Holds a source to `rate` records/s (0 = unlimited) with a token bucket."""
+
+    def __init__(self, rate: float, clock: Clock = time.monotonic, burst_s: float = 0.1) -> None:
+        self.rate = rate
+        self._clock = clock
+        self._burst = max(1.0, rate * burst_s)
+        self._tokens = 0.0
+        self._last = clock()
+
+    def allowance(self, cap: int) -> int:
+        if self.rate <= 0:
+            return cap
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        n = min(cap, int(self._tokens))
+        self._tokens -= n
+        return n
+
+    def next_awake(self) -> datetime | None:
+        if self.rate <= 0 or self._tokens >= 1:
+            return None
+        wait = (1 - self._tokens) / self.rate
+        return datetime.now(UTC) + timedelta(seconds=min(wait, 0.05))
+
+
+# ---------------------------------------------------------------- synthetic
+
+
+class SyntheticSource(FixedPartitionedSource[RawRecord, Any]):
+    """The seeded synthetic customer generator as one input partition.
+
+    Event time follows the wall clock (events are "now", late ones up to the configured
+    lateness behind), paced to `rate` events/s.
+    """
+
+    def __init__(self, settings: SyntheticSettings, rate: float, control: RunControl) -> None:
+        self._config = SyntheticConfig(
+            profiles=settings.profiles,
+            seed=settings.seed,
+            late_share=settings.late_share,
+            max_lateness_ms=int(settings.max_lateness_s * 1000),
+            malformed_share=settings.malformed_share,
+            duplicate_share=settings.duplicate_share,
+        )
+        self._rate = rate
+        self._control = control
+
+    def list_parts(self) -> list[str]:
+        return ["synthetic-0"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Any | None) -> _SyntheticPartition:
+        gen = resume_state if resume_state is not None else SyntheticCustomers(self._config)
+        return _SyntheticPartition(gen, self._rate, self._control, f"synthetic:{self._config.seed}")
+
+
+class _SyntheticPartition(StatefulSourcePartition[RawRecord, Any]):
+    def __init__(self, gen: SyntheticCustomers, rate: float, control: RunControl, origin: str) -> None:
+        self._gen = gen
+        self._pacer = Pacer(rate)
+        self._control = control
+        self._origin = origin
+        self._counter = metrics.RECORDS_IN.labels(source="synthetic")
+        control.start()
+
+    def next_batch(self) -> list[RawRecord]:
+        n = self._control.take(self._pacer.allowance(1000))
+        if n == 0:
+            if self._control.stopping():
+                raise StopIteration
+            return []
+        t = now_ms()
+        start = self._gen.generated
+        out = [RawRecord(self._gen.next_event(t), self._origin, 0, start + i, None, t) for i in range(n)]
+        self._counter.inc(n)
+        return out
+
+    def next_awake(self) -> datetime | None:
+        return self._pacer.next_awake()
+
+    def snapshot(self) -> Any:
+        import copy
+
+        return copy.deepcopy(self._gen)
+
+
+# ---------------------------------------------------------------- files
+
+
+def csv_row_to_object(row: dict[str, str], mapping: CsvSettings) -> dict[str, Any]:
+    """A CSV row as a contract object: mapped columns, ``props.*`` columns as props.
+
+    Numeric-looking props become numbers; empty cells are left out.
+
+    >>> m = CsvSettings()
+    >>> csv_row_to_object({"event_id": "e1", "profile_id": "p1", "type": "order_paid",
+    ...                    "ts": "1700000000", "props.amount": "12.50", "props.sku": ""}, m)
+    {'eventId': 'e1', 'profileId': 'p1', 'type': 'order_paid', 'ts': '1700000000', 'props': {'amount': 12.5}}
+    """
+    obj: dict[str, Any] = {}
+    for field_name, column in mapping.columns.items():
+        value = row.get(column)
+        if value not in (None, ""):
+            obj[field_name] = value
+    if mapping.props_prefix:
+        props: dict[str, Any] = {}
+        plen = len(mapping.props_prefix)
+        for column, value in row.items():
+            if column and column.startswith(mapping.props_prefix) and value not in (None, ""):
+                props[column[plen:]] = _number_or_text(value)
+        if props:
+            obj["props"] = props
+    return obj
+
+
+def _number_or_text(value: str) -> Any:
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return number if number == number and number not in (float("inf"), float("-inf")) else value
+
+
+class FileSource(FixedPartitionedSource[RawRecord, int]):
+    """Replays a JSONL file (one event per line) or a CSV file (columns mapped by settings).
+
+    One partition per file; the snapshot is the byte offset of the next line, so a
+    resumed replay continues where it stopped. The run ends at the end of the file.
+    """
+
+    def __init__(self, path: Path, csv_settings: CsvSettings, rate: float, control: RunControl) -> None:
+        self._path = Path(path)
+        if not self._path.is_file():
+            raise SourceError(f"{self._path}: no such file to replay")
+        self._csv = csv_settings if self._path.suffix.lower() == ".csv" else None
+        self._rate = rate
+        self._control = control
+
+    def list_parts(self) -> list[str]:
+        return [str(self._path.resolve())]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _FilePartition:
+        return _FilePartition(Path(for_part), self._csv, resume_state or 0, self._rate, self._control)
+
+
+class _FilePartition(StatefulSourcePartition[RawRecord, int]):
+    def __init__(
+        self,
+        path: Path,
+        csv_settings: CsvSettings | None,
+        offset: int,
+        rate: float,
+        control: RunControl,
+    ) -> None:
+        self._fh = path.open("rb")
+        self._csv = csv_settings
+        self._header: list[str] | None = None
+        if csv_settings is not None:
+            header_line = self._fh.readline()
+            self._header = next(
+                csv.reader([header_line.decode("utf-8-sig")], delimiter=csv_settings.delimiter)
+            )
+            offset = max(offset, self._fh.tell())
+        self._fh.seek(offset)
+        self._origin = f"file:{path}"
+        self._pacer = Pacer(rate)
+        self._control = control
+        self._counter = metrics.RECORDS_IN.labels(source="file")
+        control.start()
+
+    def next_batch(self) -> list[RawRecord]:
+        n = self._control.take(self._pacer.allowance(1000))
+        if n == 0:
+            if self._control.stopping():
+                raise StopIteration
+            return []
+        out: list[RawRecord] = []
+        t = now_ms()
+        for _ in range(n):
+            offset = self._fh.tell()
+            line = self._fh.readline()
+            if not line:
+                break
+            line = line.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            out.append(RawRecord(self._encode(line), self._origin, 0, offset, None, t))
+        if not out and not line:
+            raise StopIteration
+        self._counter.inc(len(out))
+        return out
+
+    def _encode(self, line: bytes) -> bytes:
+        if self._csv is None or self._header is None:
+            return line
+        try:
+            cells = next(csv.reader(io.StringIO(line.decode("utf-8")), delimiter=self._csv.delimiter))
+        except (UnicodeDecodeError, csv.Error, StopIteration):
+            return line  # not decodable: the validator dead-letters it as invalid_json
+        row = dict(zip(self._header, cells, strict=False))
+        return orjson.dumps(csv_row_to_object(row, self._csv))
+
+    def next_awake(self) -> datetime | None:
+        return self._pacer.next_awake()
+
+    def snapshot(self) -> int:
+        return self._fh.tell()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+# ---------------------------------------------------------------- kafka
+
+
+class KafkaEventsSource(FixedPartitionedSource[RawRecord, Any]):
+    """The events topic through Bytewax's Kafka connector (partitions assigned, no group).
+
+    Offsets live in the Bytewax snapshot, not in a consumer group. Consumer errors are
+    logged and counted, never turned into events. With ``kafka.stop_at_end`` the run ends
+    at the end of every partition.
+    """
+
+    def __init__(self, settings: KafkaSettings, control: RunControl) -> None:
+        self._settings = settings
+        self._control = control
+        self._inner = KafkaSource(
+            [settings.bootstrap],
+            [settings.events_topic],
+            tail=not settings.stop_at_end,
+            starting_offset=OFFSET_BEGINNING,
+            add_config=dict(settings.extra),
+            batch_size=settings.consume_batch,
+            raise_on_errors=False,
+        )
+
+    def list_parts(self) -> list[str]:
+        try:
+            return self._inner.list_parts()
+        except Exception as exc:
+            raise SourceError(
+                f"cannot list partitions of topic {self._settings.events_topic!r} at "
+                f"{self._settings.bootstrap}: {exc}"
+            ) from exc
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Any | None) -> _KafkaPartition:
+        inner = self._inner.build_part(step_id, for_part, resume_state)
+        return _KafkaPartition(inner, self._control)
+
+
+class _KafkaPartition(StatefulSourcePartition[RawRecord, Any]):
+    def __init__(self, inner: StatefulSourcePartition[Any, Any], control: RunControl) -> None:
+        self._inner = inner
+        self._control = control
+        self._counter = metrics.RECORDS_IN.labels(source="kafka")
+        self._last_error_log = 0.0
+        control.start()
+
+    def next_batch(self) -> list[RawRecord]:
+        if self._control.stopping():
+            raise StopIteration
+        msgs = self._inner.next_batch()
+        t = now_ms()
+        out: list[RawRecord] = []
+        for m in msgs:
+            if isinstance(m, KafkaError):
+                self._log_error(m)
+                continue
+            assert isinstance(m, KafkaSourceMessage)
+            out.append(
+                RawRecord(
+                    m.value,
+                    f"kafka:{m.topic}",
+                    m.partition if m.partition is not None else -1,
+                    m.offset if m.offset is not None else -1,
+                    m.key,
+                    t,
+                )
+            )
+        if out:
+            self._counter.inc(len(out))
+            self._control.note(len(out))
+        return out
+
+    def _log_error(self, err: KafkaError[Any, Any]) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log > 5:
+            log.warning("Kafka consumer error (retrying inside librdkafka): %s", err.err)
+            self._last_error_log = now
+
+    def next_awake(self) -> datetime | None:
+        return self._inner.next_awake()
+
+    def snapshot(self) -> Any:
+        return self._inner.snapshot()
+
+    def close(self) -> None:
+        self._inner.close()

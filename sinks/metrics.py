@@ -1,0 +1,83 @@
+"""Prometheus metrics of every stage, and the HTTP endpoint that serves them.
+
+Names follow Prometheus conventions (``scrm_..._total`` counters, ``_seconds``
+histograms); the README lists them. Counters are process-wide, so the progress line of
+``scrm run`` reads the same numbers an operator scrapes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger("scrm.metrics")
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+RECORDS_IN = Counter("scrm_records_in_total", "Input records read, by source kind", ["source"])
+EVENTS_ACCEPTED = Counter("scrm_events_accepted_total", "Events that passed validation")
+EVENTS_REJECTED = Counter(
+    "scrm_events_rejected_total", "Input records sent to the dead letters, by reason", ["reason"]
+)
+EVENTS_DUPLICATE = Counter(
+    "scrm_events_duplicate_total", "Accepted events dropped as repeats of an earlier eventId"
+)
+EVENT_TIME_LAG = Gauge(
+    "scrm_event_time_lag_seconds", "Wall clock minus the newest event time seen by the parser"
+)
+SINK_ROWS = Counter("scrm_sink_rows_total", "Rows or messages written, by sink", ["sink"])
+SINK_BATCH_ROWS = Histogram(
+    "scrm_sink_batch_rows",
+    "Rows per bulk write, by sink",
+    ["sink"],
+    buckets=(1, 10, 100, 1000, 5000, 20000, 100000),
+)
+SINK_WRITE_SECONDS = Histogram(
+    "scrm_sink_write_seconds",
+    "Duration of one bulk write, by sink",
+    ["sink"],
+    buckets=_LATENCY_BUCKETS,
+)
+SINK_RETRIES = Counter("scrm_sink_retries_total", "Failed write attempts that were retried", ["sink"])
+SINK_BUFFER_ROWS = Gauge("scrm_sink_buffer_rows", "Rows waiting in a sink's buffer", ["sink"])
+INGEST_TO_SINK = Histogram(
+    "scrm_ingest_to_sink_seconds",
+    "From a record's arrival in the engine to its row being written (oldest row of each batch)",
+    ["sink"],
+    buckets=_LATENCY_BUCKETS,
+)
+EVENT_TO_SINK = Histogram(
+    "scrm_event_to_sink_seconds",
+    "From an event's own time (ts) to its row being written (newest row of each batch)",
+    ["sink"],
+    buckets=_LATENCY_BUCKETS,
+)
+
+
+def value(name: str, labels: dict[str, str] | None = None) -> float:
+    """Current value of one sample (0 when never set): for progress lines and tests."""
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+def labelled_values(name: str, label: str) -> dict[str, float]:
+    """{label value: sample value} for a labelled counter, e.g. rejections by reason."""
+    out: dict[str, float] = {}
+    for metric in REGISTRY.collect():
+        for sample in metric.samples:
+            if sample.name == name and label in sample.labels:
+                out[sample.labels[label]] = sample.value
+    return out
+
+
+def serve(port: int, bind: str = "127.0.0.1") -> int | None:
+    """Start the /metrics HTTP endpoint (0 = off). Returns the port, or None when off."""
+    if port == 0:
+        return None
+    try:
+        start_http_server(port, addr=bind)
+    except OSError as exc:
+        log.warning("metrics endpoint %s:%d not started: %s", bind, port, exc)
+        return None
+    log.info("Prometheus metrics on http://%s:%d/metrics", bind, port)
+    return port

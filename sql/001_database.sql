@@ -1,0 +1,2 @@
+-- The engine's database. `scrm init` substitutes {database} (default: scrm).
+CREATE DATABASE IF NOT EXISTS {database};

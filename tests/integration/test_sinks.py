@@ -1,0 +1,51 @@
+"""Sinks fail loudly after their retries, against real (unreachable or refusing) engines."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from flows.contract import DeadLetter
+from flows.errors import SinkError
+from flows.settings import KafkaSettings
+from flows.testing import free_port
+from sinks.clickhouse import ClickHouseSink
+from sinks.kafka import KafkaTopicSink, dead_letter_message
+from sinks.retry import RetryPolicy
+from sinks.tables import DEAD_LETTERS
+
+LETTER = DeadLetter("invalid_json", "x", b"{", 1, "test", 0, 1, 1_700_000_000_000, None)
+
+
+def test_kafka_delivery_failure_is_retried_then_raises(caplog):
+    dead_port = free_port()  # nothing listens here
+    settings = KafkaSettings(bootstrap=f"127.0.0.1:{dead_port}", delivery_timeout_s=1.0)
+    sink = KafkaTopicSink(settings, "scrm.events.dlq", dead_letter_message, RetryPolicy(2, 0.05, 0.1))
+    part = sink.build("dlq", 0, 1)
+    started = time.monotonic()
+    with pytest.raises(SinkError, match="not delivered after 2 attempts"):
+        part.write_batch([LETTER])
+    assert time.monotonic() - started < 30
+    assert any("retrying in" in r.message for r in caplog.records)
+
+
+def test_kafka_sink_delivers_and_acknowledges(broker, names):
+    broker.create_topic(names["dlq"])
+    sink = KafkaTopicSink(
+        KafkaSettings(bootstrap=broker.bootstrap), names["dlq"], dead_letter_message, RetryPolicy(2)
+    )
+    part = sink.build("dlq", 0, 1)
+    part.write_batch([LETTER, LETTER._replace(offset=2)])
+    part.close()
+    got = broker.consume_all(names["dlq"])
+    assert sorted(dict(m.headers())["offset"] for m in got) == [b"1", b"2"]
+
+
+def test_clickhouse_insert_errors_are_retried_then_fail_the_sink(engine_settings):
+    settings = engine_settings().clickhouse  # its database was never created: inserts fail
+    sink = ClickHouseSink(settings, DEAD_LETTERS, RetryPolicy(2, 0.01, 0.02))
+    part = sink.build("dl", 0, 1)
+    part.write_batch([LETTER])
+    with pytest.raises(SinkError, match=r"insert 1 rows into .*dead_letters failed after 2 attempts"):
+        part.close()

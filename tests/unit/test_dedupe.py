@@ -1,0 +1,51 @@
+"""eventId dedupe: repeats inside the window are dropped, memory stays bounded."""
+
+from __future__ import annotations
+
+import pickle
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flows.dedupe import SeenIds
+
+
+def test_repeat_within_ttl_is_dropped_and_after_ttl_passes():
+    s = SeenIds(ttl_ms=60_000, cap=100)
+    assert s.first_time("a", 1_000)
+    assert not s.first_time("a", 30_000)
+    assert s.first_time("b", 200_000)  # pushes the horizon past "a"
+    assert s.first_time("a", 200_001)
+
+
+def test_pickle_round_trip_keeps_memory():
+    s = SeenIds(ttl_ms=60_000, cap=100)
+    s.first_time("a", 1)
+    clone = pickle.loads(pickle.dumps(s))
+    assert not clone.first_time("a", 2)
+    assert clone.first_time("b", 2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 40), st.integers(0, 10_000)), max_size=300),
+    st.integers(1, 20),
+)
+def test_bounded_and_never_drops_a_first_occurrence(events, cap):
+    s = SeenIds(ttl_ms=2_000, cap=cap)
+    seen_before: set[str] = set()
+    for n, ts in events:
+        eid = f"e{n}"
+        first = s.first_time(eid, ts)
+        if eid not in seen_before:
+            assert first, "a new id must never be dropped"
+        seen_before.add(eid)
+        assert len(s) <= cap
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 30), min_size=1, max_size=30))
+def test_repeats_inside_window_and_cap_are_always_dropped(ids):
+    s = SeenIds(ttl_ms=10**9, cap=1000)
+    out = [s.first_time(f"e{i}", 5) for i in ids]
+    assert sum(out) == len(set(ids))

@@ -1,0 +1,70 @@
+"""Source helpers: pacing, run bounds, CSV mapping."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.errors import SourceError
+from flows.settings import CsvSettings
+from flows.sources import FileSource, Pacer, RunControl, csv_row_to_object
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_pacer_holds_the_rate():
+    clock = FakeClock()
+    p = Pacer(1000, clock)
+    total = 0
+    for _ in range(100):
+        clock.t += 0.01
+        total += p.allowance(10_000)
+    assert 990 <= total <= 1000  # one second of simulated time
+    assert Pacer(0, clock).allowance(123) == 123
+
+
+def test_run_control_bounds():
+    c = RunControl(max_records=10)
+    assert c.take(4) == 4 and c.take(100) == 6 and c.take(1) == 0
+    assert c.stopping()
+    clock = FakeClock()
+    d = RunControl(duration_s=5, clock=clock)
+    d.start()
+    assert d.take(3) == 3
+    clock.t = 5.0
+    assert d.take(3) == 0 and d.stopping()
+    s = RunControl()
+    s.stop()
+    assert s.take(1) == 0
+
+
+def test_csv_mapping_custom_columns():
+    m = CsvSettings(
+        columns={"eventId": "id", "profileId": "customer", "type": "what", "ts": "when"},
+        props_prefix="p_",
+    )
+    row = {
+        "id": "1",
+        "customer": "c9",
+        "what": "signup",
+        "when": "1700000000",
+        "p_plan": "gold",
+        "other": "x",
+    }
+    assert csv_row_to_object(row, m) == {
+        "eventId": "1",
+        "profileId": "c9",
+        "type": "signup",
+        "ts": "1700000000",
+        "props": {"plan": "gold"},
+    }
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(SourceError, match="no such file"):
+        FileSource(tmp_path / "nope.jsonl", CsvSettings(), 0, RunControl())
