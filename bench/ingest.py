@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -45,12 +46,17 @@ from flows.sources import KafkaEventsSource, RunControl  # noqa: E402
 from flows.synthetic import SyntheticConfig, SyntheticCustomers  # noqa: E402
 from flows.testing import Broker  # noqa: E402
 from sinks.clickhouse import connect  # noqa: E402
+from sinks.kafka import ensure_topics  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 
 
 def workload(n: int, seed: int) -> list[bytes]:
-    """n seeded synthetic events (1 % late, 0.5 % malformed, 0.5 % repeated), cached."""
+    """n seeded synthetic events (1 % late, 0.5 % malformed, 0.5 % repeated), cached.
+
+    Taken after n/2 warm-up events, so the stream is in steady state (customers mostly
+    signed up already) rather than a burst of first-time signups.
+    """
     CACHE.mkdir(exist_ok=True)
     path = CACHE / f"events-{seed}-{n}.jsonl"
     if not path.exists():
@@ -64,7 +70,8 @@ def workload(n: int, seed: int) -> list[bytes]:
             )
         )
         start = 1_790_000_000_000
-        path.write_bytes(b"\n".join(gen.take(n, start, 5)) + b"\n")
+        gen.take(n // 2, start, 5)  # steady state: most customers have signed up already
+        path.write_bytes(b"\n".join(gen.take(n, start + n // 2 * 5, 5)) + b"\n")
     return [line for line in path.read_bytes().splitlines() if line]
 
 
@@ -117,7 +124,45 @@ def timed(flow: Dataflow, settings: Settings) -> float:
     return time.perf_counter() - started
 
 
+def ingest_run(broker: Broker, topic: str, chdb: Path, workers: int) -> tuple[float, int, int]:
+    """Run the engine's flow over `topic` to its end; (seconds, events stored, dead letters)."""
+    db = f"bench_w{workers}_{uuid.uuid4().hex[:6]}"
+    s = settings_for(broker, topic, chdb, workers, db)
+    prepare_clickhouse(s)
+    ensure_topics(s.kafka, {s.kafka.dlq_topic: 1})
+    flow = build_flow(s, KafkaEventsSource(s.kafka, RunControl()), make_sinks(s))
+    seconds = timed(flow, s)
+    client = connect(s.clickhouse)
+    stored = client.command(f"SELECT count() FROM {db}.events FINAL")
+    dead = client.command(f"SELECT count() FROM {db}.dead_letters FINAL")
+    client.close()
+    return seconds, stored, dead
+
+
+def settings_for(broker: Broker, topic: str, chdb: Path, workers: int, db: str) -> Settings:
+    return load_settings(
+        env={},
+        overrides={
+            "engine": {"workers": workers},
+            "kafka": {
+                "bootstrap": broker.bootstrap,
+                "events_topic": topic,
+                "stop_at_end": True,
+                "dlq_topic": f"{topic}_dlq",
+            },
+            "clickhouse": {"url": f"chdb://{chdb}", "database": db},
+            "metrics": {"port": 0},
+            "source": {"kind": "kafka"},
+        },
+    )
+
+
 def throughput(args: argparse.Namespace, broker: Broker, events: list[bytes], chdb: Path) -> None:
+    # Warm-up on a small topic: one-time imports and connections stay out of the figures.
+    warm = broker.create_topic(f"warm_{uuid.uuid4().hex[:8]}", partitions=2)
+    broker.produce(warm, [(None, v) for v in events[:5000]])
+    ingest_run(broker, warm, chdb, 1)
+
     topic = broker.create_topic(f"bench_{uuid.uuid4().hex[:8]}", partitions=2)
     t0 = time.perf_counter()
     broker.produce(topic, [(None, v) for v in events])
@@ -126,46 +171,13 @@ def throughput(args: argparse.Namespace, broker: Broker, events: list[bytes], ch
         f"produced {len(events):,} events to {topic} (2 partitions) in {produce_s:.1f}s "
         f"({len(events) / produce_s:,.0f}/s)"
     )
-
-    def settings_for(workers: int, db: str) -> Settings:
-        return load_settings(
-            env={},
-            overrides={
-                "engine": {"workers": workers},
-                "kafka": {
-                    "bootstrap": broker.bootstrap,
-                    "events_topic": topic,
-                    "stop_at_end": True,
-                    "dlq_topic": f"{topic}_dlq",
-                },
-                "clickhouse": {"url": f"chdb://{chdb}", "database": db},
-                "metrics": {"port": 0},
-                "source": {"kind": "kafka"},
-            },
-        )
-
     rows: list[tuple[str, float]] = []
-    base = settings_for(1, "bench_base")
+    base = settings_for(broker, topic, chdb, 1, "bench_base")
     rows.append(
-        (
-            "baseline: Kafka -> loads -> key -> count, 1 worker",
-            len(events) / timed(baseline_flow(base), base),
-        )
+        ("baseline: Kafka -> loads -> key -> count, 1 worker", len(events) / timed(baseline_flow(base), base))
     )
     for workers in (1, 2):
-        db = f"bench_w{workers}_{uuid.uuid4().hex[:6]}"
-        s = settings_for(workers, db)
-        prepare_clickhouse(s)
-        from sinks.kafka import ensure_topics
-
-        ensure_topics(s.kafka, {s.kafka.dlq_topic: 1})
-        control = RunControl()
-        flow = build_flow(s, KafkaEventsSource(s.kafka, control), make_sinks(s))
-        seconds = timed(flow, s)
-        client = connect(s.clickhouse)
-        stored = client.command(f"SELECT count() FROM {db}.events FINAL")
-        dead = client.command(f"SELECT count() FROM {db}.dead_letters FINAL")
-        client.close()
+        seconds, stored, dead = ingest_run(broker, topic, chdb, workers)
         rows.append(
             (
                 f"ingest: Kafka -> validate/PII/dedupe -> ClickHouse, {workers} worker(s) "
@@ -173,6 +185,8 @@ def throughput(args: argparse.Namespace, broker: Broker, events: list[bytes], ch
                 len(events) / seconds,
             )
         )
+    n, seconds = cluster_run(broker, topic, processes=2)
+    rows.append((f"ingest: same flow, 2 processes x 1 worker on loopback ({n:,} records)", n / seconds))
     print()
     print(f"{'stage':<100} {'events/s':>10}")
     for name, rate in rows:
@@ -180,9 +194,7 @@ def throughput(args: argparse.Namespace, broker: Broker, events: list[bytes], ch
     print(f"ingest / baseline (1 worker): {rows[1][1] / rows[0][1]:.2f}")
 
 
-def latency(args: argparse.Namespace, broker: Broker) -> None:
-    topic = broker.create_topic(f"lat_{uuid.uuid4().hex[:8]}", partitions=2)
-    data = Path(tempfile.mkdtemp(prefix="scrm-bench-"))
+def scrm_env(broker: Broker, topic: str, data: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
     env.update(
         {
@@ -194,8 +206,46 @@ def latency(args: argparse.Namespace, broker: Broker) -> None:
             "SCRM_METRICS__PORT": "0",
             "SCRM_ENGINE__PROGRESS_INTERVAL_S": "5",
             "PYTHONPATH": str(ROOT),
+            "COLUMNS": "200",
         }
     )
+    return env
+
+
+def cluster_run(broker: Broker, topic: str, processes: int) -> tuple[int, float]:
+    """`scrm run -i I -a ...` in `processes` processes over `topic` to its end.
+
+    Returns (records read by all, the slowest process's flow time), from each process's
+    own summary line (flow time only: Valkey start and DDL are not counted). Each process
+    has its own chDB path (chDB opens a path in one process at a time).
+    """
+    from flows.testing import free_port
+
+    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+    data = Path(tempfile.mkdtemp(prefix="scrm-bench-cluster-"))
+    procs = []
+    for i in range(processes):
+        env = scrm_env(broker, topic, data / f"p{i}")
+        env["SCRM_KAFKA__STOP_AT_END"] = "true"
+        cmd = [sys.executable, "-m", "flows.cli", "run", "--source", "kafka", "-i", str(i), "-a", addresses]
+        procs.append(
+            subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        )
+    total, slowest = 0, 0.0
+    for p in procs:
+        out = p.communicate(timeout=600)[0]
+        m = re.search(r"([\d,]+) records in ([\d.]+)s", out)
+        if p.returncode != 0 or m is None:
+            raise RuntimeError(f"cluster process failed:\n{out[-2000:]}")
+        total += int(m.group(1).replace(",", ""))
+        slowest = max(slowest, float(m.group(2)))
+    return total, slowest
+
+
+def latency(args: argparse.Namespace, broker: Broker) -> None:
+    topic = broker.create_topic(f"lat_{uuid.uuid4().hex[:8]}", partitions=2)
+    data = Path(tempfile.mkdtemp(prefix="scrm-bench-"))
+    env = scrm_env(broker, topic, data)
     engine = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "run", "--source", "kafka"],
         env=env,

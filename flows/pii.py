@@ -18,8 +18,8 @@ in every process and every run; rotating the secret breaks joins with older rows
 
 from __future__ import annotations
 
-import hashlib
 import hmac
+from functools import lru_cache
 from typing import Any
 
 # Which identifier names the engine derives a profile from when an event has no
@@ -53,6 +53,13 @@ def mask_value(name: str, value: object) -> str:
     return "****"
 
 
+@lru_cache(maxsize=65536)
+def _digest(secret: bytes, name: str, value: object) -> str:
+    """HMAC-SHA256 of ``name:normalized value``; cached, as a person's identifiers repeat."""
+    msg = f"{name.lower()}:{normalize(name, value)}".encode()
+    return hmac.digest(secret, msg, "sha256").hex()[:_HASH_HEX]
+
+
 class PiiProtector:
     """Hashes and masks identifiers and PII props with one secret; pure and picklable."""
 
@@ -73,8 +80,7 @@ class PiiProtector:
         self._secret, self._props_fields = state
 
     def digest(self, name: str, value: object) -> str:
-        msg = f"{name.lower()}:{normalize(name, value)}".encode()
-        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()[:_HASH_HEX]
+        return _digest(self._secret, name, value)
 
     def protect(
         self, identifiers: dict[str, Any], props: dict[str, Any]

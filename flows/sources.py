@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from flows.contract import RawRecord
 from flows.errors import SourceError
@@ -324,86 +324,109 @@ class _FilePartition(StatefulSourcePartition[RawRecord, int]):
 # ---------------------------------------------------------------- kafka
 
 
-class KafkaEventsSource(FixedPartitionedSource[RawRecord, Any]):
-    """The events topic through Bytewax's Kafka connector (partitions assigned, no group).
+class KafkaEventsSource(FixedPartitionedSource[RawRecord, int]):
+    """The events topic, one input partition per Kafka partition (assigned, no group).
 
-    Offsets live in the Bytewax snapshot, not in a consumer group. Consumer errors are
-    logged and counted, never turned into events. With ``kafka.stop_at_end`` the run ends
-    at the end of every partition.
+    Offsets live in the Bytewax snapshot, not in a consumer group, exactly like Bytewax's
+    own KafkaSource; messages become `RawRecord`s directly (no intermediate message
+    object: this is the hottest loop of the engine). Consumer errors are logged and
+    counted, never turned into events. With ``kafka.stop_at_end`` the run ends at the end
+    of every partition.
     """
 
     def __init__(self, settings: KafkaSettings, control: RunControl) -> None:
         self._settings = settings
         self._control = control
-        self._inner = KafkaSource(
-            [settings.bootstrap],
-            [settings.events_topic],
-            tail=not settings.stop_at_end,
-            starting_offset=OFFSET_BEGINNING,
-            add_config=dict(settings.extra),
-            batch_size=settings.consume_batch,
-            raise_on_errors=False,
-        )
+
+    def _config(self) -> dict[str, Any]:
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self._settings.bootstrap,
+            "group.id": "scrm-unused",  # partitions are assigned; offsets are in snapshots
+            "enable.auto.commit": False,
+            "enable.partition.eof": self._settings.stop_at_end,
+        }
+        conf.update(self._settings.extra)
+        return conf
 
     def list_parts(self) -> list[str]:
+        topic = self._settings.events_topic
         try:
-            return self._inner.list_parts()
+            admin = AdminClient({"bootstrap.servers": self._settings.bootstrap, **self._settings.extra})
+            meta = admin.list_topics(topic, timeout=self._settings.delivery_timeout_s).topics[topic]
+            if meta.error is not None:
+                raise SourceError(meta.error.str())
         except Exception as exc:
             raise SourceError(
-                f"cannot list partitions of topic {self._settings.events_topic!r} at "
-                f"{self._settings.bootstrap}: {exc}"
+                f"cannot list partitions of topic {topic!r} at {self._settings.bootstrap}: {exc}"
             ) from exc
+        return [f"{i}-{topic}" for i in sorted(meta.partitions)]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: Any | None) -> _KafkaPartition:
-        inner = self._inner.build_part(step_id, for_part, resume_state)
-        return _KafkaPartition(inner, self._control)
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _KafkaPartition:
+        idx, topic = for_part.split("-", 1)
+        if topic != self._settings.events_topic:
+            raise SourceError(
+                f"the recovery snapshot is for topic {topic!r}, not {self._settings.events_topic!r}"
+            )
+        offset = OFFSET_BEGINNING if resume_state is None else resume_state
+        consumer = Consumer(self._config())
+        consumer.assign([TopicPartition(topic, int(idx), offset)])
+        return _KafkaPartition(consumer, topic, int(idx), offset, self._settings.consume_batch, self._control)
 
 
-class _KafkaPartition(StatefulSourcePartition[RawRecord, Any]):
-    def __init__(self, inner: StatefulSourcePartition[Any, Any], control: RunControl) -> None:
-        self._inner = inner
+class _KafkaPartition(StatefulSourcePartition[RawRecord, int]):
+    def __init__(
+        self,
+        consumer: Consumer,
+        topic: str,
+        partition: int,
+        offset: int,
+        batch_size: int,
+        control: RunControl,
+    ) -> None:
+        self._consumer = consumer
+        self._origin = f"kafka:{topic}"
+        self._partition = partition
+        self._offset = offset
+        self._batch_size = batch_size
         self._control = control
+        self._eof = False
         self._counter = metrics.RECORDS_IN.labels(source="kafka")
         self._last_error_log = 0.0
         control.start()
 
     def next_batch(self) -> list[RawRecord]:
-        if self._control.stopping():
+        if self._eof or self._control.stopping():
             raise StopIteration
-        msgs = self._inner.next_batch()
+        msgs = self._consumer.consume(self._batch_size, 0.001)
+        if not msgs:
+            return []
         t = now_ms()
+        origin, part = self._origin, self._partition
         out: list[RawRecord] = []
+        append = out.append
         for m in msgs:
-            if isinstance(m, KafkaError):
-                self._log_error(m)
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    self._eof = True  # emit this batch; end at the next call
+                    break
+                self._log_error(err)
                 continue
-            assert isinstance(m, KafkaSourceMessage)
-            out.append(
-                RawRecord(
-                    m.value,
-                    f"kafka:{m.topic}",
-                    m.partition if m.partition is not None else -1,
-                    m.offset if m.offset is not None else -1,
-                    m.key,
-                    t,
-                )
-            )
+            append(RawRecord(m.value(), origin, part, m.offset(), m.key(), t))
         if out:
+            self._offset = out[-1].offset + 1
             self._counter.inc(len(out))
             self._control.note(len(out))
         return out
 
-    def _log_error(self, err: KafkaError[Any, Any]) -> None:
+    def _log_error(self, err: Any) -> None:
         now = time.monotonic()
         if now - self._last_error_log > 5:
-            log.warning("Kafka consumer error (retrying inside librdkafka): %s", err.err)
+            log.warning("Kafka consumer error (librdkafka retries by itself): %s", err)
             self._last_error_log = now
 
-    def next_awake(self) -> datetime | None:
-        return self._inner.next_awake()
-
-    def snapshot(self) -> Any:
-        return self._inner.snapshot()
+    def snapshot(self) -> int:
+        return self._offset
 
     def close(self) -> None:
-        self._inner.close()
+        self._consumer.close()

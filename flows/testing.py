@@ -78,7 +78,12 @@ class Broker:
         p = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True})
         errors: list[Any] = []
         for key, value in messages:
-            p.produce(topic, value, key, on_delivery=lambda err, _m: err and errors.append(err))
+            while True:
+                try:
+                    p.produce(topic, value, key, on_delivery=lambda err, _m: err and errors.append(err))
+                    break
+                except BufferError:  # local queue full: let deliveries drain
+                    p.poll(0.05)
         assert p.flush(30) == 0
         assert not errors, errors
 
