@@ -107,7 +107,7 @@ class RunControl:
 class Pacer:
     """Holds a source to `rate` records/s (0 = unlimited) with a token bucket."""
 
-    def __init__(self, rate: float, clock: Clock = time.monotonic, burst_s: float = 0.1) -> None:
+    def __init__(self, rate: float, clock: Clock = time.monotonic, burst_s: float = 1.0) -> None:
         self.rate = rate
         self._clock = clock
         self._burst = max(1.0, rate * burst_s)

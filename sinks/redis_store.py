@@ -68,7 +68,9 @@ class RedisService:
 
     @property
     def display_url(self) -> str:
-        return "embedded Valkey" if self.embedded and self._server is None else redact_url(self.url)
+        if self.embedded:
+            return "embedded Valkey" + (f" ({self.url})" if self._server is not None else "")
+        return redact_url(self.url)
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(
