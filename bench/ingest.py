@@ -2,6 +2,9 @@
 
 Prints, from one run on this machine:
 
+Features are off here (this is the foundation's ingest path); ``bench/features.py``
+measures what the default feature set adds.
+
 1. **baseline**: Kafka -> orjson.loads -> key by profileId -> stateful count -> nothing
    (Bytewax's own cost plus JSON decoding; the ceiling for anything we add);
 2. **ingest, 1 worker** and **ingest, 2 workers**: the engine's real flow (validation,
@@ -153,6 +156,7 @@ def settings_for(broker: Broker, topic: str, chdb: Path, workers: int, db: str) 
             "clickhouse": {"url": f"chdb://{chdb}", "database": db},
             "metrics": {"port": 0},
             "source": {"kind": "kafka"},
+            "features": {"enabled": False},  # the foundation's path; bench/features.py adds them
         },
     )
 
@@ -204,6 +208,7 @@ def scrm_env(broker: Broker, topic: str, data: Path) -> dict[str, str]:
             "SCRM_ENGINE__DATA_DIR": str(data),
             "SCRM_CLICKHOUSE__URL": f"chdb://{data}/clickhouse",
             "SCRM_METRICS__PORT": "0",
+            "SCRM_FEATURES__ENABLED": "false",
             "SCRM_ENGINE__PROGRESS_INTERVAL_S": "5",
             "PYTHONPATH": str(ROOT),
             "COLUMNS": "200",

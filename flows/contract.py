@@ -66,6 +66,7 @@ class Event(NamedTuple):
     origin: str
     partition: int
     offset: int
+    late: bool = False  # set by the profile stage: too late to change features
 
 
 class DeadLetter(NamedTuple):

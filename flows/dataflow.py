@@ -29,9 +29,13 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from flows.contract import DeadLetter, Event, Limits, RawRecord, Validator
+from flows.featuredefs import FeatureSet, load_features
 from flows.pii import PiiProtector
+from flows.profile import FeatureUpdate
+from flows.resources import config_dir
 from flows.settings import Settings
 from flows.stages import ingest
+from flows.streamtime import StreamClock
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,9 @@ class FlowSinks:
 
     events: Sequence[Sink[Event]] = field(default_factory=list)
     dead_letters: Sequence[Sink[DeadLetter]] = field(default_factory=list)
+    # every feature update (the online store) / only the throttled snapshots (ClickHouse)
+    features: Sequence[Sink[FeatureUpdate]] = field(default_factory=list)
+    feature_snapshots: Sequence[Sink[FeatureUpdate]] = field(default_factory=list)
 
 
 def make_validator(settings: Settings) -> Validator:
@@ -54,6 +61,13 @@ def make_validator(settings: Settings) -> Validator:
     return Validator(limits, pii)
 
 
+def feature_set(settings: Settings) -> FeatureSet | None:
+    """The declared features (None when features are off); a bad file raises ConfigError."""
+    if not settings.features.enabled:
+        return None
+    return load_features(settings.features.file or config_dir() / "features.toml")
+
+
 def build_flow(
     settings: Settings,
     source: Source[RawRecord],
@@ -61,13 +75,26 @@ def build_flow(
     flow_id: str = "scrm",
     clock: Callable[[], float] = time.time,
 ) -> Dataflow:
-    """Assemble input -> ingest (validate, dedupe) -> outputs."""
+    """Assemble input -> ingest (validate, dedupe, features) -> outputs."""
     flow = Dataflow(flow_id)
     raw = op.input("input", flow, source)
-    out = ingest("ingest", raw, make_validator(settings), settings.dedupe, clock)
-    events = op.key_rm("events", out.events)
+    stream = StreamClock(int(settings.features.max_clock_skew_s * 1000), clock)
+    out = ingest(
+        "ingest", raw, make_validator(settings), settings.dedupe, settings.features,
+        feature_set(settings), stream, settings.recovery.dir is not None, clock,
+    )  # fmt: skip
     for i, sink in enumerate(sinks.events):
-        op.output(f"events_out_{i}", events, sink)
+        op.output(f"events_out_{i}", out.events, sink)
     for i, sink in enumerate(sinks.dead_letters):
         op.output(f"dead_letters_out_{i}", out.dead_letters, sink)
+    for i, sink in enumerate(sinks.features):
+        op.output(f"features_out_{i}", out.features, sink)
+    if sinks.feature_snapshots:
+        snaps = op.filter("snapshots", out.features, _is_snapshot)
+        for i, sink in enumerate(sinks.feature_snapshots):
+            op.output(f"feature_snapshots_out_{i}", snaps, sink)
     return flow
+
+
+def _is_snapshot(u: FeatureUpdate) -> bool:
+    return u.snapshot

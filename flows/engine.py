@@ -32,10 +32,11 @@ from flows.settings import Settings, redact_url
 from flows.sources import FileSource, KafkaEventsSource, RunControl, SyntheticSource
 from sinks import metrics
 from sinks.clickhouse import ClickHouseSink, apply_ddl, connect, table_counts
+from sinks.feature_store import RedisFeatureStore
 from sinks.kafka import KafkaTopicSink, dead_letter_message, ensure_topics
 from sinks.redis_store import RedisService
 from sinks.retry import RetryPolicy
-from sinks.tables import DEAD_LETTERS, EVENTS
+from sinks.tables import DEAD_LETTERS, EVENTS, FEATURES
 
 log = logging.getLogger("scrm.engine")
 
@@ -71,9 +72,15 @@ def make_sinks(settings: Settings) -> FlowSinks:
         dead.append(
             KafkaTopicSink(settings.kafka, settings.kafka.dlq_topic, dead_letter_message, retry)  # type: ignore[arg-type]
         )
+    features_on = settings.features.enabled
+    store = RedisFeatureStore(
+        settings.redis.url, settings.features.redis_ttl_s, settings.redis.timeout_s, retry
+    )
     return FlowSinks(
         events=[ClickHouseSink(settings.clickhouse, EVENTS, retry)],
         dead_letters=dead,
+        features=[store] if features_on else [],
+        feature_snapshots=[ClickHouseSink(settings.clickhouse, FEATURES, retry)] if features_on else [],
     )
 
 

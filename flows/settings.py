@@ -142,6 +142,22 @@ class DedupeSettings(_Section):
     idle_evict_s: float = Field(3600.0, gt=0)
 
 
+class FeatureSettings(_Section):
+    enabled: bool = True
+    # Feature declarations; empty = config/features.toml shipped with the engine.
+    file: Path | None = None
+    # Events more than this far behind their profile's newest event change no feature.
+    allowed_lateness_s: float = Field(3600.0, ge=0)
+    # A silent profile's windows are recomputed (as of stream time) this often, wall clock.
+    idle_refresh_s: float = Field(300.0, gt=0)
+    # At most one ClickHouse `features` row per profile per this much event time.
+    snapshot_interval_s: float = Field(60.0, ge=0)
+    # Online store hashes expire after this long without an update (profiles gone quiet).
+    redis_ttl_s: int = Field(30 * 86400, ge=1)
+    # Stream time never runs ahead of the wall clock by more than this.
+    max_clock_skew_s: float = Field(60.0, ge=0)
+
+
 class PiiSettings(_Section):
     secret: SecretStr = SecretStr("change-me")
     # props fields treated as PII, like identifiers: hashed + masked before storage
@@ -175,6 +191,7 @@ class Settings(_Section):
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     validation: ValidationSettings = ValidationSettings()
     dedupe: DedupeSettings = DedupeSettings()
+    features: FeatureSettings = FeatureSettings()
     pii: PiiSettings = PiiSettings()
     metrics: MetricsSettings = MetricsSettings()
     retry: RetrySettings = RetrySettings()

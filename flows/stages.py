@@ -7,6 +7,7 @@ dead letters. Each stage is a thin shell around the pure logic in `flows.contrac
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,11 +15,14 @@ from datetime import UTC, datetime
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
-from bytewax.operators import KeyedStream, StatefulBatchLogic
+from bytewax.operators import StatefulBatchLogic
 
 from flows.contract import DeadLetter, Event, RawRecord, Validator
-from flows.dedupe import SeenIds
-from flows.settings import DedupeSettings
+from flows.featuredefs import FeatureSet
+from flows.features import set_current_plan
+from flows.profile import FeatureUpdate, ProfileState, new_state
+from flows.settings import DedupeSettings, FeatureSettings
+from flows.streamtime import StreamClock
 from sinks import metrics
 
 Clock = Callable[[], float]
@@ -26,18 +30,20 @@ Clock = Callable[[], float]
 
 @dataclass(frozen=True)
 class IngestOut:
-    """Accepted events keyed by profileId, and the dead letters."""
+    """Accepted events (marked late or not), feature updates, and the dead letters."""
 
-    events: KeyedStream[Event]
+    events: Stream[Event]
+    features: Stream[FeatureUpdate]
     dead_letters: Stream[DeadLetter]
 
 
 class _ParseBatch:
     """Validates a batch against the contract with one clock reading; counts the outcome."""
 
-    def __init__(self, validator: Validator, clock: Clock) -> None:
+    def __init__(self, validator: Validator, clock: Clock, stream: StreamClock) -> None:
         self._validator = validator
         self._clock = clock
+        self._stream = stream
         self._accepted = metrics.EVENTS_ACCEPTED
         self._lag = metrics.EVENT_TIME_LAG
 
@@ -58,48 +64,88 @@ class _ParseBatch:
         if accepted:
             self._accepted.inc(accepted)
             self._lag.set(max(0.0, now - newest / 1000))
+            self._stream.observe(newest)
         return out
 
 
-class _DedupeLogic(StatefulBatchLogic[Event, Event, SeenIds]):
-    """Per-profile eventId dedupe; the profile's state is dropped after it goes idle.
+class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | None]):
+    """One profile: dedupe, features, and a wall-clock timer that refreshes a silent
+    profile's windows as of stream time (see `flows.streamtime`).
 
-    The idle deadline is recomputed at most every tenth of the idle time, so the timer
-    costs next to nothing per event.
+    With features on, the timer runs while a windowed feature still holds data; with them
+    off, it drops the (dedupe-only) state after ``dedupe.idle_evict_s``. The deadline is
+    recomputed at most every tenth of the interval, so it costs next to nothing per event.
     """
 
-    def __init__(self, seen: SeenIds, idle_s: float, clock: Clock) -> None:
-        self._seen = seen
-        self._idle_s = idle_s
-        self._clock = clock
+    def __init__(self, state: ProfileState, cfg: _ProfileConfig) -> None:
+        self._state = state
+        self._cfg = cfg
         self._deadline_at = 0.0
         self._deadline: datetime | None = None
-        self._refresh_deadline()
+        self._schedule()
 
-    def _refresh_deadline(self) -> None:
-        now = self._clock()
-        if now + self._idle_s - self._deadline_at > self._idle_s / 10:
-            self._deadline_at = now + self._idle_s
+    def _schedule(self) -> None:
+        cfg = self._cfg
+        interval = cfg.refresh_s if cfg.features else cfg.idle_s
+        now = cfg.clock()
+        if cfg.features and not self._state.live(self._state.as_of(cfg.stream.now_ms())):
+            self._deadline = None
+            self._deadline_at = 0.0
+            return
+        if now + interval - self._deadline_at > interval / 10:
+            self._deadline_at = now + interval
             self._deadline = datetime.fromtimestamp(self._deadline_at, UTC)
 
-    def on_batch(self, values: list[Event]) -> tuple[list[Event], bool]:
-        first = self._seen.first_time
-        out = [e for e in values if first(e.event_id, e.ts_ms)]
-        if len(out) != len(values):
-            metrics.EVENTS_DUPLICATE.inc(len(values) - len(out))
-        self._refresh_deadline()
-        return out, StatefulBatchLogic.RETAIN
+    def on_batch(self, values: list[Event]) -> tuple[list[Event | FeatureUpdate], bool]:
+        st = self._state
+        out, dups, late = st.ingest(values)
+        if dups:
+            metrics.EVENTS_DUPLICATE.inc(dups)
+        if late:
+            metrics.EVENTS_LATE.inc(late)
+        emitted: list[Event | FeatureUpdate] = list(out)
+        if self._cfg.features and len(out) > late:
+            cfg = self._cfg
+            newest = max(e.received_ms for e in out)
+            upd = st.update(out[0].profile_id, st.as_of(cfg.stream.now_ms()), cfg.snapshot_ms, newest)
+            if upd is not None:
+                emitted.append(upd)
+        self._schedule()
+        return emitted, StatefulBatchLogic.RETAIN
 
-    def on_notify(self) -> tuple[list[Event], bool]:
-        return [], StatefulBatchLogic.DISCARD
+    def on_notify(self) -> tuple[list[Event | FeatureUpdate], bool]:
+        cfg = self._cfg
+        st = self._state
+        if not cfg.features:
+            return [], StatefulBatchLogic.DISCARD
+        as_of = st.as_of(cfg.stream.now_ms())
+        upd = st.update(st.profile_id, as_of, cfg.snapshot_ms, 0) if st.profile_id else None
+        self._deadline_at = 0.0
+        self._schedule()
+        return ([upd] if upd is not None else []), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         return self._deadline
 
-    def snapshot(self) -> SeenIds:
-        import copy
+    def snapshot(self) -> bytes | None:
+        # Bytewax asks for snapshots at every epoch even without recovery: then there is
+        # nothing to save. With recovery, pickled bytes are the immutable copy (and far
+        # cheaper than a deep copy).
+        return pickle.dumps(self._state, protocol=5) if self._cfg.recovery else None
 
-        return copy.copy(self._seen)
+
+@dataclass(frozen=True)
+class _ProfileConfig:
+    features: FeatureSet | None
+    ttl_ms: int
+    max_ids: int
+    lateness_ms: int
+    refresh_s: float
+    idle_s: float
+    snapshot_ms: int
+    stream: StreamClock
+    clock: Clock
+    recovery: bool
 
 
 def _is_event(item: Event | DeadLetter) -> bool:
@@ -110,23 +156,50 @@ def _profile_of(event: Event) -> str:
     return event.profile_id
 
 
+def _is_update(item: Event | FeatureUpdate) -> bool:
+    return type(item) is FeatureUpdate
+
+
 @operator
 def ingest(
     step_id: str,
     up: Stream[RawRecord],
     validator: Validator,
     dedupe: DedupeSettings,
+    feature_settings: FeatureSettings,
+    feature_set: FeatureSet | None,
+    stream: StreamClock,
+    recovery: bool = False,
     clock: Clock = time.time,
 ) -> IngestOut:
-    """Validate, split off dead letters, key by profile, drop repeated eventIds."""
-    parsed = op.flat_map_batch("parse", up, _ParseBatch(validator, clock))
+    """Validate, split off dead letters, key by profile, then per profile: drop repeated
+    eventIds, mark late events, update features."""
+    parsed = op.flat_map_batch("parse", up, _ParseBatch(validator, clock, stream))
     split = op.branch("split", parsed, _is_event)
     keyed = op.key_on("key_by_profile", split.trues, _profile_of)  # type: ignore[arg-type]
-    ttl_ms = int(dedupe.ttl_s * 1000)
+    cfg = _ProfileConfig(
+        features=feature_set if feature_settings.enabled else None,
+        ttl_ms=int(dedupe.ttl_s * 1000),
+        max_ids=dedupe.max_ids_per_profile,
+        lateness_ms=int(feature_settings.allowed_lateness_s * 1000),
+        refresh_s=feature_settings.idle_refresh_s,
+        idle_s=dedupe.idle_evict_s,
+        snapshot_ms=int(feature_settings.snapshot_interval_s * 1000),
+        stream=stream,
+        clock=clock,
+        recovery=recovery,
+    )
+    if cfg.features is not None:
+        set_current_plan(cfg.features)
 
-    def _builder(resume: SeenIds | None) -> _DedupeLogic:
-        seen = resume if resume is not None else SeenIds(ttl_ms, dedupe.max_ids_per_profile)
-        return _DedupeLogic(seen, dedupe.idle_evict_s, clock)
+    def _builder(resume: bytes | None) -> _ProfileLogic:
+        state = (
+            pickle.loads(resume)
+            if resume is not None
+            else new_state(cfg.features, cfg.ttl_ms, cfg.max_ids, cfg.lateness_ms)
+        )
+        return _ProfileLogic(state, cfg)
 
-    events = op.stateful_batch("dedupe", keyed, _builder)
-    return IngestOut(events, split.falses)  # type: ignore[arg-type]
+    profiles = op.key_rm("unkey", op.stateful_batch("profile", keyed, _builder))
+    out = op.branch("split_updates", profiles, _is_update)
+    return IngestOut(out.falses, out.trues, split.falses)  # type: ignore[arg-type]

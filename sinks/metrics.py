@@ -23,6 +23,11 @@ EVENTS_REJECTED = Counter(
 EVENTS_DUPLICATE = Counter(
     "scrm_events_duplicate_total", "Accepted events dropped as repeats of an earlier eventId"
 )
+EVENTS_LATE = Counter(
+    "scrm_events_late_total",
+    "Events stored but too late (beyond features.allowed_lateness_s) to change features",
+)
+FEATURE_UPDATES = Counter("scrm_feature_updates_total", "Feature updates written, by store", ["store"])
 EVENT_TIME_LAG = Gauge(
     "scrm_event_time_lag_seconds", "Wall clock minus the newest event time seen by the parser"
 )

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from flows.contract import DeadLetter, Event
+from flows.profile import FeatureUpdate
 from sinks.clickhouse import TableSpec
 
 
@@ -26,6 +27,7 @@ def _event_columns(batch: Sequence[Event]) -> list[list[Any]]:
         [e.origin for e in batch],
         [e.partition for e in batch],
         [e.offset for e in batch],
+        [1 if e.late else 0 for e in batch],
     ]
 
 
@@ -44,6 +46,7 @@ EVENTS: TableSpec[Event] = TableSpec(
         "origin",
         "src_partition",
         "src_offset",
+        "late",
     ),
     to_columns=_event_columns,
     times=lambda e: (e.received_ms, e.ts_ms),
@@ -79,4 +82,20 @@ DEAD_LETTERS: TableSpec[DeadLetter] = TableSpec(
     ),
     to_columns=_dead_letter_columns,
     times=lambda d: (d.received_ms, d.received_ms),
+)
+
+
+def _feature_columns(batch: Sequence[FeatureUpdate]) -> list[list[Any]]:
+    return [
+        [u.profile_id for u in batch],
+        [u.as_of_ms for u in batch],
+        [u.full for u in batch],
+    ]
+
+
+FEATURES: TableSpec[FeatureUpdate] = TableSpec(
+    table="features",
+    columns=("profile_id", "ts", "values"),
+    to_columns=_feature_columns,
+    times=lambda u: (u.received_ms or u.as_of_ms, u.as_of_ms),
 )

@@ -52,7 +52,7 @@ def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def names() -> dict[str, str]:
     """Unique topic and database names for one test."""
     tag = uuid.uuid4().hex[:10]
-    return {"events": f"ev_{tag}", "dlq": f"dlq_{tag}", "database": f"t_{tag}"}
+    return {"events": f"ev_{tag}", "dlq": f"dlq_{tag}", "database": f"t_{tag}", "tag": tag}
 
 
 @pytest.fixture

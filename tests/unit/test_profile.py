@@ -1,0 +1,85 @@
+"""Per-profile state: dedupe + features; partial store updates add up to the full map."""
+
+from __future__ import annotations
+
+import pickle
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flows.contract import Event
+from flows.dataflow import feature_set
+from flows.profile import ProfileState, new_state
+from flows.settings import load_settings
+
+FS = feature_set(load_settings(env={}))
+HOUR = 3_600_000
+T0 = 1_790_000_000_000
+
+
+def ev(i: int, etype: str, ts: int, amount: float | None = None) -> Event:
+    props = {} if amount is None else {"amount": amount, "price": amount}
+    return Event(f"e{i}", "p1", etype, ts, "app", props, {}, {}, 0, "t", 0, i)
+
+
+def fresh() -> ProfileState:
+    return new_state(FS, 86_400_000, 1000, HOUR)
+
+
+def test_pickle_round_trip_keeps_every_part():
+    s = fresh()
+    s.ingest([ev(1, "order_paid", T0, 10.0), ev(2, "page_view", T0 + 1000)])
+    s.update("p1", T0 + 1000, 60_000, 0)
+    clone = pickle.loads(pickle.dumps(s))
+    assert (clone.profile_id, clone.last_as_of, clone.last_names) == (
+        s.profile_id,
+        s.last_as_of,
+        s.last_names,
+    )
+    assert clone.ingest([ev(1, "order_paid", T0, 10.0)])[1] == 1, "dedupe memory survived"
+    assert clone.features.values(T0 + 5000) == s.features.values(T0 + 5000)
+
+
+def test_late_events_are_kept_and_marked_but_change_nothing():
+    s = fresh()
+    s.ingest([ev(1, "order_paid", T0 + 3 * HOUR, 10.0)])
+    before = s.features.values(T0 + 3 * HOUR)
+    out, dups, late = s.ingest([ev(2, "order_paid", T0, 99.0)])
+    assert (dups, late) == (0, 1) and out[0].late is True
+    assert s.features.values(T0 + 3 * HOUR) == before
+
+
+steps = st.lists(
+    st.tuples(
+        st.sampled_from(["page_view", "order_paid", "add_to_cart", "order_created", "complaint", None]),
+        st.integers(0, 6 * HOUR),  # event-time step; None type = a timer refresh only
+        st.floats(1, 500, allow_nan=False),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(steps, st.integers(0, 3))
+def test_partial_updates_applied_in_order_equal_the_full_map(seq, snapshot_minutes):
+    """What the online store ends up holding (every update applied: HSET values, HDEL
+    removed) equals the full feature map as of the last update."""
+    s = fresh()
+    store: dict[str, float] = {}
+    ts = T0
+    last_as_of = T0
+    for i, (etype, step, amount) in enumerate(seq):
+        ts += step
+        if etype is not None:
+            s.ingest([ev(i, etype, ts, amount)])
+        upd = s.update("p1", ts, snapshot_minutes * 60_000, 0)
+        if upd is None:
+            continue
+        store.update(upd.values)
+        for name in upd.removed:
+            store.pop(name, None)
+        if upd.full is not None:
+            assert upd.full == s.features.values(ts)
+        last_as_of = upd.as_of_ms
+    assert store == s.features.values(last_as_of)
