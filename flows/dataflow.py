@@ -13,8 +13,10 @@ connection: sinks open theirs in ``build()`` on each worker.
 >>> flow = build_flow(load_settings(env={}), TestingSource([good, good, bad]),
 ...                   FlowSinks(events=[TestingSink(events)], dead_letters=[TestingSink(dead)]))
 >>> run_main(flow)
->>> [e.event_id for e in events], [d.reason for d in dead]
+>>> [e.event_id for e in events if e.source != "engine"], [d.reason for d in dead]
 (['e1'], ['invalid_json'])
+>>> sorted(e.type for e in events if e.source == "engine")   # the engine's own tag changes
+['tag_added']
 """
 
 from __future__ import annotations

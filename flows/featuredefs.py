@@ -114,12 +114,35 @@ class FeatureDef:
             object.__setattr__(self, "bucket_ms", self.window_ms // self.buckets)
 
 
+@dataclass(frozen=True, slots=True)
+class TagDef:
+    """An auto-tag: on while every condition over feature values holds (an absent feature
+    fails its condition). Entering and leaving are recorded as events on the stream."""
+
+    name: str
+    when: tuple[tuple[str, str, float], ...]
+
+    def holds(self, values: Mapping[str, float]) -> bool:
+        for feature, op, limit in self.when:
+            v = values.get(feature)
+            if v is None or not _TAG_CMP[op](v, limit):
+                return False
+        return True
+
+
+_TAG_CMP = {
+    "==": lambda a, b: a == b, "!=": lambda a, b: a != b, ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
+}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class FeatureSet:
-    """Validated features in dependency order (an ``expr`` after what it reads)."""
+    """Validated features in dependency order (an ``expr`` after what it reads), and tags."""
 
     features: tuple[FeatureDef, ...]
     source: str = "<memory>"
+    tags: tuple[TagDef, ...] = ()
 
     def names(self) -> list[str]:
         return [f.name for f in self.features]
@@ -165,7 +188,7 @@ def _expr_names(expr: str, where: str, source: str) -> set[str]:
 
 def parse_features(data: Mapping[str, Any], source: str = "<memory>") -> FeatureSet:
     """Validate ``{"feature": [...]}``; errors name the file, the entry and what is wrong."""
-    unknown_top = set(data) - {"feature", "defaults"}
+    unknown_top = set(data) - {"feature", "defaults", "tag"}
     if unknown_top:
         raise _err(source, "top level", f"unknown keys {sorted(unknown_top)} (expected [[feature]])")
     defaults = data.get("defaults", {})
@@ -273,7 +296,41 @@ def parse_features(data: Mapping[str, Any], source: str = "<memory>") -> Feature
             max_distinct=max_distinct,
         )  # fmt: skip
         order.append(name)
-    return FeatureSet(tuple(parsed[n] for n in order), source)
+    tags = _tags(data.get("tag", []), parsed, source)
+    return FeatureSet(tuple(parsed[n] for n in order), source, tags)
+
+
+def _tags(raw: Any, features: Mapping[str, FeatureDef], source: str) -> tuple[TagDef, ...]:
+    if not isinstance(raw, list):
+        raise _err(source, "tag", "must be an array of tables ([[tag]])")
+    out: list[TagDef] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(raw):
+        label = f"tag[{i}]"
+        if not isinstance(entry, dict) or set(entry) - {"name", "when"}:
+            raise _err(source, label, "must be a table with name and when")
+        name = entry.get("name")
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name in seen:
+            raise _err(source, f"{label}.name", f"{name!r} must be a unique name matching [a-z][a-z0-9_]*")
+        seen.add(name)
+        when = entry.get("when")
+        if not isinstance(when, list) or not when:
+            raise _err(source, f"{label} ({name}).when", "needs [[feature, op, number], ...]")
+        conds = []
+        for j, cond in enumerate(when):
+            where = f"{label} ({name}).when[{j}]"
+            if not isinstance(cond, list) or len(cond) != 3:
+                raise _err(source, where, "must be [feature, op, number]")
+            feature, op, limit = cond
+            if feature not in features:
+                raise _err(source, where, f"{feature!r} is not a declared feature")
+            if op not in _TAG_CMP:
+                raise _err(source, where, f"unknown operator {op!r} (one of {' '.join(_TAG_CMP)})")
+            if isinstance(limit, bool) or not isinstance(limit, int | float):
+                raise _err(source, where, f"{limit!r} is not a number")
+            conds.append((feature, op, float(limit)))
+        out.append(TagDef(name, tuple(conds)))
+    return tuple(out)
 
 
 def _conditions(raw: Any, where: str, source: str) -> tuple[Condition, ...]:

@@ -408,6 +408,8 @@ class FeaturePlan:
         self.stateful = [i for i, d in enumerate(fs.features) if d.agg != "expr"]
         self.continuous = [i for i, d in enumerate(fs.features) if d.agg in ("recency", "decayed_sum")]
         self.windowed = [(i, d.bucket_ms) for i, d in enumerate(fs.features) if d.bucket_ms]
+        self.tags = fs.tags
+        self.tag_inputs = frozenset(f for t in fs.tags for f, _, _ in t.when)
         # Values of features no event touched yet: one dict, copied per read.
         self.empty = {d.name: _EMPTY_VALUE[d.agg] for d in fs.features if d.agg in _EMPTY_VALUE}
         self.horizon_ms = max((d.window_ms * (2 if d.agg == "trend" else 1) for d in fs.features), default=0)
@@ -508,6 +510,10 @@ class ProfileFeatures:
             if v is not None:
                 out[names[i]] = v
         return out
+
+    @property
+    def plan(self) -> FeaturePlan:
+        return self._plan
 
     def changed(self, as_of: int, since: int) -> tuple[dict[str, float], list[str]]:
         """Features whose value may differ from what they were as of `since`: those events

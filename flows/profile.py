@@ -8,7 +8,7 @@ out. The Bytewax stage around it (`flows.stages.profiles`) adds timers and metri
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from flows.contract import Event
 from flows.dedupe import SeenIds
@@ -25,6 +25,7 @@ class FeatureUpdate(NamedTuple):
     removed: tuple[str, ...]  # names that had a value and have none now
     full: dict[str, float] | None  # the whole map, when a ClickHouse snapshot row is due
     received_ms: int  # arrival of the newest event behind it (0 for a timer refresh)
+    tags: tuple[str, ...] | None = None  # the profile's tags, when they changed or on a snapshot
 
     @property
     def snapshot(self) -> bool:
@@ -35,7 +36,16 @@ class ProfileState:
     """Dedupe memory and feature state of one profile; picklable, bounded."""
 
     __slots__ = (
-        "features", "last_as_of", "last_names", "last_snapshot_ms", "profile_id", "seen", "unsnapshotted",
+        "features",
+        "last_as_of",
+        "last_names",
+        "last_snapshot_ms",
+        "pending_tag_events",
+        "profile_id",
+        "seen",
+        "tag_inputs",
+        "tags",
+        "unsnapshotted",
     )  # fmt: skip
 
     def __init__(self, seen: SeenIds, features: ProfileFeatures | None) -> None:
@@ -46,6 +56,9 @@ class ProfileState:
         self.last_snapshot_ms = -1
         self.last_as_of = -1
         self.unsnapshotted = False
+        self.tags: frozenset[str] = frozenset()
+        self.tag_inputs: dict[str, float] = {}  # current values of the features tags read
+        self.pending_tag_events: tuple[Any, Any] = ((), ())
 
     def ingest(self, events: list[Event]) -> tuple[list[Event], int, int]:
         """Dedupe and fold in `events`; returns (events to store, duplicates, late)."""
@@ -94,7 +107,51 @@ class ProfileState:
         removed = tuple(sorted(self.last_names.intersection(gone)))
         self.last_names = (self.last_names - frozenset(gone)) | frozenset(values)
         self.last_as_of = as_of_ms
-        return FeatureUpdate(profile_id, as_of_ms, values, removed, full, received_ms)
+        changed_tags = self._retag(values, gone)
+        tags = tuple(sorted(self.tags)) if changed_tags or full is not None else None
+        return FeatureUpdate(profile_id, as_of_ms, values, removed, full, received_ms, tags)
+
+    def _retag(self, values: dict[str, float], gone: list[str]) -> bool:
+        plan = self.features.plan  # type: ignore[union-attr]
+        if not plan.tags:
+            return False
+        inputs = self.tag_inputs
+        for name in plan.tag_inputs.intersection(values):
+            inputs[name] = values[name]
+        for name in plan.tag_inputs.intersection(gone):
+            inputs.pop(name, None)
+        now = frozenset(t.name for t in plan.tags if t.holds(inputs))
+        if now == self.tags:
+            return False
+        self.pending_tag_events = (now - self.tags, self.tags - now)
+        self.tags = now
+        return True
+
+    def tag_events(self, update: FeatureUpdate) -> list[Event]:
+        """The tag_added / tag_removed events of the last `update` (deterministic ids)."""
+        added, removed = self.pending_tag_events
+        self.pending_tag_events = ((), ())
+        out = []
+        ts = update.as_of_ms
+        for kind, names in (("tag_added", added), ("tag_removed", removed)):
+            for name in sorted(names):
+                out.append(
+                    Event(
+                        f"{kind}:{name}:{update.profile_id}:{ts}",
+                        update.profile_id,
+                        kind,
+                        ts,
+                        "engine",
+                        {"tag": name},
+                        {},
+                        {},
+                        update.received_ms or ts,
+                        "engine",
+                        0,
+                        -1,
+                    )
+                )
+        return out
 
     def as_of(self, stream_now_ms: int) -> int:
         """The time to read features at: stream time, or this profile's newest event if later."""
@@ -105,19 +162,18 @@ class ProfileState:
         """Whether time passing can still change this profile's windowed features."""
         return self.features is not None and self.features.live(as_of_ms)
 
-    def __getstate__(self) -> tuple[str, SeenIds, ProfileFeatures | None, frozenset[str], int, bool, int]:
+    def __getstate__(self) -> tuple[Any, ...]:
         return (
             self.profile_id, self.seen, self.features, self.last_names, self.last_snapshot_ms,
-            self.unsnapshotted, self.last_as_of,
+            self.unsnapshotted, self.last_as_of, self.tags, self.tag_inputs,
         )  # fmt: skip
 
-    def __setstate__(
-        self, state: tuple[str, SeenIds, ProfileFeatures | None, frozenset[str], int, bool, int]
-    ) -> None:
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
         (
             self.profile_id, self.seen, self.features, self.last_names, self.last_snapshot_ms,
-            self.unsnapshotted, self.last_as_of,
+            self.unsnapshotted, self.last_as_of, self.tags, self.tag_inputs,
         ) = state  # fmt: skip
+        self.pending_tag_events = ((), ())
 
 
 def new_state(fs: FeatureSet | None, ttl_ms: int, max_ids: int, lateness_ms: int) -> ProfileState:

@@ -29,6 +29,7 @@ class Snapshot:
     duplicate: float
     lag_s: float
     sink_rows: Mapping[str, float] = field(default_factory=dict)
+    late: float = 0.0
 
     @classmethod
     def take(cls) -> Snapshot:
@@ -40,6 +41,7 @@ class Snapshot:
             duplicate=metrics.value("scrm_events_duplicate_total"),
             lag_s=metrics.value("scrm_event_time_lag_seconds"),
             sink_rows=metrics.labelled_values("scrm_sink_rows_total", "sink"),
+            late=metrics.value("scrm_events_late_total"),
         )
 
     @property
@@ -59,6 +61,7 @@ class Snapshot:
             },
             duplicate=self.duplicate - base.duplicate,
             lag_s=self.lag_s,
+            late=self.late - base.late,
             sink_rows={
                 k: v - base.sink_rows.get(k, 0.0)
                 for k, v in self.sink_rows.items()
@@ -144,6 +147,8 @@ def render_summary(console: Console, s: RunSummary) -> None:
     status.add_column("reason")
     status.add_column("records", justify="right")
     status.add_row("accepted", "", f"{int(c.accepted - c.duplicate):,}")
+    if c.late:
+        status.add_row("  of which late", "stored, too late to change features", f"{int(c.late):,}")
     status.add_row("duplicate", "repeated eventId", f"{int(c.duplicate):,}")
     for reason, n in sorted(c.rejected.items(), key=lambda kv: -kv[1]):
         status.add_row("rejected", reason, f"{int(n):,}")
@@ -156,6 +161,9 @@ def render_summary(console: Console, s: RunSummary) -> None:
     for name, n in sorted(s.tables.items()):
         tables.add_row(name, f"{n:,}")
     console.print(tables)
+    updates = c.sink_rows.get("redis:features", 0)
+    if updates:
+        console.print(f"feature store: {int(updates):,} profile updates written to Redis")
     console.print(f"data: {s.data_dir}  ·  ClickHouse: {s.clickhouse_url}  ·  Redis: {s.redis}")
     console.print(
         'query: [bold]scrm query "SELECT type, count() FROM '

@@ -110,6 +110,8 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
             upd = st.update(out[0].profile_id, st.as_of(cfg.stream.now_ms()), cfg.snapshot_ms, newest)
             if upd is not None:
                 emitted.append(upd)
+                if upd.tags is not None:
+                    emitted.extend(st.tag_events(upd))
         self._schedule()
         return emitted, StatefulBatchLogic.RETAIN
 
@@ -122,7 +124,9 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
         upd = st.update(st.profile_id, as_of, cfg.snapshot_ms, 0) if st.profile_id else None
         self._deadline_at = 0.0
         self._schedule()
-        return ([upd] if upd is not None else []), StatefulBatchLogic.RETAIN
+        if upd is None:
+            return [], StatefulBatchLogic.RETAIN
+        return [upd, *st.tag_events(upd)], StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         return self._deadline

@@ -5,6 +5,7 @@ Layout (external services read it directly)::
     scrm:features:{<profileId>}      hash, hash-tagged for Redis Cluster
         <feature name>  -> value as a decimal string ("3", "129.5")
         as_of           -> event time (epoch ms) the values hold for
+        tags            -> the profile's auto-tags, comma-separated ("active,high_value")
     TTL: features.redis_ttl_s after the last update (profiles gone quiet disappear)
 
 A feature without a value (an ``avg`` with nothing to average, ...) is absent from the
@@ -59,6 +60,7 @@ def coalesce(updates: list[FeatureUpdate]) -> list[FeatureUpdate]:
             removed=tuple(sorted(removed)),
             as_of_ms=max(prev.as_of_ms, u.as_of_ms),
             full=u.full if u.full is not None else prev.full,
+            tags=u.tags if u.tags is not None else prev.tags,
         )
     return list(merged.values())
 
@@ -120,8 +122,10 @@ class _StorePartition(StatelessSinkPartition[FeatureUpdate]):
             pipe = self._client.pipeline(transaction=False)
             for u in updates:
                 key = feature_key(u.profile_id)
-                mapping: dict[str, float | int] = dict(u.values)
+                mapping: dict[str, float | int | str] = dict(u.values)
                 mapping["as_of"] = u.as_of_ms
+                if u.tags is not None:
+                    mapping["tags"] = ",".join(u.tags)
                 pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
                 if u.removed:
                     pipe.hdel(key, *u.removed)

@@ -90,12 +90,13 @@ def _feature_columns(batch: Sequence[FeatureUpdate]) -> list[list[Any]]:
         [u.profile_id for u in batch],
         [u.as_of_ms for u in batch],
         [u.full for u in batch],
+        [list(u.tags or ()) for u in batch],
     ]
 
 
 FEATURES: TableSpec[FeatureUpdate] = TableSpec(
     table="features",
-    columns=("profile_id", "ts", "values"),
+    columns=("profile_id", "ts", "values", "tags"),
     to_columns=_feature_columns,
     times=lambda u: (u.received_ms or u.as_of_ms, u.as_of_ms),
 )

@@ -81,10 +81,13 @@ def test_online_store_and_snapshots_match_a_recomputation(broker, engine_setting
     for pid, evs in history.items():
         stored = {k.decode(): v.decode() for k, v in r.hgetall(feature_key(pid)).items()}
         as_of = int(stored.pop("as_of"))
+        tags = stored.pop("tags", "")
         got = {k: float(v) for k, v in stored.items()}
         want = oracle(fs, [as_event(e) for e in evs], 3_600_000, as_of)
         assert not diff(fs, got, want), (pid, diff(fs, got, want))
         assert r.pttl(feature_key(pid)) > 0, "every hash carries a TTL"
+        want_tags = {t.name for t in fs.tags if t.holds(want)}
+        assert set(filter(None, tags.split(","))) == want_tags, pid
         snap_ts, snap_values = latest[pid]
         assert snap_ts == as_of
         assert not diff(fs, dict(snap_values), want), (pid, "ClickHouse snapshot")
@@ -110,9 +113,9 @@ def test_a_silent_profiles_hourly_count_falls_to_zero_in_replay(engine_settings,
     })  # fmt: skip
     run_engine(settings)
     r = redis.Redis.from_url(valkey)
-    quiet = {k.decode(): float(v) for k, v in r.hgetall(feature_key(quiet_id)).items()}
+    quiet = {k.decode(): float(v) for k, v in r.hgetall(feature_key(quiet_id)).items() if k != b"tags"}
     assert quiet["as_of"] >= T0 + HOUR + 5 * 60_000, "refreshed as of stream time, not its own last event"
     assert quiet["page_views_1h"] == 0.0
     assert quiet["page_views_24h"] == 1.0
-    busy = {k.decode(): float(v) for k, v in r.hgetall(feature_key(busy_id)).items()}
+    busy = {k.decode(): float(v) for k, v in r.hgetall(feature_key(busy_id)).items() if k != b"tags"}
     assert busy["page_views_1h"] >= 55

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,18 @@ def test_durations():
     for bad in ("", "h", "1.5h", "-1h", "1h ", "0s"):
         with pytest.raises(ValueError):
             parse_duration(bad)
+
+
+@pytest.mark.parametrize(
+    ("tag", "what"),
+    [
+        ({"name": "t", "when": [["nope", ">", 1]]}, "tag[0] (t).when[0]: 'nope' is not a declared feature"),
+        ({"name": "t", "when": [["a", "~", 1]]}, "unknown operator"),
+        ({"name": "t", "when": [["a", ">", "x"]]}, "is not a number"),
+        ({"name": "t", "when": []}, "needs"),
+        ({"name": "T!", "when": [["a", ">", 1]]}, "tag[0].name"),
+    ],
+)
+def test_bad_tags_are_refused(tag, what):
+    with pytest.raises(ConfigError, match=re.escape(what)):
+        parse_features({"feature": [{"name": "a", "agg": "count", "window": "1h"}], "tag": [tag]}, "f.toml")

@@ -83,3 +83,23 @@ def test_partial_updates_applied_in_order_equal_the_full_map(seq, snapshot_minut
             assert upd.full == s.features.values(ts)
         last_as_of = upd.as_of_ms
     assert store == s.features.values(last_as_of)
+
+
+def test_tags_enter_and_leave_with_events_and_stable_ids():
+    s = fresh()
+    s.ingest([ev(1, "order_paid", T0, 2500.0)])
+    upd = s.update("p1", T0, 60_000, 0)
+    assert upd is not None and set(upd.tags or ()) >= {"active", "high_value"}
+    entered = s.tag_events(upd)
+    assert {(e.type, e.props["tag"]) for e in entered} >= {
+        ("tag_added", "active"),
+        ("tag_added", "high_value"),
+    }
+    assert all(e.event_id == f"tag_added:{e.props['tag']}:p1:{T0}" and e.source == "engine" for e in entered)
+    # 40 days of silence: active -> dormant, and the 90-day revenue still counts
+    later = T0 + 40 * 86_400_000
+    upd = s.update("p1", later, 60_000, 0)
+    changes = {(e.type, e.props["tag"]) for e in s.tag_events(upd)}
+    assert ("tag_removed", "active") in changes and ("tag_added", "dormant") in changes
+    assert "high_value" in (upd.tags or ())
+    assert s.tag_events(upd) == [], "each change is reported once"
