@@ -15,8 +15,8 @@ connection: sinks open theirs in ``build()`` on each worker.
 >>> run_main(flow)
 >>> [e.event_id for e in events if e.source != "engine"], [d.reason for d in dead]
 (['e1'], ['invalid_json'])
->>> sorted(e.type for e in events if e.source == "engine")   # the engine's own tag changes
-['tag_added']
+>>> sorted(e.type for e in events if e.source == "engine")   # the engine's own changes
+['segment_changed', 'tag_added']
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.errors import ConfigError
+from flows.rfm import RfmConfig, SegmentDef
 
 AGGREGATIONS = (
     "count", "sum", "avg", "min", "max", "distinct", "last", "recency", "first_seen",
@@ -64,7 +65,7 @@ _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w
 # Fields of an event a feature may read: top-level ones, or anything under props.
 TOP_FIELDS = frozenset({"type", "source", "profileId", "eventId"})
 MAX_WINDOW_MS = 400 * 86_400_000
-RESERVED = frozenset({"as_of", "segment", "tags"})
+RESERVED = frozenset({"as_of", "segment", "tags", "rfm_r", "rfm_f", "rfm_m"})
 
 
 def parse_duration(text: str) -> int:
@@ -143,6 +144,8 @@ class FeatureSet:
     features: tuple[FeatureDef, ...]
     source: str = "<memory>"
     tags: tuple[TagDef, ...] = ()
+    rfm: RfmConfig | None = None
+    segments: tuple[SegmentDef, ...] = ()
 
     def names(self) -> list[str]:
         return [f.name for f in self.features]
@@ -188,7 +191,7 @@ def _expr_names(expr: str, where: str, source: str) -> set[str]:
 
 def parse_features(data: Mapping[str, Any], source: str = "<memory>") -> FeatureSet:
     """Validate ``{"feature": [...]}``; errors name the file, the entry and what is wrong."""
-    unknown_top = set(data) - {"feature", "defaults", "tag"}
+    unknown_top = set(data) - {"feature", "defaults", "tag", "rfm", "segment"}
     if unknown_top:
         raise _err(source, "top level", f"unknown keys {sorted(unknown_top)} (expected [[feature]])")
     defaults = data.get("defaults", {})
@@ -297,7 +300,52 @@ def parse_features(data: Mapping[str, Any], source: str = "<memory>") -> Feature
         )  # fmt: skip
         order.append(name)
     tags = _tags(data.get("tag", []), parsed, source)
-    return FeatureSet(tuple(parsed[n] for n in order), source, tags)
+    rfm, segments = _rfm(data.get("rfm"), data.get("segment", []), parsed, source)
+    return FeatureSet(tuple(parsed[n] for n in order), source, tags, rfm, segments)
+
+
+def _rfm(
+    raw: Any, segs: Any, features: Mapping[str, FeatureDef], source: str
+) -> tuple[RfmConfig | None, tuple[SegmentDef, ...]]:
+    if raw is None:
+        if segs:
+            raise _err(source, "segment", "segments need an [rfm] table")
+        return None, ()
+    if not isinstance(raw, dict) or set(raw) - {"recency", "frequency", "monetary"}:
+        raise _err(source, "rfm", "must be a table with recency, frequency, monetary (feature names)")
+    cfg = RfmConfig(**raw)
+    for dim in ("recency", "frequency", "monetary"):
+        name = getattr(cfg, dim)
+        if name not in features:
+            raise _err(source, f"rfm.{dim}", f"{name!r} is not a declared feature")
+    if not isinstance(segs, list):
+        raise _err(source, "segment", "must be an array of tables ([[segment]])")
+    out: list[SegmentDef] = []
+    for i, entry in enumerate(segs):
+        label = f"segment[{i}]"
+        if not isinstance(entry, dict) or set(entry) - {"name", "when"}:
+            raise _err(source, label, "must be a table with name and when")
+        name = entry.get("name")
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            raise _err(source, f"{label}.name", f"{name!r} must match [a-z][a-z0-9_]*")
+        when = entry.get("when")
+        if not isinstance(when, list):
+            raise _err(source, f"{label} ({name}).when", "needs [[r|f|m, op, score], ...]")
+        conds = []
+        for j, cond in enumerate(when):
+            where = f"{label} ({name}).when[{j}]"
+            if not isinstance(cond, list) or len(cond) != 3:
+                raise _err(source, where, "must be [r|f|m, op, score]")
+            dim, op, limit = cond
+            if dim not in ("r", "f", "m"):
+                raise _err(source, where, f"{dim!r} is not one of r, f, m")
+            if op not in _TAG_CMP:
+                raise _err(source, where, f"unknown operator {op!r}")
+            if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 5:
+                raise _err(source, where, f"{limit!r} is not a score from 1 to 5")
+            conds.append((dim, op, limit))
+        out.append(SegmentDef(name, tuple(conds)))
+    return cfg, tuple(out)
 
 
 def _tags(raw: Any, features: Mapping[str, FeatureDef], source: str) -> tuple[TagDef, ...]:

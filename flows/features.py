@@ -409,7 +409,10 @@ class FeaturePlan:
         self.continuous = [i for i, d in enumerate(fs.features) if d.agg in ("recency", "decayed_sum")]
         self.windowed = [(i, d.bucket_ms) for i, d in enumerate(fs.features) if d.bucket_ms]
         self.tags = fs.tags
-        self.tag_inputs = frozenset(f for t in fs.tags for f, _, _ in t.when)
+        self.rfm = fs.rfm
+        self.segments = fs.segments
+        rfm_inputs = (fs.rfm.recency, fs.rfm.frequency, fs.rfm.monetary) if fs.rfm else ()
+        self.tag_inputs = frozenset([*(f for t in fs.tags for f, _, _ in t.when), *rfm_inputs])
         # Values of features no event touched yet: one dict, copied per read.
         self.empty = {d.name: _EMPTY_VALUE[d.agg] for d in fs.features if d.agg in _EMPTY_VALUE}
         self.horizon_ms = max((d.window_ms * (2 if d.agg == "trend" else 1) for d in fs.features), default=0)

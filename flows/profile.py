@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from flows import rfm
 from flows.contract import Event
 from flows.dedupe import SeenIds
 from flows.featuredefs import FeatureSet
@@ -26,6 +27,7 @@ class FeatureUpdate(NamedTuple):
     full: dict[str, float] | None  # the whole map, when a ClickHouse snapshot row is due
     received_ms: int  # arrival of the newest event behind it (0 for a timer refresh)
     tags: tuple[str, ...] | None = None  # the profile's tags, when they changed or on a snapshot
+    segment: str | None = None  # the profile's RFM segment, when it changed or on a snapshot
 
     @property
     def snapshot(self) -> bool:
@@ -40,9 +42,12 @@ class ProfileState:
         "last_as_of",
         "last_names",
         "last_snapshot_ms",
+        "pending_segment",
         "pending_tag_events",
         "profile_id",
+        "rfm",
         "seen",
+        "segment",
         "tag_inputs",
         "tags",
         "unsnapshotted",
@@ -59,6 +64,9 @@ class ProfileState:
         self.tags: frozenset[str] = frozenset()
         self.tag_inputs: dict[str, float] = {}  # current values of the features tags read
         self.pending_tag_events: tuple[Any, Any] = ((), ())
+        self.rfm: tuple[float, float, float] | None = None  # this profile's share of the sketch
+        self.segment = ""
+        self.pending_segment: tuple[str, str] | None = None
 
     def ingest(self, events: list[Event]) -> tuple[list[Event], int, int]:
         """Dedupe and fold in `events`; returns (events to store, duplicates, late)."""
@@ -108,8 +116,42 @@ class ProfileState:
         self.last_names = (self.last_names - frozenset(gone)) | frozenset(values)
         self.last_as_of = as_of_ms
         changed_tags = self._retag(values, gone)
+        segment = self._resegment()
+        if segment is not None:
+            values = {**values, **segment[1]}
+            if full is None:  # a segment change always gets a snapshot row
+                full = feats.values(as_of_ms)
+                self.last_snapshot_ms = as_of_ms
+                self.unsnapshotted = False
+        if full is not None and feats.plan.rfm is not None:
+            full = {**full, **self._scores()}
         tags = tuple(sorted(self.tags)) if changed_tags or full is not None else None
-        return FeatureUpdate(profile_id, as_of_ms, values, removed, full, received_ms, tags)
+        seg = self.segment if (segment is not None or full is not None) and feats.plan.rfm else None
+        return FeatureUpdate(profile_id, as_of_ms, values, removed, full, received_ms, tags, seg)
+
+    def _scores(self) -> dict[str, float]:
+        sc = rfm.SKETCH.scores(self.rfm)
+        return {"rfm_r": float(sc["r"]), "rfm_f": float(sc["f"]), "rfm_m": float(sc["m"])}
+
+    def _resegment(self) -> tuple[str, dict[str, float]] | None:
+        """Move this profile's RFM values in the process sketch; the new segment if it changed."""
+        plan = self.features.plan  # type: ignore[union-attr]
+        cfg = plan.rfm
+        if cfg is None:
+            return None
+        inputs = self.tag_inputs
+        r = inputs.get(cfg.recency)
+        new = None if r is None else (r, inputs.get(cfg.frequency, 0.0), inputs.get(cfg.monetary, 0.0))
+        if new != self.rfm:
+            rfm.SKETCH.move(self.rfm, new)
+            self.rfm = new
+        scores = rfm.SKETCH.scores(new)
+        seg = rfm.segment_of(scores, plan.segments)
+        if seg == self.segment:
+            return None
+        self.pending_segment = (self.segment, seg)
+        self.segment = seg
+        return seg, {"rfm_r": float(scores["r"]), "rfm_f": float(scores["f"]), "rfm_m": float(scores["m"])}
 
     def _retag(self, values: dict[str, float], gone: list[str]) -> bool:
         plan = self.features.plan  # type: ignore[union-attr]
@@ -133,6 +175,25 @@ class ProfileState:
         self.pending_tag_events = ((), ())
         out = []
         ts = update.as_of_ms
+        if self.pending_segment is not None:
+            before, after = self.pending_segment
+            self.pending_segment = None
+            out.append(
+                Event(
+                    f"segment_changed:{after}:{update.profile_id}:{ts}",
+                    update.profile_id,
+                    "segment_changed",
+                    ts,
+                    "engine",
+                    {"segment": after, "from": before},
+                    {},
+                    {},
+                    update.received_ms or ts,
+                    "engine",
+                    0,
+                    -1,
+                )
+            )
         for kind, names in (("tag_added", added), ("tag_removed", removed)):
             for name in sorted(names):
                 out.append(
@@ -165,15 +226,17 @@ class ProfileState:
     def __getstate__(self) -> tuple[Any, ...]:
         return (
             self.profile_id, self.seen, self.features, self.last_names, self.last_snapshot_ms,
-            self.unsnapshotted, self.last_as_of, self.tags, self.tag_inputs,
+            self.unsnapshotted, self.last_as_of, self.tags, self.tag_inputs, self.rfm, self.segment,
         )  # fmt: skip
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         (
             self.profile_id, self.seen, self.features, self.last_names, self.last_snapshot_ms,
-            self.unsnapshotted, self.last_as_of, self.tags, self.tag_inputs,
+            self.unsnapshotted, self.last_as_of, self.tags, self.tag_inputs, self.rfm, self.segment,
         ) = state  # fmt: skip
         self.pending_tag_events = ((), ())
+        self.pending_segment = None
+        rfm.SKETCH.move(None, self.rfm)  # a restored profile counts in this process's quantiles
 
 
 def new_state(fs: FeatureSet | None, ttl_ms: int, max_ids: int, lateness_ms: int) -> ProfileState:

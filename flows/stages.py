@@ -110,7 +110,7 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
             upd = st.update(out[0].profile_id, st.as_of(cfg.stream.now_ms()), cfg.snapshot_ms, newest)
             if upd is not None:
                 emitted.append(upd)
-                if upd.tags is not None:
+                if upd.tags is not None or upd.segment is not None:
                     emitted.extend(st.tag_events(upd))
         self._schedule()
         return emitted, StatefulBatchLogic.RETAIN

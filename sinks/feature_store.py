@@ -6,6 +6,8 @@ Layout (external services read it directly)::
         <feature name>  -> value as a decimal string ("3", "129.5")
         as_of           -> event time (epoch ms) the values hold for
         tags            -> the profile's auto-tags, comma-separated ("active,high_value")
+        segment         -> RFM segment ("champions", ...; "prospect" before a first order)
+        rfm_r/rfm_f/rfm_m -> RFM scores 1-5 (0 before a first order), as of their last update
     TTL: features.redis_ttl_s after the last update (profiles gone quiet disappear)
 
 A feature without a value (an ``avg`` with nothing to average, ...) is absent from the
@@ -61,6 +63,7 @@ def coalesce(updates: list[FeatureUpdate]) -> list[FeatureUpdate]:
             as_of_ms=max(prev.as_of_ms, u.as_of_ms),
             full=u.full if u.full is not None else prev.full,
             tags=u.tags if u.tags is not None else prev.tags,
+            segment=u.segment if u.segment is not None else prev.segment,
         )
     return list(merged.values())
 
@@ -126,6 +129,8 @@ class _StorePartition(StatelessSinkPartition[FeatureUpdate]):
                 mapping["as_of"] = u.as_of_ms
                 if u.tags is not None:
                     mapping["tags"] = ",".join(u.tags)
+                if u.segment is not None:
+                    mapping["segment"] = u.segment
                 pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
                 if u.removed:
                     pipe.hdel(key, *u.removed)

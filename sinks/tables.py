@@ -91,12 +91,13 @@ def _feature_columns(batch: Sequence[FeatureUpdate]) -> list[list[Any]]:
         [u.as_of_ms for u in batch],
         [u.full for u in batch],
         [list(u.tags or ()) for u in batch],
+        [u.segment or "" for u in batch],
     ]
 
 
 FEATURES: TableSpec[FeatureUpdate] = TableSpec(
     table="features",
-    columns=("profile_id", "ts", "values", "tags"),
+    columns=("profile_id", "ts", "values", "tags", "segment"),
     to_columns=_feature_columns,
     times=lambda u: (u.received_ms or u.as_of_ms, u.as_of_ms),
 )

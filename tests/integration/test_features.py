@@ -18,6 +18,7 @@ from tests.unit.test_features_property import diff, oracle
 
 T0 = 1_790_000_000_000  # ms, a fixed point in event time
 HOUR = 3_600_000
+TEXT = {b"tags", b"segment"}  # the hash's non-numeric fields
 TYPES = ["page_view", "session_start", "add_to_cart", "order_paid", "order_created", "product_view",
          "message_opened", "complaint", "call_logged"]  # fmt: skip
 
@@ -82,6 +83,11 @@ def test_online_store_and_snapshots_match_a_recomputation(broker, engine_setting
         stored = {k.decode(): v.decode() for k, v in r.hgetall(feature_key(pid)).items()}
         as_of = int(stored.pop("as_of"))
         tags = stored.pop("tags", "")
+        segment = stored.pop("segment")
+        assert segment in {"prospect", "others", *(sg.name for sg in fs.segments)}
+        assert (segment == "prospect") == ("days_since_last_order" not in stored)
+        scores = {stored.pop(k) for k in ("rfm_r", "rfm_f", "rfm_m")}
+        assert scores <= {"0.0", "1.0", "2.0", "3.0", "4.0", "5.0"}
         got = {k: float(v) for k, v in stored.items()}
         want = oracle(fs, [as_event(e) for e in evs], 3_600_000, as_of)
         assert not diff(fs, got, want), (pid, diff(fs, got, want))
@@ -90,9 +96,13 @@ def test_online_store_and_snapshots_match_a_recomputation(broker, engine_setting
         assert set(filter(None, tags.split(","))) == want_tags, pid
         snap_ts, snap_values = latest[pid]
         assert snap_ts == as_of
-        assert not diff(fs, dict(snap_values), want), (pid, "ClickHouse snapshot")
+        snap = {k: v for k, v in snap_values.items() if not k.startswith("rfm_")}
+        assert not diff(fs, snap, want), (pid, "ClickHouse snapshot")
     assert ch.query(f"SELECT late FROM {db}.events FINAL WHERE event_id = 'late-1'").result_rows == [(1,)]
     assert ch.command(f"SELECT count() FROM {db}.events FINAL WHERE late = 1") == 1
+    segments = ch.command(f"SELECT uniqExact(profile_id) FROM {db}.events WHERE type = 'segment_changed'")
+    assert segments == len(history), "every profile entered its first segment"
+    assert ch.command(f"SELECT countIf(segment = '') FROM {db}.features") == 0
 
 
 def test_a_silent_profiles_hourly_count_falls_to_zero_in_replay(engine_settings, valkey, tmp_path, names):
@@ -113,9 +123,9 @@ def test_a_silent_profiles_hourly_count_falls_to_zero_in_replay(engine_settings,
     })  # fmt: skip
     run_engine(settings)
     r = redis.Redis.from_url(valkey)
-    quiet = {k.decode(): float(v) for k, v in r.hgetall(feature_key(quiet_id)).items() if k != b"tags"}
+    quiet = {k.decode(): float(v) for k, v in r.hgetall(feature_key(quiet_id)).items() if k not in TEXT}
     assert quiet["as_of"] >= T0 + HOUR + 5 * 60_000, "refreshed as of stream time, not its own last event"
     assert quiet["page_views_1h"] == 0.0
     assert quiet["page_views_24h"] == 1.0
-    busy = {k.decode(): float(v) for k, v in r.hgetall(feature_key(busy_id)).items() if k != b"tags"}
+    busy = {k.decode(): float(v) for k, v in r.hgetall(feature_key(busy_id)).items() if k not in TEXT}
     assert busy["page_views_1h"] >= 55

@@ -80,9 +80,10 @@ def test_partial_updates_applied_in_order_equal_the_full_map(seq, snapshot_minut
         for name in upd.removed:
             store.pop(name, None)
         if upd.full is not None:
-            assert upd.full == s.features.values(ts)
+            assert {k: v for k, v in upd.full.items() if not k.startswith("rfm_")} == s.features.values(ts)
         last_as_of = upd.as_of_ms
-    assert store == s.features.values(last_as_of)
+    rfm_keys = {"rfm_r", "rfm_f", "rfm_m"}  # scores: written with segment changes and snapshots
+    assert {k: v for k, v in store.items() if k not in rfm_keys} == s.features.values(last_as_of)
 
 
 def test_tags_enter_and_leave_with_events_and_stable_ids():
@@ -90,7 +91,7 @@ def test_tags_enter_and_leave_with_events_and_stable_ids():
     s.ingest([ev(1, "order_paid", T0, 2500.0)])
     upd = s.update("p1", T0, 60_000, 0)
     assert upd is not None and set(upd.tags or ()) >= {"active", "high_value"}
-    entered = s.tag_events(upd)
+    entered = [e for e in s.tag_events(upd) if e.type.startswith("tag_")]
     assert {(e.type, e.props["tag"]) for e in entered} >= {
         ("tag_added", "active"),
         ("tag_added", "high_value"),
@@ -99,7 +100,7 @@ def test_tags_enter_and_leave_with_events_and_stable_ids():
     # 40 days of silence: active -> dormant, and the 90-day revenue still counts
     later = T0 + 40 * 86_400_000
     upd = s.update("p1", later, 60_000, 0)
-    changes = {(e.type, e.props["tag"]) for e in s.tag_events(upd)}
+    changes = {(e.type, e.props["tag"]) for e in s.tag_events(upd) if e.type.startswith("tag_")}
     assert ("tag_removed", "active") in changes and ("tag_added", "dormant") in changes
     assert "high_value" in (upd.tags or ())
     assert s.tag_events(upd) == [], "each change is reported once"
