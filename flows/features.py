@@ -360,6 +360,10 @@ _STATE_TYPES: dict[str, Callable[[], _Agg]] = {
 _EMPTY_VALUE = {"count": 0.0, "sum": 0.0, "distinct": 0.0, "trend": 0.0, "decayed_sum": 0.0}
 
 
+def _expr_refs(expr: str) -> set[str]:
+    return {n.id for n in ast.walk(ast.parse(expr, mode="eval")) if isinstance(n, ast.Name)}
+
+
 def _compile_expr(expr: str) -> Callable[[dict[str, float]], float | None]:
     tree = ast.parse(expr, mode="eval")
 
@@ -415,6 +419,10 @@ class FeaturePlan:
         self.tag_inputs = frozenset([*(f for t in fs.tags for f, _, _ in t.when), *rfm_inputs])
         # Values of features no event touched yet: one dict, copied per read.
         self.empty = {d.name: _EMPTY_VALUE[d.agg] for d in fs.features if d.agg in _EMPTY_VALUE}
+        index = {d.name: i for i, d in enumerate(fs.features)}
+        self.expr_inputs = sorted(
+            {index[n] for d in fs.features if d.agg == "expr" for n in _expr_refs(d.expr or "0")}
+        )
         self.horizon_ms = max((d.window_ms * (2 if d.agg == "trend" else 1) for d in fs.features), default=0)
         for i, d in enumerate(fs.features):
             if d.agg == "expr":
@@ -541,13 +549,21 @@ class ProfileFeatures:
                 gone.append(names[i])
             else:
                 out[names[i]] = v
-        if plan.exprs:
-            full = self.values(as_of) if idx else None
-            for i, _ in plan.exprs:
-                if full is not None and names[i] in full:
-                    out[names[i]] = full[names[i]]
-                elif full is not None:
+        if plan.exprs and idx:
+            # An expr reads only the features it names: compute just those.
+            env = dict(out)
+            for i in plan.expr_inputs:
+                if names[i] not in env and i not in idx:
+                    st = states[i]
+                    v = plan.empty.get(names[i]) if st is None else st.value(feats[i], as_of)
+                    if v is not None:
+                        env[names[i]] = v
+            for i, fn in plan.exprs:
+                v = fn(env)
+                if v is None:
                     gone.append(names[i])
+                else:
+                    out[names[i]] = env[names[i]] = v
         return out, gone
 
     def live(self, as_of: int) -> bool:
