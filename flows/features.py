@@ -409,7 +409,6 @@ class FeaturePlan:
         self._by_type: dict[str, list[tuple[int, FeatureDef, Any, Any, int]]] = {}
         self._any: list[tuple[int, FeatureDef, Any, Any, int]] = []
         self.exprs: list[tuple[int, Callable[[dict[str, float]], float | None]]] = []
-        self.stateful = [i for i, d in enumerate(fs.features) if d.agg != "expr"]
         self.continuous = [i for i, d in enumerate(fs.features) if d.agg in ("recency", "decayed_sum")]
         self.windowed = [(i, d.bucket_ms) for i, d in enumerate(fs.features) if d.bucket_ms]
         self.tags = fs.tags

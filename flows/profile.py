@@ -50,7 +50,6 @@ class ProfileState:
         "segment",
         "tag_inputs",
         "tags",
-        "unsnapshotted",
     )  # fmt: skip
 
     def __init__(self, seen: SeenIds, features: ProfileFeatures | None) -> None:
@@ -60,7 +59,6 @@ class ProfileState:
         self.last_names: frozenset[str] = frozenset()
         self.last_snapshot_ms = -1
         self.last_as_of = -1
-        self.unsnapshotted = False
         self.tags: frozenset[str] = frozenset()
         self.tag_inputs: dict[str, float] = {}  # current values of the features tags read
         self.pending_tag_events: tuple[Any, Any] = ((), ())
@@ -103,7 +101,6 @@ class ProfileState:
         if first or as_of_ms - self.last_snapshot_ms >= snapshot_every_ms:
             full = feats.values(as_of_ms)
             self.last_snapshot_ms = as_of_ms
-            self.unsnapshotted = False
         if first:
             feats.dirty = set()
             values, gone = dict(full or {}), []
@@ -111,7 +108,6 @@ class ProfileState:
             values, gone = feats.changed(as_of_ms, self.last_as_of)
             if not values and not gone and full is None:
                 return None
-            self.unsnapshotted = full is None
         removed = tuple(sorted(self.last_names.intersection(gone)))
         self.last_names = (self.last_names - frozenset(gone)) | frozenset(values)
         self.last_as_of = as_of_ms
@@ -122,7 +118,6 @@ class ProfileState:
             if full is None:  # a segment change always gets a snapshot row
                 full = feats.values(as_of_ms)
                 self.last_snapshot_ms = as_of_ms
-                self.unsnapshotted = False
         if full is not None and feats.plan.rfm is not None:
             full = {**full, **self._scores()}
         tags = tuple(sorted(self.tags)) if changed_tags or full is not None else None
@@ -226,13 +221,13 @@ class ProfileState:
     def __getstate__(self) -> tuple[Any, ...]:
         return (
             self.profile_id, self.seen, self.features, self.last_names, self.last_snapshot_ms,
-            self.unsnapshotted, self.last_as_of, self.tags, self.tag_inputs, self.rfm, self.segment,
+            self.last_as_of, self.tags, self.tag_inputs, self.rfm, self.segment,
         )  # fmt: skip
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         (
             self.profile_id, self.seen, self.features, self.last_names, self.last_snapshot_ms,
-            self.unsnapshotted, self.last_as_of, self.tags, self.tag_inputs, self.rfm, self.segment,
+            self.last_as_of, self.tags, self.tag_inputs, self.rfm, self.segment,
         ) = state  # fmt: skip
         self.pending_tag_events = ((), ())
         self.pending_segment = None
