@@ -192,6 +192,18 @@ class _Avg(_Agg):
         return self.sums.value(d, as_of) / n  # type: ignore[operator]
 
 
+def _live_bucket(buckets: dict[int, Any], d: FeatureDef, ts: int, horizon_bucket: int) -> int | None:
+    """The bucket of `ts`, or None when it is already outside the window; drops the
+    buckets that left the window (dict-of-buckets aggregations)."""
+    first = horizon_bucket - d.buckets + 1
+    b = ts // d.bucket_ms
+    if b < first:
+        return None
+    for old in [k for k in buckets if k < first]:
+        del buckets[old]
+    return b
+
+
 class _Extreme(_Agg):
     """min or max per bucket; the window's extreme is recomputed over live buckets."""
 
@@ -204,12 +216,9 @@ class _Extreme(_Agg):
     def add(self, d: FeatureDef, ts: int, v: Any, horizon_bucket: int) -> None:
         if not _numeric(v):
             return
-        first = horizon_bucket - d.buckets + 1
-        b = ts // d.bucket_ms
-        if b < first:
+        b = _live_bucket(self.buckets, d, ts, horizon_bucket)
+        if b is None:
             return
-        for old in [k for k in self.buckets if k < first]:
-            del self.buckets[old]
         cur = self.buckets.get(b)
         self.buckets[b] = float(v) if cur is None else self.pick(cur, float(v))
 
@@ -233,12 +242,9 @@ class _Distinct(_Agg):
     def add(self, d: FeatureDef, ts: int, v: Any, horizon_bucket: int) -> None:
         if v is None or isinstance(v, dict | list):
             return
-        first = horizon_bucket - d.buckets + 1
-        b = ts // d.bucket_ms
-        if b < first:
+        b = _live_bucket(self.buckets, d, ts, horizon_bucket)
+        if b is None:
             return
-        for old in [k for k in self.buckets if k < first]:
-            del self.buckets[old]
         values = self.buckets.setdefault(b, set())
         if len(values) < d.max_distinct:
             values.add(float(v) if _numeric(v) else v)
