@@ -126,12 +126,9 @@ class TagDef:
     def holds(self, values: Mapping[str, float]) -> bool:
         for feature, op, limit in self.when:
             v = values.get(feature)
-            if v is None or not _TAG_CMP[op](v, limit):
+            if v is None or not COMPARE[op](v, limit):
                 return False
         return True
-
-
-_TAG_CMP = COMPARE
 
 
 @dataclass(frozen=True)
@@ -315,43 +312,47 @@ def _rfm(
         name = getattr(cfg, dim)
         if name not in features:
             raise _err(source, f"rfm.{dim}", f"{name!r} is not a declared feature")
-    if not isinstance(segs, list):
-        raise _err(source, "segment", "must be an array of tables ([[segment]])")
-    out: list[SegmentDef] = []
-    for i, entry in enumerate(segs):
-        label = f"segment[{i}]"
-        if not isinstance(entry, dict) or set(entry) - {"name", "when"}:
-            raise _err(source, label, "must be a table with name and when")
-        name = entry.get("name")
-        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-            raise _err(source, f"{label}.name", f"{name!r} must match [a-z][a-z0-9_]*")
-        when = entry.get("when")
-        if not isinstance(when, list):
-            raise _err(source, f"{label} ({name}).when", "needs [[r|f|m, op, score], ...]")
-        conds = []
-        for j, cond in enumerate(when):
-            where = f"{label} ({name}).when[{j}]"
-            if not isinstance(cond, list) or len(cond) != 3:
-                raise _err(source, where, "must be [r|f|m, op, score]")
-            dim, op, limit = cond
-            if dim not in ("r", "f", "m"):
-                raise _err(source, where, f"{dim!r} is not one of r, f, m")
-            if op not in _TAG_CMP:
-                raise _err(source, where, f"unknown operator {op!r}")
-            if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 5:
-                raise _err(source, where, f"{limit!r} is not a score from 1 to 5")
-            conds.append((dim, op, limit))
-        out.append(SegmentDef(name, tuple(conds)))
+
+    def score_ok(dim: Any, limit: Any) -> str | None:
+        if dim not in ("r", "f", "m"):
+            return f"{dim!r} is not one of r, f, m"
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 5:
+            return f"{limit!r} is not a score from 1 to 5"
+        return None
+
+    rules = _named_rules(segs, "segment", "[r|f|m, op, score]", score_ok, source, allow_empty=True)
+    out = [SegmentDef(name, conds) for name, conds in rules]
     return cfg, tuple(out)
 
 
 def _tags(raw: Any, features: Mapping[str, FeatureDef], source: str) -> tuple[TagDef, ...]:
+    def feature_ok(feature: Any, limit: Any) -> str | None:
+        if feature not in features:
+            return f"{feature!r} is not a declared feature"
+        if isinstance(limit, bool) or not isinstance(limit, int | float):
+            return f"{limit!r} is not a number"
+        return None
+
+    rules = _named_rules(raw, "tag", "[feature, op, number]", feature_ok, source)
+    return tuple(TagDef(name, tuple((f, op, float(v)) for f, op, v in conds)) for name, conds in rules)
+
+
+def _named_rules(
+    raw: Any,
+    kind: str,
+    form: str,
+    check: Any,
+    source: str,
+    allow_empty: bool = False,
+) -> list[tuple[str, tuple[tuple[Any, str, Any], ...]]]:
+    """``[[kind]]`` tables of ``{name, when = [form, ...]}`` (tags, segments), validated;
+    `check(subject, limit)` returns what is wrong with one condition, or None."""
     if not isinstance(raw, list):
-        raise _err(source, "tag", "must be an array of tables ([[tag]])")
-    out: list[TagDef] = []
+        raise _err(source, kind, f"must be an array of tables ([[{kind}]])")
+    out: list[tuple[str, tuple[tuple[Any, str, Any], ...]]] = []
     seen: set[str] = set()
     for i, entry in enumerate(raw):
-        label = f"tag[{i}]"
+        label = f"{kind}[{i}]"
         if not isinstance(entry, dict) or set(entry) - {"name", "when"}:
             raise _err(source, label, "must be a table with name and when")
         name = entry.get("name")
@@ -359,23 +360,22 @@ def _tags(raw: Any, features: Mapping[str, FeatureDef], source: str) -> tuple[Ta
             raise _err(source, f"{label}.name", f"{name!r} must be a unique name matching [a-z][a-z0-9_]*")
         seen.add(name)
         when = entry.get("when")
-        if not isinstance(when, list) or not when:
-            raise _err(source, f"{label} ({name}).when", "needs [[feature, op, number], ...]")
+        if not isinstance(when, list) or (not when and not allow_empty):
+            raise _err(source, f"{label} ({name}).when", f"needs [{form}, ...]")
         conds = []
         for j, cond in enumerate(when):
             where = f"{label} ({name}).when[{j}]"
             if not isinstance(cond, list) or len(cond) != 3:
-                raise _err(source, where, "must be [feature, op, number]")
-            feature, op, limit = cond
-            if feature not in features:
-                raise _err(source, where, f"{feature!r} is not a declared feature")
-            if op not in _TAG_CMP:
-                raise _err(source, where, f"unknown operator {op!r} (one of {' '.join(_TAG_CMP)})")
-            if isinstance(limit, bool) or not isinstance(limit, int | float):
-                raise _err(source, where, f"{limit!r} is not a number")
-            conds.append((feature, op, float(limit)))
-        out.append(TagDef(name, tuple(conds)))
-    return tuple(out)
+                raise _err(source, where, f"must be {form}")
+            subject, op, limit = cond
+            if op not in COMPARE:
+                raise _err(source, where, f"unknown operator {op!r} (one of {' '.join(COMPARE)})")
+            problem = check(subject, limit)
+            if problem:
+                raise _err(source, where, problem)
+            conds.append((subject, op, limit))
+        out.append((name, tuple(conds)))
+    return out
 
 
 def _conditions(raw: Any, where: str, source: str) -> tuple[Condition, ...]:
