@@ -8,7 +8,8 @@ Layout (external services read it directly)::
         tags            -> the profile's auto-tags, comma-separated ("active,high_value")
         segment         -> RFM segment ("champions", ...; "prospect" before a first order)
         rfm_r/rfm_f/rfm_m -> RFM scores 1-5 (0 before a first order), as of their last update
-    TTL: features.redis_ttl_s after the last update (profiles gone quiet disappear)
+    TTL: features.redis_ttl_s, refreshed with every full write (the first one, and every
+         features.snapshot_interval_s of event time): profiles gone quiet disappear
 
 A feature without a value (an ``avg`` with nothing to average, ...) is absent from the
 hash. Updates write only the fields that may have changed (the features the new events
@@ -134,7 +135,8 @@ class _StorePartition(StatelessSinkPartition[FeatureUpdate]):
                 pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
                 if u.removed:
                     pipe.hdel(key, *u.removed)
-                pipe.pexpire(key, self._ttl_ms)
+                if u.full is not None:  # refreshed with every snapshot: enough, and half the commands
+                    pipe.pexpire(key, self._ttl_ms)
             try:
                 pipe.execute()
             except redis.RedisError:
