@@ -7,6 +7,7 @@ import io
 import random
 
 import orjson
+import pytest
 import redis
 from rich.console import Console
 
@@ -53,7 +54,10 @@ def run_engine(settings):
     return engine.run(settings, Console(file=io.StringIO(), width=200))
 
 
-def test_online_store_and_snapshots_match_a_recomputation(broker, engine_settings, ch, names, valkey):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_online_store_and_snapshots_match_a_recomputation(
+    broker, engine_settings, ch, names, valkey, workers
+):
     history = synthetic_history(profiles=12, per_profile=40, seed=3, tag=names["tag"])
     p0 = f"{names['tag']}-p0"
     late = {"eventId": "late-1", "profileId": p0, "type": "order_paid",
@@ -65,6 +69,7 @@ def test_online_store_and_snapshots_match_a_recomputation(broker, engine_setting
     )
     settings = engine_settings({
         "source": {"kind": "kafka"},
+        "engine": {"workers": workers},
         "features": {"snapshot_interval_s": 0, "allowed_lateness_s": 3600},
     })  # fmt: skip
     run_engine(settings)
