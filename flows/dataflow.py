@@ -24,11 +24,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
-from bytewax.outputs import Sink
+from bytewax.outputs import FixedPartitionedSink, Sink
 
 from flows.contract import DeadLetter, Event, Limits, RawRecord, Validator
 from flows.featuredefs import FeatureSet, load_features
@@ -85,17 +86,32 @@ def build_flow(
         "ingest", raw, make_validator(settings), settings.dedupe, settings.features,
         feature_set(settings), stream, settings.recovery.dir is not None, clock,
     )  # fmt: skip
-    for i, sink in enumerate(sinks.events):
-        op.output(f"events_out_{i}", out.events, sink)
-    for i, sink in enumerate(sinks.dead_letters):
-        op.output(f"dead_letters_out_{i}", out.dead_letters, sink)
-    for i, sink in enumerate(sinks.features):
-        op.output(f"features_out_{i}", out.features, sink)
+    _outputs("events", out.events, sinks.events, _profile_key)
+    _outputs("dead_letters", out.dead_letters, sinks.dead_letters, _origin_key)
+    _outputs("features", out.features, sinks.features, _profile_key)
     if sinks.feature_snapshots:
         snaps = op.filter("snapshots", out.features, _is_snapshot)
-        for i, sink in enumerate(sinks.feature_snapshots):
-            op.output(f"feature_snapshots_out_{i}", snaps, sink)
+        _outputs("feature_snapshots", snaps, sinks.feature_snapshots, _profile_key)
     return flow
+
+
+def _outputs(name: str, stream: Any, sinks: Sequence[Sink[Any]], key: Callable[[Any], str]) -> None:
+    """Each sink gets the stream; fixed-partitioned sinks get it keyed (they route by key)."""
+    keyed = None
+    for i, sink in enumerate(sinks):
+        if isinstance(sink, FixedPartitionedSink):
+            keyed = keyed or op.key_on(f"{name}_keyed", stream, key)
+            op.output(f"{name}_out_{i}", keyed, sink)
+        else:
+            op.output(f"{name}_out_{i}", stream, sink)
+
+
+def _profile_key(item: Any) -> str:
+    return str(item.profile_id)
+
+
+def _origin_key(item: DeadLetter) -> str:
+    return f"{item.origin}:{item.partition}"
 
 
 def _is_snapshot(u: FeatureUpdate) -> bool:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
@@ -32,6 +33,7 @@ from flows.settings import Settings, redact_url
 from flows.sources import FileSource, KafkaEventsSource, RunControl, SyntheticSource
 from sinks import metrics
 from sinks.clickhouse import ClickHouseSink, apply_ddl, connect, table_counts
+from sinks.durable import FlushOnSnapshot
 from sinks.feature_store import RedisFeatureStore
 from sinks.kafka import KafkaTopicSink, dead_letter_message, ensure_topics
 from sinks.redis_store import RedisService
@@ -76,11 +78,27 @@ def make_sinks(settings: Settings) -> FlowSinks:
     store = RedisFeatureStore(
         settings.redis.url, settings.features.redis_ttl_s, settings.redis.timeout_s, retry
     )
-    return FlowSinks(
+    sinks = FlowSinks(
         events=[ClickHouseSink(settings.clickhouse, EVENTS, retry)],
         dead_letters=dead,
         features=[store] if features_on else [],
         feature_snapshots=[ClickHouseSink(settings.clickhouse, FEATURES, retry)] if features_on else [],
+    )
+    if settings.recovery.dir is None:
+        return sinks
+
+    # With recovery on, buffered sinks flush at every snapshot (sinks/durable.py).
+    def durable(items: Sequence[Any], name: str) -> list[Any]:
+        return [
+            FlushOnSnapshot(s, f"{name}{i}") if isinstance(s, ClickHouseSink | RedisFeatureStore) else s
+            for i, s in enumerate(items)
+        ]
+
+    return FlowSinks(
+        events=durable(sinks.events, "events"),
+        dead_letters=durable(sinks.dead_letters, "dead_letters"),
+        features=durable(sinks.features, "features"),
+        feature_snapshots=durable(sinks.feature_snapshots, "feature_snapshots"),
     )
 
 

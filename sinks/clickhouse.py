@@ -158,6 +158,10 @@ class _ClickHousePartition(StatelessSinkPartition[T]):
     def write_batch(self, items: list[T]) -> None:
         self._buffer.add(items)
 
+    def flush(self) -> None:
+        """Write everything buffered now (a Bytewax snapshot waits for this)."""
+        self._buffer.flush()
+
     def close(self) -> None:
         try:
             self._buffer.close()

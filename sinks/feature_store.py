@@ -118,6 +118,10 @@ class _StorePartition(StatelessSinkPartition[FeatureUpdate]):
     def write_batch(self, items: list[FeatureUpdate]) -> None:
         self._buffer.add(items)
 
+    def flush(self) -> None:
+        """Write everything buffered now (a Bytewax snapshot waits for this)."""
+        self._buffer.flush()
+
     def _write(self, items: list[FeatureUpdate]) -> None:
         updates = coalesce(items)
         started = time.perf_counter()
