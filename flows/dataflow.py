@@ -88,10 +88,11 @@ def build_flow(
     )  # fmt: skip
     _outputs("events", out.events, sinks.events, _profile_key)
     _outputs("dead_letters", out.dead_letters, sinks.dead_letters, _origin_key)
-    _outputs("features", out.features, sinks.features, _profile_key)
-    if sinks.feature_snapshots:
-        snaps = op.filter("snapshots", out.features, _is_snapshot)
-        _outputs("feature_snapshots", snaps, sinks.feature_snapshots, _profile_key)
+    if out.features is not None:
+        _outputs("features", out.features, sinks.features, _profile_key)
+        if sinks.feature_snapshots:
+            snaps = op.filter("snapshots", out.features, _is_snapshot)
+            _outputs("feature_snapshots", snaps, sinks.feature_snapshots, _profile_key)
     return flow
 
 

@@ -33,7 +33,7 @@ class IngestOut:
     """Accepted events (marked late or not), feature updates, and the dead letters."""
 
     events: Stream[Event]
-    features: Stream[FeatureUpdate]
+    features: Stream[FeatureUpdate] | None  # None when features are off
     dead_letters: Stream[DeadLetter]
 
 
@@ -205,5 +205,7 @@ def ingest(
         return _ProfileLogic(state, cfg)
 
     profiles = op.key_rm("unkey", op.stateful_batch("profile", keyed, _builder))
+    if cfg.features is None:  # only events come out: no per-item split needed
+        return IngestOut(profiles, None, split.falses)  # type: ignore[arg-type]
     out = op.branch("split_updates", profiles, _is_update)
     return IngestOut(out.falses, out.trues, split.falses)  # type: ignore[arg-type]

@@ -116,3 +116,14 @@ def test_bounded_run_stops_at_max_records(make_settings, tmp_path):
     )
     run_main(flow)
     assert len(user(events)) == 120
+
+
+def test_with_features_off_only_the_input_events_come_out(make_settings, workers):
+    events: list = []
+    flow = build_flow(
+        make_settings({"features": {"enabled": False}}),
+        TestingSource([rec(ev("e1", "p1"), 0), rec(ev("e1", "p1"), 1), rec(ev("e2", "p2"), 2)]),
+        FlowSinks(events=[TestingSink(events)], features=[TestingSink([])]),
+    )
+    _run(flow, workers)
+    assert sorted(e.event_id for e in events) == ["e1", "e2"]
