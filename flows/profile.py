@@ -164,8 +164,9 @@ class ProfileState:
         self.tags = now
         return True
 
-    def tag_events(self, update: FeatureUpdate) -> list[Event]:
-        """The tag_added / tag_removed events of the last `update` (deterministic ids)."""
+    def change_events(self, update: FeatureUpdate) -> list[Event]:
+        """The segment_changed / tag_added / tag_removed events of the last `update`
+        (deterministic ids)."""
         added, removed = self.pending_tag_events
         self.pending_tag_events = ((), ())
         out = []

@@ -92,6 +92,13 @@ class RunControl:
             self._taken += wanted
             return wanted
 
+    def quota(self, pacer: Pacer, cap: int) -> int:
+        """How many records a paced source may read now; StopIteration (EOF) once stopping."""
+        n = self.take(pacer.allowance(cap))
+        if n == 0 and self.stopping():
+            raise StopIteration
+        return n
+
     def note(self, n: int) -> None:
         """Count records read by a source that cannot ask first (Kafka batches)."""
         with self._lock:
@@ -176,10 +183,8 @@ class _SyntheticPartition(StatefulSourcePartition[RawRecord, Any]):
         control.start()
 
     def next_batch(self) -> list[RawRecord]:
-        n = self._control.take(self._pacer.allowance(1000))
+        n = self._control.quota(self._pacer, 1000)
         if n == 0:
-            if self._control.stopping():
-                raise StopIteration
             return []
         t = now_ms()
         start = self._gen.generated
@@ -285,10 +290,8 @@ class _FilePartition(StatefulSourcePartition[RawRecord, int]):
         control.start()
 
     def next_batch(self) -> list[RawRecord]:
-        n = self._control.take(self._pacer.allowance(1000))
+        n = self._control.quota(self._pacer, 1000)
         if n == 0:
-            if self._control.stopping():
-                raise StopIteration
             return []
         out: list[RawRecord] = []
         t = now_ms()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pickle
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,10 +21,9 @@ from flows.featuredefs import FeatureSet
 from flows.features import set_current_plan
 from flows.profile import FeatureUpdate, ProfileState, new_state
 from flows.settings import DedupeSettings, FeatureSettings
+from flows.sources import Clock
 from flows.streamtime import StreamClock
 from sinks import metrics
-
-Clock = Callable[[], float]
 
 
 @dataclass(frozen=True)
@@ -111,7 +109,7 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
             if upd is not None:
                 emitted.append(upd)
                 if upd.tags is not None or upd.segment is not None:
-                    emitted.extend(st.tag_events(upd))
+                    emitted.extend(st.change_events(upd))
         self._schedule()
         return emitted, StatefulBatchLogic.RETAIN
 
@@ -126,7 +124,7 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
         self._schedule()
         if upd is None:
             return [], StatefulBatchLogic.RETAIN
-        return [upd, *st.tag_events(upd)], StatefulBatchLogic.RETAIN
+        return [upd, *st.change_events(upd)], StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         return self._deadline

@@ -91,7 +91,7 @@ def test_tags_enter_and_leave_with_events_and_stable_ids():
     s.ingest([ev(1, "order_paid", T0, 2500.0)])
     upd = s.update("p1", T0, 60_000, 0)
     assert upd is not None and set(upd.tags or ()) >= {"active", "high_value"}
-    entered = [e for e in s.tag_events(upd) if e.type.startswith("tag_")]
+    entered = [e for e in s.change_events(upd) if e.type.startswith("tag_")]
     assert {(e.type, e.props["tag"]) for e in entered} >= {
         ("tag_added", "active"),
         ("tag_added", "high_value"),
@@ -100,7 +100,7 @@ def test_tags_enter_and_leave_with_events_and_stable_ids():
     # 40 days of silence: active -> dormant, and the 90-day revenue still counts
     later = T0 + 40 * 86_400_000
     upd = s.update("p1", later, 60_000, 0)
-    changes = {(e.type, e.props["tag"]) for e in s.tag_events(upd) if e.type.startswith("tag_")}
+    changes = {(e.type, e.props["tag"]) for e in s.change_events(upd) if e.type.startswith("tag_")}
     assert ("tag_removed", "active") in changes and ("tag_added", "dormant") in changes
     assert "high_value" in (upd.tags or ())
-    assert s.tag_events(upd) == [], "each change is reported once"
+    assert s.change_events(upd) == [], "each change is reported once"
