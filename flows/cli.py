@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,6 +36,8 @@ app = typer.Typer(
 )
 recovery_app = typer.Typer(help="Bytewax recovery partitions (snapshots of the engine's state).")
 app.add_typer(recovery_app, name="recovery")
+models_app = typer.Typer(help="Online models: list, export and import trained versions.")
+app.add_typer(models_app, name="models")
 
 err = Console(stderr=True)
 out = Console()
@@ -261,6 +265,96 @@ def recovery_init(
         err.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
     out.print(f"created {partitions} recovery partition(s) in {path}")
+
+
+@contextmanager
+def _redis_client(settings: Settings) -> Iterator[Any]:
+    """A client on the configured Redis; with the embedded one, its server is started on the
+    data directory for the command (run it while the engine is stopped)."""
+    from flows.engine import retry_policy
+    from sinks.redis_store import RedisService
+
+    service = RedisService(settings.redis, settings.engine.data_dir.resolve(), retry_policy(settings))
+    service.start()
+    client = service.client()
+    try:
+        yield client
+    finally:
+        client.close()
+        service.stop()
+
+
+def _models(settings: Settings) -> Any:
+    from flows.dataflow import feature_set, model_set
+
+    models = model_set(settings, feature_set(settings))
+    if models is None:
+        err.print("[red]error:[/] no model is declared (or models/features are off)")
+        raise typer.Exit(2)
+    return models
+
+
+@models_app.command("list")
+def models_list(config: ConfigOpt = None) -> None:
+    """The declared models and their latest published versions."""
+    from scoring.transfer import describe
+
+    settings = _settings(config)
+    try:
+        models = _models(settings)
+        with _redis_client(settings) as client:
+            rows = describe(client, models)
+    except ScrmError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    table = Table(
+        "model", "entity", "version", "learned", "published (UTC)", "matches declaration", show_edge=False
+    )
+    for r in rows:
+        table.add_row(r["model"], r["entity"], str(r["version"]), f"{r['n_learned']:,}", r["published"],
+                      {True: "yes", False: "NO", None: "-"}[r["matches_declaration"]])  # fmt: skip
+    out.print(table)
+
+
+@models_app.command("export")
+def models_export(
+    name: Annotated[str, typer.Argument(help="Model name (see `scrm models list`).")],
+    file: Annotated[Path, typer.Argument(help="File to write.", dir_okay=False)],
+    config: ConfigOpt = None,
+) -> None:
+    """Write the latest published version of a model to FILE."""
+    from scoring.transfer import export_model
+
+    settings = _settings(config)
+    try:
+        with _redis_client(settings) as client:
+            pm = export_model(client, name, file)
+    except ScrmError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    out.print(f"exported {name} version {pm.version} ({pm.n_learned:,} examples learned) to {file}")
+
+
+@models_app.command("import")
+def models_import(
+    name: Annotated[str, typer.Argument(help="Model name as declared here.")],
+    file: Annotated[
+        Path, typer.Argument(help="A file from `scrm models export`.", exists=True, dir_okay=False)
+    ],
+    config: ConfigOpt = None,
+) -> None:
+    """Publish an exported model here as the next version (checked against the declaration)."""
+    from scoring.transfer import import_model
+
+    settings = _settings(config)
+    try:
+        models = _models(settings)
+        with _redis_client(settings) as client:
+            pm = import_model(client, name, file, models)
+    except ScrmError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    out.print(f"imported {name} as version {pm.version} ({pm.n_learned:,} examples learned)")
 
 
 if __name__ == "__main__":  # pragma: no cover

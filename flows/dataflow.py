@@ -39,6 +39,11 @@ from flows.resources import config_dir
 from flows.settings import Settings
 from flows.stages import ingest
 from flows.streamtime import StreamClock
+from scoring.modeldefs import ModelSet, load_models
+from scoring.observe import ScoringPlan
+from scoring.registry import ModelRegistry
+from scoring.stage import learn
+from scoring.types import ModelMetric, ModelVersion, Score
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,9 @@ class FlowSinks:
     # every feature update (the online store) / only the throttled snapshots (ClickHouse)
     features: Sequence[Sink[FeatureUpdate]] = field(default_factory=list)
     feature_snapshots: Sequence[Sink[FeatureUpdate]] = field(default_factory=list)
+    scores: Sequence[Sink[Score]] = field(default_factory=list)
+    model_metrics: Sequence[Sink[ModelMetric]] = field(default_factory=list)
+    model_versions: Sequence[Sink[ModelVersion]] = field(default_factory=list)
 
 
 def make_validator(settings: Settings) -> Validator:
@@ -71,21 +79,47 @@ def feature_set(settings: Settings) -> FeatureSet | None:
     return load_features(settings.features.file or config_dir() / "features.toml")
 
 
+def model_set(settings: Settings, features: FeatureSet | None) -> ModelSet | None:
+    """The declared models (None when models or features are off, or none is declared)."""
+    if not settings.models.enabled or features is None:
+        return None
+    models = load_models(settings.models.file or config_dir() / "models.toml", features)
+    return models if models.models else None
+
+
 def build_flow(
     settings: Settings,
     source: Source[RawRecord],
     sinks: FlowSinks,
     flow_id: str = "scrm",
     clock: Callable[[], float] = time.time,
+    registry: ModelRegistry | None = None,
 ) -> Dataflow:
-    """Assemble input -> ingest (validate, dedupe, features) -> outputs."""
+    """Assemble input -> ingest (validate, dedupe, features, scoring) -> learners -> outputs.
+
+    `registry` is the process's served models (the engine shares it with `ModelSync`);
+    a flow built without one gets its own.
+    """
     flow = Dataflow(flow_id)
     raw = op.input("input", flow, source)
     stream = StreamClock(int(settings.features.max_clock_skew_s * 1000), clock)
+    features = feature_set(settings)
+    models = model_set(settings, features)
+    plan = None
+    if models is not None:
+        registry = registry or ModelRegistry({m.name: m for m in models.models})
+        plan = ScoringPlan.of(models, features, registry)
+    recovery = settings.recovery.dir is not None
     out = ingest(
         "ingest", raw, make_validator(settings), settings.dedupe, settings.features,
-        feature_set(settings), stream, settings.recovery.dir is not None, clock,
+        features, stream, recovery, clock, plan,
     )  # fmt: skip
+    if out.learner_items is not None and models is not None and registry is not None:
+        lateness = int(settings.features.allowed_lateness_s * 1000)
+        learned = learn("learn", out.learner_items, models, registry, stream, lateness, recovery, clock)
+        _outputs("scores", out.scores, sinks.scores, _profile_key)
+        _outputs("model_metrics", learned.metrics, sinks.model_metrics, _model_key)
+        _outputs("model_versions", learned.versions, sinks.model_versions, _model_key)
     _outputs("events", out.events, sinks.events, _profile_key)
     _outputs("dead_letters", out.dead_letters, sinks.dead_letters, _origin_key)
     if out.features is not None:
@@ -109,6 +143,10 @@ def _outputs(name: str, stream: Any, sinks: Sequence[Sink[Any]], key: Callable[[
 
 def _profile_key(item: Any) -> str:
     return str(item.profile_id)
+
+
+def _model_key(item: Any) -> str:
+    return str(item.model)
 
 
 def _origin_key(item: DeadLetter) -> str:

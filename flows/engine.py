@@ -26,11 +26,12 @@ from bytewax.run import cli_main
 from rich.console import Console
 
 from flows.contract import RawRecord
-from flows.dataflow import FlowSinks, build_flow
+from flows.dataflow import FlowSinks, build_flow, feature_set, model_set
 from flows.errors import ConfigError, ScrmError, SinkError
 from flows.progress import ProgressReporter, RunSummary, Snapshot, render_summary
 from flows.settings import Settings, redact_url
 from flows.sources import FileSource, KafkaEventsSource, RunControl, SyntheticSource
+from scoring.registry import ModelRegistry, ModelSync
 from sinks import metrics
 from sinks.clickhouse import ClickHouseSink, apply_ddl, connect, table_counts
 from sinks.durable import FlushOnSnapshot
@@ -38,7 +39,8 @@ from sinks.feature_store import RedisFeatureStore
 from sinks.kafka import KafkaTopicSink, dead_letter_message, ensure_topics
 from sinks.redis_store import RedisService
 from sinks.retry import RetryPolicy
-from sinks.tables import DEAD_LETTERS, EVENTS, FEATURES
+from sinks.score_store import RedisModelStore, RedisScoreStore
+from sinks.tables import DEAD_LETTERS, EVENTS, FEATURES, MODEL_METRICS, SCORES
 
 log = logging.getLogger("scrm.engine")
 
@@ -75,14 +77,22 @@ def make_sinks(settings: Settings) -> FlowSinks:
             KafkaTopicSink(settings.kafka, settings.kafka.dlq_topic, dead_letter_message, retry)  # type: ignore[arg-type]
         )
     features_on = settings.features.enabled
-    store = RedisFeatureStore(
-        settings.redis.url, settings.features.redis_ttl_s, settings.redis.timeout_s, retry
-    )
+    models_on = features_on and settings.models.enabled
+    r = settings.redis
+    store = RedisFeatureStore(r.url, settings.features.redis_ttl_s, r.timeout_s, retry)
     sinks = FlowSinks(
         events=[ClickHouseSink(settings.clickhouse, EVENTS, retry)],
         dead_letters=dead,
         features=[store] if features_on else [],
         feature_snapshots=[ClickHouseSink(settings.clickhouse, FEATURES, retry)] if features_on else [],
+        scores=[
+            ClickHouseSink(settings.clickhouse, SCORES, retry),
+            RedisScoreStore(r.url, settings.models.redis_ttl_s, r.timeout_s, retry),
+        ]
+        if models_on
+        else [],
+        model_metrics=[ClickHouseSink(settings.clickhouse, MODEL_METRICS, retry)] if models_on else [],
+        model_versions=[RedisModelStore(r.url, r.timeout_s, retry)] if models_on else [],
     )
     if settings.recovery.dir is None:
         return sinks
@@ -90,7 +100,9 @@ def make_sinks(settings: Settings) -> FlowSinks:
     # With recovery on, buffered sinks flush at every snapshot (sinks/durable.py).
     def durable(items: Sequence[Any], name: str) -> list[Any]:
         return [
-            FlushOnSnapshot(s, f"{name}{i}") if isinstance(s, ClickHouseSink | RedisFeatureStore) else s
+            FlushOnSnapshot(s, f"{name}{i}")
+            if isinstance(s, ClickHouseSink | RedisFeatureStore | RedisScoreStore)
+            else s
             for i, s in enumerate(items)
         ]
 
@@ -99,7 +111,16 @@ def make_sinks(settings: Settings) -> FlowSinks:
         dead_letters=durable(sinks.dead_letters, "dead_letters"),
         features=durable(sinks.features, "features"),
         feature_snapshots=durable(sinks.feature_snapshots, "feature_snapshots"),
+        scores=durable(sinks.scores, "scores"),
+        model_metrics=durable(sinks.model_metrics, "model_metrics"),
+        model_versions=sinks.model_versions,
     )
+
+
+def model_registry(settings: Settings) -> ModelRegistry | None:
+    """The process's served models, or None when no model is declared (or models are off)."""
+    models = model_set(settings, feature_set(settings))
+    return ModelRegistry({m.name: m for m in models.models}) if models is not None else None
 
 
 def recovery_config(settings: Settings) -> RecoveryConfig | None:
@@ -188,7 +209,15 @@ def run(
             port += cluster.process_id
         metrics.serve(port, settings.metrics.bind)
 
-        flow = build_flow(settings, make_source(settings, control), make_sinks(settings))
+        registry = model_registry(settings)
+        sync = None
+        if registry is not None:
+            # Start from the published versions (other processes, earlier runs, imports),
+            # and keep picking up what other processes' learners publish.
+            sync = ModelSync(redis.client(), registry, settings.models.sync_interval_s)
+            retry.call(sync.poll, "load published models from Redis")
+            sync.start()
+        flow = build_flow(settings, make_source(settings, control), make_sinks(settings), registry=registry)
         console.print(
             f"scrm run: source={settings.source.kind} workers={settings.engine.workers} "
             f"clickhouse={redact_url(settings.clickhouse.url)} redis={redis.display_url}"
@@ -209,6 +238,8 @@ def run(
             raise _unwrap(exc) from exc
         finally:
             progress.stop()
+            if sync is not None:
+                sync.stop()
         elapsed = time.monotonic() - started
         client = connect(settings.clickhouse, retry)
         try:

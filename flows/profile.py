@@ -1,7 +1,8 @@
 """Everything the engine keeps per profile, in one state object: one keyed step, one snapshot.
 
 `ProfileState` = eventId dedupe (`flows.dedupe`) + windowed features
-(`flows.features`) + what was last written to the feature store. It is pure: events and
+(`flows.features`) + what was last written to the feature store + the scoring memory
+(`scoring.observe`). It is pure: events and
 an ``as_of`` time go in; accepted events (marked late or not) and `FeatureUpdate`s come
 out. The Bytewax stage around it (`flows.stages.profiles`) adds timers and metrics.
 """
@@ -15,6 +16,7 @@ from flows.contract import Event
 from flows.dedupe import SeenIds
 from flows.featuredefs import FeatureSet
 from flows.features import ProfileFeatures
+from scoring.observe import ProfileScoring
 
 
 class FeatureUpdate(NamedTuple):
@@ -46,14 +48,18 @@ class ProfileState:
         "pending_tag_events",
         "profile_id",
         "rfm",
+        "scoring",
         "seen",
         "segment",
         "tag_inputs",
         "tags",
     )  # fmt: skip
 
-    def __init__(self, seen: SeenIds, features: ProfileFeatures | None) -> None:
+    def __init__(
+        self, seen: SeenIds, features: ProfileFeatures | None, scoring: ProfileScoring | None = None
+    ) -> None:
         self.profile_id = ""
+        self.scoring = scoring
         self.seen = seen
         self.features = features
         self.last_names: frozenset[str] = frozenset()
@@ -222,18 +228,24 @@ class ProfileState:
     def __getstate__(self) -> tuple[Any, ...]:
         return (
             self.profile_id, self.seen, self.features, self.last_names, self.last_snapshot_ms,
-            self.last_as_of, self.tags, self.tag_inputs, self.rfm, self.segment,
+            self.last_as_of, self.tags, self.tag_inputs, self.rfm, self.segment, self.scoring,
         )  # fmt: skip
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         (
             self.profile_id, self.seen, self.features, self.last_names, self.last_snapshot_ms,
-            self.last_as_of, self.tags, self.tag_inputs, self.rfm, self.segment,
+            self.last_as_of, self.tags, self.tag_inputs, self.rfm, self.segment, self.scoring,
         ) = state  # fmt: skip
         self.pending_tag_events = ((), ())
         self.pending_segment = None
         rfm.SKETCH.move(None, self.rfm)  # a restored profile counts in this process's quantiles
 
 
-def new_state(fs: FeatureSet | None, ttl_ms: int, max_ids: int, lateness_ms: int) -> ProfileState:
-    return ProfileState(SeenIds(ttl_ms, max_ids), ProfileFeatures(fs, lateness_ms) if fs else None)
+def new_state(
+    fs: FeatureSet | None, ttl_ms: int, max_ids: int, lateness_ms: int, scoring: bool = False
+) -> ProfileState:
+    return ProfileState(
+        SeenIds(ttl_ms, max_ids),
+        ProfileFeatures(fs, lateness_ms) if fs else None,
+        ProfileScoring() if scoring else None,
+    )

@@ -48,6 +48,10 @@ class SyntheticSettings(_Section):
     max_lateness_s: float = Field(3600.0, ge=0)
     malformed_share: float = Field(0.005, ge=0, le=1)
     duplicate_share: float = Field(0.005, ge=0, le=1)
+    # Start this many days in the past and run simulated history (event time advancing
+    # 1/events_per_day of a day per event) until it reaches the wall clock; then live.
+    history_days: float = Field(0.0, ge=0, le=365)
+    events_per_day: float = Field(50000.0, gt=0)
 
 
 class CsvSettings(_Section):
@@ -158,6 +162,16 @@ class FeatureSettings(_Section):
     max_clock_skew_s: float = Field(60.0, ge=0)
 
 
+class ModelsSettings(_Section):
+    enabled: bool = True
+    # Model declarations; empty = config/models.toml shipped with the engine.
+    file: Path | None = None
+    # How often each process looks in Redis for versions published by other processes.
+    sync_interval_s: float = Field(1.0, gt=0)
+    # scrm:score:{profileId} expires this long after its last write.
+    redis_ttl_s: int = Field(30 * 86400, ge=1)
+
+
 class PiiSettings(_Section):
     secret: SecretStr = SecretStr("change-me")
     # props fields treated as PII, like identifiers: hashed + masked before storage
@@ -192,6 +206,7 @@ class Settings(_Section):
     validation: ValidationSettings = ValidationSettings()
     dedupe: DedupeSettings = DedupeSettings()
     features: FeatureSettings = FeatureSettings()
+    models: ModelsSettings = ModelsSettings()
     pii: PiiSettings = PiiSettings()
     metrics: MetricsSettings = MetricsSettings()
     retry: RetrySettings = RetrySettings()

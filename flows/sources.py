@@ -153,29 +153,76 @@ def synthetic_config(settings: SyntheticSettings) -> SyntheticConfig:
     )
 
 
+class SimulatedTime:
+    """Event time of the synthetic source: `history_days` in the past, advancing a fixed
+    step per event until it catches up with the wall clock, then the wall clock itself.
+
+    >>> t = SimulatedTime(start_ms=1_000, step_ms=10, wall=lambda: 2.0)
+    >>> [t.next() for _ in range(3)], t.live
+    ([1000, 1010, 1020], False)
+    >>> t.sim_ms = 5_000; t.next(), t.live      # caught up with the wall clock (2 s)
+    (2000, True)
+    """
+
+    __slots__ = ("live", "sim_ms", "step_ms", "wall")
+
+    def __init__(self, start_ms: int, step_ms: float, wall: Clock = time.time) -> None:
+        self.sim_ms = float(start_ms)
+        self.step_ms = step_ms
+        self.wall = wall
+        self.live = False
+
+    def next(self) -> int:
+        if not self.live:
+            t = self.sim_ms
+            self.sim_ms += self.step_ms
+            if t < self.wall() * 1000:
+                return int(t)
+            self.live = True
+        return int(self.wall() * 1000)
+
+    def __getstate__(self) -> tuple[float, float, bool]:
+        return (self.sim_ms, self.step_ms, self.live)
+
+    def __setstate__(self, st: tuple[float, float, bool]) -> None:
+        self.sim_ms, self.step_ms, self.live = st
+        self.wall = time.time
+
+
 class SyntheticSource(FixedPartitionedSource[RawRecord, Any]):
     """The seeded synthetic customer generator as one input partition.
 
     Event time follows the wall clock (events are "now", late ones up to the configured
-    lateness behind), paced to `rate` events/s.
+    lateness behind), paced to `rate` events/s. With ``history_days`` it first replays
+    simulated history (see `SimulatedTime`): warm features and models, then go live.
     """
 
     def __init__(self, settings: SyntheticSettings, rate: float, control: RunControl) -> None:
         self._config = synthetic_config(settings)
         self._rate = rate
         self._control = control
+        self._history_ms = int(settings.history_days * 86_400_000)
+        self._step_ms = 86_400_000 / settings.events_per_day
 
     def list_parts(self) -> list[str]:
         return ["synthetic-0"]
 
     def build_part(self, step_id: str, for_part: str, resume_state: Any | None) -> _SyntheticPartition:
-        gen = resume_state if resume_state is not None else SyntheticCustomers(self._config)
-        return _SyntheticPartition(gen, self._rate, self._control, f"synthetic:{self._config.seed}")
+        if resume_state is not None:
+            gen, sim = resume_state
+        else:
+            gen = SyntheticCustomers(self._config)
+            sim = SimulatedTime(now_ms() - self._history_ms, self._step_ms)
+            sim.live = self._history_ms == 0
+        return _SyntheticPartition(gen, sim, self._rate, self._control, f"synthetic:{self._config.seed}")
 
 
 class _SyntheticPartition(StatefulSourcePartition[RawRecord, Any]):
-    def __init__(self, gen: SyntheticCustomers, rate: float, control: RunControl, origin: str) -> None:
+    def __init__(
+        self, gen: SyntheticCustomers, sim: SimulatedTime, rate: float, control: RunControl, origin: str
+    ) -> None:
         self._gen = gen
+        self._sim = sim
         self._pacer = Pacer(rate)
         self._control = control
         self._origin = origin
@@ -188,7 +235,11 @@ class _SyntheticPartition(StatefulSourcePartition[RawRecord, Any]):
             return []
         t = now_ms()
         start = self._gen.generated
-        out = [RawRecord(self._gen.next_event(t), self._origin, 0, start + i, None, t) for i in range(n)]
+        gen, sim, origin = self._gen, self._sim, self._origin
+        if sim.live:
+            out = [RawRecord(gen.next_event(t), origin, 0, start + i, None, t) for i in range(n)]
+        else:
+            out = [RawRecord(gen.next_event(sim.next()), origin, 0, start + i, None, t) for i in range(n)]
         self._counter.inc(n)
         return out
 
@@ -198,7 +249,7 @@ class _SyntheticPartition(StatefulSourcePartition[RawRecord, Any]):
     def snapshot(self) -> Any:
         import copy
 
-        return copy.deepcopy(self._gen)
+        return (copy.deepcopy(self._gen), copy.deepcopy(self._sim))
 
 
 # ---------------------------------------------------------------- files

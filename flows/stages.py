@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import pickle
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
@@ -23,16 +25,21 @@ from flows.profile import FeatureUpdate, ProfileState, new_state
 from flows.settings import DedupeSettings, FeatureSettings
 from flows.sources import Clock
 from flows.streamtime import StreamClock
+from scoring.observe import ScoringPlan
+from scoring.types import Activity, Observation, Outcome, Score
 from sinks import metrics
 
 
 @dataclass(frozen=True)
 class IngestOut:
-    """Accepted events (marked late or not), feature updates, and the dead letters."""
+    """Accepted events (marked late or not, and the engine's own), feature updates, dead
+    letters; with models, the served scores and what the learners need."""
 
     events: Stream[Event]
     features: Stream[FeatureUpdate] | None  # None when features are off
     dead_letters: Stream[DeadLetter]
+    scores: Stream[Score] | None = None  # None when no model is declared
+    learner_items: Stream[Observation | Activity | Outcome] | None = None
 
 
 class _ParseBatch:
@@ -94,22 +101,29 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
             self._deadline_at = now + interval
             self._deadline = datetime.fromtimestamp(self._deadline_at, UTC)
 
-    def on_batch(self, values: list[Event]) -> tuple[list[Event | FeatureUpdate], bool]:
+    def on_batch(self, values: list[Event]) -> tuple[list[Any], bool]:
         st = self._state
         out, dups, late = st.ingest(values)
         if dups:
             metrics.EVENTS_DUPLICATE.inc(dups)
         if late:
             metrics.EVENTS_LATE.inc(late)
-        emitted: list[Event | FeatureUpdate] = list(out)
+        emitted: list[Any] = list(out)
         if self._cfg.features and len(out) > late:
             cfg = self._cfg
             newest = max(e.received_ms for e in out)
-            upd = st.update(out[0].profile_id, st.as_of(cfg.stream.now_ms()), cfg.snapshot_ms, newest)
+            as_of = st.as_of(cfg.stream.now_ms())
+            upd = st.update(out[0].profile_id, as_of, cfg.snapshot_ms, newest)
             if upd is not None:
                 emitted.append(upd)
                 if upd.tags is not None or upd.segment is not None:
                     emitted.extend(st.change_events(upd))
+            if cfg.scoring is not None and st.scoring is not None:
+                emitted.extend(
+                    st.scoring.on_events(
+                        cfg.scoring, st.profile_id, out, as_of, _values_of(st, as_of), newest
+                    )
+                )
         self._schedule()
         return emitted, StatefulBatchLogic.RETAIN
 
@@ -122,9 +136,10 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
         upd = st.update(st.profile_id, as_of, cfg.snapshot_ms, 0) if st.profile_id else None
         self._deadline_at = 0.0
         self._schedule()
-        if upd is None:
-            return [], StatefulBatchLogic.RETAIN
-        return [upd, *st.change_events(upd)], StatefulBatchLogic.RETAIN
+        out: list[Any] = [] if upd is None else [upd, *st.change_events(upd)]
+        if cfg.scoring is not None and st.scoring is not None and st.profile_id:
+            out.extend(st.scoring.on_refresh(cfg.scoring, st.profile_id, as_of, _values_of(st, as_of)))
+        return out, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         return self._deadline
@@ -148,6 +163,19 @@ class _ProfileConfig:
     stream: StreamClock
     clock: Clock
     recovery: bool
+    scoring: ScoringPlan | None = None
+
+
+def _values_of(st: ProfileState, as_of: int) -> Callable[[], dict[str, float]]:
+    """The profile's full feature map as of `as_of`, computed on first use only."""
+    cache: list[dict[str, float]] = []
+
+    def get() -> dict[str, float]:
+        if not cache:
+            cache.append(st.features.values(as_of) if st.features is not None else {})
+        return cache[0]
+
+    return get
 
 
 def _is_event(item: Event | DeadLetter) -> bool:
@@ -173,6 +201,7 @@ def ingest(
     stream: StreamClock,
     recovery: bool = False,
     clock: Clock = time.time,
+    scoring: ScoringPlan | None = None,
 ) -> IngestOut:
     """Validate, split off dead letters, key by profile, then per profile: drop repeated
     eventIds, mark late events, update features."""
@@ -190,6 +219,7 @@ def ingest(
         stream=stream,
         clock=clock,
         recovery=recovery,
+        scoring=scoring if feature_settings.enabled else None,
     )
     if cfg.features is not None:
         set_current_plan(cfg.features)
@@ -198,7 +228,7 @@ def ingest(
         state = (
             pickle.loads(resume)
             if resume is not None
-            else new_state(cfg.features, cfg.ttl_ms, cfg.max_ids, cfg.lateness_ms)
+            else new_state(cfg.features, cfg.ttl_ms, cfg.max_ids, cfg.lateness_ms, cfg.scoring is not None)
         )
         return _ProfileLogic(state, cfg)
 
@@ -206,4 +236,12 @@ def ingest(
     if cfg.features is None:  # only events come out: no per-item split needed
         return IngestOut(profiles, None, split.falses)  # type: ignore[arg-type]
     out = op.branch("split_updates", profiles, _is_update)
-    return IngestOut(out.falses, out.trues, split.falses)  # type: ignore[arg-type]
+    if cfg.scoring is None:
+        return IngestOut(out.falses, out.trues, split.falses)  # type: ignore[arg-type]
+    rest = op.branch("split_events", out.falses, _is_event)
+    scored = op.branch("split_scores", rest.falses, _is_score)
+    return IngestOut(rest.trues, out.trues, split.falses, scored.trues, scored.falses)  # type: ignore[arg-type]
+
+
+def _is_score(item: Any) -> bool:
+    return type(item) is Score

@@ -59,6 +59,13 @@ EVENT_TO_SINK = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 
+MODEL_LEARNED = Counter("scrm_model_examples_learned_total", "Labelled examples a model learned", ["model"])
+MODEL_ROC_AUC = Gauge("scrm_model_roc_auc", "Rolling progressive ROC AUC of a model", ["model"])
+MODEL_LOG_LOSS = Gauge("scrm_model_log_loss", "Rolling progressive log loss of a model", ["model"])
+MODEL_PENDING = Gauge("scrm_model_pending_observations", "Observations waiting for a label", ["model"])
+MODEL_VERSION = Gauge("scrm_model_version", "Version of a model published by its learner", ["model"])
+SCORES = Counter("scrm_scores_total", "Scores served, by model", ["model"])
+
 
 def value(name: str, labels: dict[str, str] | None = None) -> float:
     """Current value of one sample (0 when never set): for progress lines and tests."""

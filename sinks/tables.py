@@ -9,6 +9,7 @@ import orjson
 
 from flows.contract import DeadLetter, Event
 from flows.profile import FeatureUpdate
+from scoring.types import ModelMetric, Score
 from sinks.clickhouse import TableSpec
 
 
@@ -100,4 +101,60 @@ FEATURES: TableSpec[FeatureUpdate] = TableSpec(
     columns=("profile_id", "ts", "values", "tags", "segment"),
     to_columns=_feature_columns,
     times=lambda u: (u.received_ms or u.as_of_ms, u.as_of_ms),
+)
+
+
+def _score_columns(batch: Sequence[Score]) -> list[list[Any]]:
+    return [
+        [s.model for s in batch],
+        [s.entity_id for s in batch],
+        [s.profile_id for s in batch],
+        [s.score for s in batch],
+        [s.version for s in batch],
+        [s.as_of_ms for s in batch],
+        [dict(s.explanation) for s in batch],
+        [s.received_ms or s.as_of_ms for s in batch],
+    ]
+
+
+SCORES: TableSpec[Score] = TableSpec(
+    table="scores",
+    columns=(
+        "model",
+        "entity_id",
+        "profile_id",
+        "score",
+        "model_version",
+        "ts",
+        "explanation",
+        "received_at",
+    ),
+    to_columns=_score_columns,
+    times=lambda s: (s.received_ms or s.as_of_ms, s.as_of_ms),
+)
+
+
+def _metric_columns(batch: Sequence[ModelMetric]) -> list[list[Any]]:
+    cols = [list(c) for c in zip(*batch, strict=True)]
+    cols[2] = [max(0, t) for t in cols[2]]  # stream time is -1 before any event
+    return cols
+
+
+MODEL_METRICS: TableSpec[ModelMetric] = TableSpec(
+    table="model_metrics",
+    columns=(
+        "model",
+        "ts",
+        "stream_ts",
+        "model_version",
+        "n_learned",
+        "n_pending",
+        "n_dropped",
+        "roc_auc",
+        "log_loss",
+        "baseline_roc_auc",
+        "baseline_log_loss",
+        "positive_rate",
+    ),
+    to_columns=_metric_columns,
 )

@@ -1,0 +1,157 @@
+"""Delayed labels: observations wait here until the stream says what happened after them.
+
+Pure and clock-free: event times and a watermark go in, labelled examples come out.
+
+**Inactivity** (churn). An observation of a profile at ``t0`` gets label 0 as soon as
+activity at some ``t`` with ``t0 < t <= t0 + horizon`` is reported, and label 1 once the
+watermark (stream time minus the allowed lateness) passes ``t0 + horizon`` without such
+activity — so a profile that went silent resolves too, also in a full-speed replay, because
+the watermark moves with every other profile's events.
+
+**Outcome** (win). Every observation of an entity waits for its close; the close labels all
+of them at once (1 for a positive close, 0 for a negative one). Entities still open
+``max_open`` after their first observation are dropped, unlabelled.
+
+Both are bounded: beyond ``max_pending`` waiting observations the oldest are dropped and
+counted (``dropped``), never learned with a guessed label.
+
+>>> q = InactivityLabels(horizon_ms=100, max_pending=10)
+>>> q.add("p1", 0, "a"); q.add("p2", 0, "b"); q.add("p1", 50, "c")
+>>> q.activity("p1", (60,))          # p1 came back at 60: both its observations are 0s
+[('a', 0), ('c', 0)]
+>>> q.advance(99), q.advance(101)    # p2 stayed silent past 0 + 100
+([], [('b', 1)])
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+Labelled = tuple[Any, int]
+
+
+class InactivityLabels:
+    __slots__ = ("_heap", "_pending", "dropped", "horizon_ms", "max_pending", "size")
+
+    def __init__(self, horizon_ms: int, max_pending: int) -> None:
+        self.horizon_ms = horizon_ms
+        self.max_pending = max_pending
+        self._pending: dict[str, deque[tuple[int, Any]]] = {}
+        self._heap: list[tuple[int, str]] = []  # (t0 + horizon, profile); stale entries skipped
+        self.size = 0
+        self.dropped = 0
+
+    def add(self, profile_id: str, t0: int, payload: Any) -> None:
+        q = self._pending.get(profile_id)
+        if q is None:
+            q = self._pending[profile_id] = deque()
+        if q and t0 < q[-1][0]:  # keep each profile's queue in time order (rare: late observation)
+            items = sorted([*q, (t0, payload)], key=lambda it: it[0])
+            q.clear()
+            q.extend(items)
+        else:
+            q.append((t0, payload))
+        heapq.heappush(self._heap, (t0 + self.horizon_ms, profile_id))
+        self.size += 1
+        while self.size > self.max_pending:
+            self._drop_oldest()
+
+    def activity(self, profile_id: str, times: Iterable[int]) -> list[Labelled]:
+        """Label 0 every observation of the profile that one of `times` falls after, within
+        the horizon."""
+        q = self._pending.get(profile_id)
+        if not q:
+            return []
+        ts = sorted(times)
+        h = self.horizon_ms
+        out: list[Labelled] = []
+        keep: deque[tuple[int, Any]] = deque()
+        for t0, payload in q:
+            if any(t0 < t <= t0 + h for t in ts):
+                out.append((payload, 0))
+            else:
+                keep.append((t0, payload))
+        self.size -= len(out)
+        if keep:
+            self._pending[profile_id] = keep
+        else:
+            del self._pending[profile_id]
+        return out
+
+    def advance(self, watermark_ms: int) -> list[Labelled]:
+        """Label 1 every observation whose horizon ended before `watermark_ms`."""
+        out: list[Labelled] = []
+        heap = self._heap
+        h = self.horizon_ms
+        while heap and heap[0][0] < watermark_ms:
+            _, pid = heapq.heappop(heap)
+            q = self._pending.get(pid)
+            while q and q[0][0] + h < watermark_ms:
+                out.append((q.popleft()[1], 1))
+                self.size -= 1
+            if q is not None and not q:
+                del self._pending[pid]
+        return out
+
+    def _drop_oldest(self) -> None:
+        while self._heap:
+            _, pid = heapq.heappop(self._heap)
+            q = self._pending.get(pid)
+            if q:
+                q.popleft()
+                self.size -= 1
+                self.dropped += 1
+                if not q:
+                    del self._pending[pid]
+                return
+
+
+class OutcomeLabels:
+    """Observations per entity until it closes. `max_open_ms` after an entity's first
+    observation (in watermark time) its observations are dropped."""
+
+    __slots__ = ("_heap", "_pending", "dropped", "max_open_ms", "max_pending", "size")
+
+    def __init__(self, max_open_ms: int, max_pending: int) -> None:
+        self.max_open_ms = max_open_ms
+        self.max_pending = max_pending
+        self._pending: dict[str, tuple[int, list[Any]]] = {}
+        self._heap: list[tuple[int, str]] = []
+        self.size = 0
+        self.dropped = 0
+
+    def add(self, entity_id: str, t0: int, payload: Any) -> None:
+        got = self._pending.get(entity_id)
+        if got is None:
+            self._pending[entity_id] = (t0, [payload])
+            heapq.heappush(self._heap, (t0 + self.max_open_ms, entity_id))
+        else:
+            got[1].append(payload)
+        self.size += 1
+        while self.size > self.max_pending and self._heap:
+            self._expire(heapq.heappop(self._heap)[1], force=True)
+
+    def close(self, entity_id: str, label: int) -> list[Labelled]:
+        got = self._pending.pop(entity_id, None)
+        if got is None:
+            return []
+        self.size -= len(got[1])
+        return [(p, label) for p in got[1]]
+
+    def advance(self, watermark_ms: int) -> list[Labelled]:
+        heap = self._heap
+        while heap and heap[0][0] < watermark_ms:
+            self._expire(heapq.heappop(heap)[1], force=False, watermark_ms=watermark_ms)
+        return []
+
+    def _expire(self, entity_id: str, force: bool, watermark_ms: int = 0) -> None:
+        got = self._pending.get(entity_id)
+        if got is None:
+            return
+        if force or got[0] + self.max_open_ms < watermark_ms:
+            del self._pending[entity_id]
+            self.size -= len(got[1])
+            self.dropped += len(got[1])

@@ -1,0 +1,186 @@
+"""One learner per model: labels resolve, the model learns, versions are published.
+
+Consistency across workers and processes (the design; README "Scoring"):
+
+* Every model has exactly one learner: the learner step is keyed by model name, so Bytewax
+  routes all of a model's observations, activity and outcomes to one worker in the cluster.
+* Scorers run on every worker inside the profile step and never learn. They serve the
+  latest *published* version: the learner publishes a frozen copy at most every
+  ``publish_every_s`` (wall clock) when it learned something, into its own process's
+  `ModelRegistry` at once and, through the model sink, to Redis, where every other
+  process's `ModelSync` picks it up within ``models.sync_interval_s``. Staleness of a
+  served score is therefore bounded by publish_every_s (+ sync_interval_s in another
+  process), 2 s + 1 s by default.
+* Progressive validation: when an observation reaches the learner it is scored right away
+  by the learner's current model (and by the baseline), before any label can exist; when
+  its label resolves, the metrics are updated with that earlier prediction and only then
+  does the model learn. Every number in ``model_metrics`` is therefore out-of-sample.
+* State survives restarts twice over: the learner is Bytewax state (snapshotted with
+  recovery), and without recovery a fresh learner starts from the latest published version
+  (Redis, loaded at start).
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from river import metrics, utils
+
+from scoring.labels import InactivityLabels, OutcomeLabels
+from scoring.modeldefs import ModelDef, ModelSettings
+from scoring.scorer import predict
+from scoring.types import Activity, ModelMetric, ModelVersion, Observation, Outcome
+
+
+@dataclass
+class PublishedModel:
+    """What a version carries: the trained models and enough to refuse a mismatch."""
+
+    name: str
+    fingerprint: str
+    version: int
+    uid: str
+    n_learned: int
+    published_ms: int
+    model: Any
+    baseline: Any | None
+
+    def to_bytes(self) -> bytes:
+        return pickle.dumps(self, protocol=5)
+
+    @staticmethod
+    def from_bytes(blob: bytes) -> PublishedModel:
+        obj = pickle.loads(blob)
+        if not isinstance(obj, PublishedModel):
+            raise ValueError("not a scrm-stream model")
+        return obj
+
+
+class _Rolling:
+    """Rolling ROC AUC and log loss over the last `window` labelled predictions."""
+
+    def __init__(self, window: int) -> None:
+        self.auc = metrics.RollingROCAUC(window_size=window)
+        self.logloss = utils.Rolling(metrics.LogLoss, window_size=window)
+
+    def update(self, y: int, p: float) -> None:
+        self.auc.update(bool(y), p)
+        self.logloss.update(bool(y), p)
+
+    def values(self) -> tuple[float, float]:
+        return float(self.auc.get()), float(self.logloss.get())
+
+
+class Learner:
+    """The learning side of one model (picklable: it is the learner step's Bytewax state)."""
+
+    def __init__(self, mdef: ModelDef, settings: ModelSettings, start: PublishedModel | None = None) -> None:
+        self.mdef = mdef
+        self.settings = settings
+        usable = start is not None and start.fingerprint == mdef.fingerprint()
+        self.model = start.model if usable else mdef.build()  # type: ignore[union-attr]
+        self.baseline = (start.baseline if usable else mdef.build()) if mdef.baseline else None  # type: ignore[union-attr]
+        self.version = start.version if usable else 0  # type: ignore[union-attr]
+        self.n_learned = start.n_learned if usable else 0  # type: ignore[union-attr]
+        self.published_n = self.n_learned
+        self.last_publish = 0.0
+        self.last_metrics = 0.0
+        self.stream_ms = -1
+        self.positives = 0
+        self.n_here = 0  # labels learned by this learner object (the positive rate's base)
+        self.metric = _Rolling(settings.metrics_window)
+        self.base_metric = _Rolling(settings.metrics_window)
+        lab = mdef.label
+        self.labels: InactivityLabels | OutcomeLabels = (
+            InactivityLabels(lab.horizon_ms, settings.max_pending)
+            if lab.kind == "inactivity"
+            else OutcomeLabels(lab.max_open_ms, settings.max_pending)
+        )
+
+    # ---------------------------------------------------------------- stream side
+
+    def _baseline_x(self, x: dict[str, float]) -> dict[str, float]:
+        return {n: x[n] for n in self.mdef.baseline if n in x}
+
+    def handle(self, items: list[Observation | Activity | Outcome]) -> int:
+        """Fold in a batch; returns how many examples were learned."""
+        learned = 0
+        for it in items:
+            if type(it) is Observation:
+                p = predict(self.model, it.x)
+                pb = predict(self.baseline, self._baseline_x(it.x)) if self.baseline is not None else 0.5
+                payload = (it.x, p, pb)
+                self.labels.add(it.entity_id, it.ts_ms, payload)
+                if it.ts_ms > self.stream_ms:
+                    self.stream_ms = it.ts_ms
+            elif type(it) is Activity:
+                learned += self._learn(self.labels.activity(it.profile_id, it.ts_ms))  # type: ignore[union-attr]
+            else:
+                learned += self._learn(self.labels.close(it.entity_id, it.label))  # type: ignore[union-attr]
+        return learned
+
+    def advance(self, watermark_ms: int) -> int:
+        """Resolve what the watermark decides (label 1 for inactivity, expiry for outcomes)."""
+        return self._learn(self.labels.advance(watermark_ms))
+
+    def _learn(self, labelled: list[tuple[Any, int]]) -> int:
+        model, base = self.model, self.baseline
+        for (x, p, pb), y in labelled:
+            self.metric.update(y, p)
+            if base is not None:
+                self.base_metric.update(y, pb)
+                base.learn_one(self._baseline_x(x), bool(y))
+            model.learn_one(x, bool(y))
+            self.positives += y
+        self.n_learned += len(labelled)
+        self.n_here += len(labelled)
+        return len(labelled)
+
+    # ---------------------------------------------------------------- outputs
+
+    def maybe_publish(self, now: float) -> PublishedModel | None:
+        """A new version when something was learned and publish_every_s has passed."""
+        if self.n_learned == self.published_n or now - self.last_publish < self.settings.publish_every_s:
+            return None
+        return self.publish(now)
+
+    def publish(self, now: float) -> PublishedModel:
+        import copy
+
+        self.version += 1
+        self.published_n = self.n_learned
+        self.last_publish = now
+        return PublishedModel(
+            self.mdef.name,
+            self.mdef.fingerprint(),
+            self.version,
+            uuid.uuid4().hex[:12],
+            self.n_learned,
+            int(now * 1000),
+            copy.deepcopy(self.model),
+            copy.deepcopy(self.baseline),
+        )
+
+    def maybe_metrics(self, now: float) -> ModelMetric | None:
+        if now - self.last_metrics < self.settings.metrics_every_s:
+            return None
+        self.last_metrics = now
+        return self.metrics_row(now)
+
+    def metrics_row(self, now: float | None = None) -> ModelMetric:
+        now = time.time() if now is None else now
+        auc, ll = self.metric.values()
+        bauc, bll = self.base_metric.values() if self.baseline is not None else (float("nan"), float("nan"))
+        return ModelMetric(
+            self.mdef.name, int(now * 1000), self.stream_ms, self.version, self.n_learned,
+            self.labels.size, self.labels.dropped, auc, ll, bauc, bll,
+            self.positives / self.n_here if self.n_here else 0.0,
+        )  # fmt: skip
+
+
+def version_item(pm: PublishedModel) -> ModelVersion:
+    return ModelVersion(pm.name, pm.version, pm.uid, pm.n_learned, pm.published_ms, pm.to_bytes())

@@ -1,0 +1,132 @@
+"""Serving a published model: a score and its explanation for an input vector.
+
+Two ways, chosen when a version is installed:
+
+* **Linear** (``LogisticRegression``, alone or after ``StandardScaler``): the weights, means
+  and variances are copied out once, and a score is a plain loop over the inputs. The
+  explanation is exact: each input's contribution to the logit is ``weight × scaled
+  value`` (``(x - mean) / std``, 0 for a constant input), the same arithmetic River does,
+  so the score equals ``predict_proba_one`` (a unit test checks it).
+* **Any other classifier**: ``predict_proba_one`` on a private copy, and the explanation
+  by occlusion: an input's contribution is the score minus the score without that input
+  (River treats a missing input as absent). It costs one prediction per input; the
+  numbers are in probability units, not logit units, and ``scores.explanation`` says so
+  only through the model's pipeline (documented in the README).
+
+Either way the top ``explain_top`` contributions by absolute size are kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from river import compose, linear_model, preprocessing
+
+Explanation = tuple[tuple[str, float], ...]
+
+
+def _sigmoid(z: float) -> float:
+    # River's `utils.math.sigmoid`, saturating the same way.
+    if z < -30:
+        return 0.0
+    if z > 30:
+        return 1.0
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def _top(contribs: dict[str, float], k: int) -> Explanation:
+    if k <= 0:
+        return ()
+    items = sorted(contribs.items(), key=lambda kv: (-abs(kv[1]), kv[0]))[:k]
+    return tuple((name, round(v, 6)) for name, v in items)
+
+
+class LinearScorer:
+    """Scaler + logistic regression, unrolled into dicts of floats."""
+
+    __slots__ = ("intercept", "k", "means", "stds", "weights")
+
+    def __init__(self, model: Any, k: int) -> None:
+        steps = list(model.steps.values()) if isinstance(model, compose.Pipeline) else [model]
+        scaler = steps[0] if len(steps) == 2 else None
+        lr = steps[-1]
+        self.weights = dict(lr.weights)
+        self.intercept = float(lr.intercept)
+        self.means: dict[str, float] | None = None
+        self.stds: dict[str, float] = {}
+        if scaler is not None:
+            self.means = dict(scaler.means)
+            self.stds = {n: (v**0.5 if v else 0.0) for n, v in scaler.vars.items()}
+        self.k = k
+
+    @staticmethod
+    def supports(model: Any) -> bool:
+        steps = list(model.steps.values()) if isinstance(model, compose.Pipeline) else [model]
+        if not isinstance(steps[-1], linear_model.LogisticRegression):
+            return False
+        if len(steps) == 1:
+            return True
+        sc = steps[0]
+        return (
+            len(steps) == 2
+            and type(sc) is preprocessing.StandardScaler
+            and sc.with_std
+            and sc.window_size is None
+        )
+
+    def score(self, x: Mapping[str, float]) -> tuple[float, Explanation]:
+        w = self.weights
+        means = self.means
+        contribs: dict[str, float] = {}
+        z = self.intercept
+        if means is None:
+            for name, v in x.items():
+                wi = w.get(name)
+                if wi:
+                    c = wi * v
+                    contribs[name] = c
+                    z += c
+        else:
+            stds = self.stds
+            for name, v in x.items():
+                wi = w.get(name)
+                sd = stds.get(name)
+                if wi and sd:
+                    c = wi * (v - means[name]) / sd
+                    contribs[name] = c
+                    z += c
+        return _sigmoid(z), _top(contribs, self.k)
+
+
+class GenericScorer:
+    """Any River classifier, explained by occlusion."""
+
+    __slots__ = ("k", "model")
+
+    def __init__(self, model: Any, k: int) -> None:
+        self.model = copy.deepcopy(model)
+        self.k = k
+
+    def _p(self, x: Mapping[str, float]) -> float:
+        proba = self.model.predict_proba_one(dict(x))
+        return float(proba.get(True, proba.get(1, 0.0)))
+
+    def score(self, x: Mapping[str, float]) -> tuple[float, Explanation]:
+        p = self._p(x)
+        if self.k <= 0:
+            return p, ()
+        contribs = {name: p - self._p({n: v for n, v in x.items() if n != name}) for name in x}
+        return p, _top(contribs, self.k)
+
+
+def make_scorer(model: Any, k: int) -> LinearScorer | GenericScorer:
+    return LinearScorer(model, k) if LinearScorer.supports(model) else GenericScorer(model, k)
+
+
+def predict(model: Any, x: Mapping[str, float]) -> float:
+    """P(label = 1) from a River classifier (labels are learned as bools)."""
+    proba = model.predict_proba_one(dict(x))
+    return float(proba.get(True, proba.get(1, 0.0)))

@@ -1,0 +1,145 @@
+"""The learner step as a Bytewax operator: one `Learner` per model, keyed by model name.
+
+It wakes for its items and once a second (wall clock) on its own, so labels whose horizon
+passed resolve and versions are published even when no observation arrives. The label
+watermark is the process's stream time (`flows.streamtime`) minus the allowed lateness.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream, operator
+from bytewax.operators import StatefulBatchLogic
+
+from flows.streamtime import StreamClock
+from scoring.learner import Learner, version_item
+from scoring.modeldefs import ModelSet
+from scoring.registry import ModelRegistry
+from scoring.types import LearnerItem, ModelMetric, ModelVersion, model_key
+from sinks import metrics
+
+TICK_S = 1.0
+
+
+@dataclass(frozen=True)
+class LearnOut:
+    metrics: Stream[ModelMetric]
+    versions: Stream[ModelVersion]
+
+
+@dataclass(frozen=True)
+class _LearnConfig:
+    registry: ModelRegistry
+    stream: StreamClock
+    lateness_ms: int
+    recovery: bool
+    clock: Callable[[], float]
+
+
+class _LearnerLogic(StatefulBatchLogic[LearnerItem, ModelMetric | ModelVersion, bytes | None]):
+    def __init__(self, learner: Learner | None, factory: Callable[[str], Learner], cfg: _LearnConfig) -> None:
+        # Bytewax's builder does not get the key: a new learner is made from the first
+        # item's model name.
+        self._factory = factory
+        self._cfg = cfg
+        if learner is not None:
+            self._start(learner)
+
+    def _start(self, learner: Learner) -> None:
+        cfg = self._cfg
+        self._l = learner
+        name = learner.mdef.name
+        self._learned = metrics.MODEL_LEARNED.labels(model=name)
+        self._auc = metrics.MODEL_ROC_AUC.labels(model=name)
+        self._logloss = metrics.MODEL_LOG_LOSS.labels(model=name)
+        self._pending = metrics.MODEL_PENDING.labels(model=name)
+        self._version = metrics.MODEL_VERSION.labels(model=name)
+        if learner.n_learned:  # resumed: serve what it knows at once
+            cfg.registry.install(learner.publish(cfg.clock()))
+            self._version.set(learner.version)
+
+    def _tick(self, out: list[ModelMetric | ModelVersion]) -> None:
+        cfg, learner = self._cfg, self._l
+        now_ms = cfg.stream.now_ms()
+        if now_ms >= 0:
+            self._learned.inc(learner.advance(now_ms - cfg.lateness_ms))
+        now = cfg.clock()
+        pm = learner.maybe_publish(now)
+        if pm is not None:
+            cfg.registry.install(pm)
+            out.append(version_item(pm))
+            self._version.set(pm.version)
+        row = learner.maybe_metrics(now)
+        if row is not None:
+            out.append(row)
+            self._auc.set(row.roc_auc)
+            self._logloss.set(row.log_loss)
+        self._pending.set(learner.labels.size)
+
+    def on_batch(self, values: list[LearnerItem]) -> tuple[list[ModelMetric | ModelVersion], bool]:
+        if not hasattr(self, "_l"):
+            self._start(self._factory(values[0].model))
+        self._learned.inc(self._l.handle(values))
+        out: list[ModelMetric | ModelVersion] = []
+        self._tick(out)
+        return out, StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[list[ModelMetric | ModelVersion], bool]:
+        out: list[ModelMetric | ModelVersion] = []
+        self._tick(out)
+        return out, StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[ModelMetric | ModelVersion], bool]:
+        """End of a bounded run: publish and report what was learned."""
+        learner = self._l
+        now = self._cfg.clock()
+        out: list[ModelMetric | ModelVersion] = []
+        if learner.n_learned != learner.published_n:
+            pm = learner.publish(now)
+            self._cfg.registry.install(pm)
+            out.append(version_item(pm))
+        out.append(learner.metrics_row(now))
+        return out, StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return datetime.fromtimestamp(self._cfg.clock() + TICK_S, UTC)
+
+    def snapshot(self) -> bytes | None:
+        return pickle.dumps(self._l, protocol=5) if self._cfg.recovery else None
+
+
+def _is_metric(item: Any) -> bool:
+    return type(item) is ModelMetric
+
+
+@operator
+def learn(
+    step_id: str,
+    up: Stream[LearnerItem],
+    models: ModelSet,
+    registry: ModelRegistry,
+    stream: StreamClock,
+    lateness_ms: int,
+    recovery: bool = False,
+    clock: Callable[[], float] = time.time,
+) -> LearnOut:
+    """Route every model's items to its single learner; out come quality rows and versions."""
+    cfg = _LearnConfig(registry, stream, lateness_ms, recovery, clock)
+
+    def new_learner(name: str) -> Learner:
+        return Learner(models.by_name(name), models.settings, registry.latest(name))
+
+    def builder(resume: bytes | None) -> _LearnerLogic:
+        return _LearnerLogic(pickle.loads(resume) if resume is not None else None, new_learner, cfg)
+
+    keyed = op.key_on("key_by_model", up, model_key)
+    out = op.key_rm("unkey", op.stateful_batch("learners", keyed, builder))
+    split = op.branch("split", out, _is_metric)
+    return LearnOut(split.trues, split.falses)  # type: ignore[arg-type]
