@@ -52,13 +52,19 @@ time; after that it is won back and never churns again. Only if every profile is
 once is the one whose silence ends first woken early, so the stream never stalls (with
 realistic profile counts this does not happen). Non-churners never go silent.
 
-Win: an opportunity closes exactly once, only after reaching ``negotiation``; it is won iff
-``u < win_probability(value, activities, amount)`` with ``u ~ U(0, 1)`` drawn at closing,
-``activities`` the sales activities logged on that opportunity before it closed and
+Win: an opportunity's fate is sealed when it is created: it will be won iff
+``u < win_probability(value, amount)`` with ``u ~ U(0, 1)`` drawn at creation and
 ``amount`` its ``opportunity_created`` amount::
 
-    win_probability = sigmoid(-1 + 3 (value - 0.5) + 0.45 min(activities, 8)
-                              - 0.9 log10(amount / 10000))
+    win_probability = sigmoid(-0.3 + 3 (value - 0.5) - 0.9 log10(amount / 10000))
+
+and the buyer behaves accordingly: each step of an open opportunity is a sales activity
+(``call_logged`` / ``meeting_held`` / ``email_sent_by_rep``) with probability
+``ACTIVITY_IF_WON`` = 0.7 for a deal that will be won and ``ACTIVITY_IF_LOST`` = 0.3 for one
+that will be lost, otherwise the next stage change; after ``negotiation`` a non-activity step
+closes it (``opportunity_won`` / ``opportunity_lost``). So a deal's outcome shows in its
+activity as it goes: the log-odds of a win given ``a`` activities after ``s`` stage steps
+move by ``a ln(7/3) + s ln(3/7)`` from the prior at creation.
 
 Noise on purpose
 ----------------
@@ -258,17 +264,20 @@ def churn_probability(traits: Traits) -> float:
     return _sigmoid(10.0 * (traits.churn_propensity - 0.6) - 3.0 * (traits.engagement - 0.5))
 
 
-def win_probability(value: float, activities: int, amount: float) -> float:
-    """Probability that an opportunity is won when it closes.
+ACTIVITY_IF_WON = 0.7
+ACTIVITY_IF_LOST = 0.3
 
-    ``sigmoid(-1 + 3 (value - 0.5) + 0.45 min(activities, 8) - 0.9 log10(amount / 10000))``:
-    valuable customers and worked deals win more often, big deals less often.
 
-    >>> round(win_probability(0.5, 0, 10_000.0), 3), round(win_probability(0.9, 6, 5_000.0), 3)
-    (0.269, 0.96)
+def win_probability(value: float, amount: float) -> float:
+    """Probability, drawn against at creation, that an opportunity will be won.
+
+    ``sigmoid(-0.3 + 3 (value - 0.5) - 0.9 log10(amount / 10000))``: valuable customers win
+    more often, big deals less often.
+
+    >>> round(win_probability(0.5, 10_000.0), 3), round(win_probability(0.9, 5_000.0), 3)
+    (0.426, 0.763)
     """
-    z = -1.0 + 3.0 * (value - 0.5) + 0.45 * min(activities, 8) - 0.9 * math.log10(max(amount, 1.0) / 10_000.0)
-    return _sigmoid(z)
+    return _sigmoid(-0.3 + 3.0 * (value - 0.5) - 0.9 * math.log10(max(amount, 1.0) / 10_000.0))
 
 
 class Profile:
@@ -292,6 +301,7 @@ class Profile:
         "opp_id",
         "opp_owner",
         "opp_stage",
+        "opp_won",
         "order_amount",
         "order_id",
         "order_source",
@@ -342,6 +352,7 @@ class Profile:
         self.opp_amount = 0.0
         self.opp_owner = ""
         self.opp_activities = 0
+        self.opp_won = False  # decided at creation (see win_probability)
 
     @property
     def is_churner(self) -> bool:
@@ -561,7 +572,7 @@ class SyntheticCustomers:
         if p.session_left > 0 and rnd() < 0.9:
             return self._session_step(p, ts)
         r = rnd()
-        if p.opp_id and r < 0.3:
+        if p.opp_id and r < 0.6:
             return self._opportunity_step(p, ts)
         if p.msg_stage and r < 0.6:
             out = self._message_step(p, ts)
@@ -814,6 +825,7 @@ class SyntheticCustomers:
         p.opp_stage = 0
         p.opp_activities = 0
         p.opp_amount = round(rng.lognormvariate(8.6 + 1.2 * p.traits.value, 0.6), 2)
+        p.opp_won = rng.random() < win_probability(p.traits.value, p.opp_amount)
         p.opp_owner = f"u{int(rng.random() * _OWNERS):03d}"
         return self._emit(
             p,
@@ -831,12 +843,11 @@ class SyntheticCustomers:
 
     def _opportunity_step(self, p: Profile, ts: int) -> bytes:
         rnd = self._rnd
-        value = p.traits.value
         oid = p.opp_id
         owner = p.opp_owner
         props: dict[str, Any] = {"opportunityId": oid, "ownerId": owner}
         r = rnd()
-        if r < 0.35 + 0.25 * value:
+        if r < (ACTIVITY_IF_WON if p.opp_won else ACTIVITY_IF_LOST):
             p.opp_activities += 1
             etype = SALES_ACTIVITIES[int(rnd() * 3)]
             source = "callcenter" if etype == "call_logged" else "crm"
@@ -851,7 +862,7 @@ class SyntheticCustomers:
             etype = "opportunity_stage_changed"
             source = "crm"
         else:
-            won = rnd() < win_probability(value, p.opp_activities, p.opp_amount)
+            won = p.opp_won
             etype = "opportunity_won" if won else "opportunity_lost"
             source = "crm"
             props["stage"] = "won" if won else "lost"

@@ -8,7 +8,7 @@ A model is one table in the ``[[model]]`` array::
     pipeline = [                        # River estimators by "module.Class", with params
       { step = "preprocessing.StandardScaler" },
       { step = "linear_model.LogisticRegression",
-        params = { optimizer = { step = "optim.SGD", params = { lr = 0.05 } } } },
+        params = { optimizer = { step = "optim.SGD", params = { lr = 0.01 } } } },
     ]
     features = ["sessions_7d", ...]     # names from the feature store (config/features.toml)
     extras = ["profile_age_days"]       # engine-computed, per entity (see EXTRAS)

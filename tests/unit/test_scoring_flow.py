@@ -55,12 +55,12 @@ def test_churn_model_learns_the_hidden_propensity_and_beats_recency(seeded_run) 
     assert churn.roc_auc > churn.baseline_roc_auc + 0.1
 
 
-def test_win_model_learns_better_than_chance(seeded_run) -> None:
+def test_win_model_learns_the_hidden_propensity(seeded_run) -> None:
     _, rows, _ = seeded_run
     win = _final(rows, "win")
     assert win.n_learned > 500
-    # The target (0.75) is not reached: see README "Scoring" for the ceiling on this data.
-    assert win.roc_auc > 0.55 and win.roc_auc > win.baseline_roc_auc
+    # ~2,700 labels here (the bench's 100-day run reaches 0.84 after ~13,000)
+    assert win.roc_auc >= 0.70 and win.roc_auc > win.baseline_roc_auc + 0.1
 
 
 def test_scores_carry_version_and_explanations(seeded_run) -> None:
