@@ -4,7 +4,7 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-RUN_ARGS ?= --duration 60
+RUN_ARGS ?= --config config/demo.toml --duration 60
 
 .PHONY: run test lint bench clean venv
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 venv: $(STAMP)
 
-## run: a bounded run (about a minute) on the embedded defaults: synthetic events, embedded Valkey, chDB under .scrm/
+## run: a bounded run (about a minute) on the embedded defaults: synthetic events (40 simulated days, then live), embedded Valkey, chDB under .scrm/
 run: $(STAMP)
 	$(BIN)/scrm run $(RUN_ARGS)
 
@@ -29,6 +29,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/features.py
+	$(BIN)/python bench/scoring.py
 
 clean:
 	rm -rf $(VENV) .scrm .pytest_cache .hypothesis

@@ -27,8 +27,9 @@ app = typer.Typer(
     help=(
         "scrm-stream: the real-time engine of a social CRM. Customer events in (Kafka, file "
         "replay or a synthetic generator), validated, deduplicated and stored in ClickHouse; "
-        "bad input in the dead letters with a reason. Defaults need no set-up: an embedded "
-        "Valkey and ClickHouse in-process (chDB) under .scrm/."
+        "bad input in the dead letters with a reason; windowed features in Redis; churn and "
+        "win scores from River models that learn from the stream. Defaults need no set-up: an "
+        "embedded Valkey and ClickHouse in-process (chDB) under .scrm/."
     ),
     no_args_is_help=True,
     add_completion=False,

@@ -124,6 +124,23 @@ class ProgressReporter:
             self._console.print()
 
 
+def model_rows() -> dict[str, dict[str, float]]:
+    """Per model, from the process's metrics: version, learned, pending, AUC, log loss, scores."""
+    cols = {
+        "version": "scrm_model_version",
+        "learned": "scrm_model_examples_learned_total",
+        "pending": "scrm_model_pending_observations",
+        "auc": "scrm_model_roc_auc",
+        "logloss": "scrm_model_log_loss",
+        "scores": "scrm_scores_total",
+    }
+    out: dict[str, dict[str, float]] = {}
+    for key, name in cols.items():
+        for model, v in metrics.labelled_values(name, "model").items():
+            out.setdefault(model, dict.fromkeys(cols, 0.0))[key] = v
+    return out
+
+
 @dataclass(frozen=True)
 class RunSummary:
     counts: Snapshot
@@ -164,6 +181,19 @@ def render_summary(console: Console, s: RunSummary) -> None:
     updates = c.sink_rows.get("redis:features", 0)
     if updates:
         console.print(f"feature store: {int(updates):,} profile updates written to Redis")
+    models = model_rows()
+    if models:
+        mt = Table(title="Models (learned in this process; AUC progressive, rolling)", show_edge=False)
+        for col in ("model", "version", "learned", "pending", "ROC AUC", "log loss", "scores served"):
+            mt.add_column(col, justify="left" if col == "model" else "right")
+        for name, r in sorted(models.items()):
+            mt.add_row(
+                name, f"{int(r['version'])}", f"{int(r['learned']):,}", f"{int(r['pending']):,}",
+                f"{r['auc']:.3f}" if r["learned"] and r["auc"] == r["auc"] else "-",
+                f"{r['logloss']:.3f}" if r["learned"] else "-",
+                f"{int(r['scores']):,}",
+            )  # fmt: skip
+        console.print(mt)
     console.print(f"data: {s.data_dir}  ·  ClickHouse: {s.clickhouse_url}  ·  Redis: {s.redis}")
     console.print(
         'query: [bold]scrm query "SELECT type, count() FROM '

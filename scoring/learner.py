@@ -25,6 +25,7 @@ from __future__ import annotations
 import pickle
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,18 +62,26 @@ class PublishedModel:
 
 
 class _Rolling:
-    """Rolling ROC AUC and log loss over the last `window` labelled predictions."""
+    """Rolling ROC AUC and log loss over the last `window` labelled predictions. The AUC is
+    NaN while the window holds only one class (it is undefined there)."""
 
     def __init__(self, window: int) -> None:
         self.auc = metrics.RollingROCAUC(window_size=window)
         self.logloss = utils.Rolling(metrics.LogLoss, window_size=window)
+        self.labels: deque[int] = deque(maxlen=window)
+        self.positives = 0
 
     def update(self, y: int, p: float) -> None:
+        if len(self.labels) == self.labels.maxlen:
+            self.positives -= self.labels[0]
+        self.labels.append(y)
+        self.positives += y
         self.auc.update(bool(y), p)
         self.logloss.update(bool(y), p)
 
     def values(self) -> tuple[float, float]:
-        return float(self.auc.get()), float(self.logloss.get())
+        both = 0 < self.positives < len(self.labels)
+        return (float(self.auc.get()) if both else float("nan")), float(self.logloss.get())
 
 
 class Learner:

@@ -56,6 +56,10 @@ class _LearnerLogic(StatefulBatchLogic[LearnerItem, ModelMetric | ModelVersion, 
         cfg = self._cfg
         self._l = learner
         name = learner.mdef.name
+        seen = cfg.registry.latest(name)
+        if seen is not None and seen.version > learner.version:
+            # resumed from a snapshot older than the last publish: keep versions increasing
+            learner.version = seen.version
         self._learned = metrics.MODEL_LEARNED.labels(model=name)
         self._auc = metrics.MODEL_ROC_AUC.labels(model=name)
         self._logloss = metrics.MODEL_LOG_LOSS.labels(model=name)
@@ -105,7 +109,12 @@ class _LearnerLogic(StatefulBatchLogic[LearnerItem, ModelMetric | ModelVersion, 
             pm = learner.publish(now)
             self._cfg.registry.install(pm)
             out.append(version_item(pm))
-        out.append(learner.metrics_row(now))
+            self._version.set(pm.version)
+        row = learner.metrics_row(now)
+        out.append(row)
+        self._auc.set(row.roc_auc)
+        self._logloss.set(row.log_loss)
+        self._pending.set(learner.labels.size)
         return out, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:

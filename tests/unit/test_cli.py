@@ -21,6 +21,9 @@ runner = CliRunner()
         (["query"], "SELECT"),
         (["config"], "secrets masked"),
         (["recovery", "init"], "--partitions"),
+        (["models", "list"], "published versions"),
+        (["models", "export"], "FILE"),
+        (["models", "import"], "declaration"),
     ],
 )
 def test_help_on_every_subcommand(args, expect):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+import orjson
 import pytest
 
 from flows.errors import SourceError
@@ -68,3 +71,26 @@ def test_csv_mapping_custom_columns():
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(SourceError, match="no such file"):
         FileSource(tmp_path / "nope.jsonl", CsvSettings(), 0, RunControl())
+
+
+def test_synthetic_history_runs_simulated_days_then_goes_live():
+    from flows.settings import SyntheticSettings
+    from flows.sources import SyntheticSource
+
+    settings = SyntheticSettings(
+        profiles=50, history_days=2, events_per_day=1000, late_share=0, malformed_share=0, duplicate_share=0
+    )
+    control = RunControl(0, 0.0)
+    part = SyntheticSource(settings, 0.0, control).build_part("s", "synthetic-0", None)
+    times: list[int] = []
+    while len(times) < 2100:
+        times += [orjson.loads(r.value)["ts"] for r in part.next_batch()]
+    now = time.time() * 1000
+    first, last = times[0], times[-1]
+    assert now - 2 * 86_400_000 - 60_000 < first < now - 2 * 86_400_000 + 60_000  # two days back
+    # history advances ~86.4 s of event time per event; then event time is the wall clock
+    assert times[100] - times[99] in (86_399, 86_400, 86_401)
+    assert abs(last - now) < 60_000
+    snap = part.snapshot()
+    again = SyntheticSource(settings, 0.0, control).build_part("s", "synthetic-0", snap)
+    assert abs(orjson.loads(again.next_batch()[0].value)["ts"] - now) < 120_000  # resumes live

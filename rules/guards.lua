@@ -1,0 +1,94 @@
+-- The guards of one profile's batch of journey actions, decided and recorded atomically.
+--
+-- Called by rules/guards.py (which documents the key layout and the guarantees). Every key
+-- the script touches is declared in KEYS and carries the profile's {hash tag}, so one call
+-- runs on one Redis Cluster shard.
+--
+-- KEYS[1] = scrm:consent:{pid}   (hash: channel -> "0" refused / "1" granted)
+-- KEYS[2] = scrm:suppress:{pid}  (set: "*" do-not-contact, or channel names)
+-- KEYS[3..] = decision, dedupe and cap keys, referred to by index from ARGV[1]
+-- ARGV[1] = JSON array, one object per action, in decision order:
+--   d    index of the decision key          ttl  decision TTL (ms, string)
+--   ch   channel                            pr   priority (0..100)
+--   now  event time (ms, string)            h    1 = holdout arm
+--   dk   index of the dedupe key, 0 = off   dw   dedupe window (ms, string)
+--   dl   dedupe label for the reason ("welcome:1d")
+--   caps array of {k = key index, n = count, cut = counted scores are > cut,
+--                  trim = scores <= trim are dropped, keep = TTL floor (ms),
+--                  r = reserve, rp = reserve priority, l = reason label}
+-- Returns a flat array: status, reason, replay (0/1) for each action, in order.
+
+local actions = cjson.decode(ARGV[1])
+local consent_key = KEYS[1]
+local suppress_key = KEYS[2]
+local out = {}
+
+local function check(a)
+  if redis.call('HGET', consent_key, a.ch) == '0' then
+    return 'no_consent', 'consent:' .. a.ch
+  end
+  if redis.call('SISMEMBER', suppress_key, '*') == 1 then
+    return 'suppressed', 'dnc'
+  end
+  if redis.call('SISMEMBER', suppress_key, a.ch) == 1 then
+    return 'suppressed', 'suppressed:' .. a.ch
+  end
+  if a.dk > 0 then
+    local last = redis.call('GET', KEYS[a.dk])
+    if last and tonumber(a.now) - tonumber(last) < tonumber(a.dw) then
+      return 'deduped', 'dedupe:' .. a.dl
+    end
+  end
+  for _, c in ipairs(a.caps) do
+    local key = KEYS[c.k]
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', c.trim)
+    local used = redis.call('ZCOUNT', key, '(' .. c.cut, '+inf')
+    if used >= c.n then
+      return 'capped', 'cap:' .. c.l
+    end
+    if c.r > 0 and used >= c.n - c.r and a.pr < c.rp then
+      return 'capped', 'cap:' .. c.l .. ':reserved'
+    end
+  end
+  if a.h == 1 then
+    return 'holdout', 'holdout'
+  end
+  return 'sent', 'ok'
+end
+
+local function record_send(a, action_id)
+  for _, c in ipairs(a.caps) do
+    local key = KEYS[c.k]
+    redis.call('ZADD', key, a.now, action_id)
+    if redis.call('PTTL', key) < tonumber(c.keep) then
+      redis.call('PEXPIRE', key, c.keep)
+    end
+  end
+  if a.dk > 0 then
+    redis.call('SET', KEYS[a.dk], a.now, 'PX', a.dw)
+  end
+end
+
+for _, a in ipairs(actions) do
+  local decision_key = KEYS[a.d]
+  local status, reason, replay
+  local stored = redis.call('GET', decision_key)
+  if stored then
+    -- (1) decided before: return the recorded decision, change nothing
+    local sep = string.find(stored, '|', 1, true)
+    status = string.sub(stored, 1, sep - 1)
+    reason = string.sub(stored, sep + 1)
+    replay = 1
+  else
+    status, reason = check(a)
+    if status == 'sent' then
+      record_send(a, a.id)
+    end
+    redis.call('SET', decision_key, status .. '|' .. reason, 'PX', a.ttl)
+    replay = 0
+  end
+  out[#out + 1] = status
+  out[#out + 1] = reason
+  out[#out + 1] = replay
+end
+return out
