@@ -39,6 +39,8 @@ recovery_app = typer.Typer(help="Bytewax recovery partitions (snapshots of the e
 app.add_typer(recovery_app, name="recovery")
 models_app = typer.Typer(help="Online models: list, export and import trained versions.")
 app.add_typer(models_app, name="models")
+journeys_app = typer.Typer(help="Journeys: validate files, load them into Redis (versioned), switch them.")
+app.add_typer(journeys_app, name="journeys")
 
 err = Console(stderr=True)
 out = Console()
@@ -356,6 +358,132 @@ def models_import(
         err.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None
     out.print(f"imported {name} as version {pm.version} ({pm.n_learned:,} examples learned)")
+
+
+def _journey_dir(settings: Settings, path: Path | None) -> Path:
+    from flows.resources import config_dir
+
+    return path or settings.journeys.dir or config_dir() / "journeys"
+
+
+def _load_journeys(path: Path) -> Any:
+    from rules.journeys import load_folder, load_journey
+
+    return (load_journey(path),) if path.is_file() else load_folder(path)
+
+
+JourneyPath = Annotated[
+    Path | None,
+    typer.Argument(help="A journey file or a folder of them (default: journeys.dir, else config/journeys)."),
+]
+
+
+@journeys_app.command("validate")
+def journeys_validate(path: JourneyPath = None, config: ConfigOpt = None) -> None:
+    """Check journey files without loading them; a bad one is named with the path inside it."""
+    settings = _settings(config)
+    folder = _journey_dir(settings, path)
+    try:
+        journeys = _load_journeys(folder)
+    except ScrmError as exc:
+        err.print(f"[red]invalid:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    for j in journeys:
+        out.print(f"ok  {j.id}  ({j.source})", highlight=False)
+
+
+@journeys_app.command("load")
+def journeys_load(path: JourneyPath = None, config: ConfigOpt = None) -> None:
+    """Validate every file, then publish them all to Redis (nothing partial); a changed
+    journey gets a new version, running engines pick it up within seconds."""
+    from rules import store
+
+    settings = _settings(config)
+    try:
+        journeys = _load_journeys(_journey_dir(settings, path))
+        with _redis_client(settings) as client:
+            done = store.load(client, journeys)
+    except ScrmError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    for j, what in done:
+        out.print(f"{what:<9} {j.id} v{j.version}", highlight=False)
+
+
+@journeys_app.command("list")
+def journeys_list(config: ConfigOpt = None) -> None:
+    """The journeys in Redis: current version, state, where they were loaded from."""
+    from rules import store
+
+    settings = _settings(config)
+    with _redis_client(settings) as client:
+        rows = store.describe(store.index(client))
+    table = Table("journey", "version", "state", "loaded from", "updated (UTC)", show_edge=False)
+    for r in rows:
+        table.add_row(r["journey"], str(r["version"]), r["state"], r["source"], r["updated"])
+    out.print(table)
+
+
+@journeys_app.command("show")
+def journeys_show(
+    journey_id: Annotated[str, typer.Argument(help="Journey id.")],
+    version: Annotated[int | None, typer.Option(help="A past version (default: current).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Print a journey's definition as stored (canonical JSON)."""
+    from rules import store
+    from rules.journeys import to_canonical
+
+    settings = _settings(config)
+    try:
+        with _redis_client(settings) as client:
+            j = store.read(client, journey_id, version)
+    except ScrmError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    sys.stdout.buffer.write(
+        orjson.dumps({"version": j.version, **to_canonical(j)}, option=orjson.OPT_INDENT_2) + b"\n"
+    )
+
+
+def _switch(journey_id: str, state: str, config: Path | None) -> None:
+    from rules import store
+
+    settings = _settings(config)
+    try:
+        with _redis_client(settings) as client:
+            e = store.set_state(client, journey_id, state)
+    except ScrmError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    out.print(f"{e.journey_id} v{e.version} is {e.state}", highlight=False)
+
+
+JourneyId = Annotated[str, typer.Argument(help="Journey id (see `scrm journeys list`).")]
+
+
+@journeys_app.command("enable")
+def journeys_enable(journey_id: JourneyId, config: ConfigOpt = None) -> None:
+    """Let new profiles enter and running instances go on."""
+    _switch(journey_id, "enabled", config)
+
+
+@journeys_app.command("disable")
+def journeys_disable(journey_id: JourneyId, config: ConfigOpt = None) -> None:
+    """No new entries; running instances exit at their next step."""
+    _switch(journey_id, "disabled", config)
+
+
+@journeys_app.command("pause")
+def journeys_pause(journey_id: JourneyId, config: ConfigOpt = None) -> None:
+    """No new entries; running instances hold where they are until resumed."""
+    _switch(journey_id, "paused", config)
+
+
+@journeys_app.command("resume")
+def journeys_resume(journey_id: JourneyId, config: ConfigOpt = None) -> None:
+    """Undo a pause (also one made by the complaint breaker)."""
+    _switch(journey_id, "enabled", config)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -172,6 +172,13 @@ class ModelsSettings(_Section):
     redis_ttl_s: int = Field(30 * 86400, ge=1)
 
 
+class JourneySettings(_Section):
+    # Journey files (YAML/JSON) `scrm journeys load` reads; empty = config/journeys shipped.
+    dir: Path | None = None
+    # How often running engines look for changed definitions in Redis.
+    reload_interval_s: float = Field(1.0, gt=0)
+
+
 class PiiSettings(_Section):
     secret: SecretStr = SecretStr("change-me")
     # props fields treated as PII, like identifiers: hashed + masked before storage
@@ -207,6 +214,7 @@ class Settings(_Section):
     dedupe: DedupeSettings = DedupeSettings()
     features: FeatureSettings = FeatureSettings()
     models: ModelsSettings = ModelsSettings()
+    journeys: JourneySettings = JourneySettings()
     pii: PiiSettings = PiiSettings()
     metrics: MetricsSettings = MetricsSettings()
     retry: RetrySettings = RetrySettings()

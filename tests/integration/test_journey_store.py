@@ -1,0 +1,88 @@
+"""Journey definitions in a real Valkey: versions, all-or-nothing loads, states, and a
+running catalog that picks up changes within seconds."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import redis
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.resources import config_dir
+from rules import store
+
+runner = CliRunner()
+
+
+def _db(valkey: str, n: int) -> str:
+    url = valkey.rsplit("/", 1)[0] + f"/{n}"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+def test_load_versions_states_and_hot_reload(valkey, tmp_path) -> None:
+    url = _db(valkey, 6)
+    client = redis.Redis.from_url(url)
+    folder = tmp_path / "journeys"
+    shutil.copytree(config_dir() / "journeys", folder)
+    env = {"SCRM_REDIS__URL": url}
+
+    res = runner.invoke(app, ["journeys", "load", str(folder)], env=env)
+    assert res.exit_code == 0, res.output
+    assert "new       new_user_warmup v1" in res.output
+    catalog = store.JourneyCatalog(client, interval_s=0.2)
+    catalog.start()
+    try:
+        assert catalog.current["new_user_warmup"].journey.version == 1
+        assert catalog.current["new_user_warmup"].state == "enabled"
+
+        # an unchanged reload keeps versions; a changed file gets the next version
+        again = runner.invoke(app, ["journeys", "load", str(folder)], env=env)
+        assert "unchanged new_user_warmup v1" in again.output
+        path = folder / "new_user_warmup.yaml"
+        path.write_text(path.read_text().replace("1h", "2h", 1))
+        changed = runner.invoke(app, ["journeys", "load", str(folder)], env=env)
+        assert changed.exit_code == 0, changed.output
+        assert "updated   new_user_warmup v2" in changed.output
+        assert "unchanged cart_abandoned v1" in changed.output
+        deadline = time.monotonic() + 5  # the issue's bound for a running engine
+        while catalog.current["new_user_warmup"].journey.version != 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert catalog.current["new_user_warmup"].journey.version == 2
+        # the old version stays readable for profiles pinned to it
+        assert (
+            catalog.version("new_user_warmup", 1).fingerprint()
+            != catalog.version("new_user_warmup", 2).fingerprint()
+        )
+
+        paused = runner.invoke(app, ["journeys", "pause", "cart_abandoned"], env=env)
+        assert paused.exit_code == 0 and "cart_abandoned v1 is paused" in paused.output
+        deadline = time.monotonic() + 5
+        while catalog.current["cart_abandoned"].state != "paused" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert catalog.current["cart_abandoned"].state == "paused"
+        assert "is enabled" in runner.invoke(app, ["journeys", "resume", "cart_abandoned"], env=env).output
+
+        # a bad file anywhere in the folder: refused with file and path, nothing written
+        before = store.index(client)
+        (folder / "broken.yaml").write_text(
+            "id: broken\nname: b\npriority: 1\nentry: {policy: once}\ntrigger: {event: {type: signup}}\n"
+            "nodes:\n  - {type: send, channel: fax, template: x}\n"
+        )
+        path.write_text(path.read_text().replace("2h", "3h", 1))
+        bad = runner.invoke(app, ["journeys", "load", str(folder)], env=env)
+        assert bad.exit_code == 1
+        said = bad.output.replace("\n", "")
+        assert "broken.yaml" in said and "nodes[0].channel" in said, said
+        assert store.index(client) == before
+
+        listed = runner.invoke(app, ["journeys", "list"], env=env)
+        assert "new_user_warmup" in listed.output and "2" in listed.output
+        shown = runner.invoke(app, ["journeys", "show", "new_user_warmup", "--version", "1"], env=env)
+        assert shown.exit_code == 0 and '"version": 1' in shown.output
+        missing = runner.invoke(app, ["journeys", "pause", "nope"], env=env)
+        assert missing.exit_code == 1 and "no journey 'nope'" in missing.output
+    finally:
+        catalog.stop()
