@@ -39,11 +39,13 @@ from flows.resources import config_dir
 from flows.settings import Settings
 from flows.stages import ingest
 from flows.streamtime import StreamClock
+from rules.actions import ActionRecord, GuardStep, is_delivered
 from scoring.modeldefs import ModelSet, load_models
 from scoring.observe import ScoringPlan
 from scoring.registry import ModelRegistry
 from scoring.stage import learn
 from scoring.types import ModelMetric, ModelVersion, Score
+from sinks.retry import RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,9 @@ class FlowSinks:
     scores: Sequence[Sink[Score]] = field(default_factory=list)
     model_metrics: Sequence[Sink[ModelMetric]] = field(default_factory=list)
     model_versions: Sequence[Sink[ModelVersion]] = field(default_factory=list)
+    # every journey decision (ClickHouse actions) / only those to carry out (Kafka scrm.actions)
+    actions: Sequence[Sink[ActionRecord]] = field(default_factory=list)
+    actions_out: Sequence[Sink[ActionRecord]] = field(default_factory=list)
 
 
 def make_validator(settings: Settings) -> Validator:
@@ -94,11 +99,13 @@ def build_flow(
     flow_id: str = "scrm",
     clock: Callable[[], float] = time.time,
     registry: ModelRegistry | None = None,
+    journeys: Any | None = None,
 ) -> Dataflow:
     """Assemble input -> ingest (validate, dedupe, features, scoring) -> learners -> outputs.
 
     `registry` is the process's served models (the engine shares it with `ModelSync`);
-    a flow built without one gets its own.
+    a flow built without one gets its own. `journeys` is the live journey catalog
+    (`rules.store.JourneyCatalog`); without one no journey runs.
     """
     flow = Dataflow(flow_id)
     raw = op.input("input", flow, source)
@@ -112,7 +119,7 @@ def build_flow(
     recovery = settings.recovery.dir is not None
     out = ingest(
         "ingest", raw, make_validator(settings), settings.dedupe, settings.features,
-        features, stream, recovery, clock, plan,
+        features, stream, recovery, clock, plan, journeys,
     )  # fmt: skip
     if out.learner_items is not None and models is not None and registry is not None:
         lateness = int(settings.features.allowed_lateness_s * 1000)
@@ -120,6 +127,15 @@ def build_flow(
         _outputs("scores", out.scores, sinks.scores, _profile_key)
         _outputs("model_metrics", learned.metrics, sinks.model_metrics, _model_key)
         _outputs("model_versions", learned.versions, sinks.model_versions, _model_key)
+    if out.intents is not None and journeys is not None:
+        r = settings.redis
+        retry = RetryPolicy(settings.retry.attempts, settings.retry.base_delay_s, settings.retry.max_delay_s)
+        guard = GuardStep(r.url, r.timeout_s, retry, settings.journeys, journeys)
+        decided = op.flat_map_batch("guards", out.intents, guard)
+        _outputs("actions", decided, sinks.actions, _profile_key)
+        if sinks.actions_out:
+            deliver = op.filter("deliver", decided, is_delivered)
+            _outputs("actions_out", deliver, sinks.actions_out, _profile_key)
     _outputs("events", out.events, sinks.events, _profile_key)
     _outputs("dead_letters", out.dead_letters, sinks.dead_letters, _origin_key)
     if out.features is not None:

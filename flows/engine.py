@@ -29,8 +29,13 @@ from flows.contract import RawRecord
 from flows.dataflow import FlowSinks, build_flow, feature_set, model_set
 from flows.errors import ConfigError, ScrmError, SinkError
 from flows.progress import ProgressReporter, RunSummary, Snapshot, render_summary
+from flows.resources import config_dir
 from flows.settings import Settings, redact_url
 from flows.sources import FileSource, KafkaEventsSource, RunControl, SyntheticSource
+from rules import store as journey_store
+from rules.actions import action_message
+from rules.journeys import load_folder
+from rules.store import JourneyCatalog
 from scoring.registry import ModelRegistry, ModelSync
 from sinks import metrics
 from sinks.clickhouse import ClickHouseSink, apply_ddl, connect, table_counts
@@ -40,7 +45,7 @@ from sinks.kafka import KafkaTopicSink, dead_letter_message, ensure_topics
 from sinks.redis_store import RedisService
 from sinks.retry import RetryPolicy
 from sinks.score_store import RedisModelStore, RedisScoreStore
-from sinks.tables import DEAD_LETTERS, EVENTS, FEATURES, MODEL_METRICS, SCORES
+from sinks.tables import ACTIONS, DEAD_LETTERS, EVENTS, FEATURES, MODEL_METRICS, SCORES
 
 log = logging.getLogger("scrm.engine")
 
@@ -78,6 +83,7 @@ def make_sinks(settings: Settings) -> FlowSinks:
         )
     features_on = settings.features.enabled
     models_on = features_on and settings.models.enabled
+    journeys_on = features_on and settings.journeys.enabled
     r = settings.redis
     store = RedisFeatureStore(r.url, settings.features.redis_ttl_s, r.timeout_s, retry)
     sinks = FlowSinks(
@@ -93,6 +99,10 @@ def make_sinks(settings: Settings) -> FlowSinks:
         else [],
         model_metrics=[ClickHouseSink(settings.clickhouse, MODEL_METRICS, retry)] if models_on else [],
         model_versions=[RedisModelStore(r.url, r.timeout_s, retry)] if models_on else [],
+        actions=[ClickHouseSink(settings.clickhouse, ACTIONS, retry)] if journeys_on else [],
+        actions_out=[KafkaTopicSink(settings.kafka, settings.kafka.actions_topic, action_message, retry)]  # type: ignore[arg-type]
+        if journeys_on and settings.source.kind == "kafka"
+        else [],
     )
     if settings.recovery.dir is None:
         return sinks
@@ -114,7 +124,23 @@ def make_sinks(settings: Settings) -> FlowSinks:
         scores=durable(sinks.scores, "scores"),
         model_metrics=durable(sinks.model_metrics, "model_metrics"),
         model_versions=sinks.model_versions,
+        actions=durable(sinks.actions, "actions"),
+        actions_out=sinks.actions_out,
     )
+
+
+def journey_catalog(settings: Settings, redis: RedisService) -> JourneyCatalog | None:
+    """The live journeys (None when journeys or features are off); with
+    ``journeys.load_at_start`` the journey folder is loaded into Redis first."""
+    if not (settings.journeys.enabled and settings.features.enabled):
+        return None
+    client = redis.client()
+    if settings.journeys.load_at_start:
+        folder = settings.journeys.dir or config_dir() / "journeys"
+        done = journey_store.load(client, load_folder(folder))
+        for j, what in done:
+            log.info("journey %s v%d: %s", j.id, j.version, what)
+    return JourneyCatalog(client, settings.journeys.reload_interval_s)
 
 
 def model_registry(settings: Settings) -> ModelRegistry | None:
@@ -203,7 +229,9 @@ def run(
         prepare_clickhouse(settings)
         if settings.source.kind == "kafka":
             k = settings.kafka
-            ensure_topics(k, {k.events_topic: k.partitions, k.dlq_topic: k.partitions})
+            ensure_topics(
+                k, {k.events_topic: k.partitions, k.dlq_topic: k.partitions, k.actions_topic: k.partitions}
+            )
         port = settings.metrics.port
         if port and cluster.process_id:
             port += cluster.process_id
@@ -217,7 +245,16 @@ def run(
             sync = ModelSync(redis.client(), registry, settings.models.sync_interval_s)
             retry.call(sync.poll, "load published models from Redis")
             sync.start()
-        flow = build_flow(settings, make_source(settings, control), make_sinks(settings), registry=registry)
+        catalog = journey_catalog(settings, redis)
+        if catalog is not None:
+            catalog.start()
+        flow = build_flow(
+            settings,
+            make_source(settings, control),
+            make_sinks(settings),
+            registry=registry,
+            journeys=catalog,
+        )
         console.print(
             f"scrm run: source={settings.source.kind} workers={settings.engine.workers} "
             f"clickhouse={redact_url(settings.clickhouse.url)} redis={redis.display_url}"
@@ -240,6 +277,8 @@ def run(
             progress.stop()
             if sync is not None:
                 sync.stop()
+            if catalog is not None:
+                catalog.stop()
         elapsed = time.monotonic() - started
         client = connect(settings.clickhouse, retry)
         try:

@@ -16,6 +16,7 @@ from flows.contract import Event
 from flows.dedupe import SeenIds
 from flows.featuredefs import FeatureSet
 from flows.features import ProfileFeatures
+from rules.runtime import ProfileJourneys
 from scoring.observe import ProfileScoring
 
 
@@ -41,6 +42,7 @@ class ProfileState:
 
     __slots__ = (
         "features",
+        "journeys",
         "last_as_of",
         "last_names",
         "last_snapshot_ms",
@@ -56,10 +58,15 @@ class ProfileState:
     )  # fmt: skip
 
     def __init__(
-        self, seen: SeenIds, features: ProfileFeatures | None, scoring: ProfileScoring | None = None
+        self,
+        seen: SeenIds,
+        features: ProfileFeatures | None,
+        scoring: ProfileScoring | None = None,
+        journeys: ProfileJourneys | None = None,
     ) -> None:
         self.profile_id = ""
         self.scoring = scoring
+        self.journeys = journeys
         self.seen = seen
         self.features = features
         self.last_names: frozenset[str] = frozenset()
@@ -228,13 +235,13 @@ class ProfileState:
     def __getstate__(self) -> tuple[Any, ...]:
         return (
             self.profile_id, self.seen, self.features, self.last_names, self.last_snapshot_ms,
-            self.last_as_of, self.tags, self.tag_inputs, self.rfm, self.segment, self.scoring,
+            self.last_as_of, self.tags, self.tag_inputs, self.rfm, self.segment, self.scoring, self.journeys,
         )  # fmt: skip
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         (
             self.profile_id, self.seen, self.features, self.last_names, self.last_snapshot_ms,
-            self.last_as_of, self.tags, self.tag_inputs, self.rfm, self.segment, self.scoring,
+            self.last_as_of, self.tags, self.tag_inputs, self.rfm, self.segment, self.scoring, self.journeys,
         ) = state  # fmt: skip
         self.pending_tag_events = ((), ())
         self.pending_segment = None
@@ -242,10 +249,12 @@ class ProfileState:
 
 
 def new_state(
-    fs: FeatureSet | None, ttl_ms: int, max_ids: int, lateness_ms: int, scoring: bool = False
-) -> ProfileState:
+    fs: FeatureSet | None, ttl_ms: int, max_ids: int, lateness_ms: int, scoring: bool = False,
+    journeys: bool = False,
+) -> ProfileState:  # fmt: skip
     return ProfileState(
         SeenIds(ttl_ms, max_ids),
         ProfileFeatures(fs, lateness_ms) if fs else None,
         ProfileScoring() if scoring else None,
+        ProfileJourneys() if journeys else None,
     )

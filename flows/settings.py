@@ -86,6 +86,7 @@ class KafkaSettings(_Section):
     bootstrap: str = "127.0.0.1:9092"
     events_topic: str = "scrm.events"
     dlq_topic: str = "scrm.events.dlq"
+    actions_topic: str = "scrm.actions"
     # partitions given to topics the engine creates (events are keyed by profileId)
     partitions: int = Field(4, ge=1)
     # Stop at the end of the topic instead of waiting for more (bounded replays, tests).
@@ -173,10 +174,22 @@ class ModelsSettings(_Section):
 
 
 class JourneySettings(_Section):
+    enabled: bool = True
     # Journey files (YAML/JSON) `scrm journeys load` reads; empty = config/journeys shipped.
     dir: Path | None = None
+    # `scrm run` loads that folder into Redis at start (unchanged journeys keep their version).
+    load_at_start: bool = True
     # How often running engines look for changed definitions in Redis.
     reload_interval_s: float = Field(1.0, gt=0)
+    # Caps on every profile across all journeys: {channel (absent = all), count, per,
+    # reserve (last slots kept for journeys with priority >= reserve_priority)}.
+    caps: tuple[dict[str, Any], ...] = (
+        {"count": 3, "per": "1d", "reserve": 1, "reserve_priority": 50},
+        {"count": 10, "per": "7d"},
+        {"channel": "sms", "count": 1, "per": "1d"},
+    )
+    dedupe_window_s: float = Field(86400.0, ge=0)  # same template to the same profile: once per window
+    decision_ttl_s: float = Field(30 * 86400.0, gt=0)  # decisions kept for replays this long
 
 
 class PiiSettings(_Section):

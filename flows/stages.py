@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +25,7 @@ from flows.profile import FeatureUpdate, ProfileState, new_state
 from flows.settings import DedupeSettings, FeatureSettings
 from flows.sources import Clock
 from flows.streamtime import StreamClock
+from rules.runtime import Context, Intent
 from scoring.observe import ScoringPlan
 from scoring.types import Activity, Observation, Outcome, Score
 from sinks import metrics
@@ -40,6 +41,7 @@ class IngestOut:
     dead_letters: Stream[DeadLetter]
     scores: Stream[Score] | None = None  # None when no model is declared
     learner_items: Stream[Observation | Activity | Outcome] | None = None
+    intents: Stream[Intent] | None = None  # what journeys want done, before the guards
 
 
 class _ParseBatch:
@@ -96,10 +98,21 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
         if cfg.features and not self._state.live(self._state.as_of(cfg.stream.now_ms())):
             self._deadline = None
             self._deadline_at = 0.0
-            return
-        if now + interval - self._deadline_at > interval / 10:
+        elif now + interval - self._deadline_at > interval / 10:
             self._deadline_at = now + interval
             self._deadline = datetime.fromtimestamp(self._deadline_at, UTC)
+        js = self._state.journeys
+        if (
+            cfg.journeys is not None
+            and js is not None
+            and (js.instances or js.watches or js.last_event_ms >= 0)
+        ):
+            due = js.next_due(cfg.journeys)
+            if due >= 0:  # an event-time deadline (a wait, an absence window): wake for it
+                at = max(cfg.stream.wall_of(due), now + 0.01)
+                if self._deadline is None or at < self._deadline_at:
+                    self._deadline_at = at
+                    self._deadline = datetime.fromtimestamp(at, UTC)
 
     def on_batch(self, values: list[Event]) -> tuple[list[Any], bool]:
         st = self._state
@@ -124,6 +137,14 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
                         cfg.scoring, st.profile_id, out, as_of, _values_of(st, as_of), newest
                     )
                 )
+        if self._cfg.journeys is not None and st.journeys is not None and out:
+            engine = [x for x in emitted if type(x) is Event and x.origin == "engine"]
+            as_of = st.as_of(self._cfg.stream.now_ms())
+            newest = max(e.received_ms for e in out)
+            js = st.journeys.on_events(
+                st.profile_id, out + engine, self._cfg.journeys, _context(st, as_of), newest
+            )
+            emitted.extend(js)
         self._schedule()
         return emitted, StatefulBatchLogic.RETAIN
 
@@ -139,6 +160,24 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
         out: list[Any] = [] if upd is None else [upd, *st.change_events(upd)]
         if cfg.scoring is not None and st.scoring is not None and st.profile_id:
             out.extend(st.scoring.on_refresh(cfg.scoring, st.profile_id, as_of, _values_of(st, as_of)))
+        if cfg.journeys is not None and st.journeys is not None and st.profile_id:
+            engine = [x for x in out if type(x) is Event]
+            if engine:
+                out.extend(st.journeys.on_events(st.profile_id, engine, cfg.journeys, _context(st, as_of), 0))
+            else:
+                st.journeys.advance(st.profile_id, as_of, cfg.journeys, _context(st, as_of), 0, out)
+            self._schedule()
+        return out, StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[Any], bool]:
+        """End of a bounded input (a replay): what is due by stream time happens now
+        (absence windows that passed, waits that ended), since no timer will fire later."""
+        cfg = self._cfg
+        st = self._state
+        out: list[Any] = []
+        if cfg.journeys is not None and st.journeys is not None and st.profile_id:
+            as_of = st.as_of(cfg.stream.now_ms())
+            st.journeys.advance(st.profile_id, as_of, cfg.journeys, _context(st, as_of), 0, out)
         return out, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
@@ -164,6 +203,28 @@ class _ProfileConfig:
     clock: Clock
     recovery: bool
     scoring: ScoringPlan | None = None
+    journeys: Any | None = None  # the live journeys (rules.store.JourneyCatalog or alike)
+
+
+class _Lazy(Mapping[str, float]):
+    """A mapping computed on first read (branch conditions rarely read features)."""
+
+    def __init__(self, get: Callable[[], dict[str, float]]) -> None:
+        self._get = get
+
+    def __getitem__(self, key: str) -> float:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
+def _context(st: ProfileState, as_of: int) -> Context:
+    scores = st.scoring.values if st.scoring is not None else {}
+    return Context(st.tags, st.segment, _Lazy(_values_of(st, as_of)), scores)
 
 
 def _values_of(st: ProfileState, as_of: int) -> Callable[[], dict[str, float]]:
@@ -202,6 +263,7 @@ def ingest(
     recovery: bool = False,
     clock: Clock = time.time,
     scoring: ScoringPlan | None = None,
+    journeys: Any | None = None,
 ) -> IngestOut:
     """Validate, split off dead letters, key by profile, then per profile: drop repeated
     eventIds, mark late events, update features."""
@@ -220,6 +282,7 @@ def ingest(
         clock=clock,
         recovery=recovery,
         scoring=scoring if feature_settings.enabled else None,
+        journeys=journeys if feature_settings.enabled else None,
     )
     if cfg.features is not None:
         set_current_plan(cfg.features)
@@ -228,7 +291,14 @@ def ingest(
         state = (
             pickle.loads(resume)
             if resume is not None
-            else new_state(cfg.features, cfg.ttl_ms, cfg.max_ids, cfg.lateness_ms, cfg.scoring is not None)
+            else new_state(
+                cfg.features,
+                cfg.ttl_ms,
+                cfg.max_ids,
+                cfg.lateness_ms,
+                cfg.scoring is not None,
+                cfg.journeys is not None,
+            )
         )
         return _ProfileLogic(state, cfg)
 
@@ -236,11 +306,25 @@ def ingest(
     if cfg.features is None:  # only events come out: no per-item split needed
         return IngestOut(profiles, None, split.falses)  # type: ignore[arg-type]
     out = op.branch("split_updates", profiles, _is_update)
-    if cfg.scoring is None:
+    if cfg.scoring is None and cfg.journeys is None:
         return IngestOut(out.falses, out.trues, split.falses)  # type: ignore[arg-type]
     rest = op.branch("split_events", out.falses, _is_event)
     scored = op.branch("split_scores", rest.falses, _is_score)
-    return IngestOut(rest.trues, out.trues, split.falses, scored.trues, scored.falses)  # type: ignore[arg-type]
+    if cfg.journeys is None:
+        return IngestOut(rest.trues, out.trues, split.falses, scored.trues, scored.falses)  # type: ignore[arg-type]
+    intents = op.branch("split_intents", scored.falses, _is_intent)
+    return IngestOut(
+        rest.trues,
+        out.trues,
+        split.falses,
+        scored.trues,
+        intents.falses,
+        intents.trues,  # type: ignore[arg-type]
+    )
+
+
+def _is_intent(item: Any) -> bool:
+    return type(item) is Intent
 
 
 def _is_score(item: Any) -> bool:

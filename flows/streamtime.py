@@ -28,12 +28,37 @@ from collections.abc import Callable
 
 
 class StreamClock:
-    __slots__ = ("_max", "_skew", "_wall")
+    __slots__ = ("_anchor", "_max", "_skew", "_speed", "_wall")
 
     def __init__(self, max_skew_ms: int = 60_000, wall: Callable[[], float] = time.time) -> None:
         self._max = -1
         self._skew = max_skew_ms
         self._wall = wall
+        self._anchor = (0.0, -1)  # (wall s, stream ms) of the last speed sample
+        self._speed = 1.0  # stream ms per wall ms, at least 1
+
+    def wall_of(self, ts_ms: int) -> float:
+        """When (wall-clock seconds) stream time is expected to reach `ts_ms`: now if it has;
+        else at the current pace (1x in a live run, much faster in a replay), so an
+        event-time timer fires on time in both.
+
+        >>> t = [0.0]; c = StreamClock(max_skew_ms=10**12, wall=lambda: t[0])
+        >>> c.observe(0); c.wall_of(5_000)            # live pace: 5 s of event time = 5 s
+        5.0
+        >>> t[0] = 2.0; c.observe(200_000); c.wall_of(300_000)   # 100x faster: 1 s
+        3.0
+        """
+        now = self._wall()
+        cur = self.now_ms()
+        if cur < 0 or ts_ms <= cur:
+            return now
+        aw, am = self._anchor
+        if am < 0:
+            self._anchor = (now, cur)
+        elif now - aw >= 1.0:
+            self._speed = max(1.0, (cur - am) / ((now - aw) * 1000))
+            self._anchor = (now, cur)
+        return now + (ts_ms - cur) / 1000 / self._speed
 
     def observe(self, ts_ms: int) -> None:
         # A plain max under the GIL: a lost race only delays the clock by one batch.

@@ -8,7 +8,8 @@
 -- KEYS[2] = scrm:suppress:{pid}  (set: "*" do-not-contact, or channel names)
 -- KEYS[3..] = decision, dedupe and cap keys, referred to by index from ARGV[1]
 -- ARGV[1] = JSON array, one object per action, in decision order:
---   d    index of the decision key          ttl  decision TTL (ms, string)
+--   id   action id                          d    index of the decision key
+--   ttl  decision TTL (ms, string)
 --   ch   channel                            pr   priority (0..100)
 --   now  event time (ms, string)            h    1 = holdout arm
 --   dk   index of the dedupe key, 0 = off   dw   dedupe window (ms, string)
@@ -76,8 +77,12 @@ for _, a in ipairs(actions) do
   if stored then
     -- (1) decided before: return the recorded decision, change nothing
     local sep = string.find(stored, '|', 1, true)
-    status = string.sub(stored, 1, sep - 1)
-    reason = string.sub(stored, sep + 1)
+    if sep then
+      status = string.sub(stored, 1, sep - 1)
+      reason = string.sub(stored, sep + 1)
+    else
+      status, reason = stored, ''
+    end
     replay = 1
   else
     status, reason = check(a)

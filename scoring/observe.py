@@ -56,7 +56,7 @@ class ScoringPlan:
 class ProfileScoring:
     """Per-profile scoring memory (a few small dicts; picklable)."""
 
-    __slots__ = ("above", "last_obs", "last_score", "open_since", "opps")
+    __slots__ = ("above", "last_obs", "last_score", "open_since", "opps", "values")
 
     def __init__(self) -> None:
         self.last_obs: dict[str, int] = {}  # model -> ts of the last observation
@@ -64,12 +64,13 @@ class ProfileScoring:
         self.open_since: dict[str, int] = {}  # model -> oldest observation maybe still open
         self.above: dict[str, frozenset[str]] = {}  # model[:entity] -> thresholds now above
         self.opps: dict[str, Opportunity] = {}
+        self.values: dict[str, float] = {}  # model -> latest served profile score (journeys read it)
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self.last_obs, self.last_score, self.open_since, self.above, self.opps)
+        return (self.last_obs, self.last_score, self.open_since, self.above, self.opps, self.values)
 
     def __setstate__(self, st: tuple[Any, ...]) -> None:
-        self.last_obs, self.last_score, self.open_since, self.above, self.opps = st
+        self.last_obs, self.last_score, self.open_since, self.above, self.opps, self.values = st
 
     # -------------------------------------------------------------- events
 
@@ -192,6 +193,8 @@ class ProfileScoring:
         if served is None:
             return
         p, why = served.scorer.score(x)
+        if m.entity == "profile":
+            self.values[m.name] = p
         out.append(Score(m.name, entity, pid, p, served.version, as_of, why, received_ms))
         if m.thresholds:
             self._cross(m, entity, pid, slot, p, as_of, received_ms, out)

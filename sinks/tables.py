@@ -9,6 +9,7 @@ import orjson
 
 from flows.contract import DeadLetter, Event
 from flows.profile import FeatureUpdate
+from rules.actions import ActionRecord
 from scoring.types import ModelMetric, Score
 from sinks.clickhouse import TableSpec
 
@@ -157,4 +158,49 @@ MODEL_METRICS: TableSpec[ModelMetric] = TableSpec(
         "positive_rate",
     ),
     to_columns=_metric_columns,
+)
+
+
+def _action_columns(batch: Sequence[ActionRecord]) -> list[list[Any]]:
+    dumps = orjson.dumps
+    return [
+        [a.action_id for a in batch],
+        [a.journey_id for a in batch],
+        [a.journey_version for a in batch],
+        [a.node_id for a in batch],
+        [a.profile_id for a in batch],
+        [a.channel for a in batch],
+        [a.template for a in batch],
+        [a.variant for a in batch],
+        [a.status for a in batch],
+        [a.reason for a in batch],
+        [a.trigger_event_id for a in batch],
+        [max(0, a.ts_ms) for a in batch],
+        [a.received_ms or max(0, a.ts_ms) for a in batch],
+        [dumps(a.detail).decode() for a in batch],
+    ]
+
+
+ACTIONS: TableSpec[ActionRecord] = TableSpec(
+    table="actions",
+    columns=tuple(
+        [
+            "action_id",
+            "journey_id",
+            "journey_version",
+            "node_id",
+            "profile_id",
+            "channel",
+            "template",
+            "variant",
+            "status",
+            "reason",
+            "trigger_event_id",
+            "ts",
+            "received_at",
+            "detail",
+        ]
+    ),
+    to_columns=_action_columns,
+    times=lambda a: (a.received_ms or a.ts_ms, a.ts_ms),
 )

@@ -1,0 +1,126 @@
+"""From journey intents to decided actions: the guards in Redis, then the record of every
+decision.
+
+`GuardStep` is the dataflow's one I/O step in the middle: each batch of `Intent`s becomes
+one `rules.guards.Guards.decide` call (one Lua script per profile, pipelined) for the sends
+and holdouts; tasks, tickets and quiet-hours deferrals need no guard. Every intent comes
+out as an `ActionRecord` — sent or not, with its reason — for ClickHouse ``actions``;
+the ones to carry out (``sent``, ``task``, ``ticket``) also go to the Kafka topic
+``scrm.actions`` keyed by profile. Redis down: the guards retry with backoff and then fail
+the run (``SinkError``); no action leaves without its guards.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import orjson
+
+from flows.settings import JourneySettings
+from rules.guards import ActionRequest, Cap, Guards
+from rules.journeys import Journey
+from rules.runtime import Intent
+from sinks import metrics
+from sinks.kafka import OutMessage
+from sinks.retry import RetryPolicy
+
+DELIVER = frozenset({"sent", "task", "ticket"})
+
+
+class ActionRecord(NamedTuple):
+    action_id: str
+    journey_id: str
+    journey_version: int
+    node_id: str
+    profile_id: str
+    channel: str
+    template: str
+    variant: str
+    status: str  # sent capped suppressed no_consent deduped holdout task ticket quiet_hours_deferred ...
+    reason: str
+    trigger_event_id: str
+    ts_ms: int
+    received_ms: int
+    detail: dict[str, Any]
+    replay: bool = False
+
+
+def caps_for(j: Journey, settings: JourneySettings) -> tuple[Cap, ...]:
+    """The profile-wide caps from settings plus the journey's own."""
+    from flows.featuredefs import parse_duration
+
+    out = [
+        Cap("profile", c.get("channel"), int(c["count"]), parse_duration(c["per"]), int(c.get("reserve", 0)),
+            int(c.get("reserve_priority", 0)))
+        for c in settings.caps
+    ]  # fmt: skip
+    out += [Cap("journey", c.channel, c.count, c.per_ms) for c in j.caps]
+    return tuple(out)
+
+
+class GuardStep:
+    """``flat_map_batch`` logic: intents in, decided `ActionRecord`s out (one Redis round
+    trip per batch). The client is opened on first use, on the worker that runs it."""
+
+    def __init__(
+        self, url: str, timeout_s: float, retry: RetryPolicy, settings: JourneySettings, catalog: Any
+    ) -> None:
+        self._url = url
+        self._timeout = timeout_s
+        self._retry = retry
+        self._settings = settings
+        self._catalog = catalog
+        self._guards: Guards | None = None
+
+    def __call__(self, batch: list[Intent]) -> list[ActionRecord]:
+        if self._guards is None:
+            self._guards = Guards.from_url(self._url, self._timeout, self._retry)
+        s = self._settings
+        requests: list[ActionRequest] = []
+        guarded: list[int] = []
+        out: list[ActionRecord | None] = []
+        for i, it in enumerate(batch):
+            if it.kind in ("send", "holdout"):
+                j = self._catalog.version(it.journey_id, it.journey_version)
+                requests.append(
+                    ActionRequest(
+                        it.action_id, it.profile_id, it.journey_id, it.journey_version, it.node_id,
+                        it.channel or "push", it.template or "holdout", it.priority, max(0, it.ts_ms),
+                        caps_for(j, s), int(s.dedupe_window_s * 1000), int(s.decision_ttl_s * 1000),
+                        holdout=it.kind == "holdout",
+                    )
+                )  # fmt: skip
+                guarded.append(i)
+                out.append(None)
+            else:
+                reason = "until:" + str(it.detail.get("until_ms", "")) if it.kind.startswith("quiet") else ""
+                out.append(_record(it, it.kind, reason, False))
+        if requests:
+            for i, d in zip(guarded, self._guards.decide(requests), strict=True):
+                out[i] = _record(batch[i], d.status, d.reason, d.replay)
+        records = [r for r in out if r is not None]
+        for r in records:
+            metrics.DECISIONS.labels(journey=r.journey_id, status=r.status).inc()
+        return records
+
+
+def _record(it: Intent, status: str, reason: str, replay: bool) -> ActionRecord:
+    return ActionRecord(
+        it.action_id, it.journey_id, it.journey_version, it.node_id, it.profile_id, it.channel, it.template,
+        it.variant, status, reason, it.trigger_event_id, it.ts_ms, it.received_ms, it.detail, replay,
+    )  # fmt: skip
+
+
+def is_delivered(r: ActionRecord) -> bool:
+    return r.status in DELIVER and not r.replay
+
+
+def action_message(r: ActionRecord) -> OutMessage:
+    """An action on ``scrm.actions``: keyed by profile; senders deduplicate on action_id."""
+    payload = {
+        "actionId": r.action_id, "profileId": r.profile_id, "journeyId": r.journey_id,
+        "journeyVersion": r.journey_version, "nodeId": r.node_id, "kind": r.status, "channel": r.channel,
+        "template": r.template, "variant": r.variant, "triggerEventId": r.trigger_event_id, "ts": r.ts_ms,
+        "detail": r.detail,
+    }  # fmt: skip
+    return OutMessage(r.profile_id.encode(), orjson.dumps(payload), [("action_id", r.action_id.encode())])

@@ -1,0 +1,201 @@
+"""Journeys for one profile, pure: triggers, entry policy, waits in event time, branches,
+A/B arms, quiet hours, version pinning, pause and disable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from flows.contract import Event
+from flows.resources import config_dir
+from rules.journeys import load_journey, parse_journey
+from rules.runtime import Context, Intent, ProfileJourneys, arm_of, compile_journey
+
+MIN = 60_000
+HOUR = 60 * MIN
+T0 = 1_790_000_000_000  # 2026-09-21 ~22:13 UTC
+
+
+@dataclass
+class _Live:
+    state: str
+    journey: Any
+
+
+class Catalog:
+    """A stand-in for rules.store.JourneyCatalog (same two attributes)."""
+
+    def __init__(self, *journeys: Any, state: str = "enabled") -> None:
+        self.versions = {(j.id, j.version): j for j in journeys}
+        self.current = {j.id: _Live(state, j) for j in journeys}
+
+    def version(self, jid: str, v: int) -> Any:
+        return self.versions[(jid, v)]
+
+
+def ev(etype: str, ts: int, eid: str = "", **props: Any) -> Event:
+    return Event(eid or f"{etype}-{ts}", "p1", etype, ts, "app", props, {}, {}, ts, "t", 0, 0)
+
+
+def sends(out: list[Any]) -> list[tuple[str, str, str]]:
+    return [(i.kind, i.node_id, i.template) for i in out if isinstance(i, Intent)]
+
+
+def warmup(version: int = 1) -> Any:
+    return replace(load_journey(config_dir() / "journeys" / "new_user_warmup.yaml"), version=version)
+
+
+def test_warmup_waits_an_hour_of_event_time_then_sends_and_branches() -> None:
+    cat = Catalog(warmup())
+    pj = ProfileJourneys()
+    out = pj.on_events("p1", [ev("signup", T0)], cat, Context(), T0)
+    assert sends(out) == []  # waiting
+    assert pj.next_due(cat) == T0 + HOUR
+    late: list[Any] = []
+    pj.advance("p1", T0 + HOUR - 1, cat, Context(), 0, late)
+    assert late == []
+    pj.advance("p1", T0 + HOUR, cat, Context(tags=frozenset({"high_value"})), 0, late)
+    assert sends(late) == [("send", "welcome", "welcome"), ("send", "vip_offer", "vip_offer")]
+    assert all(i.ts_ms == T0 + HOUR for i in late)
+    assert pj.instances == []  # finished
+    # entry policy once: a second signup does not enter again
+    assert pj.on_events("p1", [ev("signup", T0 + 2 * HOUR, "again")], cat, Context(), 0) == []
+    assert pj.instances == []
+
+
+def test_action_ids_are_deterministic_across_replays() -> None:
+    runs = []
+    for _ in range(2):
+        cat = Catalog(warmup())
+        pj = ProfileJourneys()
+        pj.on_events("p1", [ev("signup", T0, "s1")], cat, Context(), T0)
+        out: list[Any] = []
+        pj.advance("p1", T0 + 2 * HOUR, cat, Context(), 0, out)
+        runs.append([i.action_id for i in out])
+    assert runs[0] == runs[1] and len(set(runs[0])) == 2
+
+
+def absence(within: str = "30m", **extra: Any) -> Any:
+    return parse_journey(
+        {
+            "id": "cart", "name": "c", "priority": 5, "entry": {"policy": "every_time"},
+            "trigger": {"absence": {"after": "add_to_cart", "missing": "order_paid", "within": within}},
+            "nodes": [{"id": "remind", "type": "send", "channel": "push", "template": "cart"}], **extra,
+        },
+        "t",
+    )  # fmt: skip
+
+
+def test_absence_fires_when_the_window_passes_and_never_after_the_missing_event() -> None:
+    cat = Catalog(absence())
+    pj = ProfileJourneys()
+    assert pj.on_events("p1", [ev("add_to_cart", T0, "x1")], cat, Context(), T0) == []
+    assert pj.next_due(cat) == T0 + 30 * MIN
+    # paid within the window: disarmed, nothing ever fires
+    assert pj.on_events("p1", [ev("order_paid", T0 + 10 * MIN)], cat, Context(), 0) == []
+    out: list[Any] = []
+    pj.advance("p1", T0 + 5 * HOUR, cat, Context(), 0, out)
+    assert out == [] and pj.next_due(cat) == -1
+    # abandoned: fires at X + 30 min of event time with X as the trigger event
+    pj.on_events("p1", [ev("add_to_cart", T0 + 6 * HOUR, "x2")], cat, Context(), 0)
+    pj.advance("p1", T0 + 6 * HOUR + 30 * MIN, cat, Context(), 0, out)
+    assert sends(out) == [("send", "remind", "cart")]
+    assert out[0].trigger_event_id == "x2" and out[0].ts_ms == T0 + 6 * HOUR + 30 * MIN
+    # a new event after the deadline fires the absence first, then is folded in
+    pj.on_events("p1", [ev("add_to_cart", T0 + 7 * HOUR, "x3")], cat, Context(), 0)
+    got = pj.on_events("p1", [ev("page_view", T0 + 8 * HOUR)], cat, Context(), 0)
+    assert [i.trigger_event_id for i in got if isinstance(i, Intent)] == ["x3"]
+
+
+def test_quiet_hours_defer_to_the_local_window_end() -> None:
+    j = absence(quiet_hours={"start": "21:00", "end": "08:00", "action": "defer"})
+    cat = Catalog(j)
+    pj = ProfileJourneys()
+    pj.tz = "Asia/Shanghai"
+    t = 1_790_000_000_000 - (1_790_000_000_000 % (24 * HOUR)) + 15 * HOUR  # 15:00 UTC = 23:00 Shanghai
+    pj.on_events("p1", [ev("add_to_cart", t, "x")], cat, Context(), 0)
+    out: list[Any] = []
+    pj.advance("p1", t + 40 * MIN, cat, Context(), 0, out)
+    assert [i.kind for i in out] == ["quiet_hours_deferred"]
+    ends = out[0].detail["until_ms"]
+    assert ends == t - 15 * HOUR + 24 * HOUR  # 08:00 Shanghai = 00:00 UTC next day
+    pj.advance("p1", ends, cat, Context(), 0, out)
+    assert [i.kind for i in out] == ["quiet_hours_deferred", "send"] and out[1].ts_ms == ends
+    # the same instant in Berlin (17:00) is not quiet: sent at once
+    pj2 = ProfileJourneys()
+    pj2.tz = "Europe/Berlin"
+    pj2.on_events("p1", [ev("add_to_cart", t, "x")], cat, Context(), 0)
+    out2: list[Any] = []
+    pj2.advance("p1", t + 40 * MIN, cat, Context(), 0, out2)
+    assert [i.kind for i in out2] == ["send"]
+
+
+def test_version_pinning_pause_and_disable() -> None:
+    v1 = warmup(1)
+    v2 = replace(parse_journey({**_canon(v1), "nodes": [{"id": "other", "type": "send", "channel": "email",
+                                                          "template": "v2"}]}, "t"), version=2)  # fmt: skip
+    cat = Catalog(v1)
+    pj = ProfileJourneys()
+    pj.on_events("p1", [ev("signup", T0)], cat, Context(), 0)
+    cat.versions[("new_user_warmup", 2)] = v2
+    cat.current["new_user_warmup"] = _Live("paused", v2)
+    out: list[Any] = []
+    pj.advance("p1", T0 + 2 * HOUR, cat, Context(), 0, out)
+    assert out == [] and len(pj.instances) == 1  # paused: holds
+    cat.current["new_user_warmup"] = _Live("enabled", v2)
+    pj.advance("p1", T0 + 2 * HOUR, cat, Context(), 0, out)
+    assert [(i.template, i.journey_version) for i in out] == [
+        ("welcome", 1),
+        ("new_user_guide", 1),
+    ]  # pinned v1
+    pj2 = ProfileJourneys()
+    pj2.on_events("p1", [ev("signup", T0)], Catalog(v1), Context(), 0)
+    out = []
+    pj2.advance("p1", T0 + 2 * HOUR, Catalog(v1, state="disabled"), Context(), 0, out)
+    assert out == [] and pj2.instances == []  # disabled: exits
+
+
+def _canon(j: Any) -> dict[str, Any]:
+    from rules.journeys import to_canonical
+
+    return to_canonical(j)
+
+
+def test_ab_split_is_stable_and_holdout_records_and_leaves() -> None:
+    j = load_journey(config_dir() / "journeys" / "cart_abandoned.yaml")
+    prog = compile_journey(j)
+    assert prog[-1].kind in ("send", "tag", "exit", "task", "ticket", "wait", "branch", "split")
+    weights = (45, 45, 10)
+    arms = [arm_of(f"p{i}", "cart_abandoned", weights) for i in range(10_000)]
+    share = [arms.count(k) / len(arms) for k in range(3)]
+    assert abs(share[0] - 0.45) < 0.02 and abs(share[2] - 0.10) < 0.01
+    assert arms == [arm_of(f"p{i}", "cart_abandoned", weights) for i in range(10_000)]
+
+
+def test_score_segment_and_tag_triggers_ride_on_engine_events() -> None:
+    j = parse_journey(
+        {"id": "winback", "name": "w", "priority": 60, "entry": {"policy": "once_per", "days": 7},
+         "trigger": {"score": {"model": "churn", "threshold": "churn_risk_high"}},
+         "nodes": [{"id": "call", "type": "task", "assignee": "owner", "due": "10m", "title": "Call"},
+                   {"id": "mail", "type": "send", "channel": "email", "template": "winback"},
+                   {"id": "mark", "type": "tag", "add": "winback_sent"}]},
+        "t",
+    )  # fmt: skip
+    cat = Catalog(j)
+    pj = ProfileJourneys()
+    props = {"model": "churn", "threshold": "churn_risk_high", "direction": "up"}
+    crossed = Event("c1", "p1", "score_crossed", T0, "engine", props, {}, {}, T0, "engine", 0, -1)
+    out = pj.on_events("p1", [crossed], cat, Context(), T0)
+    assert [i.kind for i in out if isinstance(i, Intent)] == ["task", "send"]
+    task = next(i for i in out if isinstance(i, Intent) and i.kind == "task")
+    assert task.detail == {"assignee": "owner", "due_ms": T0 + 10 * MIN}
+    tagged = [e for e in out if isinstance(e, Event)]
+    assert [(e.type, e.props["tag"]) for e in tagged] == [("tag_added", "winback_sent")]
+    # once per 7 days: a second crossing two days later does not re-enter; nine days later it does
+    again = crossed._replace(event_id="c2", ts_ms=T0 + 2 * 24 * HOUR)
+    assert not [i for i in pj.on_events("p1", [again], cat, Context(), 0) if isinstance(i, Intent)]
+    later = crossed._replace(event_id="c3", ts_ms=T0 + 9 * 24 * HOUR)
+    assert [i.kind for i in pj.on_events("p1", [later], cat, Context(), 0) if isinstance(i, Intent)] == [
+        "task",
+        "send",
+    ]
