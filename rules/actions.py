@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from flows.settings import JourneySettings
-from rules.guards import ActionRequest, Cap, Guards
+from rules.guards import ActionRequest, Cap, Guards, unsubscribe
 from rules.journeys import Journey
 from rules.runtime import Intent
 from sinks import metrics
@@ -76,10 +76,17 @@ class GuardStep:
         if self._guards is None:
             self._guards = Guards.from_url(self._url, self._timeout, self._retry)
         s = self._settings
+        for it in batch:  # unsubscribes and complaints first: no send in this batch slips past them
+            if it.kind == "suppress":
+                unsubscribe(self._guards.client, it.profile_id, it.channel or None, self._retry)
+                metrics.SUPPRESSIONS.labels(kind=it.template).inc()
         requests: list[ActionRequest] = []
         guarded: list[int] = []
         out: list[ActionRecord | None] = []
         for i, it in enumerate(batch):
+            if it.kind == "suppress":
+                out.append(None)
+                continue
             if it.kind in ("send", "holdout"):
                 j = self._catalog.version(it.journey_id, it.journey_version)
                 requests.append(

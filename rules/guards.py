@@ -465,6 +465,11 @@ class Guards:
         )
         return cls(client, retry)
 
+    @property
+    def client(self) -> redis.Redis | RedisCluster:
+        """The client the guards use (for `unsubscribe` / `set_consent` from the stream)."""
+        return self._client
+
     def close(self) -> None:
         self._client.close()
 

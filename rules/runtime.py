@@ -72,7 +72,7 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 class Intent(NamedTuple):
     """Something a journey wants done for a profile; the action id is deterministic."""
 
-    kind: str  # send | holdout | task | ticket | quiet_hours_deferred | quiet_hours_dropped
+    kind: str  # send | holdout | task | ticket | quiet_hours_deferred | quiet_hours_dropped | suppress
     action_id: str
     profile_id: str
     journey_id: str
@@ -232,6 +232,8 @@ class ProfileJourneys:
                 self.tz = tz
             if e.origin != "engine":
                 self.last_event_ms = max(self.last_event_ms, e.ts_ms)
+                if e.type in SUPPRESSING:
+                    out.append(_suppression(pid, e, received_ms))
             for jid, lj in live.current.items():
                 j = lj.journey
                 trig = j.trigger
@@ -398,6 +400,20 @@ class ProfileJourneys:
             kind, aid, pid, j.id, j.version, node.id, channel, template, inst.variant, j.priority,
             inst.trigger_event_id, ts, received_ms, detail,
         )  # fmt: skip
+
+
+SUPPRESSING = frozenset({"unsubscribe", "complaint"})
+
+
+def _suppression(pid: str, e: Event, received_ms: int) -> Intent:
+    """An unsubscribe or a complaint: suppress the channel it names (every channel when it
+    names none or an unknown one) before any later send is guarded."""
+    channel = e.props.get("channel") if e.props else None
+    channel = channel if channel in ("sms", "email", "wecom", "push", "webhook") else ""
+    return Intent(
+        "suppress", f"suppress:{e.event_id}", pid, "", 0, "", channel, e.type, "", 0, e.event_id, e.ts_ms,
+        received_ms, {},
+    )  # fmt: skip
 
 
 def _valid_tz(name: str) -> bool:

@@ -22,7 +22,7 @@ def ev(pid: str, etype: str, ts: int, eid: str, **props: object) -> bytes:
 
 def test_triggers_guards_actions_and_replay(broker, engine_settings, ch, names) -> None:
     tag = names["tag"]
-    a, b, c = f"{tag}-a", f"{tag}-b", f"{tag}-c"
+    a, b, c, d = f"{tag}-a", f"{tag}-b", f"{tag}-c", f"{tag}-d"
     actions_topic = f"act_{tag}"
     settings = engine_settings(
         {"source": {"kind": "kafka"}, "kafka": {"actions_topic": actions_topic}, "models": {"enabled": False}}
@@ -32,6 +32,8 @@ def test_triggers_guards_actions_and_replay(broker, engine_settings, ch, names) 
         ev(b, "add_to_cart", T0, f"{b}-1", sku="S1"),  # cart paid in time: nothing
         ev(b, "order_paid", T0 + 10 * MIN, f"{b}-2", amount=10.0),
         ev(c, "add_to_cart", T0 + 5 * MIN, f"{c}-1", sku="S2"),  # abandoned: fires at +30 min
+        ev(d, "unsubscribe", T0 - MIN, f"{d}-1", channel="sms"),  # suppression from the stream
+        ev(d, "signup", T0, f"{d}-2"),
         ev(a, "page_view", T0 + 3 * HOUR, f"{a}-2"),  # moves stream time on
     ]
     broker.create_topic(names["events"], partitions=2)
@@ -47,6 +49,10 @@ def test_triggers_guards_actions_and_replay(broker, engine_settings, ch, names) 
     assert (a, "new_user_warmup", "welcome", "sent") in got
     assert (a, "new_user_warmup", "guide", "sent") in got  # not high_value: the else branch
     assert not [r for r in rows if r[0] == b]  # paid within 30 min: never fires
+    assert [(r[2], r[5], r[6]) for r in rows if r[0] == d] == [
+        ("guide", "sent", "ok"),
+        ("welcome", "suppressed", "suppressed:sms"),
+    ]
     cart = [r for r in rows if r[0] == c]
     assert len(cart) == 1 and cart[0][1] == "cart_abandoned"
     assert cart[0][5] in ("sent", "holdout") and cart[0][7]  # an A/B arm was recorded

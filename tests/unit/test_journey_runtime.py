@@ -199,3 +199,12 @@ def test_score_segment_and_tag_triggers_ride_on_engine_events() -> None:
         "task",
         "send",
     ]
+
+
+def test_unsubscribe_and_complaint_become_suppressions_before_later_sends() -> None:
+    cat = Catalog(warmup())
+    pj = ProfileJourneys()
+    evs = [ev("signup", T0), ev("unsubscribe", T0 + 1, "u1", channel="sms"), ev("complaint", T0 + 2, "c1")]
+    out = pj.on_events("p1", evs, cat, Context(), T0)
+    sup = [(i.kind, i.channel, i.template) for i in out if isinstance(i, Intent)]
+    assert sup == [("suppress", "sms", "unsubscribe"), ("suppress", "", "complaint")]
