@@ -141,6 +141,17 @@ def model_rows() -> dict[str, dict[str, float]]:
     return out
 
 
+def decision_counts() -> dict[str, float]:
+    """Journey decisions by status, summed over journeys (process-wide counters)."""
+    out: dict[str, float] = {}
+    for metric in metrics.REGISTRY.collect():
+        for sample in metric.samples:
+            if sample.name == "scrm_journey_decisions_total":
+                status = sample.labels["status"]
+                out[status] = out.get(status, 0.0) + sample.value
+    return {k: v for k, v in out.items() if v}
+
+
 @dataclass(frozen=True)
 class RunSummary:
     counts: Snapshot
@@ -194,6 +205,12 @@ def render_summary(console: Console, s: RunSummary) -> None:
                 f"{int(r['scores']):,}",
             )  # fmt: skip
         console.print(mt)
+    decisions = decision_counts()
+    if decisions:
+        parts = " · ".join(
+            f"{status} {int(n):,}" for status, n in sorted(decisions.items(), key=lambda kv: -kv[1])
+        )
+        console.print(f"journey decisions: {parts}")
     console.print(f"data: {s.data_dir}  ·  ClickHouse: {s.clickhouse_url}  ·  Redis: {s.redis}")
     console.print(
         'query: [bold]scrm query "SELECT type, count() FROM '

@@ -30,6 +30,7 @@ decide each send atomically in Redis; nothing here talks to a server.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -350,9 +351,9 @@ class ProfileJourneys:
                         inst.pc = ins.next
                         continue
                 inst.deferred = False
-                out.append(
-                    self._intent("send", pid, j, inst, node, t, received_ms, {"vars": dict(node.vars)})
-                )
+                detail = {"vars": render_vars(node.vars, pid, ctx, inst.trigger_props)}
+                detail.update(_why(inst.trigger_props))
+                out.append(self._intent("send", pid, j, inst, node, t, received_ms, detail))
                 inst.pc = ins.next
             elif ins.kind == "branch":
                 inst.pc = (
@@ -414,6 +415,55 @@ def _suppression(pid: str, e: Event, received_ms: int) -> Intent:
         "suppress", f"suppress:{e.event_id}", pid, "", 0, "", channel, e.type, "", 0, e.event_id, e.ts_ms,
         received_ms, {},
     )  # fmt: skip
+
+
+_VAR = re.compile(r"\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
+
+
+def render_vars(
+    pairs: tuple[tuple[str, str], ...], pid: str, ctx: Context, trigger: Mapping[str, Any]
+) -> dict[str, str]:
+    """Fill ``{{...}}`` placeholders: ``profile.id``, ``segment``, ``tags``,
+    ``features.<name>``, ``score.<model>``, ``trigger.props.<field>``; anything unknown or
+    without a value renders empty (identifiers are hashed in the engine: no names here).
+
+    >>> render_vars((("hi", "{{ profile.id }}: {{features.orders_30d}} / {{trigger.props.sku}}"),),
+    ...             "p1", Context(values={"orders_30d": 2.0}), {"sku": "S1"})
+    {'hi': 'p1: 2 / S1'}
+    """
+
+    def one(m: re.Match[str]) -> str:
+        path = m.group(1).split(".")
+        v: Any = None
+        if path == ["profile", "id"]:
+            v = pid
+        elif path == ["segment"]:
+            v = ctx.segment
+        elif path == ["tags"]:
+            v = ",".join(sorted(ctx.tags))
+        elif len(path) == 2 and path[0] == "features":
+            v = ctx.values.get(path[1])
+        elif len(path) == 2 and path[0] == "score":
+            v = ctx.scores.get(path[1])
+        elif len(path) >= 3 and path[:2] == ["trigger", "props"]:
+            v = trigger
+            for part in path[2:]:
+                v = v.get(part) if isinstance(v, Mapping) else None
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        return "" if v is None or isinstance(v, dict | list) else str(v)
+
+    return {k: _VAR.sub(one, text) for k, text in pairs}
+
+
+def _why(trigger: Mapping[str, Any]) -> dict[str, Any]:
+    """The score behind a decision, when a score crossing triggered the journey."""
+    if "explanation" not in trigger:
+        return {}
+    return {
+        "score": {k: trigger.get(k) for k in ("model", "threshold", "score", "version")},
+        "explanation": trigger["explanation"],
+    }
 
 
 def _valid_tz(name: str) -> bool:

@@ -197,7 +197,8 @@ class ProfileScoring:
             self.values[m.name] = p
         out.append(Score(m.name, entity, pid, p, served.version, as_of, why, received_ms))
         if m.thresholds:
-            self._cross(m, entity, pid, slot, p, as_of, received_ms, out)
+            extra = {"version": served.version, "explanation": dict(why)}
+            self._cross(m, entity, pid, slot, p, as_of, received_ms, out, extra)
 
     def _cross(
         self,
@@ -209,16 +210,17 @@ class ProfileScoring:
         ts: int,
         received_ms: int,
         out: list[Out],
+        extra: dict[str, Any] | None = None,
     ) -> None:
         before = self.above.get(slot, frozenset())
         now = set(before)
         for t in m.thresholds:
             if t.name not in before and p >= t.above:
                 now.add(t.name)
-                out.append(crossed_event(m.name, t.name, "up", entity, pid, p, ts, received_ms))
+                out.append(crossed_event(m.name, t.name, "up", entity, pid, p, ts, received_ms, extra))
             elif t.name in before and p < t.reset_below:
                 now.discard(t.name)
-                out.append(crossed_event(m.name, t.name, "down", entity, pid, p, ts, received_ms))
+                out.append(crossed_event(m.name, t.name, "down", entity, pid, p, ts, received_ms, extra))
         if now != before:
             if now:
                 self.above[slot] = frozenset(now)
@@ -227,9 +229,19 @@ class ProfileScoring:
 
 
 def crossed_event(
-    model: str, threshold: str, direction: str, entity: str, pid: str, p: float, ts: int, received_ms: int
+    model: str,
+    threshold: str,
+    direction: str,
+    entity: str,
+    pid: str,
+    p: float,
+    ts: int,
+    received_ms: int,
+    extra: dict[str, Any] | None = None,
 ) -> Event:
-    """The ``score_crossed`` event journeys trigger on (deterministic id, origin "engine")."""
+    """The ``score_crossed`` event journeys trigger on (deterministic id, origin "engine");
+    `extra` carries the model version and the score's explanation, so the journey decision
+    it leads to can record why."""
     return Event(
         f"score_crossed:{model}:{threshold}:{direction}:{entity}:{ts}",
         pid,
@@ -242,6 +254,7 @@ def crossed_event(
             "direction": direction,
             "score": round(p, 6),
             "entityId": entity,
+            **(extra or {}),
         },
         {},
         {},

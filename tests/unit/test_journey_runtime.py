@@ -183,12 +183,21 @@ def test_score_segment_and_tag_triggers_ride_on_engine_events() -> None:
     )  # fmt: skip
     cat = Catalog(j)
     pj = ProfileJourneys()
-    props = {"model": "churn", "threshold": "churn_risk_high", "direction": "up"}
+    props = {"model": "churn", "threshold": "churn_risk_high", "direction": "up", "score": 0.81, "version": 4,
+             "explanation": {"profile_age_days": -1.2, "sessions_7d": -0.4}}  # fmt: skip
     crossed = Event("c1", "p1", "score_crossed", T0, "engine", props, {}, {}, T0, "engine", 0, -1)
     out = pj.on_events("p1", [crossed], cat, Context(), T0)
     assert [i.kind for i in out if isinstance(i, Intent)] == ["task", "send"]
     task = next(i for i in out if isinstance(i, Intent) and i.kind == "task")
     assert task.detail == {"assignee": "owner", "due_ms": T0 + 10 * MIN}
+    mail = next(i for i in out if isinstance(i, Intent) and i.kind == "send")
+    assert mail.detail["explanation"] == {"profile_age_days": -1.2, "sessions_7d": -0.4}  # why it fired
+    assert mail.detail["score"] == {
+        "model": "churn",
+        "threshold": "churn_risk_high",
+        "score": 0.81,
+        "version": 4,
+    }
     tagged = [e for e in out if isinstance(e, Event)]
     assert [(e.type, e.props["tag"]) for e in tagged] == [("tag_added", "winback_sent")]
     # once per 7 days: a second crossing two days later does not re-enter; nine days later it does
