@@ -189,6 +189,11 @@ class JourneySettings(_Section):
         {"channel": "sms", "count": 1, "per": "1d"},
     )
     dedupe_window_s: float = Field(86400.0, ge=0)  # same template to the same profile: once per window
+    # The complaint breaker: pause a journey whose complaints / sends over `window` exceed
+    # `max_complaint_rate` once it has at least `min_sends` sends in that window.
+    breaker: dict[str, Any] = Field(
+        default_factory=lambda: {"max_complaint_rate": 0.05, "window": "1d", "min_sends": 50}
+    )
     decision_ttl_s: float = Field(30 * 86400.0, gt=0)  # decisions kept for replays this long
 
 

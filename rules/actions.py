@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from flows.settings import JourneySettings
+from rules.breaker import Breaker
 from rules.guards import ActionRequest, Cap, Guards, unsubscribe
 from rules.journeys import Journey
 from rules.runtime import Intent
@@ -71,10 +72,16 @@ class GuardStep:
         self._settings = settings
         self._catalog = catalog
         self._guards: Guards | None = None
+        self._breaker: Breaker | None = None
 
     def __call__(self, batch: list[Intent]) -> list[ActionRecord]:
         if self._guards is None:
             self._guards = Guards.from_url(self._url, self._timeout, self._retry)
+            b = self._settings.breaker
+            self._breaker = Breaker(
+                self._guards.client, float(b.get("max_complaint_rate", 0.05)), str(b.get("window", "1d")),
+                int(b.get("min_sends", 50)), self._retry,
+            )  # fmt: skip
         s = self._settings
         for it in batch:  # unsubscribes and complaints first: no send in this batch slips past them
             if it.kind == "suppress":
@@ -84,7 +91,7 @@ class GuardStep:
         guarded: list[int] = []
         out: list[ActionRecord | None] = []
         for i, it in enumerate(batch):
-            if it.kind == "suppress":
+            if it.kind in ("suppress", "complaint"):
                 out.append(None)
                 continue
             if it.kind in ("send", "holdout"):
@@ -106,6 +113,13 @@ class GuardStep:
             for i, d in zip(guarded, self._guards.decide(requests), strict=True):
                 out[i] = _record(batch[i], d.status, d.reason, d.replay)
         records = [r for r in out if r is not None]
+        assert self._breaker is not None
+        sends = [(r.journey_id, r.ts_ms) for r in records if r.status == "sent" and not r.replay]
+        complaints = [(it.journey_id, it.ts_ms) for it in batch if it.kind == "complaint"]
+        for trip in self._breaker.record(sends, complaints):
+            blamed = next(it for it in batch if it.kind == "complaint" and it.journey_id == trip.journey_id)
+            reason = f"complaints:{trip.complaints}/{trip.sends}"
+            records.append(_record(blamed, "breaker_tripped", reason, False))
         for r in records:
             metrics.DECISIONS.labels(journey=r.journey_id, status=r.status).inc()
         return records

@@ -73,7 +73,7 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 class Intent(NamedTuple):
     """Something a journey wants done for a profile; the action id is deterministic."""
 
-    kind: str  # send | holdout | task | ticket | quiet_hours_deferred | quiet_hours_dropped | suppress
+    kind: str  # send holdout task ticket quiet_hours_deferred quiet_hours_dropped suppress complaint
     action_id: str
     profile_id: str
     journey_id: str
@@ -189,7 +189,7 @@ class Live:
 class ProfileJourneys:
     """One profile's journeys: running instances, entry history, armed absence watches."""
 
-    __slots__ = ("entries", "instances", "journey_tags", "last_event_ms", "tz", "watches")
+    __slots__ = ("entries", "instances", "journey_tags", "last_event_ms", "sent_by", "tz", "watches")
 
     def __init__(self) -> None:
         self.instances: list[Instance] = []
@@ -198,12 +198,19 @@ class ProfileJourneys:
         self.journey_tags: set[str] = set()
         self.last_event_ms = -1
         self.tz = "UTC"
+        self.sent_by: dict[str, tuple[str, int]] = {}  # template -> (journey, version) of the last send
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self.instances, self.entries, self.watches, self.journey_tags, self.last_event_ms, self.tz)
+        return (
+            self.instances, self.entries, self.watches, self.journey_tags, self.last_event_ms, self.tz,
+            self.sent_by,
+        )  # fmt: skip
 
     def __setstate__(self, st: tuple[Any, ...]) -> None:
-        self.instances, self.entries, self.watches, self.journey_tags, self.last_event_ms, self.tz = st
+        (
+            self.instances, self.entries, self.watches, self.journey_tags, self.last_event_ms, self.tz,
+            self.sent_by,
+        ) = st  # fmt: skip
 
     # ------------------------------------------------------------------ time
 
@@ -235,6 +242,10 @@ class ProfileJourneys:
                 self.last_event_ms = max(self.last_event_ms, e.ts_ms)
                 if e.type in SUPPRESSING:
                     out.append(_suppression(pid, e, received_ms))
+                if e.type == "complaint":
+                    blamed = self._blame(e)
+                    if blamed is not None:
+                        out.append(_complaint(pid, e, blamed, received_ms))
             for jid, lj in live.current.items():
                 j = lj.journey
                 trig = j.trigger
@@ -245,6 +256,17 @@ class ProfileJourneys:
                     self._enter(pid, j, e.event_id, e.props or {}, e.ts_ms, ctx, received_ms, live, out)
         self.advance(pid, max(e.ts_ms for e in events), live, ctx, received_ms, out)
         return out
+
+    def _blame(self, e: Event) -> tuple[str, int, str] | None:
+        """The journey a complaint is about: the last one that sent the template it names,
+        else the last one that sent anything."""
+        template = e.props.get("template") if e.props else None
+        if isinstance(template, str) and template in self.sent_by:
+            return (*self.sent_by[template], template)
+        if self.sent_by:
+            template = next(reversed(self.sent_by))
+            return (*self.sent_by[template], template)
+        return None
 
     def _absence(self, jid: str, trig: AbsenceTrigger, e: Event) -> None:
         if e.type == trig.after and (not trig.where or _matcher(trig.where)(e)):  # type: ignore[misc]
@@ -354,6 +376,9 @@ class ProfileJourneys:
                 detail = {"vars": render_vars(node.vars, pid, ctx, inst.trigger_props)}
                 detail.update(_why(inst.trigger_props))
                 out.append(self._intent("send", pid, j, inst, node, t, received_ms, detail))
+                self.sent_by[node.template] = (j.id, j.version)
+                if len(self.sent_by) > MAX_HISTORY:
+                    del self.sent_by[next(iter(self.sent_by))]
                 inst.pc = ins.next
             elif ins.kind == "branch":
                 inst.pc = (
@@ -464,6 +489,16 @@ def _why(trigger: Mapping[str, Any]) -> dict[str, Any]:
         "score": {k: trigger.get(k) for k in ("model", "threshold", "score", "version")},
         "explanation": trigger["explanation"],
     }
+
+
+def _complaint(pid: str, e: Event, blamed: tuple[str, int, str], received_ms: int) -> Intent:
+    """A complaint charged to the journey (and template) that last messaged the profile,
+    for the complaint breaker (`rules.actions`)."""
+    jid, version, template = blamed
+    aid = f"complaint:{e.event_id}"
+    return Intent(
+        "complaint", aid, pid, jid, version, "", "", template, "", 0, e.event_id, e.ts_ms, received_ms, {}
+    )
 
 
 def _valid_tz(name: str) -> bool:

@@ -217,3 +217,20 @@ def test_unsubscribe_and_complaint_become_suppressions_before_later_sends() -> N
     out = pj.on_events("p1", evs, cat, Context(), T0)
     sup = [(i.kind, i.channel, i.template) for i in out if isinstance(i, Intent)]
     assert sup == [("suppress", "sms", "unsubscribe"), ("suppress", "", "complaint")]
+
+
+def test_a_complaint_is_charged_to_the_journey_that_sent_the_template() -> None:
+    cat = Catalog(warmup(), absence())
+    pj = ProfileJourneys()
+    pj.on_events("p1", [ev("signup", T0), ev("add_to_cart", T0, "x")], cat, Context(), T0)
+    out: list[Any] = []
+    pj.advance("p1", T0 + 2 * HOUR, cat, Context(), 0, out)
+    assert {i.template for i in out if isinstance(i, Intent)} == {"welcome", "new_user_guide", "cart"}
+    got = pj.on_events("p1", [ev("complaint", T0 + 3 * HOUR, "c1", template="welcome")], cat, Context(), 0)
+    blamed = [
+        (i.kind, i.journey_id, i.template) for i in got if isinstance(i, Intent) and i.kind == "complaint"
+    ]
+    assert blamed == [("complaint", "new_user_warmup", "welcome")]
+    got = pj.on_events("p1", [ev("complaint", T0 + 4 * HOUR, "c2")], cat, Context(), 0)  # names no template
+    blamed = [(i.journey_id, i.template) for i in got if isinstance(i, Intent) and i.kind == "complaint"]
+    assert blamed == [("cart", "cart")]  # the last journey that messaged the profile
