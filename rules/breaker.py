@@ -31,7 +31,9 @@ BUCKETS = 24
 
 
 def breaker_key(journey_id: str) -> str:
-    """>>> breaker_key("cart_abandoned")
+    """The journey's counters (the braces are a Redis Cluster hash tag).
+
+    >>> breaker_key("cart_abandoned")
     'scrm:breaker:{cart_abandoned}'
     """
     return f"scrm:breaker:{{{journey_id}}}"

@@ -11,7 +11,9 @@ decide each send atomically in Redis; nothing here talks to a server.
   latest X arms a deadline, Y after X disarms it, the deadline passing in event time fires
   with X as the trigger event — never after Y arrived), ``inactivity`` (no event for T),
   ``score`` (the engine's ``score_crossed`` events), ``segment`` (``segment_changed``) and
-  ``tag`` (``tag_added`` / ``tag_removed``). ``date`` triggers are parsed but not run yet.
+  ``tag`` (``tag_added`` / ``tag_removed``), ``date`` (a date the profile's events carry,
+  e.g. ``props.birthday``: ``offset`` days from it at a local time in the profile's
+  timezone, every year for ``MM-DD``; only occurrences after the date became known fire).
 * **Entry**: a disabled or paused journey takes no one; ``once`` ever, ``once_per`` N days, or
   ``every_time``; at most ``max_active`` running instances per profile.
 * **Nodes**: ``wait`` (a duration, or until a local time / weekday in the profile's
@@ -45,6 +47,7 @@ from rules.journeys import (
     AbsenceTrigger,
     AbSplitNode,
     BranchNode,
+    DateTrigger,
     EventTrigger,
     ExitNode,
     FeatureCondition,
@@ -189,7 +192,7 @@ class Live:
 class ProfileJourneys:
     """One profile's journeys: running instances, entry history, armed absence watches."""
 
-    __slots__ = ("entries", "instances", "journey_tags", "last_event_ms", "sent_by", "tz", "watches")
+    __slots__ = ("dates", "entries", "instances", "journey_tags", "last_event_ms", "sent_by", "tz", "watches")
 
     def __init__(self) -> None:
         self.instances: list[Instance] = []
@@ -199,17 +202,18 @@ class ProfileJourneys:
         self.last_event_ms = -1
         self.tz = "UTC"
         self.sent_by: dict[str, tuple[str, int]] = {}  # template -> (journey, version) of the last send
+        self.dates: dict[str, tuple[str, int]] = {}  # date-trigger field -> (value, event time learned)
 
     def __getstate__(self) -> tuple[Any, ...]:
         return (
             self.instances, self.entries, self.watches, self.journey_tags, self.last_event_ms, self.tz,
-            self.sent_by,
+            self.sent_by, self.dates,
         )  # fmt: skip
 
     def __setstate__(self, st: tuple[Any, ...]) -> None:
         (
             self.instances, self.entries, self.watches, self.journey_tags, self.last_event_ms, self.tz,
-            self.sent_by,
+            self.sent_by, self.dates,
         ) = st  # fmt: skip
 
     # ------------------------------------------------------------------ time
@@ -223,8 +227,14 @@ class ProfileJourneys:
                 due.append(ts + lj.journey.trigger.within_ms)
         for jid, lj in live.current.items():
             trig = lj.journey.trigger
-            if isinstance(trig, InactivityTrigger) and 0 <= self.last_event_ms > self.entries.get(jid, -1):
+            if isinstance(trig, InactivityTrigger) and 0 <= self.last_event_ms > self.entries.get(
+                f"{jid}#idle", -1
+            ):
                 due.append(self.last_event_ms + trig.for_ms)
+            elif isinstance(trig, DateTrigger) and lj.state == "enabled":
+                f = self._date_fire(jid, trig)
+                if f is not None:
+                    due.append(f)
         return min(due) if due else -1
 
     # ------------------------------------------------------------------ events
@@ -252,10 +262,25 @@ class ProfileJourneys:
                 if isinstance(trig, AbsenceTrigger):
                     self._absence(jid, trig, e)
                     continue
+                if isinstance(trig, DateTrigger):
+                    v = _prop(e, trig.field)
+                    known = self.dates.get(trig.field, ("",))[0]
+                    if isinstance(v, str) and v != known and _parse_date(v, trig.format) is not None:
+                        self.dates[trig.field] = (v, e.ts_ms)
+                    continue
                 if _fires(trig, e) and lj.state == "enabled":
                     self._enter(pid, j, e.event_id, e.props or {}, e.ts_ms, ctx, received_ms, live, out)
         self.advance(pid, max(e.ts_ms for e in events), live, ctx, received_ms, out)
         return out
+
+    def _date_fire(self, jid: str, trig: DateTrigger) -> int | None:
+        """The next instant the date trigger fires for this profile (None: no date known)."""
+        got = self.dates.get(trig.field)
+        if got is None:
+            return None
+        value, learned = got
+        after = max(learned, self.entries.get(jid, -1))
+        return next_date_fire(value, trig.format, trig.offset_days, trig.at_min, self.tz, after)
 
     def _blame(self, e: Event) -> tuple[str, int, str] | None:
         """The journey a complaint is about: the last one that sent the template it names,
@@ -294,10 +319,19 @@ class ProfileJourneys:
             trig = lj.journey.trigger
             if isinstance(trig, InactivityTrigger) and self.last_event_ms >= 0 and lj.state == "enabled":
                 at = self.last_event_ms + trig.for_ms
-                if now_ms >= at and self.entries.get(jid, -1) < self.last_event_ms:
+                if now_ms >= at and self.entries.get(f"{jid}#idle", -1) < self.last_event_ms:
+                    self.entries[f"{jid}#idle"] = self.last_event_ms  # this silence is handled
                     self._enter(
                         pid, lj.journey, f"inactive:{self.last_event_ms}", {}, at, ctx, received_ms, live, out
                     )
+        for jid, lj in live.current.items():
+            trig = lj.journey.trigger
+            if isinstance(trig, DateTrigger) and lj.state == "enabled":
+                f = self._date_fire(jid, trig)
+                if f is not None and f <= now_ms:
+                    trigger_id = f"date:{trig.field}:{f}"
+                    self._enter(pid, lj.journey, trigger_id, {}, f, ctx, received_ms, live, out)
+                    self.entries[jid] = max(self.entries.get(jid, f), f)  # this occurrence is done
         keep: list[Instance] = []
         for inst in self.instances:
             if self._run(pid, inst, now_ms, live, ctx, received_ms, out):
@@ -499,6 +533,64 @@ def _complaint(pid: str, e: Event, blamed: tuple[str, int, str], received_ms: in
     return Intent(
         "complaint", aid, pid, jid, version, "", "", template, "", 0, e.event_id, e.ts_ms, received_ms, {}
     )
+
+
+def _prop(e: Event, path: str) -> Any:
+    parts = path.split(".")
+    if parts[0] != "props":
+        return None
+    v: Any = e.props
+    for part in parts[1:]:
+        v = v.get(part) if isinstance(v, dict) else None
+    return v
+
+
+def _parse_date(value: str, fmt: str) -> tuple[int | None, int, int] | None:
+    """(year or None, month, day) of "MM-DD" / "YYYY-MM-DD", or None when it does not parse."""
+    try:
+        parts = [int(x) for x in value.split("-")]
+    except ValueError:
+        return None
+    if fmt == "MM-DD" and len(parts) == 2:
+        y, (m, d) = None, parts
+    elif fmt == "YYYY-MM-DD" and len(parts) == 3:
+        y, m, d = parts
+    else:
+        return None
+    return (y, m, d) if 1 <= m <= 12 and 1 <= d <= 31 else None
+
+
+def next_date_fire(value: str, fmt: str, offset_days: int, at_min: int, tz: str, after_ms: int) -> int | None:
+    """The first instant after `after_ms` that is `offset_days` from the date, at `at_min`
+    local time in `tz` (every year for MM-DD; Feb 29 falls on Feb 28 in other years).
+
+    >>> from datetime import datetime
+    >>> t = next_date_fire("03-15", "MM-DD", -1, 600, "Asia/Shanghai", 1_767_225_600_000)  # after 2026-01-01
+    >>> datetime.fromtimestamp(t / 1000, ZoneInfo("Asia/Shanghai")).isoformat()
+    '2026-03-14T10:00:00+08:00'
+    """
+    parsed = _parse_date(value, fmt)
+    if parsed is None:
+        return None
+    y, m, d = parsed
+    zone = ZoneInfo(tz)
+    start_year = datetime.fromtimestamp(max(after_ms, 0) / 1000, UTC).year
+    years = [y] if y is not None else [start_year - 1, start_year, start_year + 1]
+    for year in years:
+        day = d
+        while day > 28:
+            try:
+                base = datetime(year, m, day, tzinfo=zone)
+                break
+            except ValueError:
+                day -= 1
+        else:
+            base = datetime(year, m, day, tzinfo=zone)
+        local = (base + timedelta(days=offset_days)).replace(hour=at_min // 60, minute=at_min % 60)
+        ms = int(local.astimezone(UTC).timestamp() * 1000)
+        if ms > after_ms:
+            return ms
+    return None
 
 
 def _valid_tz(name: str) -> bool:

@@ -234,3 +234,44 @@ def test_a_complaint_is_charged_to_the_journey_that_sent_the_template() -> None:
     got = pj.on_events("p1", [ev("complaint", T0 + 4 * HOUR, "c2")], cat, Context(), 0)  # names no template
     blamed = [(i.journey_id, i.template) for i in got if isinstance(i, Intent) and i.kind == "complaint"]
     assert blamed == [("cart", "cart")]  # the last journey that messaged the profile
+
+
+def test_date_trigger_fires_yearly_at_local_time_and_inactivity_once_per_silence() -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    bday = parse_journey(
+        {"id": "bday", "name": "b", "priority": 5, "entry": {"policy": "every_time"},
+         "trigger": {"date": {"field": "props.birthday", "format": "MM-DD", "offset": "-1d", "at": "10:00"}},
+         "nodes": [{"id": "gift", "type": "send", "channel": "wecom", "template": "birthday_coupon"}]},
+        "t",
+    )  # fmt: skip
+    idle = parse_journey(
+        {"id": "idle", "name": "i", "priority": 5, "entry": {"policy": "once"},
+         "trigger": {"inactivity": {"for": "14d"}},
+         "nodes": [{"id": "nudge", "type": "send", "channel": "email", "template": "miss_you"}]},
+        "t",
+    )  # fmt: skip
+    cat = Catalog(bday, idle)
+    pj = ProfileJourneys()
+    t = 1_767_225_600_000  # 2026-01-01T00:00Z
+    pj.on_events("p1", [ev("signup", t, "s", birthday="03-15", timezone="Asia/Shanghai")], cat, Context(), 0)
+    due = pj.next_due(cat)  # the first thing due: 14 days of silence after the signup
+    assert (
+        datetime.fromtimestamp(due / 1000, ZoneInfo("Asia/Shanghai")).isoformat()
+        == "2026-01-15T08:00:00+08:00"
+    )
+    out: list[Any] = []
+    year = 365 * 24 * HOUR
+    pj.advance("p1", t + 2 * year, cat, Context(), 0, out)
+    fired = [
+        (i.journey_id, datetime.fromtimestamp(i.ts_ms / 1000, ZoneInfo("Asia/Shanghai")).isoformat())
+        for i in out
+    ]
+    # the inactivity journey fired once (14 days after signup, entry once); the birthday one
+    # for the next occurrence on its day, the day before the birthday at 10:00 local
+    assert ("idle", "2026-01-15T08:00:00+08:00") in fired
+    assert ("bday", "2026-03-14T10:00:00+08:00") in fired
+    # next: the 2027 occurrence (caught up by the next wake-up), not the one that fired
+    nxt = datetime.fromtimestamp(pj.next_due(cat) / 1000, ZoneInfo("Asia/Shanghai")).isoformat()
+    assert nxt == "2027-03-14T10:00:00+08:00"
