@@ -8,7 +8,9 @@ its windows as of that event time. In a live run stream time follows the wall cl
 a replay it follows the replayed history, however fast.
 
 It is the newest event time seen, but never ahead of the wall clock plus
-``max_skew_ms``, so one producer with a wrong clock cannot drag every window forward.
+``max_skew_ms``, so one producer with a wrong clock cannot drag every window forward. A
+live stream (its newest event time within ten minutes of the wall clock) that goes quiet
+keeps time with the wall clock; a replay (far behind the wall clock) does not.
 Each process has its own clock (fed by the partitions it reads); with partitions of one
 topic the clocks of a cluster's processes stay close.
 
@@ -19,6 +21,11 @@ topic the clocks of a cluster's processes stay close.
 50000
 >>> c.observe(10**12); c.now_ms()   # a clock far in the future is capped at wall + skew
 101000
+>>> t = [1000.0]; live = StreamClock(wall=lambda: t[0])
+>>> live.observe(999_000); t[0] = 1030.0; live.now_ms()   # live and quiet for 30 s: moves on
+1029000
+>>> old = StreamClock(wall=lambda: t[0]); old.observe(5_000); t[0] = 1100.0; old.now_ms()  # a replay
+5000
 """
 
 from __future__ import annotations
@@ -26,12 +33,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+LIVE_WINDOW_MS = 600_000
+
 
 class StreamClock:
-    __slots__ = ("_anchor", "_max", "_skew", "_speed", "_wall")
+    __slots__ = ("_anchor", "_max", "_seen_wall", "_skew", "_speed", "_wall")
 
     def __init__(self, max_skew_ms: int = 60_000, wall: Callable[[], float] = time.time) -> None:
         self._max = -1
+        self._seen_wall = 0.0  # wall clock (s) when the newest event time was seen
         self._skew = max_skew_ms
         self._wall = wall
         self._anchor = (0.0, -1)  # (wall s, stream ms) of the last speed sample
@@ -64,8 +74,17 @@ class StreamClock:
         # A plain max under the GIL: a lost race only delays the clock by one batch.
         if ts_ms > self._max:
             self._max = ts_ms
+            self._seen_wall = self._wall()
 
     def now_ms(self) -> int:
+        """The newest event time; in a live stream (it was within `LIVE_WINDOW_MS` of the
+        wall clock when seen) that has gone quiet, it keeps moving with the wall clock, so
+        waits, label horizons and windows still end when nothing arrives."""
         if self._max < 0:
             return -1
-        return min(self._max, int(self._wall() * 1000) + self._skew)
+        wall_ms = int(self._wall() * 1000)
+        now = self._max
+        seen_ms = int(self._seen_wall * 1000)
+        if seen_ms - self._max < LIVE_WINDOW_MS:
+            now += max(0, wall_ms - seen_ms)
+        return min(now, wall_ms + self._skew)
