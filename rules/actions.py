@@ -3,11 +3,14 @@ decision.
 
 `GuardStep` is the dataflow's one I/O step in the middle: each batch of `Intent`s becomes
 one `rules.guards.Guards.decide` call (one Lua script per profile, pipelined) for the sends
-and holdouts; tasks, tickets and quiet-hours deferrals need no guard. Every intent comes
-out as an `ActionRecord` — sent or not, with its reason — for ClickHouse ``actions``;
-the ones to carry out (``sent``, ``task``, ``ticket``) also go to the Kafka topic
-``scrm.actions`` keyed by profile. Redis down: the guards retry with backoff and then fail
-the run (``SinkError``); no action leaves without its guards.
+and holdouts, split where an unsubscribe or complaint suppresses a channel, so each send
+is decided against the suppressions that came before it in the stream; tasks, tickets
+and quiet-hours deferrals need no guard. Every intent comes out as an `ActionRecord` —
+sent or not, with its reason — for ClickHouse ``actions``; the ones to carry out
+(``sent``, ``task``, ``ticket``) also go to the Kafka topic ``scrm.actions`` keyed by
+profile. Redis down: the guards retry with backoff and then fail the run (``SinkError``);
+no action leaves without its guards. After each batch the complaint breaker
+(`rules.breaker`) counts sends and complaints and pauses a journey over its rate.
 """
 
 from __future__ import annotations
@@ -83,18 +86,28 @@ class GuardStep:
                 int(b.get("min_sends", 50)), self._retry,
             )  # fmt: skip
         s = self._settings
-        for it in batch:  # unsubscribes and complaints first: no send in this batch slips past them
-            if it.kind == "suppress":
-                unsubscribe(self._guards.client, it.profile_id, it.channel or None, self._retry)
-                metrics.SUPPRESSIONS.labels(kind=it.template).inc()
+        guards = self._guards
         requests: list[ActionRequest] = []
         guarded: list[int] = []
         out: list[ActionRecord | None] = []
+
+        def decide() -> None:
+            if requests:
+                for i, d in zip(guarded, guards.decide(requests), strict=True):
+                    out[i] = _record(batch[i], d.status, d.reason, d.replay)
+                requests.clear()
+                guarded.clear()
+
         for i, it in enumerate(batch):
-            if it.kind in ("suppress", "complaint"):
+            if it.kind == "suppress":
+                # in stream order: sends before the unsubscribe are decided first, later ones see it
+                decide()
+                unsubscribe(guards.client, it.profile_id, it.channel or None, self._retry)
+                metrics.SUPPRESSIONS.labels(kind=it.template).inc()
                 out.append(None)
-                continue
-            if it.kind in ("send", "holdout"):
+            elif it.kind == "complaint":
+                out.append(None)
+            elif it.kind in ("send", "holdout"):
                 j = self._catalog.version(it.journey_id, it.journey_version)
                 requests.append(
                     ActionRequest(
@@ -109,9 +122,7 @@ class GuardStep:
             else:
                 reason = "until:" + str(it.detail.get("until_ms", "")) if it.kind.startswith("quiet") else ""
                 out.append(_record(it, it.kind, reason, False))
-        if requests:
-            for i, d in zip(guarded, self._guards.decide(requests), strict=True):
-                out[i] = _record(batch[i], d.status, d.reason, d.replay)
+        decide()
         records = [r for r in out if r is not None]
         assert self._breaker is not None
         sends = [(r.journey_id, r.ts_ms) for r in records if r.status == "sent" and not r.replay]

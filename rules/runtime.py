@@ -245,6 +245,9 @@ class ProfileJourneys:
         """Fold in the profile's events (customer and engine events alike), in order."""
         out: list[Intent | Event] = []
         for e in events:
+            # what earlier events set in motion happens first: their sends precede this event
+            if self.instances or self.watches:
+                self.advance(pid, e.ts_ms, live, ctx, received_ms, out)
             tz = e.props.get("timezone") if e.props else None
             if isinstance(tz, str) and tz != self.tz and _valid_tz(tz):
                 self.tz = tz
