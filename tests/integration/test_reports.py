@@ -160,3 +160,136 @@ def test_report_cli_lists_runs_and_refuses_unknown_parameters(seeded, engine_set
     assert csv.exit_code == 0 and csv.output.splitlines()[0] == "journey_id,channel,status,decisions"
     bad = runner.invoke(app, ["report", "funnel", "-p", "colour=red"], env=env)
     assert bad.exit_code == 2 and "unknown parameter" in bad.output
+
+
+@pytest.fixture
+def seeded_more(ch, names):
+    """Segments, scores with opportunity outcomes, model metrics, and journey decisions with
+    conversions, for the reports over the engine's other tables."""
+    from flows.profile import FeatureUpdate
+    from scoring.types import ModelMetric, Score
+    from sinks.tables import FEATURES, MODEL_METRICS, SCORES
+
+    db = names["database"]
+    apply_ddl(ch, db)
+    rng = random.Random(5)
+    segs = ["champions", "loyal", "at_risk", "lost"]
+    feats, events, scores, metrics_rows, actions = [], [], [], [], []
+    for p in range(120):
+        pid = f"p{p}"
+        path = [rng.choice(segs) for _ in range(rng.randrange(1, 4))]
+        for i, seg in enumerate(path):
+            feats.append(FeatureUpdate(pid, T0 + i * 60_000, {}, (), {"x": 1.0}, 0, (), seg))
+            before = path[i - 1] if i else ""
+            events.append(Event(f"sc{p}-{i}", pid, "segment_changed", T0 + i * 60_000, "engine",
+                                {"segment": seg, "from": before}, {}, {}, T0, "engine", 0, -1))  # fmt: skip
+        oid = f"o{p}"
+        for k in range(rng.randrange(1, 4)):
+            scores.append(Score("win", oid, pid, round(rng.random(), 4), 1, T0 + k * 1000, (("a", 1.0),), T0))
+        if p % 4:  # closed
+            won = rng.random() < 0.5
+            etype = "opportunity_won" if won else "opportunity_lost"
+            events.append(
+                Event(f"cl{p}", pid, etype, T0 + 10_000, "crm", {"opportunityId": oid}, {}, {}, T0, "t", 0, p)
+            )
+        arm = rng.choice(["a", "b", "holdout"])
+        t_dec = T0 + p * 1000
+        node, status = ("split", "holdout") if arm == "holdout" else (f"n_{arm}", "sent")
+        actions.append(
+            ActionRecord(f"x{p}", "j", 1, node, pid, "push", "t", arm, status, "ok", "e", t_dec, t_dec, {})
+        )
+        if rng.random() < 0.4:  # converts: inside the window or outside it
+            dt = rng.choice([3_600_000, 3 * 86_400_000, 9 * 86_400_000])
+            paid = Event(f"op{p}", pid, "order_paid", t_dec + dt, "app", {}, {}, {}, T0, "t", 0, p)
+            events.append(paid)
+    for i in range(6):
+        auc, loss = 0.7 + i / 100, 0.3 - i / 100
+        at, n = T0 + i * 1_800_000, 1000 * (i + 1)
+        metrics_rows.append(ModelMetric("churn", at, T0, i + 1, n, 5, 0, auc, loss, 0.6, 0.35, 0.01))
+    tables = [(FEATURES, feats), (EVENTS, events), (SCORES, scores), (MODEL_METRICS, metrics_rows)]
+    for spec, rows in [*tables, (ACTIONS, actions)]:
+        ch.insert(
+            f"{db}.{spec.table}", spec.to_columns(rows), column_names=list(spec.columns), column_oriented=True
+        )
+    return db, feats, events, scores, metrics_rows, actions
+
+
+def test_segments(seeded_more, ch) -> None:
+    db, feats, events, *_ = seeded_more
+    _, rows = run_report(ch, reports()["segments"], db)
+    latest: dict[str, tuple[int, str]] = {}
+    for f in feats:
+        if f.profile_id not in latest or f.as_of_ms > latest[f.profile_id][0]:
+            latest[f.profile_id] = (f.as_of_ms, f.segment or "")
+    sizes = Counter(seg for _, seg in latest.values())
+    moves = Counter((e.props["from"], e.props["segment"]) for e in events if e.type == "segment_changed")
+    assert {(r[1]): r[3] for r in rows if r[0] == "size"} == dict(sizes)
+    assert {(r[1], r[2]): r[3] for r in rows if r[0] == "move"} == dict(moves)
+
+
+def test_calibration(seeded_more, ch) -> None:
+    db, _, events, scores, *_ = seeded_more
+    _, rows = run_report(ch, reports()["calibration"], db)
+    last: dict[str, tuple[int, float]] = {}
+    for s in scores:
+        if s.entity_id not in last or s.as_of_ms > last[s.entity_id][0]:
+            last[s.entity_id] = (s.as_of_ms, s.score)
+    closed = {
+        e.props["opportunityId"]: e.type == "opportunity_won"
+        for e in events
+        if e.type.startswith("opportunity_")
+    }
+    by_decile: dict[int, list[tuple[float, bool]]] = defaultdict(list)
+    for oid, won in closed.items():
+        score = last[oid][1]
+        by_decile[min(int(score * 10), 9) + 1].append((score, won))
+    want = [
+        (d, len(v), round(sum(s for s, _ in v) / len(v), 4), round(sum(w for _, w in v) / len(v), 4))
+        for d, v in sorted(by_decile.items())
+    ]
+    assert [r[:2] for r in rows] == [w[:2] for w in want]
+    for r, w in zip(rows, want, strict=True):  # rounding of float sums may differ in the last place
+        assert r[2] == pytest.approx(w[2], abs=1e-4) and r[3] == pytest.approx(w[3], abs=1e-4)
+
+
+def test_models(seeded_more, ch) -> None:
+    db, *_, metrics_rows, _ = seeded_more
+    _, rows = run_report(ch, reports()["models"], db, {"bucket_s": "3600"})
+    buckets: dict[int, list] = defaultdict(list)
+    for m in metrics_rows:
+        buckets[m.ts_ms // 3_600_000].append(m)
+    want = []
+    for _, ms in sorted(buckets.items()):
+        last = max(ms, key=lambda m: m.ts_ms)
+        want.append(
+            (last.version, max(m.n_learned for m in ms), round(last.roc_auc, 4), round(last.log_loss, 4))
+        )
+    assert [(r[2], r[3], r[4], r[5]) for r in rows] == want
+
+
+def test_journey_performance(seeded_more, ch) -> None:
+    db, _, events, _, _, actions = seeded_more
+    _, rows = run_report(ch, reports()["journey_performance"], db, {"conversion": "order_paid", "days": "7"})
+    conv = defaultdict(list)
+    for e in events:
+        if e.type == "order_paid":
+            conv[e.profile_id].append(e.ts_ms)
+    arms: dict[tuple[str, str, bool], list[int]] = defaultdict(lambda: [0, 0])
+    for a in actions:
+        key = (a.node_id, a.variant, a.status == "holdout")
+        arms[key][0] += 1
+        arms[key][1] += any(a.ts_ms < t <= a.ts_ms + 7 * 86_400_000 for t in conv[a.profile_id])
+    (hn, hc) = next(v for k, v in arms.items() if k[2])
+    p0 = hc / hn
+    got = {(r[1], r[2], bool(r[3])): r for r in rows}
+    for key, (n, c) in arms.items():
+        r = got[key]
+        assert (r[4], r[5]) == (n, c)
+        assert r[6] == round(c / n, 4)
+        if key[2]:
+            assert r[7] is None and r[8] is None
+        else:
+            p1 = c / n
+            assert r[7] == pytest.approx(round(p1 - p0, 4))
+            ci = 1.96 * (p1 * (1 - p1) / n + p0 * (1 - p0) / hn) ** 0.5
+            assert r[8] == pytest.approx(ci, abs=2e-4)
