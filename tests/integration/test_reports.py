@@ -293,3 +293,52 @@ def test_journey_performance(seeded_more, ch) -> None:
             assert r[7] == pytest.approx(round(p1 - p0, 4))
             ci = 1.96 * (p1 * (1 - p1) / n + p0 * (1 - p0) / hn) ** 0.5
             assert r[8] == pytest.approx(ci, abs=2e-4)
+
+
+def test_attribution(ch, names) -> None:
+    db = names["database"]
+    apply_ddl(ch, db)
+    rng = random.Random(9)
+    day = 86_400_000
+    actions, orders = [], []
+    for p in range(80):
+        pid = f"p{p}"
+        for k in range(rng.randrange(0, 4)):
+            j, node = rng.choice([("j1", "a"), ("j1", "b"), ("j2", "c")])
+            t = T0 + rng.randrange(0, 20) * day + k
+            actions.append(
+                ActionRecord(f"s{p}-{k}", j, 1, node, pid, "push", "t", "", "sent", "ok", "e", t, t, {})
+            )
+        for k in range(rng.randrange(0, 3)):
+            t = T0 + rng.randrange(0, 25) * day + rng.randrange(1, 1000) * 1000
+            amount = round(rng.uniform(5, 500), 2)
+            orders.append(
+                Event(f"o{p}-{k}", pid, "order_paid", t, "app", {"amount": amount}, {}, {}, t, "t", 0, k)
+            )
+    capped = ActionRecord(
+        "c0", "j1", 1, "a", "p1", "push", "t", "", "capped", "cap", "e", T0, T0, {}
+    )  # not a touch
+    ch.insert(f"{db}.actions", ACTIONS.to_columns([*actions, capped]), column_names=list(ACTIONS.columns),
+              column_oriented=True)  # fmt: skip
+    ch.insert(
+        f"{db}.events", EVENTS.to_columns(orders), column_names=list(EVENTS.columns), column_oriented=True
+    )
+    _, rows = run_report(ch, reports()["attribution"], db, {"window_days": "7"})
+    want: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0.0])
+    for o in orders:
+        touches = [
+            a for a in actions if a.profile_id == o.profile_id and a.ts_ms < o.ts_ms <= a.ts_ms + 7 * day
+        ]
+        if not touches:
+            continue
+        last = max(touches, key=lambda a: (a.ts_ms, a.journey_id, a.node_id))
+        want[(last.journey_id, last.node_id)][0] += 1
+        want[(last.journey_id, last.node_id)][1] += o.props["amount"]
+        for a in touches:
+            want[(a.journey_id, a.node_id)][2] += 1 / len(touches)
+            want[(a.journey_id, a.node_id)][3] += o.props["amount"] / len(touches)
+    got = {(r[0], r[1]): r[2:] for r in rows}
+    assert set(got) == set(want)
+    for key, (n, rev, lin, lin_rev) in want.items():
+        assert got[key][0] == n and got[key][1] == pytest.approx(rev, abs=0.01)
+        assert got[key][2] == pytest.approx(lin, abs=1e-4) and got[key][3] == pytest.approx(lin_rev, abs=0.01)
