@@ -7,6 +7,7 @@ definitions live only in ``sql/``; nothing here creates a table except by runnin
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -80,17 +81,54 @@ def ddl_statements(database: str, folder: Path | None = None) -> list[tuple[str,
     return out
 
 
+MIGRATIONS = "schema_migrations"
+
+
 def apply_ddl(client: Client, database: str) -> list[str]:
-    """Create the database and tables (idempotent). Returns the files applied."""
-    applied: list[str] = []
-    for name, stmt in ddl_statements(database):
-        try:
-            client.command(stmt)
-        except Exception as exc:
-            raise RuntimeError(f"{name}: {exc}") from exc
-        if name not in applied:
-            applied.append(name)
-    return applied
+    """Bring `database` to the schema in ``sql/``; returns every file of the schema, in order.
+
+    Versioned: each file is applied once and recorded with a checksum of its text in
+    ``{database}.schema_migrations``; a later change is a new, higher-numbered file, and
+    an applied file whose text changed since is refused (it would mean a database that
+    differs from the files). Every file is also idempotent, so a database created before
+    the record existed is brought up to date by applying them again.
+    """
+    folder = sql_dir()
+    files: dict[str, list[str]] = {}
+    for name, stmt in ddl_statements(database, folder):
+        files.setdefault(name, []).append(stmt)
+    recorded: dict[str, str] | None = None
+    for name, stmts in files.items():
+        checksum = hashlib.sha256((folder / name).read_bytes()).hexdigest()[:16]
+        if recorded is None and not name.startswith("001_"):
+            recorded = _migrations(client, database)
+        if recorded is not None and name in recorded:
+            if recorded[name] != checksum:
+                raise RuntimeError(
+                    f"{name}: changed since it was applied to {database} (checksum {recorded[name]}, now "
+                    f"{checksum}); put schema changes in a new, higher-numbered file"
+                )
+            continue
+        for stmt in stmts:
+            try:
+                client.command(stmt)
+            except Exception as exc:
+                raise RuntimeError(f"{name}: {exc}") from exc
+        if recorded is not None:
+            client.insert(f"{database}.{MIGRATIONS}", [[name, checksum]], column_names=["file", "checksum"])
+            log.info("schema: applied %s to %s", name, database)
+    return list(files)
+
+
+def _migrations(client: Client, database: str) -> dict[str, str]:
+    client.command(
+        f"CREATE TABLE IF NOT EXISTS `{database}`.{MIGRATIONS} (file String, checksum String, "
+        "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY file"
+    )
+    rows = client.query(
+        f"SELECT file, argMax(checksum, applied_at) FROM `{database}`.{MIGRATIONS} GROUP BY file"
+    )
+    return dict(rows.result_rows)
 
 
 def table_counts(client: Client, database: str) -> dict[str, int]:
@@ -101,7 +139,7 @@ def table_counts(client: Client, database: str) -> dict[str, int]:
     ).result_rows
     counts: dict[str, int] = {}
     for name, engine in rows:
-        if "View" in engine:
+        if "View" in engine or name == MIGRATIONS:
             continue
         final = " FINAL" if "Replacing" in engine else ""
         counts[name] = int(client.command(f"SELECT count() FROM `{database}`.`{name}`{final}"))

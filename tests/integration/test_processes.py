@@ -146,7 +146,7 @@ def test_init_is_idempotent_and_produce_keys_by_profile(broker, names, tmp_path)
     tables = query_json(
         f"SELECT name FROM system.tables WHERE database = '{names['database']}' ORDER BY name", env
     )
-    want = ["actions", "dead_letters", "events", "features", "model_metrics", "scores"]
+    want = ["actions", "dead_letters", "events", "features", "model_metrics", "schema_migrations", "scores"]
     assert [t["name"] for t in tables] == want
 
     res = scrm("produce", "--synthetic", "500", env=env)
