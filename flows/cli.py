@@ -257,6 +257,14 @@ def report(
     list_: Annotated[
         bool, typer.Option("--list", help="List the reports, what they answer, their parameters.")
     ] = False,
+    chart: Annotated[
+        Path | None,
+        typer.Option(
+            "--chart",
+            help="Also draw the report as a PNG (funnel bars, retention heatmap, ...).",
+            dir_okay=False,
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Run an analysts' report from sql/reports/ against the configured ClickHouse (with
@@ -292,6 +300,15 @@ def report(
         err.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None
     _print_rows(names, rows, fmt)
+    if chart is not None:
+        from flows.charts import render
+
+        kind = available[name].chart
+        if not kind:
+            err.print(f"[red]error:[/] report {name!r} has no chart", highlight=False)
+            raise typer.Exit(2)
+        render(kind, f"{name}: {available[name].answers}", names, rows, chart)
+        err.print(f"chart: {chart}", highlight=False)
 
 
 def _print_rows(names: list[str], rows: list[Any], fmt: OutFormat) -> None:

@@ -4,6 +4,7 @@ A report is one ``.sql`` file whose header says what it answers and its paramete
 
     -- report: funnel
     -- answers: How many profiles did the steps in order ...
+    -- chart: bar                     (optional: see flows.charts)
     -- param: steps Array(String) = ['session_start', 'add_to_cart', 'order_paid']
     -- param: window_s UInt64 = 86400
     SELECT ... {steps:Array(String)} ... FROM {database}.events FINAL ...
@@ -43,6 +44,7 @@ class Report:
     params: tuple[Param, ...]
     sql: str
     path: Path
+    chart: str = ""  # a flows.charts kind, when a picture says more
 
 
 def _default(text: str, typ: str) -> Any:
@@ -61,7 +63,7 @@ def _default(text: str, typ: str) -> Any:
 def parse_report(path: Path) -> Report:
     """Read one report file; a header without ``report:`` or ``answers:`` is an error."""
     text = path.read_text(encoding="utf-8")
-    name = answers = ""
+    name = answers = chart = ""
     params: list[Param] = []
     for line in text.splitlines():
         s = line.strip()
@@ -71,6 +73,8 @@ def parse_report(path: Path) -> Report:
             name = s.split(":", 1)[1].strip()
         elif s.startswith("-- answers:"):
             answers = s.split(":", 1)[1].strip()
+        elif s.startswith("-- chart:"):
+            chart = s.split(":", 1)[1].strip()
         elif s.startswith("-- param:"):
             m = _PARAM.match(s)
             if m is None:
@@ -78,7 +82,7 @@ def parse_report(path: Path) -> Report:
             params.append(Param(m.group(1), m.group(2), _default(m.group(3), m.group(2))))
     if not name or not answers:
         raise ConfigError(f"{path}: a report needs '-- report: NAME' and '-- answers: ...' header lines")
-    return Report(name, answers, tuple(params), text, path)
+    return Report(name, answers, tuple(params), text, path, chart)
 
 
 def reports(folder: Path | None = None) -> dict[str, Report]:

@@ -1,5 +1,6 @@
 -- report: calibration
 -- answers: Is the win model calibrated: per score decile, the mean predicted probability against the share of those opportunities that were won.
+-- chart: calibration
 -- param: model String = 'win'
 -- Each opportunity's last score before it closed; opportunities still open are left out.
 SELECT

@@ -1,5 +1,6 @@
 -- report: funnel
 -- answers: How many profiles did the steps in order, each within `window_s` of the first, and the conversion from the first step.
+-- chart: bar
 -- param: steps Array(String) = ['session_start', 'product_view', 'add_to_cart', 'checkout_started', 'order_paid']
 -- param: window_s UInt64 = 86400
 -- param: since DateTime64(3) = '2000-01-01 00:00:00'

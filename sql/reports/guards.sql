@@ -1,5 +1,6 @@
 -- report: guards
 -- answers: How many journey decisions were sent, capped, suppressed, deferred, deduped ..., by journey and channel.
+-- chart: bar
 -- param: since DateTime64(3) = '2000-01-01 00:00:00'
 SELECT journey_id, channel, status, count() AS decisions
 FROM {database}.actions FINAL

@@ -1,5 +1,6 @@
 -- report: journey_performance
 -- answers: Per journey, node and A/B arm (holdout included): profiles reached, how many converted within N days, the rate, and the uplift over the holdout with a 95 % interval.
+-- chart: bar
 -- param: conversion String = 'order_paid'
 -- param: days UInt32 = 7
 -- A profile counts once per (journey, node, variant), at its first decision there; "reached" = sent or

@@ -1,5 +1,6 @@
 -- report: models
 -- answers: How good each model was over time: rolling progressive ROC AUC and log loss, against its baseline, with the examples learned.
+-- chart: line
 -- param: bucket_s UInt32 = 3600
 SELECT
     model,

@@ -1,5 +1,6 @@
 -- report: retention
 -- answers: Weekly cohorts by the week of each profile's first event: how many of the cohort were active N weeks later.
+-- chart: heatmap
 -- param: weeks UInt32 = 8
 -- Weeks start on Monday (toMonday); week 0 is the cohort's own week.
 SELECT

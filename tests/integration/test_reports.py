@@ -342,3 +342,33 @@ def test_attribution(ch, names) -> None:
     for key, (n, rev, lin, lin_rev) in want.items():
         assert got[key][0] == n and got[key][1] == pytest.approx(rev, abs=0.01)
         assert got[key][2] == pytest.approx(lin, abs=1e-4) and got[key][3] == pytest.approx(lin_rev, abs=0.01)
+
+
+@pytest.mark.parametrize("name", ["funnel", "retention", "guards"])
+def test_charts_are_real_pngs_of_the_expected_size(seeded, engine_settings, names, tmp_path, name) -> None:
+    import struct
+
+    s = engine_settings()
+    env = {"SCRM_CLICKHOUSE__URL": s.clickhouse.url, "SCRM_CLICKHOUSE__DATABASE": names["database"]}
+    path = tmp_path / f"{name}.png"
+    res = CliRunner().invoke(app, ["report", name, "--chart", str(path), "--format", "csv"], env=env)
+    assert res.exit_code == 0, res.output
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    assert struct.unpack(">II", data[16:24]) == (1000, 600)
+    assert len(data) > 10_000  # drawn, not blank
+
+
+def test_calibration_chart(seeded_more, engine_settings, names, tmp_path) -> None:
+    from PIL import Image
+
+    s = engine_settings()
+    env = {"SCRM_CLICKHOUSE__URL": s.clickhouse.url, "SCRM_CLICKHOUSE__DATABASE": names["database"]}
+    path = tmp_path / "calibration.png"
+    res = CliRunner().invoke(app, ["report", "calibration", "--chart", str(path)], env=env)
+    assert res.exit_code == 0, res.output
+    with Image.open(path) as img:
+        img.verify()
+    with Image.open(path) as img:
+        assert img.format == "PNG" and img.size == (1000, 600)
+        assert len(img.convert("RGB").getcolors(maxcolors=1_000_000) or []) > 20  # lines, labels: not blank
