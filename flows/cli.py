@@ -227,23 +227,7 @@ def query(
     except Exception as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None
-    names = list(result.column_names)
-    rows = result.result_rows
-    if fmt is OutFormat.json:
-        sys.stdout.buffer.write(
-            orjson.dumps([dict(zip(names, r, strict=True)) for r in rows], default=str) + b"\n"
-        )
-    elif fmt is OutFormat.csv:
-        import csv
-
-        w = csv.writer(sys.stdout)
-        w.writerow(names)
-        w.writerows(rows)
-    else:
-        table = Table(*names, show_edge=False)
-        for r in rows:
-            table.add_row(*(str(v) for v in r))
-        out.print(table)
+    _print_rows(list(result.column_names), list(result.result_rows), fmt)
 
 
 @app.command("report")

@@ -398,17 +398,21 @@ def _conditions(raw: Any, where: str, source: str) -> tuple[Condition, ...]:
     return tuple(out)
 
 
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A declarations file as data; missing or malformed is a ConfigError naming the file."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
 def load_features(path: Path | str) -> FeatureSet:
     """Read and validate a features file; a bad one raises ConfigError naming file and entry."""
     path = Path(path)
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: features file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_features(data, str(path))
+    return parse_features(read_toml(path, "features"), str(path))
 
 
 def field_getter(path: str) -> Any:

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from flows.featuredefs import parse_duration
 from flows.settings import JourneySettings
 from rules.breaker import Breaker
 from rules.guards import ActionRequest, Cap, Guards, unsubscribe
@@ -49,17 +50,18 @@ class ActionRecord(NamedTuple):
     replay: bool = False
 
 
-def caps_for(j: Journey, settings: JourneySettings) -> tuple[Cap, ...]:
-    """The profile-wide caps from settings plus the journey's own."""
-    from flows.featuredefs import parse_duration
-
-    out = [
+def profile_caps(settings: JourneySettings) -> tuple[Cap, ...]:
+    """The caps on every profile across all journeys, from settings."""
+    return tuple(
         Cap("profile", c.get("channel"), int(c["count"]), parse_duration(c["per"]), int(c.get("reserve", 0)),
             int(c.get("reserve_priority", 0)))
         for c in settings.caps
-    ]  # fmt: skip
-    out += [Cap("journey", c.channel, c.count, c.per_ms) for c in j.caps]
-    return tuple(out)
+    )  # fmt: skip
+
+
+def caps_for(j: Journey, profile: tuple[Cap, ...]) -> tuple[Cap, ...]:
+    """The profile-wide caps plus the journey's own."""
+    return profile + tuple(Cap("journey", c.channel, c.count, c.per_ms) for c in j.caps)
 
 
 class GuardStep:
@@ -76,6 +78,8 @@ class GuardStep:
         self._catalog = catalog
         self._guards: Guards | None = None
         self._breaker: Breaker | None = None
+        self._profile_caps = profile_caps(settings)
+        self._caps: dict[tuple[str, int], tuple[Cap, ...]] = {}  # per journey version, built once
 
     def __call__(self, batch: list[Intent]) -> list[ActionRecord]:
         if self._guards is None:
@@ -108,12 +112,15 @@ class GuardStep:
             elif it.kind == "complaint":
                 out.append(None)
             elif it.kind in ("send", "holdout"):
-                j = self._catalog.version(it.journey_id, it.journey_version)
+                key = (it.journey_id, it.journey_version)
+                caps = self._caps.get(key)
+                if caps is None:
+                    caps = self._caps[key] = caps_for(self._catalog.version(*key), self._profile_caps)
                 requests.append(
                     ActionRequest(
                         it.action_id, it.profile_id, it.journey_id, it.journey_version, it.node_id,
                         it.channel or "push", it.template or "holdout", it.priority, max(0, it.ts_ms),
-                        caps_for(j, s), int(s.dedupe_window_s * 1000), int(s.decision_ttl_s * 1000),
+                        caps, int(s.dedupe_window_s * 1000), int(s.decision_ttl_s * 1000),
                         holdout=it.kind == "holdout",
                     )
                 )  # fmt: skip

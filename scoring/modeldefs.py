@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +46,7 @@ from typing import Any
 from river import base, compose
 
 from flows.errors import ConfigError
-from flows.featuredefs import FeatureSet, parse_duration
+from flows.featuredefs import FeatureSet, parse_duration, read_toml
 
 NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 ENTITIES = ("profile", "opportunity")
@@ -379,14 +378,7 @@ def _first_seen(features: FeatureSet | None) -> str | None:
 def load_models(path: Path | str, features: FeatureSet | None) -> ModelSet:
     """Read and validate a models file; a bad one raises ConfigError naming file and path."""
     path = Path(path)
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: models file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_models(data, features, str(path))
+    return parse_models(read_toml(path, "models"), features, str(path))
 
 
 first_seen_feature = _first_seen

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import pickle
 import random
 
@@ -247,11 +247,7 @@ def test_learner_validates_progressively_and_publishes() -> None:
 
 def test_learner_refuses_a_model_of_another_declaration() -> None:
     mdef = MODELS.by_name("churn")
-    other = copy.replace(mdef, features=("orders_30d",)) if hasattr(copy, "replace") else None
-    if other is None:
-        from dataclasses import replace
-
-        other = replace(mdef, features=("orders_30d",))
+    other = dataclasses.replace(mdef, features=("orders_30d",))
     pm = Learner(other, ModelSettings()).publish(1.0)
     fresh = Learner(mdef, ModelSettings(), pm)
     assert fresh.version == 0 and fresh.n_learned == 0
