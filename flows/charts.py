@@ -3,7 +3,8 @@
 A report names its chart in its header (``-- chart: KIND``); the kinds:
 
 * ``bar`` — the first text column on the x axis, the first numeric column as bars
-  (funnel steps, journey arms);
+  (funnel steps, journey arms); with a ``split`` column of more than one value, grouped
+  bars, one colour per split;
 * ``heatmap`` — retention: cohorts down, weeks across, the share as colour and label;
 * ``calibration`` — predicted against observed per decile, with the diagonal;
 * ``line`` — a numeric column over time, one line per value of the first column (models).
@@ -31,6 +32,35 @@ def _num(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+def _label(v: float) -> str:
+    return f"{v:,.0f}" if v >= 10 else f"{v:.3g}"
+
+
+def _bars(ax: Any, names: list[str], rows: list[tuple[Any, ...]]) -> None:
+    split_i = names.index("split") if "split" in names else -1
+    label_i = next((i for i, v in enumerate(rows[0]) if isinstance(v, str) and i != split_i), 0)
+    value_i = next(i for i, v in enumerate(rows[0]) if _num(v) and i != label_i and names[i] != "step")
+    splits = list(dict.fromkeys(str(r[split_i]) for r in rows)) if split_i >= 0 else [""]
+    if len(splits) == 1:
+        values = [float(r[value_i]) for r in rows]
+        bars = ax.bar(range(len(rows)), values, color="#4472c4")
+        ax.set_xticks(range(len(rows)), [str(r[label_i]) for r in rows], rotation=20, ha="right")
+        ax.bar_label(bars, labels=[_label(v) for v in values])
+    else:
+        labels = list(dict.fromkeys(str(r[label_i]) for r in rows))
+        value = {(str(r[split_i]), str(r[label_i])): float(r[value_i]) for r in rows}
+        width = 0.8 / len(splits)
+        for k, split in enumerate(splits):
+            xs = [i - 0.4 + (k + 0.5) * width for i in range(len(labels))]
+            values = [value.get((split, lab), 0.0) for lab in labels]
+            bars = ax.bar(xs, values, width, label=split or "(none)")
+            if len(splits) <= 6:
+                ax.bar_label(bars, labels=[_label(v) for v in values], fontsize=7)
+        ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
+        ax.legend(title=names[split_i])
+    ax.set_ylabel(names[value_i])
+
+
 def render(kind: str, title: str, names: list[str], rows: list[tuple[Any, ...]], path: Path) -> Path:
     """Draw `rows` as a `kind` chart into `path` (PNG)."""
     if kind not in KINDS:
@@ -40,16 +70,7 @@ def render(kind: str, title: str, names: list[str], rows: list[tuple[Any, ...]],
         if not rows:
             ax.text(0.5, 0.5, "no rows", ha="center", va="center", transform=ax.transAxes)
         elif kind == "bar":
-            label_i = next((i for i, v in enumerate(rows[0]) if isinstance(v, str)), 0)
-            value_i = next(
-                i for i, v in enumerate(rows[0]) if _num(v) and i != label_i and names[i] != "step"
-            )
-            labels = [str(r[label_i]) for r in rows]
-            values = [float(r[value_i]) for r in rows]
-            bars = ax.bar(range(len(rows)), values, color="#4472c4")
-            ax.set_xticks(range(len(rows)), labels, rotation=20, ha="right")
-            ax.bar_label(bars, labels=[f"{v:,.0f}" if v >= 10 else f"{v:.3g}" for v in values])
-            ax.set_ylabel(names[value_i])
+            _bars(ax, names, rows)
         elif kind == "heatmap":
             cohorts = sorted({r[0] for r in rows})
             weeks = sorted({int(r[1]) for r in rows})

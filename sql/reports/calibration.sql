@@ -3,6 +3,7 @@
 -- chart: calibration
 -- param: model String = 'win'
 -- Each opportunity's last score before it closed; opportunities still open are left out.
+-- For outcome models (label kind "outcome"); the churn model's is the churn_calibration report.
 SELECT
     decile,
     count() AS opportunities,

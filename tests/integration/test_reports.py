@@ -4,6 +4,7 @@ computed independently in plain Python from the same rows; and the `scrm report`
 from __future__ import annotations
 
 import random
+import statistics
 from collections import Counter, defaultdict
 from datetime import UTC, date, datetime, timedelta
 
@@ -91,6 +92,52 @@ def _funnel_level(evs: list[Event], steps: list[str], window_s: int) -> int:
     return best
 
 
+def _funnel_chain(evs: list[Event], steps: list[str], window_s: int) -> list[int]:
+    """The report's chain, recomputed: (second, step number) of every step event, sorted
+    (an event matching two steps counts for both); from each step-1 pair, greedily the next
+    step's first pair after it, all within `window_s` of the start; the earliest longest
+    chain, as its times in seconds."""
+    n = min(len(steps), 8)
+    pairs = sorted((e.ts_ms // 1000, k + 1) for e in evs for k in range(n) if e.type == steps[k])
+    best: list[int] = []
+    for i, (t0, k) in enumerate(pairs):
+        if k != 1:
+            continue
+        chain = [t0]
+        for t, k2 in pairs[i + 1 :]:
+            if len(chain) == n or t > t0 + window_s:
+                break
+            if k2 == len(chain) + 1:
+                chain.append(t)
+        if len(chain) > len(best):
+            best = chain
+    return best
+
+
+def _funnel_want(by_profile: dict[str, list[Event]], steps: list[str], window_s: int, split_of) -> list:
+    """(step, event_type, profiles, conversion, median_s_from_previous, split) rows."""
+    groups: dict[str, list[list[int]]] = defaultdict(list)
+    for pid, evs in by_profile.items():
+        chain = _funnel_chain(evs, steps, window_s)
+        if chain:
+            groups[split_of(pid)].append(chain)
+    want = []
+    for split, chains in sorted(groups.items()):
+        for k, step in enumerate(steps, start=1):
+            reached = [c for c in chains if len(c) >= k]
+            gaps = [c[k - 1] - c[k - 2] for c in reached] if k > 1 else []
+            median = statistics.median(gaps) if gaps else None
+            want.append((k, step, len(reached), round(len(reached) / len(chains), 4), median, split))
+    return want
+
+
+def _assert_funnel_rows(rows: list, want: list) -> None:
+    assert [(r[0], r[1], r[2], r[5]) for r in rows] == [(w[0], w[1], w[2], w[5]) for w in want]
+    for r, w in zip(rows, want, strict=True):
+        assert r[3] == pytest.approx(w[3], abs=1e-4)
+        assert (r[4] is None) == (w[4] is None) and (w[4] is None or r[4] == pytest.approx(w[4]))
+
+
 @pytest.mark.parametrize("window_s", [3600, 86_400 * 3])
 def test_funnel(seeded, ch, window_s) -> None:
     db, events, _, _ = seeded
@@ -105,7 +152,94 @@ def test_funnel(seeded, ch, window_s) -> None:
     want = [(k + 1, s, sum(1 for lv in levels if lv >= k + 1)) for k, s in enumerate(steps)]
     assert [(r[0], r[1], r[2]) for r in rows] == want
     assert rows[0][3] == 1.0 and rows[-1][3] == round(want[-1][2] / want[0][2], 4)
-    assert names == ["step", "event_type", "profiles", "conversion"]
+    assert names == ["step", "event_type", "profiles", "conversion", "median_s_from_previous", "split"]
+    # the chain behind the medians reaches windowFunnel's level for every profile
+    assert [len(_funnel_chain(v, steps, window_s)) for v in by_profile.values()] == levels
+    _assert_funnel_rows(rows, _funnel_want(by_profile, steps, window_s, lambda pid: ""))
+    assert rows[0][4] is None and all(r[5] == "" for r in rows)
+
+
+SINCE, UNTIL = "2026-08-31 00:00:00", "2026-09-06 00:00:00"
+
+
+@pytest.fixture
+def seeded_funnel(ch, names):
+    """Step events of 200 profiles from three sources, many in the same second (windowFunnel
+    orders a second's events by step), engine events, and segment snapshots before and after
+    the range's end."""
+    from flows.profile import FeatureUpdate
+    from sinks.tables import FEATURES
+
+    db = names["database"]
+    apply_ddl(ch, db)
+    rng = random.Random(23)
+    events: list[Event] = []
+    feats: list[FeatureUpdate] = []
+    for p in range(200):
+        pid = f"p{p}"
+        start = T0 + rng.randrange(0, 10 * 86_400) * 1000
+        for i in range(rng.randrange(2, 30)):
+            s = rng.randrange(0, 3 * 86_400) if rng.random() < 0.5 else rng.randrange(0, 5) * 1800
+            ts = start + s * 1000 + rng.randrange(0, 1000)
+            src = rng.choice(["app", "web", "pos"])
+            events.append(Event(f"f{p}-{i}", pid, rng.choice(TYPES), ts, src, {}, {}, {}, ts, "t", 0, i))
+        if p % 10 == 0:  # the engine's own events never count
+            eng = Event(f"g{p}", pid, "session_start", start, "eng", {}, {}, {}, start, "engine", 0, -1)
+            events.append(eng)
+        for s in sorted(rng.sample(range(-86_400, 20 * 86_400), rng.randrange(0, 4))):
+            seg = rng.choice(["champions", "loyal", "at_risk", ""])
+            feats.append(FeatureUpdate(pid, start + s * 1000, {}, (), {"x": 1.0}, 0, (), seg))
+    for spec, rows in ((EVENTS, events), (FEATURES, feats)):
+        ch.insert(
+            f"{db}.{spec.table}", spec.to_columns(rows), column_names=list(spec.columns), column_oriented=True
+        )
+    since_ms, until_ms = (
+        int(ch.command(f"SELECT toUnixTimestamp64Milli(toDateTime64('{t}', 3))")) for t in (SINCE, UNTIL)
+    )
+    return db, events, feats, since_ms, until_ms
+
+
+@pytest.mark.parametrize(
+    ("split_by", "steps"),
+    [
+        ("source", ["session_start", "product_view", "add_to_cart", "order_paid"]),
+        ("segment", ["session_start", "product_view", "add_to_cart", "order_paid"]),
+        ("", ["page_view", "page_view", "add_to_cart"]),  # an event may be steps 1 and 2
+    ],
+)
+def test_funnel_split_and_median_times(seeded_funnel, ch, split_by, steps) -> None:
+    db, events, feats, since_ms, until_ms = seeded_funnel
+    window_s = 7200
+    given = {"steps": ",".join(steps), "window_s": str(window_s), "since": SINCE, "until": UNTIL}
+    _, rows = run_report(ch, reports()["funnel"], db, {**given, "split_by": split_by})
+    by_profile: dict[str, list[Event]] = defaultdict(list)
+    for e in events:
+        if e.origin != "engine" and since_ms <= e.ts_ms < until_ms:
+            by_profile[e.profile_id].append(e)
+    first_source = {
+        pid: min((e.ts_ms, e.event_id, e.source) for e in evs if e.type == steps[0])[2]
+        for pid, evs in by_profile.items()
+        if any(e.type == steps[0] for e in evs)
+    }
+    segment: dict[str, tuple[int, str]] = {}
+    for f in feats:
+        if f.as_of_ms <= until_ms and f.as_of_ms > segment.get(f.profile_id, (-1, ""))[0]:
+            segment[f.profile_id] = (f.as_of_ms, f.segment or "")
+    split_of = {
+        "": lambda pid: "",
+        "source": lambda pid: first_source[pid],
+        "segment": lambda pid: segment.get(pid, (0, ""))[1],
+    }[split_by]
+    want = _funnel_want(by_profile, steps, window_s, split_of)
+    assert len({w[5] for w in want}) == {"": 1, "source": 3, "segment": 4}[split_by]
+    assert any(w[4] for w in want)  # some medians are not 0
+    _assert_funnel_rows(rows, want)
+
+
+def test_funnel_refuses_an_unknown_split(seeded_funnel, ch) -> None:
+    db, *_ = seeded_funnel
+    with pytest.raises(Exception, match="split_by must be one of"):
+        run_report(ch, reports()["funnel"], db, {"split_by": "colour"})
 
 
 def _monday(ms: int) -> date:
@@ -252,6 +386,101 @@ def test_calibration(seeded_more, ch) -> None:
         assert r[2] == pytest.approx(w[2], abs=1e-4) and r[3] == pytest.approx(w[3], abs=1e-4)
 
 
+DAY = 86_400_000
+
+
+@pytest.fixture
+def seeded_churn(ch, names):
+    """Churn scores (several a day) and the profiles' events over 100 days: activity,
+    other customer events, engine events of an activity type, and activity exactly at a
+    score's time and exactly at its horizon's end."""
+    from scoring.types import Score
+    from sinks.tables import SCORES
+
+    db = names["database"]
+    apply_ddl(ch, db)
+    rng = random.Random(17)
+    acts = ["session_start", "page_view", "order_paid", "message_opened"]
+    others = ["opportunity_won", "call_logged"]
+    events: list[Event] = []
+    scores: list[Score] = []
+    for p in range(80):
+        pid = f"p{p}"
+        quiet_from = rng.randrange(10, 110) * DAY  # this profile goes silent here
+        for i in range(rng.randrange(5, 40)):
+            t = T0 + rng.randrange(0, 100 * 86_400) * 1000
+            kind = rng.choice(acts) if t - T0 < quiet_from else rng.choice(others)
+            events.append(Event(f"e{p}-{i}", pid, kind, t, "app", {}, {}, {}, t, "t", 0, i))
+        for d in range(0, 100, rng.randrange(1, 4)):
+            for h in sorted(rng.sample(range(24), rng.randrange(1, 4))):
+                t = T0 + d * DAY + h * 3_600_000
+                risk = min(1.0, max(0.0, (d * DAY - quiet_from) / (40 * DAY) + rng.uniform(0, 0.6)))
+                scores.append(Score("churn", pid, pid, round(risk, 4), 1, t, (("a", 1.0),), t))
+                if rng.random() < 0.05:  # edges: activity at t (not after it), at t + 30 days (within)
+                    edge = t + (30 * DAY if rng.random() < 0.5 else 0)
+                    events.append(Event(f"x{p}-{t}", pid, "page_view", edge, "app", {}, {}, {}, t, "t", 0, 0))
+        t = T0 + rng.randrange(0, 100) * DAY
+        events.append(Event(f"g{p}", pid, "session_start", t, "eng", {}, {}, {}, t, "engine", 0, -1))
+        scores.append(Score("win", f"o{p}", pid, 0.5, 1, T0, (), T0))  # another model: left out
+    last = max(e.ts_ms for e in events if e.origin != "engine")
+    # a score whose horizon ends at the last event: not passed yet, left out
+    scores.append(Score("churn", "p0", "p0", 0.9, 1, last - 30 * DAY, (), 0))
+    for spec, rows in ((EVENTS, events), (SCORES, scores)):
+        ch.insert(
+            f"{db}.{spec.table}", spec.to_columns(rows), column_names=list(spec.columns), column_oriented=True
+        )
+    return db, events, scores, acts
+
+
+@pytest.mark.parametrize("any_event", [False, True])
+def test_churn_calibration(seeded_churn, ch, any_event) -> None:
+    db, events, scores, acts = seeded_churn
+    given = {"activity_types": "" if any_event else ",".join(acts)}  # [] = any customer event
+    names, rows = run_report(ch, reports()["churn_calibration"], db, given)
+    horizon = 30 * DAY
+    latest = max(e.ts_ms for e in events if e.origin != "engine")
+    activity: dict[str, list[int]] = defaultdict(list)
+    for e in events:
+        if e.origin != "engine" and (any_event or e.type in acts):
+            activity[e.profile_id].append(e.ts_ms)
+    daily: dict[tuple[str, date], tuple[int, float]] = {}
+    for s in scores:
+        if s.model != "churn":
+            continue
+        key = (s.profile_id, datetime.fromtimestamp(s.as_of_ms / 1000, UTC).date())
+        if key not in daily or s.as_of_ms > daily[key][0]:
+            daily[key] = (s.as_of_ms, s.score)
+    by_decile: dict[int, list[tuple[float, bool]]] = defaultdict(list)
+    for (pid, _), (t, score) in daily.items():
+        if t + horizon < latest:
+            churned = not any(t < a <= t + horizon for a in activity[pid])
+            by_decile[min(int(score * 10), 9) + 1].append((score, churned))
+    want = [
+        (d, len(v), round(sum(s for s, _ in v) / len(v), 4), round(sum(c for _, c in v) / len(v), 4))
+        for d, v in sorted(by_decile.items())
+    ]
+    assert names == ["decile", "scores", "predicted", "observed"]
+    assert [r[:2] for r in rows] == [w[:2] for w in want]
+    for r, w in zip(rows, want, strict=True):
+        assert r[2] == pytest.approx(w[2], abs=1e-4) and r[3] == pytest.approx(w[3], abs=1e-4)
+    observed = [w[3] for w in want]
+    assert len(want) >= 8 and min(observed) < max(observed) <= 1  # a spread, not a constant
+
+
+def test_churn_calibration_defaults_follow_the_churn_model() -> None:
+    from flows.featuredefs import load_features
+    from flows.resources import config_dir
+    from scoring.modeldefs import load_models
+
+    churn = load_models(config_dir() / "models.toml", load_features(config_dir() / "features.toml")).by_name(
+        "churn"
+    )
+    params = {p.name: p.default for p in reports()["churn_calibration"].params}
+    assert params["model"] == churn.name and churn.label.kind == "inactivity"
+    assert params["horizon_s"] * 1000 == churn.label.horizon_ms
+    assert set(params["activity_types"]) == set(churn.label.activity_types)
+
+
 def test_models(seeded_more, ch) -> None:
     db, *_, metrics_rows, _ = seeded_more
     _, rows = run_report(ch, reports()["models"], db, {"bucket_s": "3600"})
@@ -372,3 +601,29 @@ def test_calibration_chart(seeded_more, engine_settings, names, tmp_path) -> Non
     with Image.open(path) as img:
         assert img.format == "PNG" and img.size == (1000, 600)
         assert len(img.convert("RGB").getcolors(maxcolors=1_000_000) or []) > 20  # lines, labels: not blank
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "params"),
+    [("seeded_funnel", "funnel", ["-p", "split_by=source"]), ("seeded_churn", "churn_calibration", [])],
+)
+def test_split_funnel_and_churn_calibration_charts(
+    request, engine_settings, names, tmp_path, data, name, params
+) -> None:
+    from PIL import Image
+
+    request.getfixturevalue(data)
+    s = engine_settings()
+    env = {"SCRM_CLICKHOUSE__URL": s.clickhouse.url, "SCRM_CLICKHOUSE__DATABASE": names["database"]}
+    path = tmp_path / f"{name}.png"
+    res = CliRunner().invoke(app, ["report", name, *params, "--chart", str(path), "--format", "csv"], env=env)
+    assert res.exit_code == 0, res.output
+    with Image.open(path) as img:
+        img.verify()
+    with Image.open(path) as img:
+        assert img.format == "PNG" and img.size == (1000, 600)
+        colours = img.convert("RGB").getcolors(maxcolors=1_000_000) or []
+        assert len(colours) > 20  # bars, labels: not blank
+        if name == "funnel":  # grouped: one bar colour per source (the tab10 colours)
+            counts = dict((c, n) for n, c in colours)
+            assert all(counts.get(c, 0) > 500 for c in [(31, 119, 180), (255, 127, 14), (44, 160, 44)])
