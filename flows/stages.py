@@ -115,6 +115,37 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
                     self._deadline = datetime.fromtimestamp(at, UTC)
 
     def on_batch(self, values: list[Event]) -> tuple[list[Any], bool]:
+        js = self._state.journeys
+        live = self._cfg.journeys
+        if live is None or js is None or len(values) == 1:
+            emitted = self._fold(values)
+        else:
+            # A journey step due inside this batch sees the profile as it was then: the
+            # batch is folded in pieces cut at each due time, and what is due before an
+            # event fires before that event is folded. (How the events happen to be
+            # batched, live or in a catch-up after a restart, changes no decision.)
+            emitted = []
+            i = 0
+            while i < len(values):
+                due = js.next_due(live)
+                if 0 <= due <= values[i].ts_ms:
+                    st = self._state
+                    ctx = _context(st, st.as_of(due))
+                    js.advance(st.profile_id, values[i].ts_ms, live, ctx, values[i].received_ms, emitted)
+                    due = js.next_due(live)
+                j = i + 1
+                if due > values[i].ts_ms:  # cut where the next step falls due
+                    while j < len(values) and values[j].ts_ms < due:
+                        j += 1
+                else:  # nothing due (-1), or held (a paused journey): the rest in one piece
+                    j = len(values)
+                emitted.extend(self._fold(values[i:j]))
+                i = j
+        self._schedule()
+        return emitted, StatefulBatchLogic.RETAIN
+
+    def _fold(self, values: list[Event]) -> list[Any]:
+        """Dedupe, features, scores and journeys for some of the profile's events, in order."""
         st = self._state
         out, dups, late = st.ingest(values)
         if dups:
@@ -145,8 +176,7 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
                 st.profile_id, out + engine, self._cfg.journeys, _context(st, as_of), newest
             )
             emitted.extend(js)
-        self._schedule()
-        return emitted, StatefulBatchLogic.RETAIN
+        return emitted
 
     def on_notify(self) -> tuple[list[Event | FeatureUpdate], bool]:
         cfg = self._cfg
@@ -288,17 +318,17 @@ def ingest(
         set_current_plan(cfg.features)
 
     def _builder(resume: bytes | None) -> _ProfileLogic:
-        state = (
-            pickle.loads(resume)
-            if resume is not None
-            else new_state(
-                cfg.features,
-                cfg.ttl_ms,
-                cfg.max_ids,
-                cfg.lateness_ms,
-                cfg.scoring is not None,
-                cfg.journeys is not None,
-            )
+        if resume is not None:
+            state = pickle.loads(resume)
+            cfg.stream.resume(state.last_as_of)  # stream time survives a restart
+            return _ProfileLogic(state, cfg)
+        state = new_state(
+            cfg.features,
+            cfg.ttl_ms,
+            cfg.max_ids,
+            cfg.lateness_ms,
+            cfg.scoring is not None,
+            cfg.journeys is not None,
         )
         return _ProfileLogic(state, cfg)
 

@@ -60,7 +60,9 @@ class StreamClock:
         """
         now = self._wall()
         cur = self.now_ms()
-        if cur < 0 or ts_ms <= cur:
+        if cur < 0:  # no stream time yet (a restart before any event): look again in a second
+            return now + 1.0
+        if ts_ms <= cur:
             return now
         aw, am = self._anchor
         if am < 0:
@@ -75,6 +77,25 @@ class StreamClock:
         if ts_ms > self._max:
             self._max = ts_ms
             self._seen_wall = self._wall()
+
+    def resume(self, ts_ms: int) -> None:
+        """Seed the clock with a stream time restored from a snapshot, before any event.
+
+        A time that was live (within ``LIVE_WINDOW_MS`` of the wall clock) counts as seen
+        when it happened, so the downtime counts as time passed and a restarted engine
+        fires the waits and absence windows that came due while it was down, with no new
+        event needed; an older one (a replay) waits for events as before.
+
+        >>> c = StreamClock(wall=lambda: 1000.0); c.resume(990_000); c.now_ms()  # down 10 s
+        1000000
+        >>> r = StreamClock(wall=lambda: 1000.0); r.resume(5_000); r.now_ms()      # a replay
+        5000
+        """
+        if ts_ms <= self._max:
+            return
+        wall = self._wall()
+        self._max = ts_ms
+        self._seen_wall = min(wall, ts_ms / 1000) if wall * 1000 - ts_ms < LIVE_WINDOW_MS else wall
 
     def now_ms(self) -> int:
         """The newest event time; in a live stream (it was within `LIVE_WINDOW_MS` of the

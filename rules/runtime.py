@@ -307,7 +307,25 @@ class ProfileJourneys:
     def advance(
         self, pid: str, now_ms: int, live: Live, ctx: Context, received_ms: int, out: list[Intent | Event]
     ) -> None:
-        """Fire what is due by event time `now_ms` and move every running instance on."""
+        """Fire what is due by event time `now_ms` and move every running instance on,
+        earliest first.
+
+        A reminder due at 15:54 is decided before a welcome due at 16:01 however late the
+        profile is woken (by its timer, by its next event, after a restart), so caps that
+        journeys share go to the same sends in a live run, a replay and a recovery.
+        """
+        done = -1
+        for _ in range(MAX_STEPS):
+            due = self.next_due(live)
+            if due < 0 or due > now_ms or due <= done:  # nothing (more) due, or held (paused)
+                break
+            self._advance_to(pid, due, live, ctx, received_ms, out)
+            done = due
+        self._advance_to(pid, now_ms, live, ctx, received_ms, out)
+
+    def _advance_to(
+        self, pid: str, now_ms: int, live: Live, ctx: Context, received_ms: int, out: list[Intent | Event]
+    ) -> None:
         for jid, (xid, xts, props) in list(self.watches.items()):
             lj = live.current.get(jid)
             if lj is None or not isinstance(lj.journey.trigger, AbsenceTrigger):

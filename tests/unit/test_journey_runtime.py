@@ -233,7 +233,7 @@ def test_a_complaint_is_charged_to_the_journey_that_sent_the_template() -> None:
     assert blamed == [("complaint", "new_user_warmup", "welcome")]
     got = pj.on_events("p1", [ev("complaint", T0 + 4 * HOUR, "c2")], cat, Context(), 0)  # names no template
     blamed = [(i.journey_id, i.template) for i in got if isinstance(i, Intent) and i.kind == "complaint"]
-    assert blamed == [("cart", "cart")]  # the last journey that messaged the profile
+    assert blamed == [("new_user_warmup", "new_user_guide")]  # the last one that messaged the profile
 
 
 def test_date_trigger_fires_yearly_at_local_time_and_inactivity_once_per_silence() -> None:
@@ -272,6 +272,28 @@ def test_date_trigger_fires_yearly_at_local_time_and_inactivity_once_per_silence
     # for the next occurrence on its day, the day before the birthday at 10:00 local
     assert ("idle", "2026-01-15T08:00:00+08:00") in fired
     assert ("bday", "2026-03-14T10:00:00+08:00") in fired
-    # next: the 2027 occurrence (caught up by the next wake-up), not the one that fired
+    # a wake-up two years late catches up on every occurrence in between, in order
+    assert ("bday", "2027-03-14T10:00:00+08:00") in fired
+    assert [ts for _, ts in fired] == sorted(ts for _, ts in fired)
     nxt = datetime.fromtimestamp(pj.next_due(cat) / 1000, ZoneInfo("Asia/Shanghai")).isoformat()
-    assert nxt == "2027-03-14T10:00:00+08:00"
+    assert nxt == "2028-03-14T10:00:00+08:00"
+
+
+def test_what_is_due_is_decided_earliest_first_however_late_the_profile_wakes() -> None:
+    """The cart reminder (due at +30 min) precedes the welcome (due at +1 h) whether the
+    profile is woken once at +2 h or at each deadline: shared caps then go to the same
+    sends in a live run, a replay and a restart."""
+
+    def decided(wakes: list[int]) -> list[tuple[str, int]]:
+        cat = Catalog(warmup(), absence())
+        pj = ProfileJourneys()
+        pj.on_events("p1", [ev("signup", T0), ev("add_to_cart", T0, "x")], cat, Context(), T0)
+        out: list[Any] = []
+        for t in wakes:
+            pj.advance("p1", t, cat, Context(), 0, out)
+        return [(i.template, i.ts_ms) for i in out if isinstance(i, Intent)]
+
+    once = decided([T0 + 2 * HOUR])
+    assert [t for t, _ in once] == ["cart", "welcome", "new_user_guide"]
+    assert once == decided([T0 + 40 * 60_000, T0 + 2 * HOUR]) == decided([T0 + HOUR, T0 + 2 * HOUR])
+    assert [ts for _, ts in once] == sorted(ts for _, ts in once)
