@@ -27,3 +27,31 @@ def test_endpoint_serves_scrm_metrics():
 
 def test_port_zero_turns_the_endpoint_off():
     assert metrics.serve(0) is None
+
+
+def _scrm_metrics() -> dict[str, str]:
+    """Every scrm_ metric the engine registers: name -> type."""
+    from prometheus_client import REGISTRY
+
+    import rules.actions  # noqa: F401  (modules that register metrics of their own)
+    import scoring.learner  # noqa: F401
+
+    return {m.name: m.type for m in REGISTRY.collect() if m.name.startswith("scrm_")}
+
+
+def test_metric_names_follow_prometheus_conventions_and_the_readme_lists_them():
+    from pathlib import Path
+
+    found = _scrm_metrics()
+    assert len(found) >= 20
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    table = readme.split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    for name, kind in found.items():
+        # prometheus_client reports counters without their _total suffix
+        shown = f"{name}_total" if kind == "counter" else name
+        assert f"`{shown}`" in table, f"{shown} is not in the README's metrics table"
+        if kind == "histogram":
+            assert name.endswith(("_seconds", "_rows")), f"{name}: a histogram names its unit"
+        if kind == "gauge":
+            assert not name.endswith("_total"), f"{name}: _total is for counters"
+        assert name == name.lower() and "__" not in name, name
