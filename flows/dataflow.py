@@ -129,7 +129,7 @@ def build_flow(
         _outputs("model_versions", learned.versions, sinks.model_versions, _model_key)
     if out.intents is not None and journeys is not None:
         r = settings.redis
-        retry = RetryPolicy(settings.retry.attempts, settings.retry.base_delay_s, settings.retry.max_delay_s)
+        retry = RetryPolicy.from_settings(settings.retry)
         guard = GuardStep(r.url, r.timeout_s, retry, settings.journeys, journeys)
         decided = op.flat_map_batch("guards", out.intents, guard)
         _outputs("actions", decided, sinks.actions, _profile_key)

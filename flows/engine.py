@@ -59,8 +59,7 @@ class Cluster:
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
-    r = settings.retry
-    return RetryPolicy(r.attempts, r.base_delay_s, r.max_delay_s)
+    return RetryPolicy.from_settings(settings.retry)
 
 
 def make_source(settings: Settings, control: RunControl) -> Source[RawRecord]:

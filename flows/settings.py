@@ -213,6 +213,8 @@ class RetrySettings(_Section):
     attempts: int = Field(8, ge=1)
     base_delay_s: float = Field(0.2, gt=0)
     max_delay_s: float = Field(10.0, gt=0)
+    # keep retrying at least this long after the first failure: outages are ridden out
+    give_up_after_s: float = Field(120.0, ge=0)
 
 
 class RecoverySettings(_Section):

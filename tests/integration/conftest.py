@@ -77,7 +77,7 @@ def engine_settings(broker: Broker, valkey: str, chdb_path: Path, names: dict[st
                 "flush_interval_s": 0.1,
             },
             "metrics": {"port": 0},
-            "retry": {"attempts": 3, "base_delay_s": 0.05, "max_delay_s": 0.2},
+            "retry": {"attempts": 3, "base_delay_s": 0.05, "max_delay_s": 0.2, "give_up_after_s": 0},
         }
         return load_settings(env={}, overrides=deep_merge(base, overrides or {}))
 
