@@ -321,3 +321,54 @@ def test_an_absence_window_open_at_a_crash_still_closes_after_restart(broker, na
         engine.kill()
     got = [orjson.loads(m.value()) for m in broker.consume_all(f"act_{tag}")]
     assert [(a["profileId"], a["template"], a["ts"]) for a in got] == [(left, "cart", now + 20_000)]
+
+
+def test_rescale_restart_with_more_workers_keeps_state(broker, engine_settings, names, tmp_path, valkey):
+    """Half the stream on one worker with recovery on, the rest (plus re-sent copies of
+    the first half) on two workers: the restored state is re-keyed across the workers,
+    the copies are known duplicates, and every profile's features equal a recomputation."""
+    import io
+
+    from rich.console import Console
+
+    from flows import engine as engine_mod
+    from flows.engine import init_recovery
+    from tests.integration.test_features import as_event, synthetic_history
+
+    history = synthetic_history(profiles=16, per_profile=30, seed=9, tag=names["tag"])
+    first = [e for evs in history.values() for e in evs[:15]]
+    second = [e for evs in history.values() for e in evs[15:]]
+    resent = [evs[14] for evs in history.values()]  # the producer re-sends its last message
+    broker.create_topic(names["events"], partitions=4)
+    url = redis_url(valkey, 14)
+
+    def run(workers: int):
+        settings = engine_settings({
+            "source": {"kind": "kafka"},
+            "engine": {"workers": workers},
+            "redis": {"url": url},
+            "models": {"enabled": False},
+            "journeys": {"enabled": False},
+            "recovery": {"dir": str(tmp_path / "recovery"), "snapshot_interval_s": 0.2},
+        })  # fmt: skip
+        return settings, engine_mod.run(settings, Console(file=io.StringIO(), width=200))
+
+    init_recovery(engine_settings({"recovery": {"dir": str(tmp_path / "recovery")}}), 1)
+    broker.produce(names["events"], [(e["profileId"].encode(), orjson.dumps(e)) for e in first])
+    _, one = run(1)
+    assert one.counts.accepted == len(first)
+    broker.produce(names["events"], [(e["profileId"].encode(), orjson.dumps(e)) for e in resent + second])
+    settings, two = run(2)
+    assert two.counts.records_in == len(second) + len(resent), "resumed at the snapshotted offsets"
+    assert two.counts.duplicate == len(resent), "the restored dedupe state knows the first half"
+
+    fs = feature_set(settings)
+    r = redis.Redis.from_url(url)
+    for pid, evs in history.items():
+        stored = {k.decode(): v.decode() for k, v in r.hgetall(feature_key(pid)).items()}
+        as_of = int(stored.pop("as_of"))
+        for k in ("tags", "segment", "rfm_r", "rfm_f", "rfm_m"):
+            stored.pop(k, None)
+        expect = oracle(fs, [as_event(e) for e in evs], 3_600_000, as_of)
+        got = {k: float(v) for k, v in stored.items()}
+        assert not diff(fs, got, expect), (pid, diff(fs, got, expect))
