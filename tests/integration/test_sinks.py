@@ -10,22 +10,32 @@ from flows.contract import DeadLetter
 from flows.errors import SinkError
 from flows.settings import KafkaSettings
 from flows.testing import free_port
+from rules.actions import ActionRecord, action_message
 from sinks.clickhouse import ClickHouseSink
 from sinks.kafka import KafkaTopicSink, dead_letter_message
 from sinks.retry import RetryPolicy
 from sinks.tables import DEAD_LETTERS
 
 LETTER = DeadLetter("invalid_json", "x", b"{", 1, "test", 0, 1, 1_700_000_000_000, None)
+ACTION = ActionRecord(
+    "a1", "cart_abandoned", 1, "remind", "p1", "push", "cart", "", "sent", "ok", "e1", 1, 2, {}
+)
 
 
-def test_kafka_delivery_failure_is_retried_then_raises(caplog):
+@pytest.mark.parametrize(
+    ("topic", "to_message", "item"),
+    [("scrm.events.dlq", dead_letter_message, LETTER), ("scrm.actions", action_message, ACTION)],
+)
+def test_kafka_delivery_failure_is_retried_then_raises(caplog, topic, to_message, item):
+    """The dead-letter and actions topics alike: a write returns only once acknowledged,
+    so a Bytewax epoch (and its snapshot) cannot close over an unacknowledged message."""
     dead_port = free_port()  # nothing listens here
     settings = KafkaSettings(bootstrap=f"127.0.0.1:{dead_port}", delivery_timeout_s=1.0)
-    sink = KafkaTopicSink(settings, "scrm.events.dlq", dead_letter_message, RetryPolicy(2, 0.05, 0.1))
-    part = sink.build("dlq", 0, 1)
+    sink = KafkaTopicSink(settings, topic, to_message, RetryPolicy(2, 0.05, 0.1))
+    part = sink.build(topic, 0, 1)
     started = time.monotonic()
     with pytest.raises(SinkError, match="not delivered after 2 attempts"):
-        part.write_batch([LETTER])
+        part.write_batch([item])
     assert time.monotonic() - started < 30
     assert any("retrying in" in r.message for r in caplog.records)
 
