@@ -1,0 +1,58 @@
+-- ClickHouse cluster variant of the schema in sql/: the same tables, sharded and replicated.
+--
+-- When to use it: sql/00*.sql (what `scrm init` and `scrm run` apply) is the single-node schema
+-- and the default. Use this variant instead when one ClickHouse server is not enough - more data
+-- or query load than one server holds, or the data must survive the loss of a server: a cluster
+-- of N shards x M replicas with ClickHouse Keeper (or ZooKeeper). `scrm init` never applies
+-- these files (it reads only sql/NNN_*.sql, not sub-folders); they are applied by hand.
+--
+-- What it creates, for every table of sql/00*.sql:
+--   <name>_local  on every node: the same columns (names, types, defaults, codecs, order),
+--                 PARTITION BY and ORDER BY as in sql/, with the Replicated variant of the same
+--                 engine (ReplacingMergeTree -> ReplicatedReplacingMergeTree, ...), replicated
+--                 under /clickhouse/tables/{shard}/{database}/<name> as replica {replica};
+--   <name>        on every node: a Distributed table over <name>_local, under the original name.
+-- The engine needs no change: `clickhouse.database` and the table names stay as they are, its
+-- inserts go to the Distributed tables (which route every row to its shard by the sharding key),
+-- and the reports (sql/reports) and the daily views read the Distributed tables (which query
+-- every shard and merge). FINAL on a Distributed table is applied by each shard to its own rows.
+--
+-- Sharding keys (why: ReplacingMergeTree collapses duplicates only within one shard, so every
+-- replay of a row must land on the shard that has the row):
+--   events, features, scores, actions, paid_orders: cityHash64(profile_id). All rows of a profile,
+--       and every replay of a row, are on one shard, so FINAL still collapses every duplicate,
+--       a profile's history (argMax ... GROUP BY profile_id) is on one shard, and with
+--       optimize_skip_unused_shards = 1 a WHERE profile_id = '...' reads a single shard.
+--   dead_letters:  cityHash64(origin, src_partition, src_offset), the first columns of its ORDER BY
+--       (a re-delivered record keeps where it came from).
+--   model_metrics: cityHash64(model): one model's history on one shard (a small table).
+--   events_daily_agg, actions_daily_agg: rand(), see 007_daily_views.sql.
+--
+-- How to apply: once, before the first `scrm init` / `scrm run` against the cluster, in file
+-- order, on any one node. Every statement is ON CLUSTER '{cluster}', so the distributed DDL queue
+-- runs it on every node of the cluster. Prerequisites on the servers: the cluster in
+-- <remote_servers>, Keeper, and the macros {shard} and {replica} in <macros> (config.xml), which
+-- the servers expand in the replication paths. Replace {database} (the engine's
+-- clickhouse.database, default scrm) and {cluster} (the cluster's name in <remote_servers>) and
+-- leave {shard} / {replica} as they are, e.g. with clickhouse-client (it stops at the first error):
+--   sed -e 's/{database}/scrm/g' -e 's/{cluster}/my_cluster/g' sql/cluster/0*.sql \
+--     | clickhouse-client --host ch1 --multiquery
+-- or paste the statements into any client by hand, with the same replacements. Every statement
+-- is idempotent (IF NOT EXISTS): running the files again does nothing.
+--
+-- Afterwards `scrm init` / `scrm run` still apply sql/00*.sql to the node they connect to, and
+-- find everything there under the same names: the CREATE ... IF NOT EXISTS do nothing, the ALTER
+-- of sql/004 finds the column `late`, and the backfill INSERTs of sql/007 re-insert the daily
+-- aggregates through the Distributed stores - duplicates the views ignore (see 007). They also
+-- record the files in {database}.schema_migrations, a plain table on that node. Never apply
+-- sql/00*.sql to the cluster first: it would create single-node tables under the names this
+-- variant needs (drop them before applying these files).
+--
+-- Inserts: a Distributed table acknowledges an insert once it is queued on the receiving node and
+-- sends it to the shard in the background. For an acknowledged batch to be on its shard (the
+-- engine retries failed batches; replays are harmless), set distributed_foreground_insert = 1
+-- (insert_distributed_sync in older releases) in the profile of the engine's user.
+--
+-- Schema changes: as in sql/, a change is a new, higher-numbered file, here (ON CLUSTER, the
+-- <name>_local tables first, then the Distributed ones) as well as in sql/.
+CREATE DATABASE IF NOT EXISTS {database} ON CLUSTER '{cluster}';
