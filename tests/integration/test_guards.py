@@ -338,7 +338,7 @@ def test_a_lost_reply_is_retried_and_replayed_never_counted_twice(
         got = guards.decide([request(pid, "a1", caps=caps), request(pid, "a2", caps=caps)])
     assert [(d.status, d.replay) for d in got] == [("sent", True), ("sent", True)]
     assert client.zcard(cap_key(pid, "profile", "sms")) == 2
-    assert "failed (attempt 1/3)" in caplog.text
+    assert "failed (attempt 1," in caplog.text
 
 
 def test_redis_unreachable_raises_sink_error_after_retries(pid: str, caplog) -> None:
