@@ -25,11 +25,11 @@ from pathlib import Path
 import orjson
 import redis
 
-from flows.contract import Event
 from flows.dataflow import feature_set
 from flows.settings import load_settings
 from rules.guards import cap_key
 from sinks.feature_store import feature_key
+from tests.integration.test_features import as_event
 from tests.integration.test_processes import USER, query_json, scrm, scrm_env
 from tests.unit.test_features_property import diff, oracle
 
@@ -121,6 +121,53 @@ def redis_url(valkey: str, db: int) -> str:
     return url
 
 
+def by_profile(events: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for e in events:
+        out.setdefault(e["profileId"], []).append(e)
+    return out
+
+
+def assert_features_exact(r: redis.Redis, fs, history: dict[str, list[dict]], tags: bool = False) -> None:
+    """Every profile's hash in the online store equals the oracle's recomputation from its
+    raw events, as of the hash's own ``as_of`` (RFM scores and segment left out: their
+    quantiles are process-wide); with `tags`, the tags too."""
+    for pid, evs in history.items():
+        stored = {k.decode(): v.decode() for k, v in r.hgetall(feature_key(pid)).items()}
+        as_of = int(stored.pop("as_of"))
+        got_tags = set(filter(None, stored.pop("tags", "").split(",")))
+        for k in ("segment", "rfm_r", "rfm_f", "rfm_m"):
+            stored.pop(k, None)
+        values = {k: float(v) for k, v in stored.items()}
+        expect = oracle(fs, [as_event(e) for e in evs], 3_600_000, as_of)
+        assert not diff(fs, values, expect), (pid, diff(fs, values, expect))
+        if tags:
+            assert got_tags == {t.name for t in fs.tags if t.holds(expect)}, pid
+
+
+def assert_guards_agree(
+    r: redis.Redis, rows: list[tuple[str, str, str, str]], profiles: set[str], channels=(None,)
+) -> None:
+    """`rows` are ClickHouse's decisions (action_id, profile_id, channel, status). Every
+    decision the guards took in Redis is there with the same status and every guarded row
+    was decided by the guards (none lost); each profile's cap sets (all channels, and each
+    of `channels`) hold exactly its sent actions (none counted twice)."""
+    decided = {
+        k.decode().rsplit(":", 1)[1]: r.get(k).decode().split("|", 1)[0]
+        for k in r.scan_iter(match="scrm:decision:*", count=1000)
+    }
+    assert decided == {a: s for a, _, _, s in rows if s in GUARDED}
+    sent: dict[tuple[str, str | None], set[str]] = {}
+    for a, pid, channel, s in rows:
+        if s == "sent":
+            sent.setdefault((pid, None), set()).add(a)
+            sent.setdefault((pid, channel), set()).add(a)
+    for pid in profiles:
+        for channel in channels:
+            members = {m.decode() for m in r.zrange(cap_key(pid, "profile", channel), 0, -1)}
+            assert members == sent.get((pid, channel), set()), (pid, channel)
+
+
 def test_kill_9_ten_times_under_load_loses_nothing_and_decides_once(broker, names, tmp_path, valkey):
     tag = names["tag"]
     journeys = tmp_path / "journeys"
@@ -205,50 +252,17 @@ def test_kill_9_ten_times_under_load_loses_nothing_and_decides_once(broker, name
     )
     assert twice == []
 
-    # No decision lost: every decision the guards took in Redis is in ClickHouse with the
-    # same status, and every guarded row in ClickHouse was decided by the guards.
+    # No decision lost, none without its guards, caps counted once per action.
     rk = redis.Redis.from_url(killed["SCRM_REDIS__URL"])
-    decided = {}
-    for key in rk.scan_iter(match="scrm:decision:*", count=1000):
-        decided[key.decode().rsplit(":", 1)[1]] = rk.get(key).decode().split("|", 1)[0]
-    guarded = {a: s for a, s in status.items() if s in GUARDED}
-    assert decided == guarded
-
-    # Caps counted once per action: each profile's cap set holds exactly its sent actions.
-    sent_by: dict[str, set[str]] = {}
-    sms_by: dict[str, set[str]] = {}
-    for r in rows:
-        if r["status"] == "sent":
-            sent_by.setdefault(r["profile_id"], set()).add(r["action_id"])
-            if r["channel"] == "sms":
-                sms_by.setdefault(r["profile_id"], set()).add(r["action_id"])
-    for pid in {e["profileId"] for e in events}:
-        members = {m.decode() for m in rk.zrange(cap_key(pid, "profile", None), 0, -1)}
-        assert members == sent_by.get(pid, set()), pid
-        sms = {m.decode() for m in rk.zrange(cap_key(pid, "profile", "sms"), 0, -1)}
-        assert sms == sms_by.get(pid, set()), pid
+    decisions = [(r["action_id"], r["profile_id"], r["channel"], r["status"]) for r in rows]
+    assert_guards_agree(rk, decisions, {e["profileId"] for e in events}, channels=(None, "sms"))
 
     # Every fired action is on the topic (at least once: senders deduplicate on action_id).
     fired = {a for a, s in status.items() if s in ("sent", "task", "ticket")}
     assert {orjson.loads(m.value())["actionId"] for m in broker.consume_all(f"act_k_{tag}")} == fired
 
     # Features in the online store equal a recomputation from the raw events.
-    fs = feature_set(load_settings(env={}))
-    by_profile: dict[str, list[Event]] = {}
-    for e in events:
-        by_profile.setdefault(e["profileId"], []).append(
-            Event(e["eventId"], e["profileId"], e["type"], e["ts"], "", e["props"], {}, {}, 0, "t", 0, 0)
-        )
-    for pid, evs in by_profile.items():
-        stored_hash = {k.decode(): v.decode() for k, v in rk.hgetall(feature_key(pid)).items()}
-        as_of = int(stored_hash.pop("as_of"))
-        tags = set(filter(None, stored_hash.pop("tags", "").split(",")))
-        for k in ("segment", "rfm_r", "rfm_f", "rfm_m"):
-            stored_hash.pop(k, None)
-        values = {k: float(v) for k, v in stored_hash.items()}
-        expect = oracle(fs, evs, 3_600_000, as_of)
-        assert not diff(fs, values, expect), (pid, diff(fs, values, expect))
-        assert tags == {t.name for t in fs.tags if t.holds(expect)}, pid
+    assert_features_exact(rk, feature_set(load_settings(env={})), by_profile(events), tags=True)
 
 
 ABANDON = """
@@ -333,7 +347,7 @@ def test_rescale_restart_with_more_workers_keeps_state(broker, engine_settings, 
 
     from flows import engine as engine_mod
     from flows.engine import init_recovery
-    from tests.integration.test_features import as_event, synthetic_history
+    from tests.integration.test_features import synthetic_history
 
     history = synthetic_history(profiles=16, per_profile=30, seed=9, tag=names["tag"])
     first = [e for evs in history.values() for e in evs[:15]]
@@ -362,13 +376,4 @@ def test_rescale_restart_with_more_workers_keeps_state(broker, engine_settings, 
     assert two.counts.records_in == len(second) + len(resent), "resumed at the snapshotted offsets"
     assert two.counts.duplicate == len(resent), "the restored dedupe state knows the first half"
 
-    fs = feature_set(settings)
-    r = redis.Redis.from_url(url)
-    for pid, evs in history.items():
-        stored = {k.decode(): v.decode() for k, v in r.hgetall(feature_key(pid)).items()}
-        as_of = int(stored.pop("as_of"))
-        for k in ("tags", "segment", "rfm_r", "rfm_f", "rfm_m"):
-            stored.pop(k, None)
-        expect = oracle(fs, [as_event(e) for e in evs], 3_600_000, as_of)
-        got = {k: float(v) for k, v in stored.items()}
-        assert not diff(fs, got, expect), (pid, diff(fs, got, expect))
+    assert_features_exact(redis.Redis.from_url(url), feature_set(settings), history)

