@@ -81,7 +81,9 @@ def test_quiet_hours_by_timezone_and_the_breaker(
         *[ev(p, "complaint", T0 + HOUR + i, f"{p}-c", template="ping") for i, p in enumerate(noisy[:2])],
         ev(f"{tag}-late", "page_view", T0 + 12 * HOUR, f"{tag}-z"),  # stream time passes 08:00 Shanghai
     ]
-    broker.create_topic(names["events"], partitions=2)
+    # One partition: the breaker's count depends on whether the fifth send is guarded
+    # before the first complaint, which two partitions read in either order.
+    broker.create_topic(names["events"], partitions=1)
     broker.produce(names["events"], msgs)
     engine.run(settings, Console(file=io.StringIO()))
 
