@@ -16,16 +16,25 @@ test broker, not the engine, ends up taking a core after a few minutes), at a fi
   same engine and settings (recovery on) over a pre-filled topic of ``--peak-events``
   cached synthetic events to its end, records / flow seconds from its summary line.
 
+Event time is compressed (``--event-days``, 200): the run's events span 200 days of
+event time ending now, so a 10-minute run passes through every horizon the state is
+bounded by — 1 h to 90 d windows, the 24 h dedupe memory, journeys' waits, the 30-day
+decision records (their Redis TTL is compressed by the same factor) — and its second half
+shows the steady state instead of state still filling up. At 900 events/s over 20,000
+customers that is ~0.3 events per customer per day, an ordinary CRM's rate. With
+``--event-days 0`` event time is the wall clock.
+
 Prints, every ``--every`` seconds (30), one row: elapsed; events produced and consumed
 (the engine's ``in`` count from its progress lines, printed every second); the engine's
 input rate over the interval; the consumer lag in events (produced - consumed, both taken
-when the engine printed its last progress line) and the engine's own event-time lag
-(``ev-lag s``: wall clock - the newest event time it has read); the engine process's RSS
-(``VmRSS``; chDB runs inside it), Valkey's RSS, and the size of the recovery store (all
-files under the recovery directory). Also CPU over the interval, in % of one core: the
-engine process (its one worker holds the GIL; chDB and librdkafka threads add to it), the
-broker and this script (the producer); and the whole host's in % of all its cores (those,
-Valkey and anything else running): on a small machine they share the engine's cores.
+when the engine printed its last progress line) and in time (``ev-lag s``: how far the
+newest event time the engine has read is behind the one being produced, in wall
+seconds); the engine process's RSS (``VmRSS``; chDB runs inside it), Valkey's RSS,
+and the size of the recovery store (all files under the recovery directory). Also CPU
+over the interval, in % of one core: the engine process (its one worker holds the GIL;
+chDB and librdkafka threads add to it), the broker and this script (the producer); and
+the whole host's in % of all its cores (those, Valkey and anything else running): on a
+small machine they share the engine's cores.
 
 Then the producer stops, the engine gets up to ``--drain-s`` seconds to catch up, and
 is stopped with SIGINT (it ends its input, flushes and exits 0); its exit code and summary
@@ -99,10 +108,22 @@ class LiveProducer:
     """A thread sending synthetic events with ts = now at `rate` events/s, keyed by profileId."""
 
     def __init__(
-        self, bootstrap: str, topic: str, rate: float, profiles: int, seed: int, linger_ms: float
+        self,
+        bootstrap: str,
+        topic: str,
+        rate: float,
+        profiles: int,
+        seed: int,
+        linger_ms: float,
+        span_ms: float = 0.0,
+        duration_s: float = 1.0,
     ) -> None:
         self.topic = topic
         self.rate = rate
+        # Event time: `span_ms` of it pass over `duration_s` of wall time, ending now (0:
+        # event time is the wall clock). `scale` = event ms per wall ms.
+        self.scale = max(1.0, span_ms / (duration_s * 1000)) if span_ms else 1.0
+        self.event_t0_ms = int(time.time() * 1000 - span_ms) if span_ms else 0
         self.sent = 0
         self.errors = 0
         self.started_at = 0.0
@@ -116,8 +137,8 @@ class LiveProducer:
         # Steady state: run the generator through 100k events that end now (not sent), so
         # the live stream is not a burst of first-time signups.
         warm = 100_000
-        now = int(time.time() * 1000)
-        self._gen.take(warm, now - warm * 5, 5)
+        start = self.event_t0_ms or int(time.time() * 1000)
+        self._gen.take(warm, start - warm * 5, 5)
         self._p = Producer(
             {"bootstrap.servers": bootstrap, "linger.ms": linger_ms, "enable.idempotence": True}
         )
@@ -130,6 +151,12 @@ class LiveProducer:
     def start(self) -> None:
         self.started_at = time.monotonic()
         self._thread.start()
+
+    def event_ms(self) -> int:
+        """The event time being produced now."""
+        if not self.event_t0_ms:
+            return int(time.time() * 1000)
+        return int(self.event_t0_ms + (time.monotonic() - self.started_at) * 1000 * self.scale)
 
     def _send(self, value: bytes) -> None:
         try:
@@ -149,7 +176,7 @@ class LiveProducer:
         while not self._stop.is_set():
             due = int((time.monotonic() - self.started_at) * self.rate) - self.sent
             if due > 0:
-                now_ms = int(time.time() * 1000)
+                now_ms = self.event_ms()
                 for _ in range(due):
                     self._send(gen.next_event(now_ms))
                     self.sent += 1
@@ -187,11 +214,22 @@ def scrm_env(
             "SCRM_MODELS__ENABLED": "false" if args.no_models else "true",
             "SCRM_RECOVERY__DIR": str(data / "recovery"),
             "SCRM_RECOVERY__SNAPSHOT_INTERVAL_S": str(args.snapshot_s),
+            # Decision records are kept in Redis this long (wall clock) for replays: 30 days
+            # of event time, compressed like event time is (see --event-days).
+            "SCRM_JOURNEYS__DECISION_TTL_S": str(decision_ttl_s(args)),
             "PYTHONPATH": str(ROOT),
             "COLUMNS": "200",
         }
     )
     return env
+
+
+def decision_ttl_s(args: argparse.Namespace) -> float:
+    """30 days of event time in wall seconds (30 days as such when event time is the wall clock)."""
+    days = 30 * 86400.0
+    if not args.event_days:
+        return days
+    return max(10.0, days * args.minutes * 60 / (args.event_days * 86400))
 
 
 def scrm(*args: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
@@ -223,6 +261,7 @@ class Engine:
         self.records_in = 0
         self.produced_at_line = 0  # producer.sent when the last progress line was read
         self.event_lag_s = 0.0
+        self.newest_event_ms = 0.0  # the newest event time the engine had read, per its last line
         self.progress_at = 0.0  # monotonic time of the last progress line
         self.progress_lines = 0
         self._reader = threading.Thread(target=self._read, name="engine-output", daemon=True)
@@ -238,6 +277,7 @@ class Engine:
                 self.records_in = int(m.group(1).replace(",", ""))
                 lag = EVENT_LAG.search(line)
                 self.event_lag_s = float(lag.group(1)) if lag else 0.0
+                self.newest_event_ms = time.time() * 1000 - self.event_lag_s * 1000
                 self.progress_at = time.monotonic()
                 self.progress_lines += 1
             elif "records/s" in line:
@@ -448,7 +488,16 @@ def soak(
     data = tmp / "soak"
     env = scrm_env(broker, topic, data, redis_url, args)
     recovery_init(env)
-    producer = LiveProducer(broker.bootstrap, topic, rate, args.profiles, args.seed + 1, args.linger_ms)
+    producer = LiveProducer(
+        broker.bootstrap,
+        topic,
+        rate,
+        args.profiles,
+        args.seed + 1,
+        args.linger_ms,
+        span_ms=args.event_days * 86_400_000,
+        duration_s=args.minutes * 60,
+    )
     engine = Engine(env, producer)
     try:
         engine.wait_running(timeout=180)
@@ -458,6 +507,13 @@ def soak(
             f"{args.profiles:,} customers; engine pid {engine.proc.pid}, recovery snapshot every "
             f"{args.snapshot_s:g}s in {recovery}, models {'off' if args.no_models else 'on'}"
         )
+        if args.event_days:
+            print(
+                f"event time: {args.event_days:g} days over the run ({producer.scale:,.0f}x the wall clock, "
+                f"{rate * 86400 / producer.scale / args.profiles:.2f} events per customer per day), "
+                f"ending now; "
+                f"decision records kept {decision_ttl_s(args):g}s (30 days of event time)"
+            )
         print(header(), flush=True)
         producer.start()
         cpu_meter = CpuMeter({"cpu": engine.proc.pid, "broker_cpu": broker_pid, "bench_cpu": os.getpid()})
@@ -484,7 +540,7 @@ def soak(
                 "consumed": consumed,
                 "in_s": (consumed - last_in) / max(t - last_t, 1e-9),
                 "lag": engine.lag,
-                "event_lag": engine.event_lag_s,
+                "event_lag": max(0.0, producer.event_ms() - engine.newest_event_ms) / producer.scale / 1000,
                 **cpu,
                 "rss": rss_mb(engine.proc.pid),
                 "valkey": rss_mb(vk_pid),
@@ -551,6 +607,12 @@ def main() -> None:
     ap.add_argument("--snapshot-s", type=float, default=5.0, help="recovery snapshot interval, seconds")
     ap.add_argument("--drain-s", type=float, default=60.0, help="time the engine gets to catch up at the end")
     ap.add_argument("--no-models", action="store_true", help="turn scoring models off")
+    ap.add_argument(
+        "--event-days",
+        type=float,
+        default=200.0,
+        help="days of event time the run spans, ending now (0: event time = the wall clock)",
+    )
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
     if args.minutes <= 0 or args.every <= 0:

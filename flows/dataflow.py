@@ -110,6 +110,9 @@ def build_flow(
     flow = Dataflow(flow_id)
     raw = op.input("input", flow, source)
     stream = StreamClock(int(settings.features.max_clock_skew_s * 1000), clock)
+    attach = getattr(source, "attach_stream_clock", None)
+    if attach is not None:  # a source that knows when each partition is caught up (Kafka)
+        attach(stream)
     features = feature_set(settings)
     models = model_set(settings, features)
     plan = None

@@ -46,6 +46,7 @@ class ProfileState:
         "last_as_of",
         "last_names",
         "last_snapshot_ms",
+        "partition",
         "pending_segment",
         "pending_tag_events",
         "profile_id",
@@ -65,6 +66,7 @@ class ProfileState:
         journeys: ProfileJourneys | None = None,
     ) -> None:
         self.profile_id = ""
+        self.partition = 0  # the source partition its events come through: its stream time
         self.scoring = scoring
         self.journeys = journeys
         self.seen = seen
@@ -85,8 +87,10 @@ class ProfileState:
         feats = self.features
         out: list[Event] = []
         dups = late = 0
-        if events and not self.profile_id:
-            self.profile_id = events[0].profile_id
+        if events:
+            self.partition = events[-1].partition
+            if not self.profile_id:
+                self.profile_id = events[0].profile_id
         for e in events:
             if not first(e.event_id, e.ts_ms):
                 dups += 1
@@ -236,13 +240,15 @@ class ProfileState:
         return (
             self.profile_id, self.seen, self.features, self.last_names, self.last_snapshot_ms,
             self.last_as_of, self.tags, self.tag_inputs, self.rfm, self.segment, self.scoring, self.journeys,
+            self.partition,
         )  # fmt: skip
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         (
             self.profile_id, self.seen, self.features, self.last_names, self.last_snapshot_ms,
             self.last_as_of, self.tags, self.tag_inputs, self.rfm, self.segment, self.scoring, self.journeys,
-        ) = state  # fmt: skip
+        ) = state[:12]  # fmt: skip
+        self.partition = state[12] if len(state) > 12 else 0  # snapshots before it was kept: 0
         self.pending_tag_events = ((), ())
         self.pending_segment = None
         rfm.SKETCH.move(None, self.rfm)  # a restored profile counts in this process's quantiles

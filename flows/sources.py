@@ -396,6 +396,14 @@ class KafkaEventsSource(FixedPartitionedSource[RawRecord, int]):
     def __init__(self, settings: KafkaSettings, control: RunControl) -> None:
         self._settings = settings
         self._control = control
+        self._stream: Any = None
+
+    def attach_stream_clock(self, stream: Any) -> None:
+        """Report to `stream` (a `flows.streamtime.StreamClock`) after every poll whether
+        each partition is caught up, so a partition reading a backlog never has its stream
+        time moved by the wall clock."""
+        stream.source_reports = True
+        self._stream = stream
 
     def _config(self) -> dict[str, Any]:
         conf: dict[str, Any] = {
@@ -429,7 +437,9 @@ class KafkaEventsSource(FixedPartitionedSource[RawRecord, int]):
         offset = OFFSET_BEGINNING if resume_state is None else resume_state
         consumer = Consumer(self._config())
         consumer.assign([TopicPartition(topic, int(idx), offset)])
-        return _KafkaPartition(consumer, topic, int(idx), offset, self._settings.consume_batch, self._control)
+        return _KafkaPartition(
+            consumer, topic, int(idx), offset, self._settings.consume_batch, self._control, self._stream
+        )
 
 
 class _KafkaPartition(StatefulSourcePartition[RawRecord, int]):
@@ -441,8 +451,11 @@ class _KafkaPartition(StatefulSourcePartition[RawRecord, int]):
         offset: int,
         batch_size: int,
         control: RunControl,
+        stream: Any = None,
     ) -> None:
         self._consumer = consumer
+        self._stream = stream
+        self._tp = TopicPartition(topic, partition)
         self._origin = f"kafka:{topic}"
         self._partition = partition
         self._offset = offset
@@ -458,7 +471,11 @@ class _KafkaPartition(StatefulSourcePartition[RawRecord, int]):
             raise StopIteration
         msgs = self._consumer.consume(self._batch_size, 0.001)
         if not msgs:
+            if self._stream is not None:
+                self._stream.caught_up(self._partition, self._at_end())
             return []
+        if self._stream is not None:
+            self._stream.caught_up(self._partition, False)
         t = now_ms()
         origin, part = self._origin, self._partition
         out: list[RawRecord] = []
@@ -468,6 +485,8 @@ class _KafkaPartition(StatefulSourcePartition[RawRecord, int]):
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
                     self._eof = True  # emit this batch; end at the next call
+                    if self._stream is not None:
+                        self._stream.caught_up(self._partition, True)
                     break
                 self._log_error(err)
                 continue
@@ -477,6 +496,14 @@ class _KafkaPartition(StatefulSourcePartition[RawRecord, int]):
             self._counter.inc(len(out))
             self._control.note(len(out))
         return out
+
+    def _at_end(self) -> bool:
+        """Whether this partition has been read to its end, by the high watermark of the
+        last fetch (cached by librdkafka: no request). Unknown before the first fetch."""
+        low, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
+        if high < 0:
+            return False
+        return (self._offset if self._offset >= 0 else low) >= high
 
     def _log_error(self, err: Any) -> None:
         now = time.monotonic()

@@ -47,10 +47,9 @@ class IngestOut:
 class _ParseBatch:
     """Validates a batch against the contract with one clock reading; counts the outcome."""
 
-    def __init__(self, validator: Validator, clock: Clock, stream: StreamClock) -> None:
+    def __init__(self, validator: Validator, clock: Clock) -> None:
         self._validator = validator
         self._clock = clock
-        self._stream = stream
         self._accepted = metrics.EVENTS_ACCEPTED
         self._lag = metrics.EVENT_TIME_LAG
 
@@ -71,7 +70,6 @@ class _ParseBatch:
         if accepted:
             self._accepted.inc(accepted)
             self._lag.set(max(0.0, now - newest / 1000))
-            self._stream.observe(newest)
         return out
 
 
@@ -95,7 +93,7 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
         cfg = self._cfg
         interval = cfg.refresh_s if cfg.features else cfg.idle_s
         now = cfg.clock()
-        if cfg.features and not self._state.live(self._state.as_of(cfg.stream.now_ms())):
+        if cfg.features and not self._state.live(self._state.as_of(cfg.stream.now_ms(self._state.partition))):
             self._deadline = None
             self._deadline_at = 0.0
         elif now + interval - self._deadline_at > interval / 10:
@@ -109,44 +107,55 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
         ):
             due = js.next_due(cfg.journeys)
             if due >= 0:  # an event-time deadline (a wait, an absence window): wake for it
-                at = max(cfg.stream.wall_of(due), now + 0.01)
+                at = max(cfg.stream.wall_of(due, self._state.partition), now + 0.01)
                 if self._deadline is None or at < self._deadline_at:
                     self._deadline_at = at
                     self._deadline = datetime.fromtimestamp(at, UTC)
 
     def on_batch(self, values: list[Event]) -> tuple[list[Any], bool]:
+        # Stream time moves where events reach their profiles (see `flows.streamtime`).
+        last = values[-1]
+        self._cfg.stream.observe(
+            max(e.ts_ms for e in values) if len(values) > 1 else last.ts_ms, last.partition
+        )
         js = self._state.journeys
         live = self._cfg.journeys
-        if live is None or js is None or len(values) == 1:
+        if live is None or js is None:
             emitted = self._fold(values)
         else:
-            # A journey step due inside this batch sees the profile as it was then: the
-            # batch is folded in pieces cut at each due time, and what is due before an
-            # event fires before that event is folded. (How the events happen to be
-            # batched, live or in a catch-up after a restart, changes no decision.)
+            # Each event is folded on its own, after what fell due before it: every
+            # decision sees the profile exactly as it was at its moment (a journey entered
+            # or a branch taken at an event sees that event and none after it; a step due
+            # between two events sees the first and not the second), so how events happen
+            # to be batched — live, in a replay, in a catch-up after a restart — changes
+            # no decision.
             emitted = []
-            i = 0
-            while i < len(values):
-                due = js.next_due(live)
-                if 0 <= due <= values[i].ts_ms:
-                    st = self._state
-                    ctx = _context(st, st.as_of(due))
-                    js.advance(st.profile_id, values[i].ts_ms, live, ctx, values[i].received_ms, emitted)
-                    due = js.next_due(live)
-                j = i + 1
-                if due > values[i].ts_ms:  # cut where the next step falls due
-                    while j < len(values) and values[j].ts_ms < due:
-                        j += 1
-                else:  # nothing due (-1), or held (a paused journey): the rest in one piece
-                    j = len(values)
-                emitted.extend(self._fold(values[i:j]))
-                i = j
+            for e in values:
+                self._fire_due(e.ts_ms, e.received_ms, emitted)
+                emitted.extend(self._fold([e]))
         self._schedule()
         return emitted, StatefulBatchLogic.RETAIN
 
+    def _fire_due(self, until_ms: int, received_ms: int, out: list[Any]) -> None:
+        """Fire the journey steps due by event time `until_ms`, earliest first, each with
+        the profile as its events left it and its features as of the step's due time."""
+        st, live = self._state, self._cfg.journeys
+        js = st.journeys
+        if live is None or js is None or not st.profile_id:
+            return
+        due = js.next_due(live)
+        if 0 <= due <= until_ms:
+            js.advance(st.profile_id, until_ms, live, lambda t: _context(st, st.as_of(t)), received_ms, out)
+
     def _fold(self, values: list[Event]) -> list[Any]:
-        """Dedupe, features, scores and journeys for some of the profile's events, in order."""
+        """Dedupe, features, scores and journeys for some of the profile's events, in order.
+
+        Everything here is as of the profile's own newest event, not stream time: stream
+        time depends on how the partition happened to be batched (and may already be past
+        the profile's next events, still in this batch), so reading it here would make the
+        features, the change events' times and the decisions depend on batching."""
         st = self._state
+        own_newest = max(e.ts_ms for e in values)
         out, dups, late = st.ingest(values)
         if dups:
             metrics.EVENTS_DUPLICATE.inc(dups)
@@ -156,7 +165,7 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
         if self._cfg.features and len(out) > late:
             cfg = self._cfg
             newest = max(e.received_ms for e in out)
-            as_of = st.as_of(cfg.stream.now_ms())
+            as_of = st.as_of(own_newest)
             upd = st.update(out[0].profile_id, as_of, cfg.snapshot_ms, newest)
             if upd is not None:
                 emitted.append(upd)
@@ -170,7 +179,7 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
                 )
         if self._cfg.journeys is not None and st.journeys is not None and out:
             engine = [x for x in emitted if type(x) is Event and x.origin == "engine"]
-            as_of = st.as_of(self._cfg.stream.now_ms())
+            as_of = st.as_of(own_newest)
             newest = max(e.received_ms for e in out)
             js = st.journeys.on_events(
                 st.profile_id, out + engine, self._cfg.journeys, _context(st, as_of), newest
@@ -183,11 +192,16 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
         st = self._state
         if not cfg.features:
             return [], StatefulBatchLogic.DISCARD
-        as_of = st.as_of(cfg.stream.now_ms())
+        as_of = st.as_of(cfg.stream.now_ms(st.partition))
+        out: list[Any] = []
+        # What fell due since the last event first, exactly as the next event would have
+        # fired it (see on_batch); then the windows move to stream time.
+        self._fire_due(as_of, 0, out)
         upd = st.update(st.profile_id, as_of, cfg.snapshot_ms, 0) if st.profile_id else None
         self._deadline_at = 0.0
         self._schedule()
-        out: list[Any] = [] if upd is None else [upd, *st.change_events(upd)]
+        if upd is not None:
+            out.extend([upd, *st.change_events(upd)])
         if cfg.scoring is not None and st.scoring is not None and st.profile_id:
             out.extend(st.scoring.on_refresh(cfg.scoring, st.profile_id, as_of, _values_of(st, as_of)))
         if cfg.journeys is not None and st.journeys is not None and st.profile_id:
@@ -206,8 +220,8 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
         st = self._state
         out: list[Any] = []
         if cfg.journeys is not None and st.journeys is not None and st.profile_id:
-            as_of = st.as_of(cfg.stream.now_ms())
-            st.journeys.advance(st.profile_id, as_of, cfg.journeys, _context(st, as_of), 0, out)
+            # Every partition has been read to its end: the newest time of them all holds.
+            self._fire_due(st.as_of(cfg.stream.now_ms()), 0, out)
         return out, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
@@ -297,7 +311,7 @@ def ingest(
 ) -> IngestOut:
     """Validate, split off dead letters, key by profile, then per profile: drop repeated
     eventIds, mark late events, update features."""
-    parsed = op.flat_map_batch("parse", up, _ParseBatch(validator, clock, stream))
+    parsed = op.flat_map_batch("parse", up, _ParseBatch(validator, clock))
     split = op.branch("split", parsed, _is_event)
     keyed = op.key_on("key_by_profile", split.trues, _profile_of)  # type: ignore[arg-type]
     cfg = _ProfileConfig(
@@ -320,7 +334,7 @@ def ingest(
     def _builder(resume: bytes | None) -> _ProfileLogic:
         if resume is not None:
             state = pickle.loads(resume)
-            cfg.stream.resume(state.last_as_of)  # stream time survives a restart
+            cfg.stream.resume(state.last_as_of, state.partition)  # stream time survives a restart
             return _ProfileLogic(state, cfg)
         state = new_state(
             cfg.features,

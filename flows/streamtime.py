@@ -1,53 +1,189 @@
-"""Stream time: the engine's "now" in event time, shared by every worker of a process.
+"""Stream time: the engine's "now" in event time, kept per source partition.
 
 Bytewax wakes a key only for its own items or its own (wall-clock) timer, yet a silent
 profile's windows must still move when time passes, in live runs and in full-speed
-replays alike. The one mechanism for that: the parse stage feeds every accepted event
-time into a `StreamClock`; a profile woken by its timer reads ``now_ms()`` and computes
-its windows as of that event time. In a live run stream time follows the wall clock; in
-a replay it follows the replayed history, however fast.
+replays alike. The one mechanism for that: the profile stage feeds the event times of
+the events reaching each profile into a `StreamClock`, under the source partition they
+were read from; a profile woken by its timer reads the time of **its own partition**
+(producers key events by profileId, so all of a profile's events come through one
+partition, in order) and computes its windows and deadlines as of that event time. In
+a live run stream time follows the wall clock; in a replay it follows the replayed
+history, however fast.
 
-It is the newest event time seen, but never ahead of the wall clock plus
-``max_skew_ms``, so one producer with a wrong clock cannot drag every window forward. A
-live stream (its newest event time within ten minutes of the wall clock) that goes quiet
-keeps time with the wall clock; a replay (far behind the wall clock) does not.
-Each process has its own clock (fed by the partitions it reads); with partitions of one
-topic the clocks of a cluster's processes stay close.
+Why per partition: when partitions are read at different speeds (a catch-up after a
+restart, one partition with a backlog), a clock shared by all of them would run ahead
+of the lagging partition and wake its profiles past a deadline before their own earlier
+events are read — a cart reminder fired although the order is still in the backlog.
+Why where events reach the profiles, per worker: a time fed where events are read would
+run ahead of the events still travelling to their profile (Bytewax may run a profile's
+timer between the two). Channels keep their order, so once a worker has received an
+event of time T from a partition, every earlier event of that partition bound for that
+worker has reached its profile.
+
+A partition's time never runs ahead of the wall clock plus ``max_skew_ms`` (one producer
+with a wrong clock cannot drag every window forward), never goes backwards, and, while
+the partition is live (its newest event time within ten minutes of the wall clock) and
+quiet, keeps moving with the wall clock so waits and absence windows still end when
+nothing arrives. A replay (far behind the wall clock) does not move without events.
+
+"Quiet" is told by the source when it can: the Kafka source reports after every poll
+whether it is caught up (`caught_up`, by the partition's high watermark); such a
+partition moves with the wall clock only while caught up, never while it is reading a
+backlog. A source that does not report (files, the synthetic generator) counts as quiet
+since its newest event. A caught-up partition also follows the newest partition: it
+holds nothing older, so an idle partition does not hold its profiles back (in a replay,
+a partition with few events would otherwise stop its profiles' clocks).
+
+Each process has its own clock. A profile whose partition its worker has received
+nothing from yet uses the earliest time over the partitions it has; ``now_ms()`` without
+a partition is the newest over all of them (the model learners' label horizon).
 
 >>> c = StreamClock(max_skew_ms=1000, wall=lambda: 100.0)
 >>> c.now_ms()
 -1
->>> c.observe(50_000); c.observe(40_000); c.now_ms()
-50000
->>> c.observe(10**12); c.now_ms()   # a clock far in the future is capped at wall + skew
+>>> c.observe(50_000, 0); c.observe(40_000, 1); c.now_ms(0), c.now_ms(1), c.now_ms()
+(50000, 40000, 50000)
+>>> c.now_ms(7)   # a partition not read here: the earliest of those that are
+40000
+>>> c.observe(10**12, 0); c.now_ms(0)   # a clock far in the future is capped at wall + skew
 101000
 >>> t = [1000.0]; live = StreamClock(wall=lambda: t[0])
->>> live.observe(999_000); t[0] = 1030.0; live.now_ms()   # live and quiet for 30 s: moves on
+>>> live.observe(999_000); t[0] = 1030.0; live.now_ms(0)   # live and quiet for 30 s: moves on
 1029000
->>> old = StreamClock(wall=lambda: t[0]); old.observe(5_000); t[0] = 1100.0; old.now_ms()  # a replay
+>>> old = StreamClock(wall=lambda: t[0]); old.observe(5_000); t[0] = 1100.0; old.now_ms(0)  # a replay
 5000
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
 LIVE_WINDOW_MS = 600_000
 
 
+class _Partition:
+    """One source partition's event time as one worker has received it (times in ms)."""
+
+    __slots__ = ("last", "max", "seen_ms")
+
+    def __init__(self) -> None:
+        self.max = -1
+        self.seen_ms = 0  # wall clock when `max` was seen (or, for a restored time, when it happened)
+        self.last = -1  # the last time returned: never go back
+
+    def now(self, wall_ms: int, skew_ms: int, quiet: bool) -> int:
+        if self.max < 0:
+            return -1
+        now = self.max
+        if quiet and self.seen_ms - self.max < LIVE_WINDOW_MS:
+            now += max(0, wall_ms - self.seen_ms)
+        now = min(now, wall_ms + skew_ms)
+        if now < self.last:
+            return self.last
+        self.last = now
+        return now
+
+
 class StreamClock:
-    __slots__ = ("_anchor", "_max", "_seen_wall", "_skew", "_speed", "_wall")
+    __slots__ = ("_anchor", "_caught_up", "_parts", "_skew", "_speed", "_wall", "source_reports")
 
     def __init__(self, max_skew_ms: int = 60_000, wall: Callable[[], float] = time.time) -> None:
-        self._max = -1
-        self._seen_wall = 0.0  # wall clock (s) when the newest event time was seen
+        # (worker thread, partition) -> time: a worker's time for a partition is what it has
+        # received from it, so every earlier event of that partition bound for this worker
+        # has already reached its profile (channels between two workers keep their order).
+        self._parts: dict[tuple[int, int], _Partition] = {}
+        self._caught_up: dict[int, bool] = {}  # partition -> the source's last report
+        # Set by a source that reports `caught_up` for every partition it reads (Kafka):
+        # then a partition counts as reading a backlog until its first report says otherwise.
+        self.source_reports = False
         self._skew = max_skew_ms
         self._wall = wall
         self._anchor = (0.0, -1)  # (wall s, stream ms) of the last speed sample
         self._speed = 1.0  # stream ms per wall ms, at least 1
 
-    def wall_of(self, ts_ms: int) -> float:
+    def _quiet(self, partition: int) -> bool:
+        return self._caught_up.get(partition, not self.source_reports)
+
+    def observe(self, ts_ms: int, partition: int = 0) -> None:
+        """An event time from `partition`, as it reaches this worker's profiles.
+
+        Fed where the events reach the profiles, not where they are read: a time read
+        but not yet delivered must not wake a profile whose own earlier events are still
+        on their way to it."""
+        key = (threading.get_ident(), partition)
+        p = self._parts.get(key)
+        if p is None:
+            p = self._parts[key] = _Partition()
+        if ts_ms > p.max:
+            p.max = ts_ms
+            p.seen_ms = int(self._wall() * 1000)
+
+    def caught_up(self, partition: int, caught_up: bool) -> None:
+        """The source's report after a poll: at the end of the partition, or reading a
+        backlog. Only a caught-up partition lets the wall clock move its time."""
+        self._caught_up[partition] = caught_up
+
+    def resume(self, ts_ms: int, partition: int = 0) -> None:
+        """Seed a partition's time with one restored from a snapshot, before any event.
+
+        A time that was live (within ``LIVE_WINDOW_MS`` of the wall clock) counts as seen
+        when it happened, so the downtime counts as time passed once the partition is
+        caught up: a restarted engine fires the waits and absence windows that came due
+        while it was down, with no new event needed, but not before it has read the
+        events that arrived meanwhile. An older time (a replay) waits for events.
+
+        >>> c = StreamClock(wall=lambda: 1000.0); c.resume(990_000); c.now_ms(0)  # down 10 s
+        1000000
+        >>> c = StreamClock(wall=lambda: 1000.0); c.resume(990_000); c.caught_up(0, False)
+        >>> c.now_ms(0)   # but still reading what arrived meanwhile
+        990000
+        >>> r = StreamClock(wall=lambda: 1000.0); r.resume(5_000); r.now_ms(0)    # a replay
+        5000
+        """
+        key = (threading.get_ident(), partition)
+        p = self._parts.get(key)
+        if p is None:
+            p = self._parts[key] = _Partition()
+        if ts_ms <= p.max:
+            return
+        wall_ms = int(self._wall() * 1000)
+        p.max = ts_ms
+        p.seen_ms = min(wall_ms, ts_ms) if wall_ms - ts_ms < LIVE_WINDOW_MS else wall_ms
+
+    def now_ms(self, partition: int | None = None) -> int:
+        """Stream time of `partition` as this worker has received it (-1 before any);
+        without one, the newest over every partition and worker of the process. A
+        partition this worker has received nothing from gets the earliest time of those it
+        has (see the module's docstring)."""
+        parts = self._parts
+        if not parts:
+            return -1
+        wall_ms = int(self._wall() * 1000)
+        skew = self._skew
+        quiet = self._quiet
+        if partition is None:
+            return max(p.now(wall_ms, skew, quiet(k[1])) for k, p in list(parts.items()))
+        me = threading.get_ident()
+        p = parts.get((me, partition))
+        if p is not None:
+            t = p.now(wall_ms, skew, quiet(partition))
+            if self._caught_up.get(partition):
+                # Read to its end: it holds nothing older, so it follows the partitions
+                # ahead of it (with producers that write in event-time order, what arrives
+                # next is newer than anything read anywhere).
+                ahead = max(q.now(wall_ms, skew, quiet(k[1])) for k, q in list(parts.items()))
+                if ahead > t:
+                    p.last = t = ahead
+            return t
+        mine = [q.now(wall_ms, skew, quiet(k[1])) for k, q in list(parts.items()) if k[0] == me]
+        times = [t for t in mine if t >= 0] or [
+            t for k, q in list(parts.items()) if (t := q.now(wall_ms, skew, quiet(k[1]))) >= 0
+        ]
+        return min(times) if times else -1
+
+    def wall_of(self, ts_ms: int, partition: int | None = None) -> float:
         """When (wall-clock seconds) stream time is expected to reach `ts_ms`: now if it has;
         else at the current pace (1x in a live run, much faster in a replay), so an
         event-time timer fires on time in both.
@@ -59,53 +195,18 @@ class StreamClock:
         3.0
         """
         now = self._wall()
-        cur = self.now_ms()
-        if cur < 0:  # no stream time yet (a restart before any event): look again in a second
+        if not self._parts:  # no stream time yet (a restart before any event): look again in a second
+            return now + 1.0
+        cur = self.now_ms(partition)
+        if cur < 0:
             return now + 1.0
         if ts_ms <= cur:
             return now
+        newest = self.now_ms()
         aw, am = self._anchor
         if am < 0:
-            self._anchor = (now, cur)
+            self._anchor = (now, newest)
         elif now - aw >= 1.0:
-            self._speed = max(1.0, (cur - am) / ((now - aw) * 1000))
-            self._anchor = (now, cur)
+            self._speed = max(1.0, (newest - am) / ((now - aw) * 1000))
+            self._anchor = (now, newest)
         return now + (ts_ms - cur) / 1000 / self._speed
-
-    def observe(self, ts_ms: int) -> None:
-        # A plain max under the GIL: a lost race only delays the clock by one batch.
-        if ts_ms > self._max:
-            self._max = ts_ms
-            self._seen_wall = self._wall()
-
-    def resume(self, ts_ms: int) -> None:
-        """Seed the clock with a stream time restored from a snapshot, before any event.
-
-        A time that was live (within ``LIVE_WINDOW_MS`` of the wall clock) counts as seen
-        when it happened, so the downtime counts as time passed and a restarted engine
-        fires the waits and absence windows that came due while it was down, with no new
-        event needed; an older one (a replay) waits for events as before.
-
-        >>> c = StreamClock(wall=lambda: 1000.0); c.resume(990_000); c.now_ms()  # down 10 s
-        1000000
-        >>> r = StreamClock(wall=lambda: 1000.0); r.resume(5_000); r.now_ms()      # a replay
-        5000
-        """
-        if ts_ms <= self._max:
-            return
-        wall = self._wall()
-        self._max = ts_ms
-        self._seen_wall = min(wall, ts_ms / 1000) if wall * 1000 - ts_ms < LIVE_WINDOW_MS else wall
-
-    def now_ms(self) -> int:
-        """The newest event time; in a live stream (it was within `LIVE_WINDOW_MS` of the
-        wall clock when seen) that has gone quiet, it keeps moving with the wall clock, so
-        waits, label horizons and windows still end when nothing arrives."""
-        if self._max < 0:
-            return -1
-        wall_ms = int(self._wall() * 1000)
-        now = self._max
-        seen_ms = int(self._seen_wall * 1000)
-        if seen_ms - self._max < LIVE_WINDOW_MS:
-            now += max(0, wall_ms - seen_ms)
-        return min(now, wall_ms + self._skew)

@@ -305,7 +305,13 @@ class ProfileJourneys:
                 del self.watches[jid]
 
     def advance(
-        self, pid: str, now_ms: int, live: Live, ctx: Context, received_ms: int, out: list[Intent | Event]
+        self,
+        pid: str,
+        now_ms: int,
+        live: Live,
+        ctx: Context | Callable[[int], Context],
+        received_ms: int,
+        out: list[Intent | Event],
     ) -> None:
         """Fire what is due by event time `now_ms` and move every running instance on,
         earliest first.
@@ -313,15 +319,18 @@ class ProfileJourneys:
         A reminder due at 15:54 is decided before a welcome due at 16:01 however late the
         profile is woken (by its timer, by its next event, after a restart), so caps that
         journeys share go to the same sends in a live run, a replay and a recovery.
+        `ctx` may be a function of the due time: then each step reads the profile as of
+        its own due time, however late it is decided.
         """
+        at = ctx if callable(ctx) else (lambda _t: ctx)
         done = -1
         for _ in range(MAX_STEPS):
             due = self.next_due(live)
             if due < 0 or due > now_ms or due <= done:  # nothing (more) due, or held (paused)
                 break
-            self._advance_to(pid, due, live, ctx, received_ms, out)
+            self._advance_to(pid, due, live, at(due), received_ms, out)
             done = due
-        self._advance_to(pid, now_ms, live, ctx, received_ms, out)
+        self._advance_to(pid, now_ms, live, at(now_ms), received_ms, out)
 
     def _advance_to(
         self, pid: str, now_ms: int, live: Live, ctx: Context, received_ms: int, out: list[Intent | Event]

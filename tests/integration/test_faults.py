@@ -264,6 +264,36 @@ def test_kill_9_ten_times_under_load_loses_nothing_and_decides_once(broker, name
     # Features in the online store equal a recomputation from the raw events.
     assert_features_exact(rk, feature_set(load_settings(env={})), by_profile(events), tags=True)
 
+    # The same input read once, cleanly, decides the same: crashes, catch-ups and how the
+    # two partitions happened to be interleaved change no decision (stream time is kept
+    # per partition, so a partition running ahead wakes no profile of the other).
+    clean_env = scrm_env(
+        broker,
+        names,
+        tmp_path / "clean",
+        SCRM_REDIS__URL=redis_url(valkey, 15),
+        SCRM_KAFKA__ACTIONS_TOPIC=f"act_c_{tag}",
+        SCRM_KAFKA__DLQ_TOPIC=f"dlq_c_{tag}",
+        **common,
+    )
+    clean = scrm("run", "--source", "kafka", env=clean_env, timeout=300)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    clean_rows = query_json(
+        f"SELECT action_id, status FROM {db}.actions FINAL WHERE action_id != ''", clean_env
+    )
+    clean_status = {r["action_id"]: r["status"] for r in clean_rows}
+    only_killed = sorted(set(status.items()) - set(clean_status.items()))
+    only_clean = sorted(set(clean_status.items()) - set(status.items()))
+    print(f"{len(status)} decisions; differing from a clean run: {len(only_killed)} / {len(only_clean)}")
+    if only_killed or only_clean:
+        cols = "action_id, journey_id, node_id, profile_id, status, reason, toUnixTimestamp64Milli(ts) AS ts"
+        differ = ", ".join(f"'{a}'" for a, _ in only_killed + only_clean)
+        sql = f"SELECT {cols} FROM {db}.actions FINAL WHERE action_id IN ({differ}) ORDER BY profile_id, ts"
+        for name, env in (("killed", killed), ("clean", clean_env)):
+            for r in query_json(sql, env):
+                print(name, r)
+    assert only_killed == [] and only_clean == [], (only_killed[:10], only_clean[:10])
+
 
 ABANDON = """
 id: quick_abandon

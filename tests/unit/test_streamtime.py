@@ -1,0 +1,118 @@
+"""Stream time per source partition (`flows.streamtime`): pure, with a fake wall clock."""
+
+from __future__ import annotations
+
+from flows.streamtime import LIVE_WINDOW_MS, StreamClock
+
+WALL = 2_000_000.0  # s
+
+
+class Wall:
+    def __init__(self, t: float = WALL) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_partition_ahead_does_not_move_another():
+    c = StreamClock(wall=Wall(), max_skew_ms=10**12)
+    c.observe(1_000_000, 0)  # a replay, far behind the wall clock
+    c.observe(9_000_000, 1)  # the other partition runs ahead (a catch-up)
+    assert c.now_ms(0) == 1_000_000
+    assert c.now_ms(1) == 9_000_000
+    assert c.now_ms() == 9_000_000  # the newest over all, for the learners
+    c.observe(500_000, 0)  # an older event never moves time back
+    assert c.now_ms(0) == 1_000_000
+
+
+def test_a_partition_not_read_here_gets_the_earliest_read_here():
+    c = StreamClock(wall=Wall(), max_skew_ms=10**12)
+    assert c.now_ms(3) == -1 and c.now_ms() == -1
+    c.observe(7_000, 0)
+    c.observe(5_000, 1)
+    assert c.now_ms(3) == 5_000
+
+
+def test_a_live_quiet_partition_moves_with_the_wall_clock_and_never_back():
+    wall = Wall()
+    c = StreamClock(wall=wall)
+    c.observe(int(WALL * 1000) - 1_000, 0)  # live: a second behind the wall clock
+    wall.t += 30
+    assert c.now_ms(0) == int(WALL * 1000) + 29_000
+    c.observe(int(WALL * 1000) + 1_000, 0)  # a late-produced event, older than that time
+    assert c.now_ms(0) == int(WALL * 1000) + 29_000
+
+
+def test_a_replay_partition_waits_for_events():
+    wall = Wall()
+    c = StreamClock(wall=wall)
+    c.observe(int(WALL * 1000) - LIVE_WINDOW_MS - 1, 0)
+    wall.t += 3600
+    assert c.now_ms(0) == int(WALL * 1000) - LIVE_WINDOW_MS - 1
+
+
+def test_a_reporting_source_moves_time_only_while_caught_up():
+    wall = Wall()
+    c = StreamClock(wall=wall)
+    c.source_reports = True
+    live = int(WALL * 1000) - 5_000
+    c.observe(live, 0)
+    wall.t += 20
+    assert c.now_ms(0) == live  # no report yet: maybe a backlog
+    c.caught_up(0, False)
+    assert c.now_ms(0) == live
+    c.caught_up(0, True)
+    assert c.now_ms(0) == live + 20_000
+    c.caught_up(0, False)  # more arrived: time holds (it never goes back) until events pass it
+    wall.t += 10
+    assert c.now_ms(0) == live + 20_000
+    c.observe(live + 25_000, 0)
+    assert c.now_ms(0) == live + 25_000
+
+
+def test_a_restored_live_time_counts_the_downtime_only_once_the_backlog_is_read():
+    wall = Wall()
+    c = StreamClock(wall=wall)
+    c.source_reports = True
+    crashed_at = int(WALL * 1000) - 60_000  # down for a minute
+    c.resume(crashed_at, 1)
+    assert c.now_ms(1) == crashed_at  # the events of that minute are still to be read
+    c.caught_up(1, False)
+    c.observe(crashed_at + 30_000, 1)
+    assert c.now_ms(1) == crashed_at + 30_000
+    c.caught_up(1, True)  # read to the end: the rest of the downtime has passed
+    assert c.now_ms(1) == crashed_at + 30_000 + 0  # seen just now: nothing more yet
+    wall.t += 5
+    assert c.now_ms(1) == crashed_at + 35_000
+
+
+def test_without_reports_a_restored_live_time_counts_the_downtime_at_once():
+    wall = Wall()
+    c = StreamClock(wall=wall)
+    c.resume(int(WALL * 1000) - 60_000, 0)
+    assert c.now_ms(0) == int(WALL * 1000)
+
+
+def test_wall_of_reads_the_partitions_time():
+    wall = Wall(0.0)
+    c = StreamClock(wall=wall, max_skew_ms=10**12)
+    assert c.wall_of(5_000, 0) == 1.0  # nothing known yet: look again in a second
+    c.observe(100_000, 0)
+    c.observe(200_000, 1)
+    assert c.wall_of(150_000, 1) == 0.0  # partition 1 is past it
+    assert c.wall_of(150_000, 0) > 0.0  # partition 0 is not
+
+
+def test_a_caught_up_partition_follows_the_newest():
+    c = StreamClock(wall=Wall(), max_skew_ms=10**12)
+    c.source_reports = True
+    c.observe(1_000, 0)
+    c.observe(9_000, 1)
+    c.caught_up(1, False)
+    c.caught_up(0, False)
+    assert c.now_ms(0) == 1_000  # still reading: holds
+    c.caught_up(0, True)
+    assert c.now_ms(0) == 9_000  # read to its end: nothing older in it
+    c.caught_up(0, False)
+    assert c.now_ms(0) == 9_000  # never back
