@@ -20,8 +20,8 @@ Event time is compressed (``--event-days``, 200): the run's events span 200 days
 event time ending now, so a 10-minute run passes through every horizon the state is
 bounded by — 1 h to 90 d windows, the 24 h dedupe memory, journeys' waits, the 30-day
 decision records (their Redis TTL is compressed by the same factor) — and its second half
-shows the steady state instead of state still filling up. At 900 events/s over 20,000
-customers that is ~0.3 events per customer per day, an ordinary CRM's rate. With
+shows the steady state instead of state still filling up. At 1,000 events/s over 20,000
+customers that is ~0.15 events per customer per day (a customer acting every week). With
 ``--event-days 0`` event time is the wall clock.
 
 Prints, every ``--every`` seconds (30), one row: elapsed; events produced and consumed
