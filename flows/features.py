@@ -93,6 +93,11 @@ class _Agg:
     def value(self, d: FeatureDef, as_of: int) -> float | None:
         raise NotImplementedError
 
+    def expire(self, first: int) -> bool:
+        """Drop buckets below index `first` (no read or write can reach them any more);
+        True when nothing is left, so the whole state can go."""
+        return False
+
 
 class _Buckets(_Agg):
     """Sparse sorted buckets [(index, acc)] + running totals, for count/sum/avg/trend."""
@@ -131,6 +136,10 @@ class _Buckets(_Agg):
             del self.acc[:k]
             # Recomputed, not subtracted: subtraction would leave float residue behind.
             self.total = math.fsum(self.acc)
+
+    def expire(self, first: int) -> bool:
+        self.evict(first)
+        return not self.idx
 
     def sum_from(self, first: int, last: int) -> float:
         """Sum of accumulators with first <= index <= last."""
@@ -185,11 +194,20 @@ class _Avg(_Agg):
             self.counts.add(d, ts, v, horizon_bucket)
             self.sums.add(d, ts, v, horizon_bucket)
 
+    def expire(self, first: int) -> bool:
+        return self.counts.expire(first) & self.sums.expire(first)
+
     def value(self, d: FeatureDef, as_of: int) -> float | None:
         n = self.counts.value(d, as_of)
         if not n:
             return None
         return self.sums.value(d, as_of) / n  # type: ignore[operator]
+
+
+def _expire_keys(buckets: dict[int, Any], first: int) -> bool:
+    for old in [k for k in buckets if k < first]:
+        del buckets[old]
+    return not buckets
 
 
 def _live_bucket(buckets: dict[int, Any], d: FeatureDef, ts: int, horizon_bucket: int) -> int | None:
@@ -222,6 +240,9 @@ class _Extreme(_Agg):
         cur = self.buckets.get(b)
         self.buckets[b] = float(v) if cur is None else self.pick(cur, float(v))
 
+    def expire(self, first: int) -> bool:
+        return _expire_keys(self.buckets, first)
+
     def value(self, d: FeatureDef, as_of: int) -> float | None:
         top = as_of // d.bucket_ms
         live = [v for b, v in self.buckets.items() if top - d.buckets < b <= top]
@@ -248,6 +269,9 @@ class _Distinct(_Agg):
         values = self.buckets.setdefault(b, set())
         if len(values) < d.max_distinct:
             values.add(float(v) if _numeric(v) else v)
+
+    def expire(self, first: int) -> bool:
+        return _expire_keys(self.buckets, first)
 
     def value(self, d: FeatureDef, as_of: int) -> float | None:
         top = as_of // d.bucket_ms
@@ -279,6 +303,9 @@ class _Trend(_Agg):
             return
         self.inner.acc[self.inner._slot(b)] += amount
         self.inner.total += amount
+
+    def expire(self, first: int) -> bool:
+        return self.inner.expire(first)
 
     def value(self, d: FeatureDef, as_of: int) -> float | None:
         top = as_of // d.bucket_ms
@@ -417,6 +444,14 @@ class FeaturePlan:
         self.exprs: list[tuple[int, Callable[[dict[str, float]], float | None]]] = []
         self.continuous = [i for i, d in enumerate(fs.features) if d.agg in ("recency", "decayed_sum")]
         self.windowed = [(i, d.bucket_ms) for i, d in enumerate(fs.features) if d.bucket_ms]
+        # Per feature: (bucket width, buckets any read or write can still reach behind the
+        # newest event's bucket); (0, 0) for unwindowed ones. Sweeps run when the newest
+        # event time crosses a `sweep_ms` edge (the narrowest bucket).
+        self.reach = [
+            (d.bucket_ms, d.buckets * (2 if d.agg == "trend" else 1)) if d.bucket_ms else (0, 0)
+            for d in fs.features
+        ]
+        self.sweep_ms = min((w for w, _ in self.reach if w), default=0)
         self.tags = fs.tags
         self.rfm = fs.rfm
         self.segments = fs.segments
@@ -493,7 +528,11 @@ class ProfileFeatures:
         if self.max_ts >= 0 and ts < self.max_ts - self.lateness_ms:
             return False
         if ts > self.max_ts:
+            sweep = self._plan.sweep_ms
+            due = sweep and self.max_ts >= 0 and ts // sweep != self.max_ts // sweep
             self.max_ts = ts
+            if due:
+                self._expire()
         states = self.states
         top = self.max_ts
         for i, d, match, get, width in self._plan.for_type(ev.type):
@@ -506,6 +545,26 @@ class ProfileFeatures:
             self.dirty.add(i)
             st.add(d, ts, get(ev) if get is not None else None, top // width if width else 0)  # type: ignore[union-attr]
         return True
+
+    def _expire(self) -> None:
+        """Free what no read or write can reach any more, now that the newest event is
+        `max_ts`: buckets behind every window, and a windowed feature's whole state once it
+        holds none. So a profile's state follows its recent activity, not every event type
+        it ever had (an order 200 days ago keeps nothing in `orders_90d`). Reads are never
+        earlier than `max_ts` (`ProfileState.as_of`), so no value changes; a dropped
+        feature is marked dirty so its next update reports its empty value."""
+        top = self.max_ts
+        states = self.states
+        reach = self._plan.reach
+        dropped = False
+        for i in self.touched:
+            width, keep = reach[i]
+            if width and states[i].expire(top // width - keep + 1):  # type: ignore[union-attr]
+                states[i] = None
+                self.dirty.add(i)
+                dropped = True
+        if dropped:
+            self.touched = [i for i in self.touched if states[i] is not None]
 
     def values(self, as_of: int) -> dict[str, float]:
         """Every feature with a value as of event time `as_of` (>= every accepted ts)."""
@@ -548,8 +607,10 @@ class ProfileFeatures:
         feats, names = plan.features, plan.names
         out: dict[str, float] = {}
         gone: list[str] = []
+        empty = plan.empty
         for i in idx:
-            v = states[i].value(feats[i], as_of)  # type: ignore[union-attr]
+            st = states[i]
+            v = empty.get(names[i]) if st is None else st.value(feats[i], as_of)
             if v is None:
                 gone.append(names[i])
             else:

@@ -478,6 +478,37 @@ def test_silent_profile_count_and_sum_fall_to_zero_not_absent():
     assert pf.values(ts + 30 * D) == {"n_1h": 0, "amount_1h": 0}
 
 
+def test_windows_no_read_can_reach_are_freed():
+    """Orders, then only page views 10 days later: the order windows' states are freed (a
+    profile keeps what its recent activity needs, not every event type it ever had), no
+    value changes by it, and the next changed() reports the freed features' empty values."""
+    pf = ProfileFeatures(FEATURES, lateness_ms=LATENESS)
+    names = [d.name for d in FEATURES.features]
+    seen = [
+        ev(0, "order_paid", BASE_TS, {"amount": 150, "sku": "A", "channel": "app"}),
+        ev(1, "order_paid", BASE_TS + M, {"amount": 20, "sku": "B", "channel": "pos"}),
+    ]
+    for e in seen:
+        assert pf.add(e)
+    pf.changed(BASE_TS + M, BASE_TS)
+    held = {names[i] for i, st in enumerate(pf.states) if st is not None}
+    size = len(pickle.dumps(pf))
+    later = BASE_TS + 10 * D
+    seen.append(ev(2, "page_view", later))
+    assert pf.add(seen[-1])
+    kept = {names[i] for i, st in enumerate(pf.states) if st is not None}
+    assert {"orders_7d", "min_amount_7d", "max_amount_2h", "events_1h"} <= held
+    assert "orders_7d" not in kept
+    for name in ("min_amount_7d", "max_amount_2h"):  # they match any type: renewed, but empty
+        assert name not in kept or not pf.states[names.index(name)].buckets
+    assert {"events_1h", "views_24h"} <= kept  # the page view's own windows
+    assert len(pickle.dumps(pf)) < size
+    check(pf, FEATURES, seen, later, "after the sweep")
+    check(pf, FEATURES, seen, later + 2 * D, "silent after the sweep")
+    values, gone = pf.changed(later, BASE_TS + M)
+    assert values["orders_7d"] == 0.0 and "min_amount_7d" in gone
+
+
 def test_late_event_is_refused_and_changes_nothing():
     pf = ProfileFeatures(FEATURES, lateness_ms=LATENESS)
     events = [ev(0, "order_paid", BASE_TS, {"amount": 10, "sku": "A"})]
