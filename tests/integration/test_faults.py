@@ -15,8 +15,6 @@ from __future__ import annotations
 import random
 import re
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -27,6 +25,7 @@ import redis
 
 from flows.dataflow import feature_set
 from flows.settings import load_settings
+from flows.testing import EngineProcess
 from rules.guards import cap_key
 from sinks.feature_store import feature_key
 from tests.integration.test_features import as_event
@@ -37,7 +36,6 @@ T0 = 1_790_000_000_000  # ms: event time well in the past, so only the events mo
 MIN = 60_000
 KILLS = 10
 GUARDED = {"sent", "capped", "suppressed", "no_consent", "deduped", "holdout"}  # decided in Redis
-PROGRESS = re.compile(r"\] in ([\d,]+) \(")
 
 THANKS = """
 id: order_thanks
@@ -75,44 +73,6 @@ def workload(tag: str, profiles: int, per_profile: int, seed: int) -> list[dict]
             )
     events.sort(key=lambda e: e["ts"])
     return events
-
-
-class Engine:
-    """A `scrm run` process whose output is read as it comes."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "run", "--source", "kafka"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.records_in = 0
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            m = PROGRESS.search(line)
-            if m:
-                self.records_in = int(m.group(1).replace(",", ""))
-
-    def wait_running(self, timeout: float = 90) -> None:
-        """Until the dataflow runs (its first progress line)."""
-        deadline = time.monotonic() + timeout
-        while not any(PROGRESS.search(line) for line in self.lines):
-            assert self.proc.poll() is None, "".join(self.lines)
-            assert time.monotonic() < deadline, "not running:\n" + "".join(self.lines)
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        self.proc.kill()  # SIGKILL: no flush, no snapshot, no goodbye
-        self.proc.wait(timeout=30)
-        self._reader.join(timeout=10)
 
 
 def redis_url(valkey: str, db: int) -> str:
@@ -213,7 +173,7 @@ def test_kill_9_ten_times_under_load_loses_nothing_and_decides_once(broker, name
     rng = random.Random(5)
     consumed_at_kill = []
     for _ in range(KILLS):
-        engine = Engine(killed)
+        engine = EngineProcess(killed)
         try:
             engine.wait_running()
             time.sleep(rng.uniform(0.3, 2.5))
@@ -330,7 +290,7 @@ def test_an_absence_window_open_at_a_crash_still_closes_after_restart(broker, na
         SCRM_JOURNEYS__CAPS="[]",
     )
     assert scrm("recovery", "init", env=env).returncode == 0
-    engine = Engine(env)
+    engine = EngineProcess(env)
     try:
         engine.wait_running()
         now = int(time.time() * 1000)
@@ -343,21 +303,21 @@ def test_an_absence_window_open_at_a_crash_still_closes_after_restart(broker, na
         broker.produce(names["events"], [(e["profileId"].encode(), orjson.dumps(e)) for e in evs])
         deadline = time.monotonic() + 30
         stored = re.compile(r"accepted 3 .* events ([3-9]|\d\d)\b")  # with the engine's own events
-        while not any(stored.search(line) for line in engine.lines):
-            assert time.monotonic() < deadline, "".join(engine.lines)
+        while not stored.search(engine.output()):  # (a line of it: `.` stops at line ends)
+            assert time.monotonic() < deadline, engine.output()
             time.sleep(0.05)  # the events are stored: a snapshot holding them was taken
         assert int(time.time() * 1000) < now + 15_000, "killed while the window is still open"
     finally:
         engine.kill()
     assert broker.consume_all(f"act_{tag}") == []
 
-    engine = Engine(env)
+    engine = EngineProcess(env)
     try:
         engine.wait_running()
         deadline = time.monotonic() + 60
         got: list[dict] = []
         while not got:
-            assert time.monotonic() < deadline, "the reminder never fired:\n" + "".join(engine.lines)
+            assert time.monotonic() < deadline, "the reminder never fired:\n" + engine.output()
             time.sleep(1)
             got = [orjson.loads(m.value()) for m in broker.consume_all(f"act_{tag}")]
         time.sleep(2)
