@@ -98,15 +98,20 @@ class KafkaSettings(_Section):
 
 
 class RedisSettings(_Section):
-    # "embedded" starts a Valkey server inside the engine; otherwise redis:// or rediss://
+    # "embedded" starts a Valkey server inside the engine; otherwise redis:// or rediss://,
+    # or redis+cluster:// / rediss+cluster:// (any node of a Redis Cluster)
     url: str = "embedded"
     timeout_s: float = Field(2.0, gt=0)
 
     @field_validator("url")
     @classmethod
     def _scheme(cls, v: str) -> str:
-        if v != "embedded" and not v.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must be 'embedded' or a redis://, rediss:// or unix:// URL")
+        schemes = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+        if v != "embedded" and not v.startswith(schemes):
+            raise ValueError(
+                "must be 'embedded' or a redis://, rediss://, unix://, "
+                "redis+cluster:// or rediss+cluster:// URL"
+            )
         return v
 
 

@@ -92,13 +92,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import redis
-from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
-from redis.retry import Retry
 
 from flows.errors import SinkError
 from sinks import metrics
+from sinks.redis_store import connect, is_cluster
 from sinks.retry import RetryPolicy
 
 log = logging.getLogger("scrm.guards")
@@ -450,20 +449,13 @@ class Guards:
     def from_url(
         cls, url: str, timeout_s: float = 2.0, retry: RetryPolicy | None = None, cluster: bool = False
     ) -> Guards:
-        """A client with a socket timeout. A single server's client has no retries of its
-        own (the ``RetryPolicy`` is the one retry layer, and it logs every attempt); a
-        Cluster client (``cluster=True``) keeps redis-py's, which follow slot moves."""
-        if cluster:
-            return cls(
-                RedisCluster.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s), retry
-            )
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-        )
-        return cls(client, retry)
+        """A client with a socket timeout (`sinks.redis_store.connect`). A single server's
+        client has no retries of its own (the ``RetryPolicy`` is the one retry layer, and
+        it logs every attempt); a Cluster client (a ``redis+cluster://`` URL, or
+        ``cluster=True`` with a ``redis://`` one) keeps redis-py's, which follow slot moves."""
+        if cluster and not is_cluster(url):
+            url = url.replace("://", "+cluster://", 1)
+        return cls(connect(url, timeout_s, own_retries=False), retry)
 
     @property
     def client(self) -> redis.Redis | RedisCluster:

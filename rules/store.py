@@ -2,12 +2,18 @@
 
 Layout (external tools may read it)::
 
-    scrm:journeys                  hash  <journey id> -> JSON {"version", "state", "fingerprint",
+    scrm:{journeys}                hash  <journey id> -> JSON {"version", "state", "fingerprint",
                                                                "updated_ms", "source"}
-    scrm:journeys:def:{<id>}:<n>   string  version n of the journey, canonical JSON (immutable:
+    scrm:{journeys}:def:<id>:<n>   string  version n of the journey, canonical JSON (immutable:
                                             a profile inside a journey stays on the version it
                                             entered with, so old versions stay readable)
-    scrm:journeys:changes          integer, grows with every change (engines poll it)
+    scrm:{journeys}:changes        integer, grows with every change (engines poll it)
+
+Every key carries the hash tag ``{journeys}``, so on Redis Cluster the catalog lives on
+one shard and a load's MULTI/EXEC (index, definitions and counter together) is legal.
+Catalogs written by earlier versions (``scrm:journeys``, ``scrm:journeys:changes``,
+``scrm:journeys:def:{<id>}:<n>``, which no transaction could span on a Cluster) are moved
+to this layout the first time a client reads or writes the catalog (`upgrade_layout`).
 
 ``state`` is ``enabled`` (new entries and running instances), ``paused`` (no new entries;
 running instances hold where they are until resumed; the complaint breaker pauses), or
@@ -26,6 +32,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -38,19 +45,49 @@ from rules.journeys import Journey, parse_journey, to_canonical
 
 log = logging.getLogger("scrm.journeys")
 
-INDEX = "scrm:journeys"
-CHANGES = "scrm:journeys:changes"
+INDEX = "scrm:{journeys}"
+CHANGES = "scrm:{journeys}:changes"
 STATES = ("enabled", "paused", "disabled")
+_OLD_INDEX, _OLD_CHANGES, _OLD_DEFS = "scrm:journeys", "scrm:journeys:changes", "scrm:journeys:def:*"
+_UPGRADED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def def_key(journey_id: str, version: int) -> str:
-    """Key of one version (the braces are a Redis Cluster hash tag: a journey's versions
-    live on one shard).
+    """Key of one version, under the catalog's hash tag.
 
     >>> def_key("cart_abandoned", 3)
-    'scrm:journeys:def:{cart_abandoned}:3'
+    'scrm:{journeys}:def:cart_abandoned:3'
     """
-    return f"scrm:journeys:def:{{{journey_id}}}:{version}"
+    return f"scrm:{{journeys}}:def:{journey_id}:{version}"
+
+
+def upgrade_layout(client: redis.Redis) -> bool:
+    """Move a catalog in the earlier layout to this one (once per client; True if it moved).
+
+    Only a single server can hold the earlier layout (its load transaction spans slots),
+    so plain commands do: the new keys are written first, the old ones deleted after, and
+    the change counter moves on so running engines reload."""
+    if client in _UPGRADED:
+        return False
+    moved = False
+    if client.exists(_OLD_INDEX) and not client.exists(INDEX):
+        old = client.hgetall(_OLD_INDEX)
+        defs = list(client.scan_iter(match=_OLD_DEFS, count=1000))
+        pipe = client.pipeline(transaction=True)
+        for key in defs:
+            name = key.decode() if isinstance(key, bytes) else key
+            jid, version = name[len("scrm:journeys:def:{") :].rsplit("}:", 1)
+            pipe.set(def_key(jid, int(version)), client.get(key))
+        pipe.hset(INDEX, mapping=old)
+        pipe.set(CHANGES, int(client.get(_OLD_CHANGES) or 0) + 1)
+        pipe.execute()
+        client.delete(_OLD_INDEX, _OLD_CHANGES, *defs)
+        log.warning(
+            "journeys: moved %d journeys (%d versions) to the hash-tagged layout", len(old), len(defs)
+        )
+        moved = True
+    _UPGRADED.add(client)
+    return moved
 
 
 @dataclass(frozen=True)
@@ -73,6 +110,7 @@ def _entry(journey_id: str, raw: bytes | str) -> Entry:
 
 
 def index(client: redis.Redis) -> dict[str, Entry]:
+    upgrade_layout(client)
     return {k.decode(): _entry(k.decode(), v) for k, v in client.hgetall(INDEX).items()}
 
 
@@ -106,6 +144,7 @@ def set_state(client: redis.Redis, journey_id: str, state: str) -> Entry:
     """Enable, pause or disable a journey (atomically: WATCH the index entry)."""
     if state not in STATES:
         raise ConfigError(f"state {state!r} is not one of {', '.join(STATES)}")
+    upgrade_layout(client)
     with client.pipeline(transaction=True) as pipe:
         while True:
             try:
@@ -163,6 +202,7 @@ class JourneyCatalog:
 
     def refresh(self) -> bool:
         """Reload if anything changed; True when it did."""
+        upgrade_layout(self._client)
         changes = int(self._client.get(CHANGES) or 0)
         if changes == self._changes:
             return False

@@ -31,6 +31,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from flows.profile import FeatureUpdate
 from sinks import metrics
 from sinks.batching import BatchBuffer
+from sinks.redis_store import connect
 from sinks.retry import RetryPolicy
 
 KEY_PREFIX = "scrm:features:"
@@ -93,9 +94,7 @@ class RedisFeatureStore(DynamicSink[FeatureUpdate]):
         self._flush = (flush_rows, flush_interval_s, max_rows)
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
-        client = redis.Redis.from_url(
-            self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
-        )
+        client = connect(self._url, self._timeout)
         self._retry.call(client.ping, "connect to the Redis feature store", retry_on=(redis.RedisError,))
         return _StorePartition(client, self._ttl_ms, self._retry, self._flush)
 

