@@ -251,6 +251,8 @@ def latency(args: argparse.Namespace, broker: Broker) -> None:
     topic = broker.create_topic(f"lat_{uuid.uuid4().hex[:8]}", partitions=2)
     data = Path(tempfile.mkdtemp(prefix="scrm-bench-"))
     env = scrm_env(broker, topic, data)
+    if args.flush_interval_s is not None:
+        env["SCRM_CLICKHOUSE__FLUSH_INTERVAL_S"] = str(args.flush_interval_s)
     engine = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "run", "--source", "kafka"],
         env=env,
@@ -261,7 +263,9 @@ def latency(args: argparse.Namespace, broker: Broker) -> None:
     time.sleep(6)  # engine start-up: Valkey, DDL, partitions
     from confluent_kafka import Producer
 
-    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    p = Producer(
+        {"bootstrap.servers": broker.bootstrap, "linger.ms": args.linger_ms, "enable.idempotence": True}
+    )
     # The events are generated before the clock starts, with a marker where ``ts`` goes, so
     # the measuring producer does not take the engine's CPU (this machine has two cores):
     # at send time only the marker is replaced by the send time.
@@ -319,6 +323,18 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=20, help="length of the latency run")
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--only-latency", action="store_true", help="the freshness run alone")
+    ap.add_argument(
+        "--linger-ms",
+        type=float,
+        default=5.0,
+        help="the latency run's producer batching (counted in the latency; the test broker's CPU "
+        "grows with the number of produce requests)",
+    )
+    ap.add_argument(
+        "--flush-interval-s",
+        type=float,
+        help="clickhouse.flush_interval_s for the latency run (default: the engine's, 0.25)",
+    )
     args = ap.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
