@@ -17,8 +17,9 @@ minutes), at a fixed rate:
 
 * ``--rate N`` events/s if given; otherwise ``--share`` (70 %) of the peak: ``--peak N``
   if given, else measured first, the way ``bench/ingest.py`` measures a cluster run: the
-  same engine and settings (recovery on) over a pre-filled topic of ``--peak-events`` of
-  the soak's own events, read to its end, records / flow seconds from its summary line.
+  same engine and settings (recovery on) over a pre-filled topic of ``--peak-events``
+  events of the soak's kind (the same customers, without their warm-up history: each
+  meets the engine cold), read to its end, records / flow seconds from its summary line.
   The events are spaced in event time as the soak will space them (the work per event
   depends on how much event time passes between a customer's events): for ``--share`` x
   ``--peak-guess``, then once more for the measured peak if the guess was off by > 15 %.

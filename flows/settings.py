@@ -20,6 +20,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -112,6 +113,8 @@ class RedisSettings(_Section):
                 "must be 'embedded' or a redis://, rediss://, unix://, "
                 "redis+cluster:// or rediss+cluster:// URL"
             )
+        if v.startswith(schemes[3:]) and urlparse(v).path.strip("/") not in ("", "0"):
+            raise ValueError("a Redis Cluster has database 0 only: drop the /N from the URL")
         return v
 
 

@@ -24,6 +24,7 @@ import redis
 
 from flows.featuredefs import parse_duration
 from rules import store
+from sinks.redis_store import REDIS_ERRORS
 from sinks.retry import RetryPolicy
 
 log = logging.getLogger("scrm.breaker")
@@ -73,7 +74,7 @@ class Breaker:
                     pipe.pexpire(key, 2 * self._window_ms)
             pipe.execute()
 
-        self._retry.call(_count, "count sends and complaints for the breaker", retry_on=(redis.RedisError,))
+        self._retry.call(_count, "count sends and complaints for the breaker", retry_on=REDIS_ERRORS)
         trips: list[Trip] = []
         newest: dict[str, int] = {}
         for jid, ts in complaints:

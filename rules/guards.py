@@ -455,7 +455,7 @@ class Guards:
         ``cluster=True`` with a ``redis://`` one) keeps redis-py's, which follow slot moves."""
         if cluster and not is_cluster(url):
             url = url.replace("://", "+cluster://", 1)
-        return cls(connect(url, timeout_s, own_retries=False), retry)
+        return cls(connect(url, timeout_s, own_retries=False, retry=retry), retry)
 
     @property
     def client(self) -> redis.Redis | RedisCluster:

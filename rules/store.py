@@ -22,7 +22,7 @@ running instances hold where they are until resumed; the complaint breaker pause
 `load` is all-or-nothing: every file is validated before anything is written, and the
 writes are one MULTI/EXEC transaction. Loading an unchanged definition (same fingerprint)
 keeps its version; a changed one gets the next version. `JourneyCatalog` is the engine's
-view: it polls ``scrm:journeys:changes`` every `interval_s` (default 1 s, so a change is
+view: it polls ``scrm:{journeys}:changes`` every `interval_s` (default 1 s, so a change is
 live within a second or two, well inside the 5 s the journeys issue asks for) and
 reloads only what changed.
 """
@@ -42,6 +42,7 @@ import redis
 
 from flows.errors import ConfigError
 from rules.journeys import Journey, parse_journey, to_canonical
+from sinks.redis_store import REDIS_ERRORS
 
 log = logging.getLogger("scrm.journeys")
 
@@ -64,28 +65,48 @@ def def_key(journey_id: str, version: int) -> str:
 def upgrade_layout(client: redis.Redis) -> bool:
     """Move a catalog in the earlier layout to this one (once per client; True if it moved).
 
-    Only a single server can hold the earlier layout (its load transaction spans slots),
-    so plain commands do: the new keys are written first, the old ones deleted after, and
-    the change counter moves on so running engines reload."""
+    Only a single server can hold the earlier layout (its load transaction spans slots).
+    The move is one transaction under WATCH of both indexes and the old counter, so of
+    several engines starting at once exactly one moves it and the others find it moved;
+    the change counter moves on so running engines reload. Engines of the earlier version
+    still running read an empty catalog afterwards: stop them all before upgrading."""
     if client in _UPGRADED:
         return False
     moved = False
-    if client.exists(_OLD_INDEX) and not client.exists(INDEX):
-        old = client.hgetall(_OLD_INDEX)
-        defs = list(client.scan_iter(match=_OLD_DEFS, count=1000))
-        pipe = client.pipeline(transaction=True)
-        for key in defs:
-            name = key.decode() if isinstance(key, bytes) else key
-            jid, version = name[len("scrm:journeys:def:{") :].rsplit("}:", 1)
-            pipe.set(def_key(jid, int(version)), client.get(key))
-        pipe.hset(INDEX, mapping=old)
-        pipe.set(CHANGES, int(client.get(_OLD_CHANGES) or 0) + 1)
-        pipe.execute()
-        client.delete(_OLD_INDEX, _OLD_CHANGES, *defs)
-        log.warning(
-            "journeys: moved %d journeys (%d versions) to the hash-tagged layout", len(old), len(defs)
-        )
-        moved = True
+    if client.exists(_OLD_INDEX):
+        with client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(_OLD_INDEX, INDEX, _OLD_CHANGES)
+                    if pipe.exists(INDEX) or not pipe.exists(_OLD_INDEX):
+                        if pipe.exists(INDEX) and pipe.exists(_OLD_INDEX):
+                            log.warning("journeys: both key layouts exist; %s is ignored", _OLD_INDEX)
+                        break
+                    old = pipe.hgetall(_OLD_INDEX)
+                    defs = list(client.scan_iter(match=_OLD_DEFS, count=1000))
+                    values = [pipe.get(k) for k in defs]
+                    changes = int(pipe.get(_OLD_CHANGES) or 0)
+                    pipe.multi()
+                    for key, value in zip(defs, values, strict=True):
+                        if value is None:
+                            continue
+                        name = key.decode() if isinstance(key, bytes) else key
+                        jid, version = name[len("scrm:journeys:def:{") :].rsplit("}:", 1)
+                        pipe.set(def_key(jid, int(version)), value)
+                    if old:
+                        pipe.hset(INDEX, mapping=old)
+                    pipe.set(CHANGES, changes + 1)
+                    pipe.delete(_OLD_INDEX, _OLD_CHANGES, *defs)
+                    pipe.execute()
+                    log.warning(
+                        "journeys: moved %d journeys (%d versions) to the hash-tagged layout",
+                        len(old),
+                        len(defs),
+                    )
+                    moved = True
+                    break
+                except redis.WatchError:
+                    continue  # another engine moved it meanwhile: look again
     _UPGRADED.add(client)
     return moved
 
@@ -243,7 +264,7 @@ class JourneyCatalog:
                 if failing:
                     log.info("journeys: Redis reachable again")
                 failing = False
-            except (redis.RedisError, ConfigError) as exc:
+            except (*REDIS_ERRORS, ConfigError) as exc:
                 if not failing:
                     log.warning("journeys: cannot reload definitions (keeping the last ones): %s", exc)
                 failing = True

@@ -27,6 +27,7 @@ import redis
 from scoring.learner import PublishedModel
 from scoring.modeldefs import ModelDef
 from scoring.scorer import GenericScorer, LinearScorer, make_scorer
+from sinks.redis_store import REDIS_ERRORS
 
 log = logging.getLogger("scrm.models")
 KEY_PREFIX = "scrm:models:"
@@ -142,7 +143,7 @@ class ModelSync:
                 if failing:
                     log.info("model sync: Redis reachable again")
                 failing = False
-            except (redis.RedisError, ValueError) as exc:
+            except (*REDIS_ERRORS, ValueError) as exc:
                 if not failing:
                     log.warning("model sync: cannot read published models (will keep trying): %s", exc)
                 failing = True

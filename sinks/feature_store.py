@@ -31,7 +31,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from flows.profile import FeatureUpdate
 from sinks import metrics
 from sinks.batching import BatchBuffer
-from sinks.redis_store import connect
+from sinks.redis_store import REDIS_ERRORS, connect
 from sinks.retry import RetryPolicy
 
 KEY_PREFIX = "scrm:features:"
@@ -94,8 +94,8 @@ class RedisFeatureStore(DynamicSink[FeatureUpdate]):
         self._flush = (flush_rows, flush_interval_s, max_rows)
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
-        client = connect(self._url, self._timeout)
-        self._retry.call(client.ping, "connect to the Redis feature store", retry_on=(redis.RedisError,))
+        client = connect(self._url, self._timeout, retry=self._retry)
+        self._retry.call(client.ping, "connect to the Redis feature store", retry_on=REDIS_ERRORS)
         return _StorePartition(client, self._ttl_ms, self._retry, self._flush)
 
 
@@ -146,9 +146,7 @@ class _StorePartition(StatelessSinkPartition[FeatureUpdate]):
                 self._retries.inc()
                 raise
 
-        self._retry.call(
-            _once, f"write {len(updates)} profiles to the feature store", retry_on=(redis.RedisError,)
-        )
+        self._retry.call(_once, f"write {len(updates)} profiles to the feature store", retry_on=REDIS_ERRORS)
         self._seconds.observe(time.perf_counter() - started)
         self._rows.inc(len(updates))
         metrics.FEATURE_UPDATES.labels(store="redis").inc(len(updates))

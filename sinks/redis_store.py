@@ -22,6 +22,7 @@ from types import TracebackType
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from flows.settings import RedisSettings, redact_url
@@ -30,6 +31,9 @@ from sinks.retry import RetryPolicy
 log = logging.getLogger("scrm.redis")
 
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+# What a failing server or Cluster raises: a Cluster client that cannot reach any node
+# raises RedisClusterException, which is not a RedisError.
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException)
 
 
 def is_cluster(url: str) -> bool:
@@ -37,17 +41,27 @@ def is_cluster(url: str) -> bool:
     return url.startswith(CLUSTER_SCHEMES)
 
 
-def connect(url: str, timeout_s: float, *, own_retries: bool = True) -> redis.Redis:
+def connect(
+    url: str, timeout_s: float, *, own_retries: bool = True, retry: RetryPolicy | None = None
+) -> redis.Redis:
     """A client for `url` with socket timeouts: a single server's, or a Cluster's.
 
     ``own_retries=False`` turns off redis-py's own retries on a single server, where the
     caller's `RetryPolicy` is the one retry layer (it logs every attempt). A Cluster
-    client keeps them: they are what follows a slot that moved to another node.
+    client keeps them: they are what follows a slot that moved to another node. A
+    Cluster client reads the slot map as it is made, so with `retry` an unreachable
+    Cluster is retried (with backoff and a log line per attempt) instead of failing at once.
     """
     if is_cluster(url):
-        return RedisCluster.from_url(  # type: ignore[return-value]
-            url.replace("+cluster", "", 1), socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-        )
+
+        def _make() -> redis.Redis:
+            return RedisCluster.from_url(  # type: ignore[return-value]
+                url.replace("+cluster", "", 1), socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+            )
+
+        if retry is None:
+            return _make()
+        return retry.call(_make, f"reach the Redis Cluster at {redact_url(url)}", retry_on=REDIS_ERRORS)
     extra = {} if own_retries else {"retry": Retry(NoBackoff(), 0)}
     return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, **extra)
 
@@ -71,7 +85,7 @@ class RedisService:
         if self.embedded:
             self._server = self._start_embedded()
         client = self.client()
-        self._retry.call(client.ping, f"connect to Redis {self.display_url}")
+        self._retry.call(client.ping, f"connect to Redis {self.display_url}", retry_on=REDIS_ERRORS)
         client.close()
         return self.url
 
@@ -103,7 +117,7 @@ class RedisService:
         return redact_url(self.url)
 
     def client(self) -> redis.Redis:
-        return connect(self.url, self._settings.timeout_s)
+        return connect(self.url, self._settings.timeout_s, retry=self._retry)
 
     def stop(self) -> None:
         if self._server is not None:

@@ -28,7 +28,7 @@ from scoring.registry import write_version
 from scoring.types import ModelVersion, Score
 from sinks import metrics
 from sinks.batching import BatchBuffer
-from sinks.redis_store import connect
+from sinks.redis_store import REDIS_ERRORS, connect
 from sinks.retry import RetryPolicy
 
 KEY_PREFIX = "scrm:score:"
@@ -56,8 +56,8 @@ def score_fields(s: Score) -> dict[str, str | int]:
 
 
 def _client(url: str, timeout: float, retry: RetryPolicy, what: str) -> redis.Redis:
-    client = connect(url, timeout)
-    retry.call(client.ping, f"connect to Redis ({what})", retry_on=(redis.RedisError,))
+    client = connect(url, timeout, retry=retry)
+    retry.call(client.ping, f"connect to Redis ({what})", retry_on=REDIS_ERRORS)
     return client
 
 
@@ -116,7 +116,7 @@ class _ScorePartition(StatelessSinkPartition[Score]):
                 self._retries.inc()
                 raise
 
-        self._retry.call(_once, f"write {len(per_profile)} profiles' scores", retry_on=(redis.RedisError,))
+        self._retry.call(_once, f"write {len(per_profile)} profiles' scores", retry_on=REDIS_ERRORS)
         self._seconds.observe(time.perf_counter() - started)
         self._rows.inc(len(per_profile))
         for model, n in counts.items():
@@ -156,7 +156,7 @@ class _ModelPartition(StatelessSinkPartition[ModelVersion]):
             self._retry.call(
                 lambda pm=pm: write_version(self._client, pm),
                 f"publish model {v.model} version {v.version}",
-                retry_on=(redis.RedisError,),
+                retry_on=REDIS_ERRORS,
             )
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ running catalog that picks up changes within seconds."""
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 
 import redis
@@ -109,6 +110,21 @@ def test_a_catalog_in_the_earlier_layout_is_moved_on_first_use(valkey) -> None:
         jid, version = key.decode()[len("scrm:{journeys}:def:") :].rsplit(":", 1)
         client.rename(key, f"scrm:journeys:def:{{{jid}}}:{version}")
 
+    # engines starting at once, each with its own client: exactly one moves it
+    clients = [redis.Redis.from_url(url) for _ in range(4)]
+    start = threading.Barrier(len(clients))
+    moved: list[bool] = []
+
+    def upgrade(c: redis.Redis) -> None:
+        start.wait()
+        moved.append(store.upgrade_layout(c))
+
+    threads = [threading.Thread(target=upgrade, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(moved) == [False, False, False, True]
     fresh = redis.Redis.from_url(url)  # a new client: the move runs once per client
     assert store.index(fresh) == before
     assert {k: fresh.get(k) for k in fresh.scan_iter(match="scrm:{journeys}:def:*")} == defs

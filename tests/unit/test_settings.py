@@ -45,6 +45,7 @@ def test_settings_are_frozen():
     [
         ({"SCRM_CLICKHOUSE__FLUSH_ROWS": "lots"}, "clickhouse.flush_rows"),
         ({"SCRM_REDIS__URL": "mysql://x"}, "redis.url"),
+        ({"SCRM_REDIS__URL": "redis+cluster://node:7000/3"}, "redis.url"),  # a Cluster has db 0 only
         ({"SCRM_CLICKHOUSE__URL": "ftp://x"}, "clickhouse.url"),
         ({"SCRM_KAFKA__NO_SUCH_KEY": "1"}, "kafka.no_such_key"),
         ({"SCRM_SOURCE__KIND": "carrier-pigeon"}, "source.kind"),
@@ -55,6 +56,11 @@ def test_bad_values_name_the_setting_and_origin(env, where):
         load_settings(env=env)
     assert where in str(info.value)
     assert "SCRM_* environment" in str(info.value)
+
+
+def test_a_redis_cluster_is_named_by_its_scheme():
+    for url in ("redis+cluster://node:7000", "rediss+cluster://node:7000/0", "redis://node:6379/3"):
+        assert load_settings(env={"SCRM_REDIS__URL": url}).redis.url == url
 
 
 def test_bad_toml_file_names_the_file(tmp_path: Path):
