@@ -21,7 +21,12 @@ from typing import Any
 
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
-from bytewax.recovery import RecoveryConfig
+from bytewax.recovery import (
+    InconsistentPartitionsError,
+    MissingPartitionsError,
+    NoPartitionsError,
+    RecoveryConfig,
+)
 from bytewax.run import cli_main
 from rich.console import Console
 
@@ -197,14 +202,22 @@ def _graceful_sigint(control: RunControl, console: Console) -> Iterator[None]:
 def run_flow(flow: Dataflow, settings: Settings, cluster: Cluster) -> None:
     """Execute `flow` on this process's workers (and cluster peers, if any)."""
     rc = recovery_config(settings)
-    cli_main(
-        flow,
-        workers_per_process=settings.engine.workers,
-        process_id=cluster.process_id,
-        addresses=list(cluster.addresses) or None,
-        epoch_interval=timedelta(seconds=settings.recovery.snapshot_interval_s),
-        recovery_config=rc,
-    )
+    try:
+        cli_main(
+            flow,
+            workers_per_process=settings.engine.workers,
+            process_id=cluster.process_id,
+            addresses=list(cluster.addresses) or None,
+            epoch_interval=timedelta(seconds=settings.recovery.snapshot_interval_s),
+            recovery_config=rc,
+        )
+    except (MissingPartitionsError, InconsistentPartitionsError, NoPartitionsError) as exc:
+        # The recovery store cannot give one consistent state: refuse, never start fresh.
+        raise ConfigError(
+            f"recovery.dir {settings.recovery.dir}: {exc}. Restore a complete, consistent set of "
+            f"part-*.sqlite3 files (all from the same backup), or start from nothing with a new "
+            f"recovery.dir and `scrm recovery init` (the Kafka input is then read from its start)"
+        ) from exc
 
 
 def run(

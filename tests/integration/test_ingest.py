@@ -154,6 +154,27 @@ def test_recovery_dir_without_partitions_refuses_to_start(engine_settings, tmp_p
         run_engine(settings)
 
 
+def test_an_incomplete_recovery_store_refuses_to_start(engine_settings, tmp_path):
+    """A lost partition file must stop start-up with what to do, not resume from half the
+    state (or from none of it) silently."""
+    from flows.errors import ConfigError
+
+    path = tmp_path / "replay.jsonl"
+    path.write_bytes(event(1, 1) + b"\n")
+    settings = engine_settings(
+        {
+            "source": {"kind": "file", "file": str(path), "rate": 0},
+            "recovery": {"dir": str(tmp_path / "recovery"), "snapshot_interval_s": 0.2},
+        }
+    )
+    init_recovery(settings, 2)
+    first, _ = run_engine(settings)
+    assert first.counts.records_in == 1
+    (tmp_path / "recovery" / "part-1.sqlite3").unlink()
+    with pytest.raises(ConfigError, match=r"Missing recovery partitions .* of 2.*scrm recovery init"):
+        run_engine(settings)
+
+
 def test_a_bad_features_file_stops_start_up_with_file_and_entry(engine_settings, tmp_path):
     from flows.errors import ConfigError
 
