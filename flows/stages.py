@@ -118,17 +118,18 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
         self._cfg.stream.observe(
             max(e.ts_ms for e in values) if len(values) > 1 else last.ts_ms, last.partition
         )
-        js = self._state.journeys
-        live = self._cfg.journeys
-        if live is None or js is None:
-            emitted = self._fold(values)
+        if not self._cfg.features or len(values) == 1:
+            emitted: list[Any] = []
+            self._fire_due(last.ts_ms, last.received_ms, emitted)
+            emitted.extend(self._fold(values))
         else:
             # Each event is folded on its own, after what fell due before it: every
             # decision sees the profile exactly as it was at its moment (a journey entered
             # or a branch taken at an event sees that event and none after it; a step due
-            # between two events sees the first and not the second), so how events happen
-            # to be batched — live, in a replay, in a catch-up after a restart — changes
-            # no decision.
+            # between two events sees the first and not the second), and a tag or segment
+            # change is stamped with the event that caused it. So how events happen to be
+            # batched — live, in a replay, in a catch-up after a restart — changes no
+            # decision and no engine event (their ids carry that time).
             emitted = []
             for e in values:
                 self._fire_due(e.ts_ms, e.received_ms, emitted)

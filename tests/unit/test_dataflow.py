@@ -127,3 +127,36 @@ def test_with_features_off_only_the_input_events_come_out(make_settings, workers
     )
     _run(flow, workers)
     assert sorted(e.event_id for e in events) == ["e1", "e2"]
+
+
+def test_engine_events_do_not_depend_on_batching(make_settings):
+    """A tag change is stamped with the event that caused it, not with the last event of
+    whatever batch it came in: the engine's own events, and their ids, are the same however
+    the input is batched (a replay after a crash batches it differently)."""
+    t = 1_790_000_000_000
+
+    def order(eid: str, ts: int, amount: float) -> dict[str, object]:
+        props = {"amount": amount}
+        return {"eventId": eid, "profileId": "p1", "type": "order_paid", "ts": ts, "props": props}
+
+    evs = [
+        {"eventId": "s", "profileId": "p1", "type": "signup", "ts": t},
+        order("o1", t + 60_000, 1500),
+        order("o2", t + 120_000, 600),  # revenue_90d reaches 2,000 (`high_value`) mid-batch
+        order("o3", t + 180_000, 100),
+    ]
+
+    def engine_events(batch_size: int) -> list[tuple[str, int]]:
+        out: list = []
+        flow = build_flow(
+            make_settings({"models": {"enabled": False}}),
+            TestingSource([rec(e, i) for i, e in enumerate(evs)], batch_size=batch_size),
+            FlowSinks(events=[TestingSink(out)], features=[TestingSink([])]),
+        )
+        run_main(flow)
+        tags = [e for e in out if e.source == "engine" and e.type.startswith("tag_")]
+        return sorted((e.event_id, e.ts_ms) for e in tags)
+
+    one_by_one, all_at_once = engine_events(1), engine_events(10)
+    assert (f"tag_added:high_value:p1:{t + 120_000}", t + 120_000) in one_by_one
+    assert all_at_once == one_by_one
