@@ -103,10 +103,30 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # --------------------------------------------------------------------------- workload
 
 
+WARMUP = 100_000  # the generator's first events: every customer signs up and acts in them
+
+
+def span_ms(args: argparse.Namespace) -> float:
+    """Event time the run's events span, ending now (0: event time is the wall clock)."""
+    return args.event_days * 86_400_000
+
+
 def compression(args: argparse.Namespace) -> float:
     """Event ms per wall ms over the run (1: event time is the wall clock)."""
-    span_ms = args.event_days * 86_400_000
-    return max(1.0, span_ms / (args.minutes * 60_000)) if span_ms else 1.0
+    span = span_ms(args)
+    return max(1.0, span / (args.minutes * 60_000)) if span else 1.0
+
+
+def customers(args: argparse.Namespace, start_ms: int) -> tuple[SyntheticCustomers, list[bytes]]:
+    """The soak's seeded customers and their warm-up history: `WARMUP` events ending at
+    `start_ms`, where the measured stream starts."""
+    gen = SyntheticCustomers(
+        SyntheticConfig(
+            profiles=args.profiles, seed=args.seed + 1, late_share=0.01, malformed_share=0.005,
+            duplicate_share=0.005,
+        )
+    )  # fmt: skip
+    return gen, gen.take(WARMUP, start_ms - WARMUP * 5, 5)
 
 
 def peak_workload(args: argparse.Namespace, rate: float) -> list[bytes]:
@@ -116,58 +136,33 @@ def peak_workload(args: argparse.Namespace, rate: float) -> list[bytes]:
     events decides the work per event (window buckets evicted, waits falling due), so a
     peak measured on another spacing is the peak of another workload."""
     step_ms = compression(args) * 1000 / rate
-    gen = SyntheticCustomers(
-        SyntheticConfig(
-            profiles=args.profiles, seed=args.seed + 1, late_share=0.01, malformed_share=0.005,
-            duplicate_share=0.005,
-        )
-    )  # fmt: skip
     n = args.peak_events
     start = int(time.time() * 1000 - n * step_ms)
-    warm = 100_000
-    gen.take(warm, start - warm * 5, 5)
+    gen, _ = customers(args, start)
     return [gen.next_event(int(start + i * step_ms)) for i in range(n)]
 
 
 class LiveProducer:
     """A thread sending synthetic events with ts = now at `rate` events/s, keyed by profileId."""
 
-    def __init__(
-        self,
-        bootstrap: str,
-        topic: str,
-        rate: float,
-        profiles: int,
-        seed: int,
-        linger_ms: float,
-        span_ms: float = 0.0,
-        duration_s: float = 1.0,
-    ) -> None:
+    def __init__(self, bootstrap: str, topic: str, rate: float, args: argparse.Namespace) -> None:
         self.topic = topic
         self.rate = rate
-        # Event time: `span_ms` of it pass over `duration_s` of wall time, ending now (0:
-        # event time is the wall clock). `scale` = event ms per wall ms.
-        self.scale = max(1.0, span_ms / (duration_s * 1000)) if span_ms else 1.0
-        self.event_t0_ms = int(time.time() * 1000 - span_ms) if span_ms else 0
+        # Event time: `span_ms` of it pass over the run, ending now (0: event time is the
+        # wall clock). `scale` = event ms per wall ms.
+        self.scale = compression(args)
+        self.event_t0_ms = int(time.time() * 1000 - span_ms(args)) if span_ms(args) else 0
         self.sent = 0
         self.errors = 0
         self.started_at = 0.0
         self.stopped_at = 0.0
         self._stop = threading.Event()
-        self._gen = SyntheticCustomers(
-            SyntheticConfig(
-                profiles=profiles, seed=seed, late_share=0.01, malformed_share=0.005, duplicate_share=0.005
-            )
-        )
-        # Steady state: the generator's first 100k events end where the live stream starts
-        # (every customer has acted by then). `send_warmup` sends them before the measured
-        # phase, so the engine knows every customer: a churned one coming back later is a
-        # returning customer, not one it has never seen.
-        warm = 100_000
-        start = self.event_t0_ms or int(time.time() * 1000)
-        self.warmup = self._gen.take(warm, start - warm * 5, 5)
+        # Steady state: the warm-up ends where the live stream starts. `send_warmup` sends
+        # it before the measured phase, so the engine knows every customer: a churned one
+        # coming back later is a returning customer, not one it has never seen.
+        self._gen, self.warmup = customers(args, self.event_t0_ms or int(time.time() * 1000))
         self._p = Producer(
-            {"bootstrap.servers": bootstrap, "linger.ms": linger_ms, "enable.idempotence": True}
+            {"bootstrap.servers": bootstrap, "linger.ms": args.linger_ms, "enable.idempotence": True}
         )
         self._thread = threading.Thread(target=self._run, name="producer", daemon=True)
 
@@ -504,16 +499,7 @@ def soak(
     data = tmp / "soak"
     env = scrm_env(broker, topic, data, redis_url, args)
     recovery_init(env)
-    producer = LiveProducer(
-        broker.bootstrap,
-        topic,
-        rate,
-        args.profiles,
-        args.seed + 1,
-        args.linger_ms,
-        span_ms=args.event_days * 86_400_000,
-        duration_s=args.minutes * 60,
-    )
+    producer = LiveProducer(broker.bootstrap, topic, rate, args)
     engine = Engine(env, producer)
     try:
         engine.wait_running(timeout=180)

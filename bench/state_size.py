@@ -21,6 +21,7 @@ import pickle
 import re
 import sqlite3
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,34 +39,30 @@ def _size(obj: Any) -> int:
     return len(pickle.dumps(obj, protocol=5))
 
 
-def latest_snapshots(recovery: Path) -> dict[tuple[str, str], bytes | None]:
-    """(step id, state key) -> the newest snapshot's bytes, over every partition file."""
-    out: dict[tuple[str, str], bytes | None] = {}
+def _rows(recovery: Path, sql: str) -> Iterator[tuple[Any, ...]]:
+    """The rows of `sql` over every partition file, read-only."""
     for part in sorted(recovery.glob("*.sqlite3")):
         con = sqlite3.connect(f"file:{part}?mode=ro", uri=True)
         try:
-            rows = con.execute(
-                "SELECT step_id, state_key, ser_change FROM snaps s WHERE snap_epoch ="
-                " (SELECT MAX(snap_epoch) FROM snaps t"
-                "  WHERE t.step_id = s.step_id AND t.state_key = s.state_key)"
-            ).fetchall()
+            yield from con.execute(sql).fetchall()
         finally:
             con.close()
-        for step, key, ser in rows:
-            out[(step, key)] = ser
-    return out
+
+
+def latest_snapshots(recovery: Path) -> dict[tuple[str, str], bytes | None]:
+    """(step id, state key) -> the newest snapshot's bytes, over every partition file."""
+    sql = (
+        "SELECT step_id, state_key, ser_change FROM snaps s WHERE snap_epoch ="
+        " (SELECT MAX(snap_epoch) FROM snaps t WHERE t.step_id = s.step_id AND t.state_key = s.state_key)"
+    )
+    return {(step, key): ser for step, key, ser in _rows(recovery, sql)}
 
 
 def store_rows(recovery: Path) -> dict[str, int]:
     """Snapshot rows per step over all partitions (every epoch still kept, not only the newest)."""
     rows: collections.Counter[str] = collections.Counter()
-    for part in sorted(recovery.glob("*.sqlite3")):
-        con = sqlite3.connect(f"file:{part}?mode=ro", uri=True)
-        try:
-            for step, n in con.execute("SELECT step_id, COUNT(*) FROM snaps GROUP BY step_id"):
-                rows[step] += n
-        finally:
-            con.close()
+    for step, n in _rows(recovery, "SELECT step_id, COUNT(*) FROM snaps GROUP BY step_id"):
+        rows[step] += n
     return dict(rows)
 
 
