@@ -163,10 +163,12 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
         if late:
             metrics.EVENTS_LATE.inc(late)
         emitted: list[Any] = list(out)
-        if self._cfg.features and len(out) > late:
-            cfg = self._cfg
-            newest = max(e.received_ms for e in out)
-            as_of = st.as_of(own_newest)
+        cfg = self._cfg
+        if not out or not cfg.features:  # journeys and scoring run only with features on
+            return emitted
+        as_of = st.as_of(own_newest)
+        newest = max(e.received_ms for e in out)
+        if len(out) > late:
             upd = st.update(out[0].profile_id, as_of, cfg.snapshot_ms, newest)
             if upd is not None:
                 emitted.append(upd)
@@ -178,13 +180,9 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
                         cfg.scoring, st.profile_id, out, as_of, _values_of(st, as_of), newest
                     )
                 )
-        if self._cfg.journeys is not None and st.journeys is not None and out:
+        if cfg.journeys is not None and st.journeys is not None:
             engine = [x for x in emitted if type(x) is Event and x.origin == "engine"]
-            as_of = st.as_of(own_newest)
-            newest = max(e.received_ms for e in out)
-            js = st.journeys.on_events(
-                st.profile_id, out + engine, self._cfg.journeys, _context(st, as_of), newest
-            )
+            js = st.journeys.on_events(st.profile_id, out + engine, cfg.journeys, _context(st, as_of), newest)
             emitted.extend(js)
         return emitted
 

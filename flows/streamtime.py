@@ -103,6 +103,14 @@ class StreamClock:
         self._anchor = (0.0, -1)  # (wall s, stream ms) of the last speed sample
         self._speed = 1.0  # stream ms per wall ms, at least 1
 
+    def _mine(self, partition: int) -> _Partition:
+        """This worker thread's time for `partition` (created on first use)."""
+        key = (threading.get_ident(), partition)
+        p = self._parts.get(key)
+        if p is None:
+            p = self._parts[key] = _Partition()
+        return p
+
     def _quiet(self, partition: int) -> bool:
         return self._caught_up.get(partition, not self.source_reports)
 
@@ -112,10 +120,7 @@ class StreamClock:
         Fed where the events reach the profiles, not where they are read: a time read
         but not yet delivered must not wake a profile whose own earlier events are still
         on their way to it."""
-        key = (threading.get_ident(), partition)
-        p = self._parts.get(key)
-        if p is None:
-            p = self._parts[key] = _Partition()
+        p = self._mine(partition)
         if ts_ms > p.max:
             p.max = ts_ms
             p.seen_ms = int(self._wall() * 1000)
@@ -142,10 +147,7 @@ class StreamClock:
         >>> r = StreamClock(wall=lambda: 1000.0); r.resume(5_000); r.now_ms(0)    # a replay
         5000
         """
-        key = (threading.get_ident(), partition)
-        p = self._parts.get(key)
-        if p is None:
-            p = self._parts[key] = _Partition()
+        p = self._mine(partition)
         if ts_ms <= p.max:
             return
         wall_ms = int(self._wall() * 1000)
