@@ -97,7 +97,7 @@ from redis.crc import key_slot
 
 from flows.errors import SinkError
 from sinks import metrics
-from sinks.redis_store import connect, is_cluster
+from sinks.redis_store import connect
 from sinks.retry import RetryPolicy
 
 log = logging.getLogger("scrm.guards")
@@ -446,15 +446,11 @@ class Guards:
         self._retries = metrics.SINK_RETRIES.labels(sink="redis:guards")
 
     @classmethod
-    def from_url(
-        cls, url: str, timeout_s: float = 2.0, retry: RetryPolicy | None = None, cluster: bool = False
-    ) -> Guards:
+    def from_url(cls, url: str, timeout_s: float = 2.0, retry: RetryPolicy | None = None) -> Guards:
         """A client with a socket timeout (`sinks.redis_store.connect`). A single server's
         client has no retries of its own (the ``RetryPolicy`` is the one retry layer, and
-        it logs every attempt); a Cluster client (a ``redis+cluster://`` URL, or
-        ``cluster=True`` with a ``redis://`` one) keeps redis-py's, which follow slot moves."""
-        if cluster and not is_cluster(url):
-            url = url.replace("://", "+cluster://", 1)
+        it logs every attempt); a Cluster client (a ``redis+cluster://`` URL) keeps
+        redis-py's, which follow slot moves."""
         return cls(connect(url, timeout_s, own_retries=False, retry=retry), retry)
 
     @property

@@ -125,15 +125,21 @@ def test_synthetic_bounded_run_accounts_for_every_record(engine_settings, ch, na
     assert "records/s" in text
 
 
-def test_dedupe_and_file_position_survive_a_restart(engine_settings, ch, names, tmp_path):
+def replay_with_recovery(engine_settings, tmp_path, lines: list[bytes]):
+    """(settings, file): a file replay of `lines` with recovery in ``tmp_path/recovery``."""
     path = tmp_path / "replay.jsonl"
-    path.write_bytes(event(1, 1) + b"\n" + event(2, 1) + b"\n")
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
     settings = engine_settings(
         {
             "source": {"kind": "file", "file": str(path), "rate": 0},
             "recovery": {"dir": str(tmp_path / "recovery"), "snapshot_interval_s": 0.2},
         }
     )
+    return settings, path
+
+
+def test_dedupe_and_file_position_survive_a_restart(engine_settings, ch, names, tmp_path):
+    settings, path = replay_with_recovery(engine_settings, tmp_path, [event(1, 1), event(2, 1)])
     init_recovery(settings, 1)
     first, _ = run_engine(settings)
     assert first.counts.records_in == 2
@@ -159,14 +165,7 @@ def test_an_incomplete_recovery_store_refuses_to_start(engine_settings, tmp_path
     state (or from none of it) silently."""
     from flows.errors import ConfigError
 
-    path = tmp_path / "replay.jsonl"
-    path.write_bytes(event(1, 1) + b"\n")
-    settings = engine_settings(
-        {
-            "source": {"kind": "file", "file": str(path), "rate": 0},
-            "recovery": {"dir": str(tmp_path / "recovery"), "snapshot_interval_s": 0.2},
-        }
-    )
+    settings, _ = replay_with_recovery(engine_settings, tmp_path, [event(1, 1)])
     init_recovery(settings, 2)
     first, _ = run_engine(settings)
     assert first.counts.records_in == 1
