@@ -13,7 +13,10 @@ measures what the default feature set adds.
 3. **event-to-ClickHouse latency** at a fixed rate: the engine runs live (``scrm run
    --source kafka``, its own process) while this script produces at ``--rate`` events/s
    with ``ts`` = the send time; p50/p99/max of ``inserted_at - ts`` per row, computed by
-   ClickHouse itself.
+   ClickHouse itself, split at ``ingested_at`` (when the engine read the event) into
+   sent-to-read and read-to-stored;
+4. **transport floor**: the same producer and broker with a bare consumer in place of the
+   engine, which only reads and stamps: the part of the latency that is not the engine's.
 
 The workload is seeded synthetic customers, cached under ``bench/.cache``. Not a test:
 nothing here asserts a speed. Run with ``make bench`` or ``python bench/ingest.py -h``.
@@ -247,28 +250,18 @@ def cluster_run(broker: Broker, topic: str, processes: int) -> tuple[int, float]
     return total, slowest
 
 
-def latency(args: argparse.Namespace, broker: Broker) -> None:
-    topic = broker.create_topic(f"lat_{uuid.uuid4().hex[:8]}", partitions=2)
-    data = Path(tempfile.mkdtemp(prefix="scrm-bench-"))
-    env = scrm_env(broker, topic, data)
-    if args.flush_interval_s is not None:
-        env["SCRM_CLICKHOUSE__FLUSH_INTERVAL_S"] = str(args.flush_interval_s)
-    engine = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "run", "--source", "kafka"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    time.sleep(6)  # engine start-up: Valkey, DDL, partitions
+def produce_at_rate(args: argparse.Namespace, broker: Broker, topic: str) -> int:
+    """Send ``--rate`` events/s for ``--seconds`` with ``ts`` = the send time; returns how many.
+
+    The events are generated before the clock starts, with a marker where ``ts`` goes, so
+    the measuring producer does not take the engine's CPU (this machine has two cores):
+    at send time only the marker is replaced by the send time.
+    """
     from confluent_kafka import Producer
 
     p = Producer(
         {"bootstrap.servers": broker.bootstrap, "linger.ms": args.linger_ms, "enable.idempotence": True}
     )
-    # The events are generated before the clock starts, with a marker where ``ts`` goes, so
-    # the measuring producer does not take the engine's CPU (this machine has two cores):
-    # at send time only the marker is replaced by the send time.
     gen = SyntheticCustomers(SyntheticConfig(profiles=20_000, seed=args.seed + 1))
     marker = b"4102444800000"  # 2100-01-01, never sent
     values = [gen.next_event(int(marker)) for _ in range(args.rate * args.seconds)]
@@ -283,6 +276,69 @@ def latency(args: argparse.Namespace, broker: Broker) -> None:
         p.poll(0)
         time.sleep(0.002)
     p.flush(30)
+    return sent
+
+
+_PROBE = """
+import re, sys, time
+from confluent_kafka import Consumer, TopicPartition
+boot, topic, parts, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+c = Consumer({"bootstrap.servers": boot, "group.id": "probe", "enable.auto.commit": False})
+c.assign([TopicPartition(topic, i, -2) for i in range(parts)])
+ts = re.compile(rb'"ts":\\s*(\\d+)')
+lags = []
+last = deadline = time.time() + 60 + n / 1000  # until 5 s without a record once reading
+while len(lags) < n and time.time() < min(deadline, last + 5):
+    msgs = c.consume(1000, 0.001)
+    now = int(time.time() * 1000)
+    lags.extend(now - int(ts.search(m.value()).group(1)) for m in msgs if m.error() is None)
+    if msgs:
+        last = time.time()
+lags.sort()
+q = lambda p: lags[min(len(lags) - 1, int(p * len(lags)))] if lags else -1
+print(f"{len(lags)} {q(0.5)} {q(0.99)} {lags[-1] if lags else -1}")
+"""
+
+
+def transport_floor(args: argparse.Namespace, broker: Broker) -> None:
+    """The latency run with a bare consumer in place of the engine: producer + broker + poll.
+
+    What the engine's freshness cannot beat on this machine: the same producer, the same
+    in-memory broker and a consumer that only reads and stamps, with no engine running.
+    """
+    topic = broker.create_topic(f"probe_{uuid.uuid4().hex[:8]}", partitions=2)
+    n = args.rate * args.seconds
+    probe = subprocess.Popen(
+        [sys.executable, "-c", _PROBE, broker.bootstrap, topic, "2", str(n)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2)
+    sent = produce_at_rate(args, broker, topic)
+    read, p50, p99, mx = probe.communicate(timeout=120)[0].split()
+    print()
+    print(
+        f"transport floor at {args.rate:,} events/s for {args.seconds}s, no engine ({sent:,} sent, "
+        f"{int(read):,} read by a bare consumer): p50 {int(p50):,} ms, p99 {int(p99):,} ms, "
+        f"max {int(mx):,} ms"
+    )
+
+
+def latency(args: argparse.Namespace, broker: Broker) -> None:
+    topic = broker.create_topic(f"lat_{uuid.uuid4().hex[:8]}", partitions=2)
+    data = Path(tempfile.mkdtemp(prefix="scrm-bench-"))
+    env = scrm_env(broker, topic, data)
+    if args.flush_interval_s is not None:
+        env["SCRM_CLICKHOUSE__FLUSH_INTERVAL_S"] = str(args.flush_interval_s)
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "run", "--source", "kafka"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    time.sleep(6)  # engine start-up: Valkey, DDL, partitions
+    sent = produce_at_rate(args, broker, topic)
     time.sleep(3)  # let the last batches land
     engine.send_signal(signal.SIGINT)
     out = engine.communicate(timeout=120)[0]
@@ -295,7 +351,10 @@ def latency(args: argparse.Namespace, broker: Broker) -> None:
             "--format",
             "json",
             "SELECT count() AS n, quantiles(0.5, 0.99)(dateDiff('millisecond', ts, inserted_at)) AS q, "
-            "max(dateDiff('millisecond', ts, inserted_at)) AS mx FROM scrm.events FINAL "
+            "max(dateDiff('millisecond', ts, inserted_at)) AS mx, "
+            "quantiles(0.5, 0.99)(dateDiff('millisecond', ts, ingested_at)) AS read, "
+            "quantiles(0.5, 0.99)(dateDiff('millisecond', ingested_at, inserted_at)) AS stored "
+            "FROM scrm.events FINAL "
             "WHERE ts >= now64(3) - INTERVAL 1 HOUR AND ts <= now64(3)",
         ],
         env=env,
@@ -309,6 +368,11 @@ def latency(args: argparse.Namespace, broker: Broker) -> None:
         f"event-to-ClickHouse latency at {args.rate:,} events/s for {args.seconds}s "
         f"({sent:,} sent, {r['n']:,} stored on time-window rows): "
         f"p50 {r['q'][0]:,.0f} ms, p99 {r['q'][1]:,.0f} ms, max {r['mx']:,} ms"
+    )
+    print(
+        f"  of which sent to read by the engine (ts to ingested_at): p50 {r['read'][0]:,.0f} ms, "
+        f"p99 {r['read'][1]:,.0f} ms; read to stored (ingested_at to inserted_at): "
+        f"p50 {r['stored'][0]:,.0f} ms, p99 {r['stored'][1]:,.0f} ms"
     )
     tail = [ln for ln in out.splitlines() if "records/s" in ln]
     if tail:
@@ -348,6 +412,7 @@ def main() -> None:
                 throughput(args, broker, events, Path(tmp) / "clickhouse")
             if not args.skip_latency:
                 latency(args, broker)
+                transport_floor(args, broker)
         finally:
             broker.stop()
 

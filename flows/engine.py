@@ -33,6 +33,7 @@ from rich.console import Console
 from flows.contract import RawRecord
 from flows.dataflow import FlowSinks, build_flow, feature_set, model_set
 from flows.errors import ConfigError, ScrmError, SinkError
+from flows.gcpolicy import collect_rarely
 from flows.progress import ProgressReporter, RunSummary, Snapshot, render_summary
 from flows.resources import config_dir
 from flows.settings import Settings, redact_url
@@ -115,7 +116,7 @@ def make_sinks(settings: Settings) -> FlowSinks:
     def durable(items: Sequence[Any], name: str) -> list[Any]:
         return [
             FlushOnSnapshot(s, f"{name}{i}")
-            if isinstance(s, ClickHouseSink | RedisFeatureStore | RedisScoreStore)
+            if isinstance(s, ClickHouseSink | RedisFeatureStore | RedisScoreStore | KafkaTopicSink)
             else s
             for i, s in enumerate(items)
         ]
@@ -129,7 +130,7 @@ def make_sinks(settings: Settings) -> FlowSinks:
         model_metrics=durable(sinks.model_metrics, "model_metrics"),
         model_versions=sinks.model_versions,
         actions=durable(sinks.actions, "actions"),
-        actions_out=sinks.actions_out,
+        actions_out=durable(sinks.actions_out, "actions_out"),
     )
 
 
@@ -203,14 +204,15 @@ def run_flow(flow: Dataflow, settings: Settings, cluster: Cluster) -> None:
     """Execute `flow` on this process's workers (and cluster peers, if any)."""
     rc = recovery_config(settings)
     try:
-        cli_main(
-            flow,
-            workers_per_process=settings.engine.workers,
-            process_id=cluster.process_id,
-            addresses=list(cluster.addresses) or None,
-            epoch_interval=timedelta(seconds=settings.recovery.snapshot_interval_s),
-            recovery_config=rc,
-        )
+        with collect_rarely(settings.engine.gc_young_threshold):
+            cli_main(
+                flow,
+                workers_per_process=settings.engine.workers,
+                process_id=cluster.process_id,
+                addresses=list(cluster.addresses) or None,
+                epoch_interval=timedelta(seconds=settings.recovery.snapshot_interval_s),
+                recovery_config=rc,
+            )
     except (MissingPartitionsError, InconsistentPartitionsError, NoPartitionsError) as exc:
         # The recovery store cannot give one consistent state: refuse, never start fresh.
         raise ConfigError(

@@ -40,6 +40,9 @@ class EngineSettings(_Section):
     workers: int = Field(1, ge=1, le=64)
     log_level: str = "INFO"
     progress_interval_s: float = Field(2.0, gt=0)
+    # Collect the young GC generation every N net container allocations while the flow
+    # runs (Python's default 700 cost ~20 % of the feature path); 0 = Python's policy.
+    gc_young_threshold: int = Field(50_000, ge=0)
 
 
 class SyntheticSettings(_Section):

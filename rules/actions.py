@@ -160,6 +160,6 @@ def action_message(r: ActionRecord) -> OutMessage:
         "actionId": r.action_id, "profileId": r.profile_id, "journeyId": r.journey_id,
         "journeyVersion": r.journey_version, "nodeId": r.node_id, "kind": r.status, "channel": r.channel,
         "template": r.template, "variant": r.variant, "triggerEventId": r.trigger_event_id, "ts": r.ts_ms,
-        "detail": r.detail,
+        "receivedAt": r.received_ms, "detail": r.detail,
     }  # fmt: skip
     return OutMessage(r.profile_id.encode(), orjson.dumps(payload), [("action_id", r.action_id.encode())])

@@ -1,11 +1,13 @@
 """Buffered sinks that flush when Bytewax snapshots, so a snapshot never runs ahead of them.
 
-The ClickHouse and Redis sinks buffer rows (by size or age) for throughput. With
-recovery on, Bytewax commits an epoch once every step has snapshotted it; a row still in
-a buffer then would be lost by a crash, because the input position behind it is already
-committed. `FlushOnSnapshot` wraps such a sink as a fixed-partitioned sink: Bytewax calls
-each partition's ``snapshot()`` at every epoch, which flushes the buffer before the
-epoch can be committed. Delivery: at-least-once, like the wrapped sink.
+The ClickHouse and Redis sinks buffer rows (by size or age) for throughput, and the
+Kafka sinks hand messages to librdkafka without waiting for each batch's
+acknowledgement. With recovery on, Bytewax commits an epoch once every step has
+snapshotted it; a row still in a buffer (or a message not yet acknowledged) then would
+be lost by a crash, because the input position behind it is already committed.
+`FlushOnSnapshot` wraps such a sink as a fixed-partitioned sink: Bytewax calls each
+partition's ``snapshot()`` at every epoch, which flushes the buffer before the epoch
+can be committed. Delivery: at-least-once, like the wrapped sink.
 
 Items must be ``(key, value)`` pairs (the key routes them to a partition); the dataflow
 keys them before such a sink. With one partition (the default) one worker writes;

@@ -1,10 +1,13 @@
 """Kafka output with delivery callbacks: acknowledged, retried, or a loud failure.
 
 Bytewax's stock KafkaSink ignores delivery errors; this one does not. `write_batch`
-produces every message and returns only after the broker acknowledged all of them,
-re-producing any that failed; when the retries are spent it raises `SinkError` and the
-dataflow stops. Since an epoch closes only after its batches were written, a snapshot
-never advances past a message that was not acknowledged.
+hands messages to librdkafka and returns at once (the worker does not wait a broker round
+trip per batch); `flush()` waits until every message was acknowledged, re-producing any
+that failed, and raises `SinkError` when the retries are spent. With recovery on the sink
+is wrapped in `FlushOnSnapshot`, so Bytewax calls `flush()` before each epoch can be
+committed: a snapshot never advances past a message that was not acknowledged. A
+failure reported between flushes is retried at the next `write_batch`, and `close()`
+flushes: nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ def json_message(key: str, payload: dict[str, object]) -> OutMessage:
 
 
 class KafkaTopicSink(DynamicSink[object]):
-    """Produces items to one topic; at-least-once, acknowledged before `write_batch` returns."""
+    """Produces items to one topic; at-least-once, every message acknowledged by `flush()`."""
 
     def __init__(
         self,
@@ -129,43 +132,64 @@ class _KafkaPartition(StatelessSinkPartition[object]):
         self._retry = retry
         self._timeout_s = timeout_s
         self._sink = f"kafka:{topic}"
+        self._rows = metrics.SINK_ROWS.labels(sink=self._sink)
+        # (message, error, attempts so far) reported by delivery callbacks, not yet re-sent
+        self._failed: list[tuple[OutMessage, object, int]] = []
 
     def write_batch(self, items: list[object]) -> None:
-        pending = [self._encode(item) for item in items]
-        for attempt in range(1, self._retry.attempts + 1):
-            failed = self._send(pending)
-            if not failed:
-                metrics.SINK_ROWS.labels(sink=self._sink).inc(len(items))
+        self._producer.poll(0)  # serve the delivery callbacks of earlier batches
+        if self._failed:
+            self._resend()
+        self._produce([self._encode(item) for item in items], 1)
+
+    def flush(self) -> None:
+        """Return once every message handed over so far was acknowledged (or raise)."""
+        while True:
+            while self._producer.flush(self._timeout_s):
+                # Still queued after the timeout: each one's callback fires as a failure
+                # (message.timeout.ms) or a success, never silently; wait for them.
+                continue
+            if not self._failed:
                 return
-            metrics.SINK_RETRIES.labels(sink=self._sink).inc()
-            errors = sorted({str(err) for _, err in failed})
-            if attempt == self._retry.attempts:
-                msg = (
-                    f"{len(failed)} messages to {self._topic} not delivered after "
-                    f"{attempt} attempts: {'; '.join(errors)[:500]}"
-                )
-                log.error(msg)
-                raise SinkError(msg)
-            pause = self._retry.delay(attempt)
-            log.warning(
-                "%d messages to %s not delivered (attempt %d/%d): %s; retrying in %.2fs",
-                len(failed),
-                self._topic,
-                attempt,
-                self._retry.attempts,
-                errors[0],
-                pause,
+            self._resend()
+
+    def close(self) -> None:
+        self.flush()
+
+    def _resend(self) -> None:
+        """Re-produce the failed messages after a backoff, or raise once their attempts are spent."""
+        failed, self._failed = self._failed, []
+        metrics.SINK_RETRIES.labels(sink=self._sink).inc()
+        attempt = max(n for _, _, n in failed)
+        errors = sorted({str(err) for _, err, _ in failed})
+        if attempt >= self._retry.attempts:
+            msg = (
+                f"{len(failed)} messages to {self._topic} not delivered after "
+                f"{attempt} attempts: {'; '.join(errors)[:500]}"
             )
-            time.sleep(pause)
-            pending = [m for m, _ in failed]
+            log.error(msg)
+            raise SinkError(msg)
+        pause = self._retry.delay(attempt)
+        log.warning(
+            "%d messages to %s not delivered (attempt %d/%d): %s; retrying in %.2fs",
+            len(failed),
+            self._topic,
+            attempt,
+            self._retry.attempts,
+            errors[0],
+            pause,
+        )
+        time.sleep(pause)
+        for m, _, n in failed:
+            self._produce([m], n + 1)
 
-    def _send(self, messages: list[OutMessage]) -> list[tuple[OutMessage, object]]:
-        failed: list[tuple[OutMessage, object]] = []
-
+    def _produce(self, messages: list[OutMessage], attempt: int) -> None:
         def on_delivery(msg_ref: OutMessage) -> Callable[[KafkaError | None, Message], None]:
             def _cb(err: KafkaError | None, _msg: Message) -> None:
-                if err is not None:
-                    failed.append((msg_ref, err))
+                if err is None:
+                    self._rows.inc()
+                else:
+                    self._failed.append((msg_ref, err, attempt))
 
             return _cb
 
@@ -179,14 +203,5 @@ class _KafkaPartition(StatelessSinkPartition[object]):
                 except BufferError:  # local queue full: let deliveries drain
                     self._producer.poll(0.05)
                 except KafkaException as exc:
-                    failed.append((m, exc))
+                    self._failed.append((m, exc, attempt))
                     break
-        remaining = self._producer.flush(self._timeout_s)
-        if remaining:
-            # Still queued after the timeout: flush again; their callbacks will fire as
-            # failures (message.timeout.ms) or successes, never silently.
-            self._producer.flush(self._timeout_s)
-        return failed
-
-    def close(self) -> None:
-        self._producer.flush(self._timeout_s)

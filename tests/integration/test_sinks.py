@@ -27,17 +27,36 @@ ACTION = ActionRecord(
     [("scrm.events.dlq", dead_letter_message, LETTER), ("scrm.actions", action_message, ACTION)],
 )
 def test_kafka_delivery_failure_is_retried_then_raises(caplog, topic, to_message, item):
-    """The dead-letter and actions topics alike: a write returns only once acknowledged,
-    so a Bytewax epoch (and its snapshot) cannot close over an unacknowledged message."""
+    """The dead-letter and actions topics alike: a write hands the message over, the flush
+    (every snapshot, and close) returns only once it was acknowledged, so a Bytewax epoch
+    cannot close over an unacknowledged message."""
     dead_port = free_port()  # nothing listens here
     settings = KafkaSettings(bootstrap=f"127.0.0.1:{dead_port}", delivery_timeout_s=1.0)
     sink = KafkaTopicSink(settings, topic, to_message, RetryPolicy(2, 0.05, 0.1))
     part = sink.build(topic, 0, 1)
     started = time.monotonic()
+    part.write_batch([item])
+    assert time.monotonic() - started < 0.5  # no broker round trip in the worker's path
     with pytest.raises(SinkError, match="not delivered after 2 attempts"):
-        part.write_batch([item])
+        part.flush()
     assert time.monotonic() - started < 30
     assert any("retrying in" in r.message for r in caplog.records)
+
+
+def test_kafka_failure_between_flushes_is_retried_by_the_next_write(caplog):
+    """A failure reported while the worker is busy elsewhere is re-sent with the next batch;
+    once its attempts are spent that write raises, so nothing is dropped unseen."""
+    settings = KafkaSettings(bootstrap=f"127.0.0.1:{free_port()}", delivery_timeout_s=0.5)
+    part = KafkaTopicSink(settings, "scrm.actions", action_message, RetryPolicy(2, 0.05, 0.1)).build(
+        "a", 0, 1
+    )
+    part.write_batch([ACTION])
+    time.sleep(1.5)  # past message.timeout.ms: the failure is reported at the next poll
+    part.write_batch([ACTION._replace(action_id="a2")])  # the first one is re-sent (attempt 2)
+    assert any("not delivered (attempt 1/2)" in r.message for r in caplog.records)
+    time.sleep(1.5)
+    with pytest.raises(SinkError, match="not delivered after 2 attempts"):
+        part.write_batch([ACTION._replace(action_id="a3")])
 
 
 def test_kafka_sink_delivers_and_acknowledges(broker, names):

@@ -50,3 +50,31 @@ def test_snapshots_flush_the_buffer_with_recovery_on(tmp_path):
     assert len(flushes) >= 2, "a flush at every epoch's snapshot"
     written = [r for _, rows in Recorder.log for r in rows]
     assert sorted(written) == list(range(50)), "every row written exactly once"
+
+
+def test_with_recovery_on_every_buffered_or_unacknowledged_sink_flushes_at_snapshots(tmp_path):
+    """The Kafka sinks (dead letters, actions) return before the broker acknowledges, like
+    the buffered ClickHouse and Redis sinks: with recovery on each is flushed at every
+    snapshot, so no epoch is committed over a message still in flight."""
+    from flows.engine import make_sinks
+    from flows.settings import load_settings
+    from sinks.kafka import KafkaTopicSink
+
+    s = load_settings(
+        env={},
+        overrides={
+            "source": {"kind": "kafka"},
+            "recovery": {"dir": str(tmp_path)},
+            "engine": {"data_dir": str(tmp_path)},
+        },
+    )
+    sinks = make_sinks(s)
+    kafka = [
+        sink
+        for group in (sinks.dead_letters, sinks.actions_out)
+        for sink in group
+        if isinstance(sink, FlushOnSnapshot) and isinstance(sink.inner, KafkaTopicSink)
+    ]
+    assert len(kafka) == 2
+    everything = [sink for group in vars(sinks).values() for sink in group]
+    assert not [x for x in everything if isinstance(x, KafkaTopicSink)], "none left unwrapped"
