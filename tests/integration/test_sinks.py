@@ -36,7 +36,7 @@ def test_kafka_delivery_failure_is_retried_then_raises(caplog, topic, to_message
     part = sink.build(topic, 0, 1)
     started = time.monotonic()
     part.write_batch([item])
-    assert time.monotonic() - started < 0.5  # no broker round trip in the worker's path
+    assert len(part._producer) == 1, "handed over, still in flight: the worker did not wait for it"
     with pytest.raises(SinkError, match="not delivered after 2 attempts"):
         part.flush()
     assert time.monotonic() - started < 30
