@@ -18,8 +18,10 @@ minutes), at a fixed rate:
 * ``--rate N`` events/s if given; otherwise ``--share`` (70 %) of the peak: ``--peak N``
   if given, else measured first, the way ``bench/ingest.py`` measures a cluster run: the
   same engine and settings (recovery on) over a pre-filled topic of ``--peak-events``
-  events of the soak's kind (the same customers, without their warm-up history: each
-  meets the engine cold), read to its end, records / flow seconds from its summary line.
+  events of the soak's kind (the same customers, after their warm-up history, so each
+  meets the engine warm, as in the soak), read to its end; the rate counts only the
+  peak's own events, from the engine's progress line that passed the warm-up to its
+  summary line.
   The events are spaced in event time as the soak will space them (the work per event
   depends on how much event time passes between a customer's events): for ``--share`` x
   ``--peak-guess``, then once more for the measured peak if the guess was off by > 15 %.
@@ -96,6 +98,7 @@ from flows.testing import Broker, EngineProcess, free_port  # noqa: E402
 
 EVENT_LAG = re.compile(r"· lag ([\d.]+)s")
 SUMMARY = re.compile(r"([\d,]+) records in ([\d.]+)s")
+PROGRESS_LINE = re.compile(r"\[\s*(\d+)s\] in ([\d,]+) \(")  # "[    12s] in 12,345 (..."
 MB = 1024 * 1024
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -129,17 +132,19 @@ def customers(args: argparse.Namespace, start_ms: int) -> tuple[SyntheticCustome
     return gen, gen.take(WARMUP, start_ms - WARMUP * 5, 5)
 
 
-def peak_workload(args: argparse.Namespace, rate: float) -> list[bytes]:
-    """``--peak-events`` events of the live stream's own kind, as a soak at `rate` events/s
-    would produce them: the same customers and warm-up, and the same event time per event
-    (`compression` / `rate`), ending now. How much event time passes between a customer's
-    events decides the work per event (window buckets evicted, waits falling due), so a
-    peak measured on another spacing is the peak of another workload."""
+def peak_workload(args: argparse.Namespace, rate: float) -> tuple[list[bytes], list[bytes]]:
+    """(warm-up, peak): the customers' warm-up history, then ``--peak-events`` events of the
+    live stream's own kind, as a soak at `rate` events/s would produce them: the same
+    customers, and the same event time per event (`compression` / `rate`), ending now. How
+    much event time passes between a customer's events decides the work per event (window
+    buckets evicted, waits falling due), and so does how much a customer has done before,
+    so a peak measured on another spacing, or on customers new to the engine, is the peak
+    of another workload."""
     step_ms = compression(args) * 1000 / rate
     n = args.peak_events
     start = int(time.time() * 1000 - n * step_ms)
-    gen, _ = customers(args, start)
-    return [gen.next_event(int(start + i * step_ms)) for i in range(n)]
+    gen, warmup = customers(args, start)
+    return warmup, [gen.next_event(int(start + i * step_ms)) for i in range(n)]
 
 
 class LiveProducer:
@@ -306,10 +311,10 @@ class Engine(EngineProcess):
 
 def peak_once(broker: Broker, data: Path, redis_url: str, args: argparse.Namespace, rate: float) -> float:
     """Events/s of the same engine (recovery on) over a pre-filled topic of `peak_workload`
-    spaced for `rate`, read to its end."""
-    events = peak_workload(args, rate)
+    spaced for `rate`, read to its end: the peak's events only, after the warm-up."""
+    warmup, events = peak_workload(args, rate)
     topic = broker.create_topic(f"peak_{uuid.uuid4().hex[:8]}", partitions=2)
-    broker.produce(topic, [(_key_of(v), v) for v in events])
+    broker.produce(topic, [(_key_of(v), v) for v in warmup + events])
     env = scrm_env(broker, topic, data, redis_url, args)
     env["SCRM_KAFKA__STOP_AT_END"] = "true"
     recovery_init(env)
@@ -319,12 +324,31 @@ def peak_once(broker: Broker, data: Path, redis_url: str, args: argparse.Namespa
     if res.returncode != 0 or m is None:
         raise RuntimeError(f"peak run failed (exit {res.returncode}):\n{out[-3000:]}")
     n, seconds = int(m.group(1).replace(",", "")), float(m.group(2))
+    warm_at = warm_mark(out, len(warmup))
+    if warm_at is None:
+        raise RuntimeError(f"peak run: no progress line past the warm-up's {len(warmup):,} records")
+    n0, t0 = warm_at
+    peak = (n - n0) / max(seconds - t0, 1e-9)
     print(
-        f"peak: {n:,} records in {seconds:.1f}s = {n / seconds:,.0f} events/s (pre-filled topic, to its end; "
-        f"event time spaced as at {rate:,.0f} events/s)",
+        f"peak: {n - n0:,} records in {seconds - t0:.1f}s = {peak:,.0f} events/s, after a warm-up of "
+        f"{n0:,} read in {t0:.0f}s (pre-filled topic, to its end; event time spaced as at {rate:,.0f} "
+        f"events/s)",
         flush=True,
     )
-    return n / seconds
+    return peak
+
+
+def warm_mark(out: str, warmup: int) -> tuple[int, float] | None:
+    """(records read, seconds) at the engine's first progress line past `warmup` records.
+
+    >>> warm_mark("[     1s] in 500 (500/s) ·\\n[     2s] in 1,200 (700/s) ·", 1000)
+    (1200, 2.0)
+    """
+    for m in PROGRESS_LINE.finditer(out):
+        n = int(m.group(2).replace(",", ""))
+        if n >= warmup:
+            return n, float(m.group(1))
+    return None
 
 
 def measure_peak(broker: Broker, tmp: Path, valkey_url: str, args: argparse.Namespace) -> float:
