@@ -31,7 +31,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from flows.profile import FeatureUpdate
 from sinks import metrics
 from sinks.batching import BatchBuffer
-from sinks.redis_store import REDIS_ERRORS, connect
+from sinks.redis_store import REDIS_ERRORS, connect_checked
 from sinks.retry import RetryPolicy
 
 KEY_PREFIX = "scrm:features:"
@@ -47,8 +47,10 @@ def feature_key(profile_id: str) -> str:
 
 
 def coalesce(updates: list[FeatureUpdate]) -> list[FeatureUpdate]:
-    """One update per profile: later values win field by field, removals are kept unless
-    a later update gave the field a value again."""
+    """One update per profile, writing what the updates written in order would: later
+    values win field by field, removals are kept unless a later update gave the field a
+    value again, and ``as_of`` is the last update's (not the greatest: an event's update
+    is as of its own time, which may be before a timer's refresh just ahead of it)."""
     merged: dict[str, FeatureUpdate] = {}
     for u in updates:
         prev = merged.get(u.profile_id)
@@ -62,7 +64,7 @@ def coalesce(updates: list[FeatureUpdate]) -> list[FeatureUpdate]:
         merged[u.profile_id] = u._replace(
             values=values,
             removed=tuple(sorted(removed)),
-            as_of_ms=max(prev.as_of_ms, u.as_of_ms),
+            as_of_ms=u.as_of_ms,
             full=u.full if u.full is not None else prev.full,
             tags=u.tags if u.tags is not None else prev.tags,
             segment=u.segment if u.segment is not None else prev.segment,
@@ -94,8 +96,7 @@ class RedisFeatureStore(DynamicSink[FeatureUpdate]):
         self._flush = (flush_rows, flush_interval_s, max_rows)
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
-        client = connect(self._url, self._timeout, retry=self._retry)
-        self._retry.call(client.ping, "connect to the Redis feature store", retry_on=REDIS_ERRORS)
+        client = connect_checked(self._url, self._timeout, self._retry, "the Redis feature store")
         return _StorePartition(client, self._ttl_ms, self._retry, self._flush)
 
 
