@@ -28,7 +28,6 @@ import argparse
 import os
 import platform
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -50,7 +49,7 @@ from flows.engine import Cluster, make_sinks, prepare_clickhouse, run_flow  # no
 from flows.settings import Settings, load_settings  # noqa: E402
 from flows.sources import KafkaEventsSource, RunControl  # noqa: E402
 from flows.synthetic import SyntheticConfig, SyntheticCustomers  # noqa: E402
-from flows.testing import Broker  # noqa: E402
+from flows.testing import Broker, EngineProcess  # noqa: E402
 from sinks.clickhouse import connect  # noqa: E402
 from sinks.kafka import ensure_topics  # noqa: E402
 
@@ -330,18 +329,12 @@ def latency(args: argparse.Namespace, broker: Broker) -> None:
     env = scrm_env(broker, topic, data)
     if args.flush_interval_s is not None:
         env["SCRM_CLICKHOUSE__FLUSH_INTERVAL_S"] = str(args.flush_interval_s)
-    engine = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "run", "--source", "kafka"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    time.sleep(6)  # engine start-up: Valkey, DDL, partitions
+    engine = EngineProcess(env)
+    engine.wait_running()  # Valkey, DDL, partitions
     sent = produce_at_rate(args, broker, topic)
     time.sleep(3)  # let the last batches land
-    engine.send_signal(signal.SIGINT)
-    out = engine.communicate(timeout=120)[0]
+    engine.interrupt(120)
+    out = engine.output()
     q = subprocess.run(
         [
             sys.executable,

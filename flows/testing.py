@@ -130,7 +130,7 @@ class Broker:
         self._log.close()
 
 
-PROGRESS = re.compile(r"\] in ([\d,]+) \(")  # the engine's progress line: "... ] in 12,345 (..."
+PROGRESS = re.compile(r"\[\s*(?P<elapsed>\d+)s\] in (?P<records>[\d,]+) \(")  # "[    12s] in 12,345 (..."
 
 
 class EngineProcess:
@@ -161,7 +161,7 @@ class EngineProcess:
             self.lines.append(line)
             m = PROGRESS.search(line)
             if m:
-                self.records_in = int(m.group(1).replace(",", ""))
+                self.records_in = int(m.group("records").replace(",", ""))
                 self.progress_lines += 1
             self.on_line(line, m)
 

@@ -78,8 +78,9 @@ def upgrade_layout(client: redis.Redis) -> bool:
             while True:
                 try:
                     pipe.watch(_OLD_INDEX, INDEX, _OLD_CHANGES)
-                    if pipe.exists(INDEX) or not pipe.exists(_OLD_INDEX):
-                        if pipe.exists(INDEX) and pipe.exists(_OLD_INDEX):
+                    new, old_left = pipe.exists(INDEX), pipe.exists(_OLD_INDEX)
+                    if new or not old_left:
+                        if new and old_left:
                             log.warning("journeys: both key layouts exist; %s is ignored", _OLD_INDEX)
                         break
                     old = pipe.hgetall(_OLD_INDEX)

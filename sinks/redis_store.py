@@ -66,6 +66,13 @@ def connect(
     return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, **extra)
 
 
+def connect_checked(url: str, timeout_s: float, retry: RetryPolicy, what: str) -> redis.Redis:
+    """`connect`, then a PING retried with backoff until Redis answers (a sink's start-up)."""
+    client = connect(url, timeout_s, retry=retry)
+    retry.call(client.ping, f"connect to {what}", retry_on=REDIS_ERRORS)
+    return client
+
+
 class RedisService:
     """Owns the embedded server (when embedded) and hands out the URL and clients."""
 

@@ -28,7 +28,7 @@ from scoring.registry import write_version
 from scoring.types import ModelVersion, Score
 from sinks import metrics
 from sinks.batching import BatchBuffer
-from sinks.redis_store import REDIS_ERRORS, connect
+from sinks.redis_store import REDIS_ERRORS, connect_checked
 from sinks.retry import RetryPolicy
 
 KEY_PREFIX = "scrm:score:"
@@ -55,12 +55,6 @@ def score_fields(s: Score) -> dict[str, str | int]:
     return {base: repr(round(s.score, 6)), f"{base}:version": s.version, f"{base}:as_of": s.as_of_ms}
 
 
-def _client(url: str, timeout: float, retry: RetryPolicy, what: str) -> redis.Redis:
-    client = connect(url, timeout, retry=retry)
-    retry.call(client.ping, f"connect to Redis ({what})", retry_on=REDIS_ERRORS)
-    return client
-
-
 class RedisScoreStore(DynamicSink[Score]):
     def __init__(
         self, url: str, ttl_s: int, timeout_s: float, retry: RetryPolicy,
@@ -73,7 +67,7 @@ class RedisScoreStore(DynamicSink[Score]):
         self._flush = (flush_rows, flush_interval_s, max_rows)
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ScorePartition:
-        client = _client(self._url, self._timeout, self._retry, "scores")
+        client = connect_checked(self._url, self._timeout, self._retry, "Redis (scores)")
         return _ScorePartition(client, self._ttl_ms, self._retry, self._flush)
 
 
@@ -138,7 +132,9 @@ class RedisModelStore(DynamicSink[ModelVersion]):
         self._retry = retry
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ModelPartition:
-        return _ModelPartition(_client(self._url, self._timeout, self._retry, "models"), self._retry)
+        return _ModelPartition(
+            connect_checked(self._url, self._timeout, self._retry, "Redis (models)"), self._retry
+        )
 
 
 class _ModelPartition(StatelessSinkPartition[ModelVersion]):
