@@ -39,7 +39,7 @@ from flows.resources import config_dir
 from flows.settings import Settings, redact_url
 from flows.sources import FileSource, KafkaEventsSource, RunControl, SyntheticSource
 from rules import store as journey_store
-from rules.actions import action_message
+from rules.actions import DeliveryMarks, action_message
 from rules.journeys import load_folder
 from rules.store import JourneyCatalog
 from scoring.registry import ModelRegistry, ModelSync
@@ -105,7 +105,15 @@ def make_sinks(settings: Settings) -> FlowSinks:
         model_metrics=[ClickHouseSink(settings.clickhouse, MODEL_METRICS, retry)] if models_on else [],
         model_versions=[RedisModelStore(r.url, r.timeout_s, retry)] if models_on else [],
         actions=[ClickHouseSink(settings.clickhouse, ACTIONS, retry)] if journeys_on else [],
-        actions_out=[KafkaTopicSink(settings.kafka, settings.kafka.actions_topic, action_message, retry)]  # type: ignore[arg-type]
+        actions_out=[
+            KafkaTopicSink(
+                settings.kafka,
+                settings.kafka.actions_topic,
+                action_message,  # type: ignore[arg-type]
+                retry,
+                acked=DeliveryMarks(r.url, r.timeout_s, retry),
+            )
+        ]
         if journeys_on and settings.source.kind == "kafka"
         else [],
     )

@@ -22,11 +22,12 @@ import orjson
 from flows.featuredefs import parse_duration
 from flows.settings import JourneySettings
 from rules.breaker import Breaker
-from rules.guards import ActionRequest, Cap, Guards, unsubscribe
+from rules.guards import ActionRequest, Cap, Guards, mark_delivered, unsubscribe
 from rules.journeys import Journey
 from rules.runtime import Intent
 from sinks import metrics
 from sinks.kafka import OutMessage
+from sinks.redis_store import connect
 from sinks.retry import RetryPolicy
 
 DELIVER = frozenset({"sent", "task", "ticket"})
@@ -47,7 +48,8 @@ class ActionRecord(NamedTuple):
     ts_ms: int
     received_ms: int
     detail: dict[str, Any]
-    replay: bool = False
+    replay: bool = False  # decided before (a retry or a replay): counts no cap again
+    unacked: bool = False  # a replayed send whose message the actions topic never acknowledged
 
 
 def profile_caps(settings: JourneySettings) -> tuple[Cap, ...]:
@@ -98,7 +100,7 @@ class GuardStep:
         def decide() -> None:
             if requests:
                 for i, d in zip(guarded, guards.decide(requests), strict=True):
-                    out[i] = _record(batch[i], d.status, d.reason, d.replay)
+                    out[i] = _record(batch[i], d.status, d.reason, d.replay, d.unacked)
                 requests.clear()
                 guarded.clear()
 
@@ -143,15 +145,39 @@ class GuardStep:
         return records
 
 
-def _record(it: Intent, status: str, reason: str, replay: bool) -> ActionRecord:
+def _record(it: Intent, status: str, reason: str, replay: bool, unacked: bool = False) -> ActionRecord:
     return ActionRecord(
         it.action_id, it.journey_id, it.journey_version, it.node_id, it.profile_id, it.channel, it.template,
-        it.variant, status, reason, it.trigger_event_id, it.ts_ms, it.received_ms, it.detail, replay,
+        it.variant, status, reason, it.trigger_event_id, it.ts_ms, it.received_ms, it.detail, replay, unacked,
     )  # fmt: skip
 
 
 def is_delivered(r: ActionRecord) -> bool:
-    return r.status in DELIVER and not r.replay
+    """Whether the action goes to the actions topic: sends, tasks and tickets, except a
+    replayed send whose message was acknowledged before (senders deduplicate on
+    ``action_id`` whatever is delivered twice)."""
+    return r.status in DELIVER and (not r.replay or r.unacked)
+
+
+class DeliveryMarks:
+    """The actions sink's ack hook: records in Redis that the topic acknowledged these sends
+    (`rules.guards.mark_delivered`), so a replay after a crash re-delivers exactly the sends
+    whose ack it never saw. Tasks and tickets have no decision record: a replay delivers
+    them again. The client is opened on first use, on the worker that runs it."""
+
+    def __init__(self, url: str, timeout_s: float, retry: RetryPolicy) -> None:
+        self._url = url
+        self._timeout = timeout_s
+        self._retry = retry
+        self._client: Any = None
+
+    def __call__(self, records: list[ActionRecord]) -> None:
+        sends = [(r.profile_id, r.action_id) for r in records if r.status == "sent"]
+        if not sends:
+            return
+        if self._client is None:
+            self._client = connect(self._url, self._timeout, own_retries=False, retry=self._retry)
+        mark_delivered(self._client, sends, self._retry)
 
 
 def action_message(r: ActionRecord) -> OutMessage:

@@ -17,7 +17,10 @@
 --   caps array of {k = key index, n = count, cut = counted scores are > cut,
 --                  trim = scores <= trim are dropped, keep = TTL floor (ms),
 --                  r = reserve, rp = reserve priority, l = reason label}
--- Returns a flat array: status, reason, replay (0/1) for each action, in order.
+-- Returns a flat array: status, reason, replay for each action, in order. replay is 0 for a
+-- new decision, 1 for one decided before, 2 for a 'sent' decided before whose message the
+-- actions topic has not acknowledged (no '|acked' suffix: rules/guards.py mark_delivered),
+-- which the caller delivers again.
 
 local actions = cjson.decode(ARGV[1])
 local consent_key = KEYS[1]
@@ -76,6 +79,11 @@ for _, a in ipairs(actions) do
   local stored = redis.call('GET', decision_key)
   if stored then
     -- (1) decided before: return the recorded decision, change nothing
+    local acked = false
+    if string.sub(stored, -6) == '|acked' then
+      stored = string.sub(stored, 1, -7)
+      acked = true
+    end
     local sep = string.find(stored, '|', 1, true)
     if sep then
       status = string.sub(stored, 1, sep - 1)
@@ -83,7 +91,11 @@ for _, a in ipairs(actions) do
     else
       status, reason = stored, ''
     end
-    replay = 1
+    if status == 'sent' and not acked then
+      replay = 2
+    else
+      replay = 1
+    end
   else
     status, reason = check(a)
     if status == 'sent' then

@@ -33,7 +33,8 @@ Redis Cluster shard and one script call touches one slot (checked before each ca
 Profile ids containing ``{`` or ``}`` are refused: they would break the tag.
 
 ``scrm:decision:{pid}:<action_id>``  string ``<status>|<reason>``, PX ``decision_ttl_ms``
-    (default 30 days): the idempotency record of one action.
+    (default 30 days): the idempotency record of one action. A send whose message the
+    actions topic acknowledged gets ``|acked`` appended (``mark_delivered``, TTL kept).
 ``scrm:consent:{pid}``  hash ``<channel> -> "1" | "0"``, no TTL. Only an explicit ``"0"``
     refuses a channel: a channel without a field is consented by default (opt-out model;
     the journey layer must record refusals with ``set_consent``).
@@ -59,6 +60,10 @@ Guarantees
   back with ``replay=True`` and changes nothing, so a retry or a replay after a crash never
   counts a cap twice. This is what makes retrying a timed-out call safe (an action the
   lost call had already decided then comes back with ``replay=True``).
+- **Delivered at least once**: a replayed ``sent`` whose message was never acknowledged by
+  the actions topic (the engine died between deciding and the broker's ack) comes back
+  with ``unacked=True``, and the caller delivers it again; once ``mark_delivered`` has
+  recorded the ack, a replay delivers nothing.
 - **Windows in event time**: cap and dedupe windows are measured with the requests'
   ``now_ms`` (event time), so a full-speed replay of history decides like live traffic;
   the PX TTLs are wall-clock garbage collection only. An action whose ``now_ms`` is older
@@ -275,6 +280,7 @@ class Decision:
     status: str
     reason: str
     replay: bool = False
+    unacked: bool = False  # a replayed send the actions topic never acknowledged
 
 
 # --- quiet hours --------------------------------------------------------------------------
@@ -505,8 +511,36 @@ class Guards:
         for (_, idx), flat in zip(calls, results, strict=True):
             for n, i in enumerate(idx):
                 status, reason, replay = flat[3 * n : 3 * n + 3]
-                decisions[i] = Decision(requests[i].action_id, _text(status), _text(reason), int(replay) == 1)
+                decisions[i] = Decision(
+                    requests[i].action_id, _text(status), _text(reason), int(replay) > 0, int(replay) == 2
+                )
         return [d for d in decisions if d is not None]
+
+
+def mark_delivered(
+    client: redis.Redis | RedisCluster,
+    sends: Sequence[tuple[str, str]],
+    retry: RetryPolicy | None = None,
+) -> None:
+    """Record that the actions topic acknowledged these sends (``(profile_id, action_id)``):
+    their decision records get ``|acked`` (``SET ... XX KEEPTTL``: an expired or unknown
+    record is not created, its TTL is unchanged), so a later replay delivers them no more.
+    One pipeline; raises ``SinkError`` when Redis stays unreachable."""
+    if not sends:
+        return
+
+    def _once() -> None:
+        pipe = client.pipeline(transaction=False)
+        for pid, aid in sends:
+            pipe.set(decision_key(pid, aid), "sent|ok|acked", xx=True, keepttl=True)
+        pipe.execute()
+
+    what = f"mark {len(sends)} sends as delivered"
+    try:
+        (retry or RetryPolicy()).call(_once, what, retry_on=(redis.ConnectionError, redis.TimeoutError))
+    except redis.RedisError as exc:
+        log.error("%s failed: %s", what, exc)
+        raise SinkError(f"{what} failed: {exc}") from exc
 
 
 # --- state from the stream ----------------------------------------------------------------

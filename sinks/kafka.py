@@ -7,7 +7,9 @@ that failed, and raises `SinkError` when the retries are spent. With recovery on
 is wrapped in `FlushOnSnapshot`, so Bytewax calls `flush()` before each epoch can be
 committed: a snapshot never advances past a message that was not acknowledged. A
 failure reported between flushes is retried at the next `write_batch`, and `close()`
-flushes: nothing is dropped silently.
+flushes: nothing is dropped silently. An optional `acked` hook is told which items the
+broker acknowledged (at the next `write_batch` or `flush`), so the actions sink can
+record its deliveries (`rules.actions.DeliveryMarks`).
 """
 
 from __future__ import annotations
@@ -101,11 +103,13 @@ class KafkaTopicSink(DynamicSink[object]):
         topic: str,
         encode: Callable[[object], OutMessage],
         retry: RetryPolicy,
+        acked: Callable[[list], None] | None = None,
     ) -> None:
         self._settings = settings
         self._topic = topic
         self._encode = encode
         self._retry = retry
+        self._acked = acked
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _KafkaPartition:
         return _KafkaPartition(
@@ -114,6 +118,7 @@ class KafkaTopicSink(DynamicSink[object]):
             self._encode,
             self._retry,
             self._settings.delivery_timeout_s,
+            self._acked,
         )
 
 
@@ -125,6 +130,7 @@ class _KafkaPartition(StatelessSinkPartition[object]):
         encode: Callable[[object], OutMessage],
         retry: RetryPolicy,
         timeout_s: float,
+        acked: Callable[[list], None] | None = None,
     ) -> None:
         self._producer = producer
         self._topic = topic
@@ -133,14 +139,17 @@ class _KafkaPartition(StatelessSinkPartition[object]):
         self._timeout_s = timeout_s
         self._sink = f"kafka:{topic}"
         self._rows = metrics.SINK_ROWS.labels(sink=self._sink)
-        # (message, error, attempts so far) reported by delivery callbacks, not yet re-sent
-        self._failed: list[tuple[OutMessage, object, int]] = []
+        # (item, message, error, attempts so far) reported by delivery callbacks, not yet re-sent
+        self._failed: list[tuple[object, OutMessage, object, int]] = []
+        self._on_acked = acked
+        self._acked: list[object] = []  # items acknowledged, not yet reported to the hook
 
     def write_batch(self, items: list[object]) -> None:
         self._producer.poll(0)  # serve the delivery callbacks of earlier batches
         if self._failed:
             self._resend()
-        self._produce([self._encode(item) for item in items], 1)
+        self._report_acked()
+        self._produce([(item, self._encode(item)) for item in items], 1)
 
     def flush(self) -> None:
         """Return once every message handed over so far was acknowledged (or raise)."""
@@ -150,8 +159,15 @@ class _KafkaPartition(StatelessSinkPartition[object]):
                 # (message.timeout.ms) or a success, never silently; wait for them.
                 continue
             if not self._failed:
+                self._report_acked()
                 return
             self._resend()
+
+    def _report_acked(self) -> None:
+        if self._acked:
+            acked, self._acked = self._acked, []
+            if self._on_acked is not None:
+                self._on_acked(acked)
 
     def close(self) -> None:
         self.flush()
@@ -160,8 +176,8 @@ class _KafkaPartition(StatelessSinkPartition[object]):
         """Re-produce the failed messages after a backoff, or raise once their attempts are spent."""
         failed, self._failed = self._failed, []
         metrics.SINK_RETRIES.labels(sink=self._sink).inc()
-        attempt = max(n for _, _, n in failed)
-        errors = sorted({str(err) for _, err, _ in failed})
+        attempt = max(n for _, _, _, n in failed)
+        errors = sorted({str(err) for _, _, err, _ in failed})
         if attempt >= self._retry.attempts:
             msg = (
                 f"{len(failed)} messages to {self._topic} not delivered after "
@@ -180,28 +196,30 @@ class _KafkaPartition(StatelessSinkPartition[object]):
             pause,
         )
         time.sleep(pause)
-        for m, _, n in failed:
-            self._produce([m], n + 1)
+        for item, m, _, n in failed:
+            self._produce([(item, m)], n + 1)
 
-    def _produce(self, messages: list[OutMessage], attempt: int) -> None:
-        def on_delivery(msg_ref: OutMessage) -> Callable[[KafkaError | None, Message], None]:
+    def _produce(self, messages: list[tuple[object, OutMessage]], attempt: int) -> None:
+        def on_delivery(item: object, msg_ref: OutMessage) -> Callable[[KafkaError | None, Message], None]:
             def _cb(err: KafkaError | None, _msg: Message) -> None:
                 if err is None:
                     self._rows.inc()
+                    if self._on_acked is not None:
+                        self._acked.append(item)
                 else:
-                    self._failed.append((msg_ref, err, attempt))
+                    self._failed.append((item, msg_ref, err, attempt))
 
             return _cb
 
-        for m in messages:
+        for item, m in messages:
             while True:
                 try:
                     self._producer.produce(
-                        self._topic, m.value, m.key, headers=m.headers, on_delivery=on_delivery(m)
+                        self._topic, m.value, m.key, headers=m.headers, on_delivery=on_delivery(item, m)
                     )
                     break
                 except BufferError:  # local queue full: let deliveries drain
                     self._producer.poll(0.05)
                 except KafkaException as exc:
-                    self._failed.append((m, exc, attempt))
+                    self._failed.append((item, m, exc, attempt))
                     break

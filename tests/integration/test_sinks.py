@@ -32,7 +32,8 @@ def test_kafka_delivery_failure_is_retried_then_raises(caplog, topic, to_message
     cannot close over an unacknowledged message."""
     dead_port = free_port()  # nothing listens here
     settings = KafkaSettings(bootstrap=f"127.0.0.1:{dead_port}", delivery_timeout_s=1.0)
-    sink = KafkaTopicSink(settings, topic, to_message, RetryPolicy(2, 0.05, 0.1))
+    acked: list[object] = []
+    sink = KafkaTopicSink(settings, topic, to_message, RetryPolicy(2, 0.05, 0.1), acked=acked.extend)
     part = sink.build(topic, 0, 1)
     started = time.monotonic()
     part.write_batch([item])
@@ -41,6 +42,7 @@ def test_kafka_delivery_failure_is_retried_then_raises(caplog, topic, to_message
         part.flush()
     assert time.monotonic() - started < 30
     assert any("retrying in" in r.message for r in caplog.records)
+    assert acked == [], "a message never acknowledged is never reported delivered"
 
 
 def test_kafka_failure_between_flushes_is_retried_by_the_next_write(caplog):
@@ -60,15 +62,25 @@ def test_kafka_failure_between_flushes_is_retried_by_the_next_write(caplog):
 
 
 def test_kafka_sink_delivers_and_acknowledges(broker, names):
+    """Delivered, and the `acked` hook told which items the broker acknowledged: at the
+    flush, never before the ack."""
     broker.create_topic(names["dlq"])
+    acked: list[object] = []
     sink = KafkaTopicSink(
-        KafkaSettings(bootstrap=broker.bootstrap), names["dlq"], dead_letter_message, RetryPolicy(2)
+        KafkaSettings(bootstrap=broker.bootstrap),
+        names["dlq"],
+        dead_letter_message,
+        RetryPolicy(2),
+        acked=acked.extend,
     )
     part = sink.build("dlq", 0, 1)
-    part.write_batch([LETTER, LETTER._replace(offset=2)])
+    letters = [LETTER, LETTER._replace(offset=2)]
+    part.write_batch(letters)
+    assert acked == []
     part.close()
     got = broker.consume_all(names["dlq"])
     assert sorted(dict(m.headers())["offset"] for m in got) == [b"1", b"2"]
+    assert sorted(acked, key=lambda d: d.offset) == letters
 
 
 def test_clickhouse_insert_errors_are_retried_then_fail_the_sink(engine_settings):
