@@ -109,7 +109,8 @@ def build_flow(
     """
     flow = Dataflow(flow_id)
     raw = op.input("input", flow, source)
-    stream = StreamClock(int(settings.features.max_clock_skew_s * 1000), clock)
+    f = settings.features
+    stream = StreamClock(int(f.max_clock_skew_s * 1000), clock, int(f.partition_idle_s * 1000))
     attach = getattr(source, "attach_stream_clock", None)
     if attach is not None:  # a source that knows when each partition is caught up (Kafka)
         attach(stream)

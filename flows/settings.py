@@ -172,6 +172,9 @@ class FeatureSettings(_Section):
     redis_ttl_s: int = Field(30 * 86400, ge=1)
     # Stream time never runs ahead of the wall clock by more than this.
     max_clock_skew_s: float = Field(60.0, ge=0)
+    # A caught-up partition with nothing new for this long (wall clock) follows the newest
+    # partition's time (flows/streamtime.py): longer than producers' writes take to land.
+    partition_idle_s: float = Field(2.0, ge=0)
 
 
 class ModelsSettings(_Section):

@@ -30,9 +30,17 @@ nothing arrives. A replay (far behind the wall clock) does not move without even
 whether it is caught up (`caught_up`, by the partition's high watermark); such a
 partition moves with the wall clock only while caught up, never while it is reading a
 backlog. A source that does not report (files, the synthetic generator) counts as quiet
-since its newest event. A caught-up partition also follows the newest partition: it
-holds nothing older, so an idle partition does not hold its profiles back (in a replay,
-a partition with few events would otherwise stop its profiles' clocks).
+since its newest event. A partition that is idle — caught up, with nothing new read for
+``idle_ms`` of wall time, or at the end of a bounded input — also follows the newest
+partition, so it does not hold its profiles back (in a replay, a partition with few
+events would otherwise stop its profiles' clocks). Why not as soon as it is caught up:
+"caught up" is by the high watermark of the partition's last fetch, and a producer's
+writes to two partitions do not land at the same instant (each partition's messages
+travel in their own batch), so a partition read to its end may be a fetch away from
+events older than what another partition already shows. Following at once fired a cart
+reminder whose order was in that fetch (the kill -9 test caught it, once). This is the
+idleness of watermark systems (Flink's ``withIdleness``); the default 2 s is well over
+librdkafka's ``fetch.wait.max.ms`` (500 ms).
 
 Each process has its own clock. A profile whose partition its worker has received
 nothing from yet uses the earliest time over the partitions it has; ``now_ms()`` without
@@ -87,14 +95,22 @@ class _Partition:
 
 
 class StreamClock:
-    __slots__ = ("_anchor", "_caught_up", "_parts", "_skew", "_speed", "_wall", "source_reports")
+    __slots__ = (
+        "_anchor", "_caught_up", "_idle_ms", "_idle_since", "_parts", "_skew", "_speed", "_wall",
+        "source_reports",
+    )  # fmt: skip
 
-    def __init__(self, max_skew_ms: int = 60_000, wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, max_skew_ms: int = 60_000, wall: Callable[[], float] = time.time, idle_ms: int = 2_000
+    ) -> None:
         # (worker thread, partition) -> time: a worker's time for a partition is what it has
         # received from it, so every earlier event of that partition bound for this worker
         # has already reached its profile (channels between two workers keep their order).
         self._parts: dict[tuple[int, int], _Partition] = {}
         self._caught_up: dict[int, bool] = {}  # partition -> the source's last report
+        # partition -> wall ms since when it has been caught up with nothing new (-1: ended)
+        self._idle_since: dict[int, int] = {}
+        self._idle_ms = idle_ms
         # Set by a source that reports `caught_up` for every partition it reads (Kafka):
         # then a partition counts as reading a backlog until its first report says otherwise.
         self.source_reports = False
@@ -125,10 +141,18 @@ class StreamClock:
             p.max = ts_ms
             p.seen_ms = int(self._wall() * 1000)
 
-    def caught_up(self, partition: int, caught_up: bool) -> None:
+    def caught_up(self, partition: int, caught_up: bool, ended: bool = False) -> None:
         """The source's report after a poll: at the end of the partition, or reading a
-        backlog. Only a caught-up partition lets the wall clock move its time."""
+        backlog (``ended``: the end of a bounded input, nothing more will come). Only a
+        caught-up partition lets the wall clock move its time; only an idle one (caught up
+        for ``idle_ms`` with nothing new, or ended) follows the newest partition."""
         self._caught_up[partition] = caught_up
+        if not caught_up:
+            self._idle_since.pop(partition, None)
+        elif ended:
+            self._idle_since[partition] = -1
+        elif partition not in self._idle_since:
+            self._idle_since[partition] = int(self._wall() * 1000)
 
     def resume(self, ts_ms: int, partition: int = 0) -> None:
         """Seed a partition's time with one restored from a snapshot, before any event.
@@ -171,10 +195,11 @@ class StreamClock:
         p = parts.get((me, partition))
         if p is not None:
             t = p.now(wall_ms, skew, quiet(partition))
-            if self._caught_up.get(partition):
-                # Read to its end: it holds nothing older, so it follows the partitions
-                # ahead of it (with producers that write in event-time order, what arrives
-                # next is newer than anything read anywhere).
+            idle = self._idle_since.get(partition)
+            if idle is not None and (idle < 0 or wall_ms - idle >= self._idle_ms):
+                # Idle: it holds nothing older, so it follows the partitions ahead of it
+                # (with producers that write in event-time order, what arrives next is
+                # newer than anything read anywhere, once their writes have all landed).
                 ahead = max(q.now(wall_ms, skew, quiet(k[1])) for k, q in list(parts.items()))
                 if ahead > t:
                     p.last = t = ahead

@@ -104,8 +104,9 @@ def test_wall_of_reads_the_partitions_time():
     assert c.wall_of(150_000, 0) > 0.0  # partition 0 is not
 
 
-def test_a_caught_up_partition_follows_the_newest():
-    c = StreamClock(wall=Wall(), max_skew_ms=10**12)
+def test_an_idle_partition_follows_the_newest():
+    wall = Wall()
+    c = StreamClock(wall=wall, max_skew_ms=10**12, idle_ms=2_000)
     c.source_reports = True
     c.observe(1_000, 0)
     c.observe(9_000, 1)
@@ -113,6 +114,37 @@ def test_a_caught_up_partition_follows_the_newest():
     c.caught_up(0, False)
     assert c.now_ms(0) == 1_000  # still reading: holds
     c.caught_up(0, True)
-    assert c.now_ms(0) == 9_000  # read to its end: nothing older in it
+    assert c.now_ms(0) == 1_000  # read to its end, but the producer's next write may be landing
+    wall.t += 1.5
+    c.caught_up(0, True)  # still at the end: idle since the first report
+    assert c.now_ms(0) == 1_000
+    wall.t += 0.5
+    assert c.now_ms(0) == 9_000  # idle for 2 s: nothing older is coming
     c.caught_up(0, False)
     assert c.now_ms(0) == 9_000  # never back
+
+
+def test_a_partition_that_keeps_receiving_is_never_idle():
+    """The race the idleness closes: partition 1 already shows a write whose partition-0
+    half is still landing; partition 0, read to its end a moment earlier, holds its time."""
+    wall = Wall()
+    c = StreamClock(wall=wall, max_skew_ms=10**12, idle_ms=2_000)
+    c.source_reports = True
+    for step in range(10):
+        c.observe(1_000 + step, 0)
+        c.caught_up(0, False)
+        c.caught_up(0, True)
+        c.observe(9_000 + step, 1)
+        wall.t += 1.0
+        assert c.now_ms(0) == 1_000 + step
+    wall.t += 2.0
+    assert c.now_ms(0) == 9_009
+
+
+def test_a_partition_at_the_end_of_a_bounded_input_follows_at_once():
+    c = StreamClock(wall=Wall(), max_skew_ms=10**12, idle_ms=2_000)
+    c.source_reports = True
+    c.observe(1_000, 0)
+    c.observe(9_000, 1)
+    c.caught_up(0, True, ended=True)
+    assert c.now_ms(0) == 9_000
