@@ -486,7 +486,7 @@ class _KafkaPartition(StatefulSourcePartition[RawRecord, int]):
                 if err.code() == KafkaError._PARTITION_EOF:
                     self._eof = True  # emit this batch; end at the next call
                     if self._stream is not None:
-                        self._stream.caught_up(self._partition, True, ended=True)
+                        self._stream.caught_up(self._partition, True)
                     break
                 self._log_error(err)
                 continue

@@ -31,9 +31,10 @@ whether it is caught up (`caught_up`, by the partition's high watermark); such a
 partition moves with the wall clock only while caught up, never while it is reading a
 backlog. A source that does not report (files, the synthetic generator) counts as quiet
 since its newest event. A partition that is idle — caught up, with nothing new read for
-``idle_ms`` of wall time, or at the end of a bounded input — also follows the newest
-partition, so it does not hold its profiles back (in a replay, a partition with few
-events would otherwise stop its profiles' clocks). Why not as soon as it is caught up:
+``idle_ms`` of wall time — also follows the newest partition, so it does not hold its
+profiles back (in a replay, a partition with few events would otherwise stop its
+profiles' clocks; the end of a bounded input is the stages' ``on_eof``, which reads the
+newest time of all). Why not as soon as it is caught up:
 "caught up" is by the high watermark of the partition's last fetch, and a producer's
 writes to two partitions do not land at the same instant (each partition's messages
 travel in their own batch), so a partition read to its end may be a fetch away from
@@ -108,7 +109,7 @@ class StreamClock:
         # has already reached its profile (channels between two workers keep their order).
         self._parts: dict[tuple[int, int], _Partition] = {}
         self._caught_up: dict[int, bool] = {}  # partition -> the source's last report
-        # partition -> wall ms since when it has been caught up with nothing new (-1: ended)
+        # partition -> wall ms since when it has been caught up with nothing new
         self._idle_since: dict[int, int] = {}
         self._idle_ms = idle_ms
         # Set by a source that reports `caught_up` for every partition it reads (Kafka):
@@ -141,16 +142,13 @@ class StreamClock:
             p.max = ts_ms
             p.seen_ms = int(self._wall() * 1000)
 
-    def caught_up(self, partition: int, caught_up: bool, ended: bool = False) -> None:
+    def caught_up(self, partition: int, caught_up: bool) -> None:
         """The source's report after a poll: at the end of the partition, or reading a
-        backlog (``ended``: the end of a bounded input, nothing more will come). Only a
-        caught-up partition lets the wall clock move its time; only an idle one (caught up
-        for ``idle_ms`` with nothing new, or ended) follows the newest partition."""
+        backlog. Only a caught-up partition lets the wall clock move its time; only an idle
+        one (caught up for ``idle_ms`` with nothing new) follows the newest partition."""
         self._caught_up[partition] = caught_up
         if not caught_up:
             self._idle_since.pop(partition, None)
-        elif ended:
-            self._idle_since[partition] = -1
         elif partition not in self._idle_since:
             self._idle_since[partition] = int(self._wall() * 1000)
 
@@ -196,7 +194,7 @@ class StreamClock:
         if p is not None:
             t = p.now(wall_ms, skew, quiet(partition))
             idle = self._idle_since.get(partition)
-            if idle is not None and (idle < 0 or wall_ms - idle >= self._idle_ms):
+            if idle is not None and wall_ms - idle >= self._idle_ms:
                 # Idle: it holds nothing older, so it follows the partitions ahead of it
                 # (with producers that write in event-time order, what arrives next is
                 # newer than anything read anywhere, once their writes have all landed).
@@ -213,13 +211,16 @@ class StreamClock:
     def wall_of(self, ts_ms: int, partition: int | None = None) -> float:
         """When (wall-clock seconds) stream time is expected to reach `ts_ms`: now if it has;
         else at the current pace (1x in a live run, much faster in a replay), so an
-        event-time timer fires on time in both.
+        event-time timer fires on time in both. A caught-up partition not idle yet is looked
+        at again when it turns idle (its time may then jump to the newest partition's).
 
         >>> t = [0.0]; c = StreamClock(max_skew_ms=10**12, wall=lambda: t[0])
         >>> c.observe(0); c.wall_of(5_000)            # live pace: 5 s of event time = 5 s
         5.0
         >>> t[0] = 2.0; c.observe(200_000); c.wall_of(300_000)   # 100x faster: 1 s
         3.0
+        >>> c.caught_up(0, True); c.wall_of(10**9, 0)    # idle in 2 s: look again then
+        4.0
         """
         now = self._wall()
         if not self._parts:  # no stream time yet (a restart before any event): look again in a second
@@ -236,4 +237,10 @@ class StreamClock:
         elif now - aw >= 1.0:
             self._speed = max(1.0, (newest - am) / ((now - aw) * 1000))
             self._anchor = (now, newest)
-        return now + (ts_ms - cur) / 1000 / self._speed
+        at = now + (ts_ms - cur) / 1000 / self._speed
+        idle = self._idle_since.get(partition) if partition is not None else None
+        if idle is not None:
+            turns_idle = (idle + self._idle_ms) / 1000
+            if turns_idle > now:
+                return min(at, turns_idle)
+        return at

@@ -163,7 +163,8 @@ class DeliveryMarks:
     """The actions sink's ack hook: records in Redis that the topic acknowledged these sends
     (`rules.guards.mark_delivered`), so a replay after a crash re-delivers exactly the sends
     whose ack it never saw. Tasks and tickets have no decision record: a replay delivers
-    them again. The client is opened on first use, on the worker that runs it."""
+    them again. The client is opened on first use (one per hook, shared by the sink
+    partitions that call it; redis-py clients are thread-safe)."""
 
     def __init__(self, url: str, timeout_s: float, retry: RetryPolicy) -> None:
         self._url = url

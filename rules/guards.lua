@@ -18,14 +18,15 @@
 --                  trim = scores <= trim are dropped, keep = TTL floor (ms),
 --                  r = reserve, rp = reserve priority, l = reason label}
 -- Returns a flat array: status, reason, replay for each action, in order. replay is 0 for a
--- new decision, 1 for one decided before, 2 for a 'sent' decided before whose message the
--- actions topic has not acknowledged (no '|acked' suffix: rules/guards.py mark_delivered),
--- which the caller delivers again.
+-- new decision, 1 for one decided before, 2 for a 'sent' decided by an earlier call whose
+-- message the actions topic has not acknowledged yet (its record still ends in '|pending';
+-- rules/guards.py mark_delivered drops the suffix), which the caller delivers again.
 
 local actions = cjson.decode(ARGV[1])
 local consent_key = KEYS[1]
 local suppress_key = KEYS[2]
 local out = {}
+local decided_here = {}  -- action ids decided by this call: a repeat is not delivered twice
 
 local function check(a)
   if redis.call('HGET', consent_key, a.ch) == '0' then
@@ -79,10 +80,10 @@ for _, a in ipairs(actions) do
   local stored = redis.call('GET', decision_key)
   if stored then
     -- (1) decided before: return the recorded decision, change nothing
-    local acked = false
-    if string.sub(stored, -6) == '|acked' then
-      stored = string.sub(stored, 1, -7)
-      acked = true
+    local pending = false
+    if string.sub(stored, -8) == '|pending' then
+      stored = string.sub(stored, 1, -9)
+      pending = true
     end
     local sep = string.find(stored, '|', 1, true)
     if sep then
@@ -91,19 +92,22 @@ for _, a in ipairs(actions) do
     else
       status, reason = stored, ''
     end
-    if status == 'sent' and not acked then
+    if pending and not decided_here[a.id] then
       replay = 2
     else
       replay = 1
     end
   else
     status, reason = check(a)
+    local record = status .. '|' .. reason
     if status == 'sent' then
       record_send(a, a.id)
+      record = record .. '|pending'
     end
-    redis.call('SET', decision_key, status .. '|' .. reason, 'PX', a.ttl)
+    redis.call('SET', decision_key, record, 'PX', a.ttl)
     replay = 0
   end
+  decided_here[a.id] = true
   out[#out + 1] = status
   out[#out + 1] = reason
   out[#out + 1] = replay

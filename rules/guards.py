@@ -33,8 +33,9 @@ Redis Cluster shard and one script call touches one slot (checked before each ca
 Profile ids containing ``{`` or ``}`` are refused: they would break the tag.
 
 ``scrm:decision:{pid}:<action_id>``  string ``<status>|<reason>``, PX ``decision_ttl_ms``
-    (default 30 days): the idempotency record of one action. A send whose message the
-    actions topic acknowledged gets ``|acked`` appended (``mark_delivered``, TTL kept).
+    (default 30 days): the idempotency record of one action. A send is recorded with
+    ``|pending`` appended until the actions topic acknowledges its message
+    (``mark_delivered`` drops it, TTL kept); a record without it counts as delivered.
 ``scrm:consent:{pid}``  hash ``<channel> -> "1" | "0"``, no TTL. Only an explicit ``"0"``
     refuses a channel: a channel without a field is consented by default (opt-out model;
     the journey layer must record refusals with ``set_consent``).
@@ -60,10 +61,11 @@ Guarantees
   back with ``replay=True`` and changes nothing, so a retry or a replay after a crash never
   counts a cap twice. This is what makes retrying a timed-out call safe (an action the
   lost call had already decided then comes back with ``replay=True``).
-- **Delivered at least once**: a replayed ``sent`` whose message was never acknowledged by
-  the actions topic (the engine died between deciding and the broker's ack) comes back
-  with ``unacked=True``, and the caller delivers it again; once ``mark_delivered`` has
-  recorded the ack, a replay delivers nothing.
+- **Delivered at least once**: a ``sent`` decided by an earlier call whose message the
+  actions topic has not acknowledged (the engine died between deciding and the broker's
+  ack, or the call's reply was lost) comes back with ``unacked=True``, and the caller
+  delivers it again; once ``mark_delivered`` has recorded the ack, a replay delivers
+  nothing. A repeat within one call is not unacked (it is the same delivery).
 - **Windows in event time**: cap and dedupe windows are measured with the requests'
   ``now_ms`` (event time), so a full-speed replay of history decides like live traffic;
   the PX TTLs are wall-clock garbage collection only. An action whose ``now_ms`` is older
@@ -523,7 +525,7 @@ def mark_delivered(
     retry: RetryPolicy | None = None,
 ) -> None:
     """Record that the actions topic acknowledged these sends (``(profile_id, action_id)``):
-    their decision records get ``|acked`` (``SET ... XX KEEPTTL``: an expired or unknown
+    their decision records lose ``|pending`` (``SET ... XX KEEPTTL``: an expired or unknown
     record is not created, its TTL is unchanged), so a later replay delivers them no more.
     One pipeline; raises ``SinkError`` when Redis stays unreachable."""
     if not sends:
@@ -532,7 +534,7 @@ def mark_delivered(
     def _once() -> None:
         pipe = client.pipeline(transaction=False)
         for pid, aid in sends:
-            pipe.set(decision_key(pid, aid), "sent|ok|acked", xx=True, keepttl=True)
+            pipe.set(decision_key(pid, aid), "sent|ok", xx=True, keepttl=True)
         pipe.execute()
 
     what = f"mark {len(sends)} sends as delivered"

@@ -112,11 +112,14 @@ def assert_guards_agree(
     decision the guards took in Redis is there with the same status and every guarded row
     was decided by the guards (none lost); each profile's cap sets (all channels, and each
     of `channels`) hold exactly its sent actions (none counted twice)."""
-    decided = {
-        k.decode().rsplit(":", 1)[1]: r.get(k).decode().split("|", 1)[0]
+    records = {
+        k.decode().rsplit(":", 1)[1]: r.get(k).decode()
         for k in r.scan_iter(match="scrm:decision:*", count=1000)
     }
+    decided = {a: v.split("|", 1)[0] for a, v in records.items()}
     assert decided == {a: s for a, _, _, s in rows if s in GUARDED}
+    pending = [a for a, v in records.items() if v.endswith("|pending")]
+    assert pending == [], f"{len(pending)} sends never marked as acknowledged by the actions topic"
     sent: dict[tuple[str, str | None], set[str]] = {}
     for a, pid, channel, s in rows:
         if s == "sent":

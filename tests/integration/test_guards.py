@@ -103,7 +103,7 @@ def test_sent_records_cap_dedupe_mark_and_decision(guards: Guards, client: redis
     assert 0 < client.pttl(cap_key(pid, "profile", "sms")) <= DAY_MS
     assert client.get(dedupe_key(pid, "t1")) == str(T0)
     assert 0 < client.pttl(dedupe_key(pid, "t1")) <= HOUR
-    assert client.get(decision_key(pid, "a1")) == "sent|ok"
+    assert client.get(decision_key(pid, "a1")) == "sent|ok|pending"  # until the topic acks it
     assert 0 < client.pttl(decision_key(pid, "a1")) <= DAY_MS
 
 
@@ -308,12 +308,19 @@ def test_a_replayed_send_is_unacked_until_its_delivery_is_marked(
         ("holdout", "holdout", True, False),
     ]
     mark_delivered(client, [(pid, "s1"), (pid, "never-decided")], FAST)
+    assert client.get(decision_key(pid, "s1")) == "sent|ok"
     assert client.exists(decision_key(pid, "never-decided")) == 0  # XX: no record is made up
     assert 0 < client.pttl(decision_key(pid, "s1")) <= ttl  # KEEPTTL
     acked = guards.decide(reqs)
     assert [(d.status, d.reason) for d in acked] == [(d.status, d.reason) for d in crashed]
     assert [(d.replay, d.unacked) for d in acked] == [(True, False)] * 3
     assert client.zrange(cap_key(pid, "profile", "sms"), 0, -1) == ["s1"]  # counted once throughout
+
+    # A record written before the marks existed has no suffix: it counts as delivered,
+    # so an upgrade does not re-send a month of decisions.
+    client.set(decision_key(pid, "old"), "sent|ok", px=DAY_MS)
+    old = guards.decide([request(pid, "old")])[0]
+    assert (old.status, old.reason, old.replay, old.unacked) == ("sent", "ok", True, False)
 
 
 def test_a_batch_sees_its_own_effects_in_order(guards: Guards, client: redis.Redis, pid: str) -> None:
@@ -335,6 +342,7 @@ def test_a_batch_sees_its_own_effects_in_order(guards: Guards, client: redis.Red
         "sent",
     ]
     assert got[-1].replay and not got[0].replay
+    assert not got[-1].unacked  # the repeat within one call is the same delivery, not a second one
     assert [d.status for d in got if d.action_id.startswith("b")] == ["sent"] + ["deduped"] * 4
     assert client.zrange(cap_key(pid, "profile", "sms"), 0, -1) == ["a0", "a1", "a2"]
 
@@ -371,7 +379,8 @@ def test_a_lost_reply_is_retried_and_replayed_never_counted_twice(
     caps = (Cap("profile", "sms", 2, DAY_MS),)
     with caplog.at_level(logging.WARNING, logger="scrm.retry"):
         got = guards.decide([request(pid, "a1", caps=caps), request(pid, "a2", caps=caps)])
-    assert [(d.status, d.replay) for d in got] == [("sent", True), ("sent", True)]
+    # the lost reply's sends were never delivered: unacked, so the caller delivers them
+    assert [(d.status, d.replay, d.unacked) for d in got] == [("sent", True, True), ("sent", True, True)]
     assert client.zcard(cap_key(pid, "profile", "sms")) == 2
     assert "failed (attempt 1," in caplog.text
 

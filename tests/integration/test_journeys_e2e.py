@@ -77,11 +77,11 @@ def test_triggers_guards_actions_and_replay(broker, engine_settings, ch, names) 
     # its decision record has no ack. A replay delivers that one again, and only that one.
     rk = redis.Redis.from_url(settings.redis.url)
     key = decision_key(a, welcome[9])
-    assert rk.get(key) == b"sent|ok|acked"
-    rk.set(key, "sent|ok", xx=True, keepttl=True)
+    assert rk.get(key) == b"sent|ok"  # acknowledged: no longer pending
+    rk.set(key, "sent|ok|pending", xx=True, keepttl=True)
     engine.run(settings, Console(file=io.StringIO()))
     ids = [orjson.loads(m.value())["actionId"] for m in broker.consume_all(actions_topic)]
     assert len(ids) == len(msgs) + 1 and ids.count(welcome[9]) == 2
-    assert rk.get(key) == b"sent|ok|acked"
+    assert rk.get(key) == b"sent|ok"
     final = ch.query(f"SELECT action_id, status FROM {db}.actions FINAL ORDER BY action_id").result_rows
     assert final == again

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from flows import engine
 from rules import store
+from rules.guards import decision_key
 from sinks.feature_store import feature_key
 from sinks.redis_store import connect
 
@@ -102,6 +103,9 @@ def test_quiet_hours_by_timezone_and_the_breaker(
         f"SELECT profile_id, journey_id, status, reason, toUnixTimestamp64Milli(ts) "
         f"FROM {names['database']}.actions FINAL ORDER BY profile_id, ts, status"
     ).result_rows
+    ids = ch.query(
+        f"SELECT profile_id, action_id, status FROM {names['database']}.actions FINAL WHERE action_id != ''"
+    ).result_rows
     quiet = [(r[0], r[2], r[4]) for r in rows if r[1] == "quiet_promo"]
     assert quiet == [
         (be, "sent", T0),
@@ -115,4 +119,8 @@ def test_quiet_hours_by_timezone_and_the_breaker(
     assert store.index(client)["quiet_promo"].state == "enabled"
     for pid in (sh, be, *noisy):  # the online feature store wrote every profile
         assert client.hget(feature_key(pid), "as_of") is not None, pid
+    # every send's decision record was marked delivered once the actions topic acked it
+    sent = [(pid, aid) for pid, aid, status in ids if status == "sent"]
+    assert len(sent) == 7
+    assert [client.get(decision_key(pid, aid)) for pid, aid in sent] == [b"sent|ok"] * 7
     client.close()

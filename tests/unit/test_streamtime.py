@@ -141,10 +141,16 @@ def test_a_partition_that_keeps_receiving_is_never_idle():
     assert c.now_ms(0) == 9_009
 
 
-def test_a_partition_at_the_end_of_a_bounded_input_follows_at_once():
-    c = StreamClock(wall=Wall(), max_skew_ms=10**12, idle_ms=2_000)
+def test_a_timer_set_before_a_partition_turns_idle_is_looked_at_when_it_does():
+    """In a stalled replay (pace 1x) a deadline an hour of event time ahead would wait an
+    hour of wall time; the partition follows the newest in 2 s, so look again then."""
+    wall = Wall()
+    c = StreamClock(wall=wall, max_skew_ms=10**12, idle_ms=2_000)
     c.source_reports = True
     c.observe(1_000, 0)
-    c.observe(9_000, 1)
-    c.caught_up(0, True, ended=True)
-    assert c.now_ms(0) == 9_000
+    c.observe(9_000_000, 1)
+    c.caught_up(0, True)
+    assert c.wall_of(3_601_000, 0) == WALL + 2.0
+    wall.t += 2.0
+    assert c.wall_of(3_601_000, 0) == WALL + 2.0  # idle now: followed past it, due at once
+    assert c.now_ms(0) == 9_000_000
