@@ -91,11 +91,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import redis
@@ -115,6 +115,7 @@ STATUSES = ("sent", "capped", "suppressed", "no_consent", "deduped", "holdout")
 DAY_MS = 86_400_000
 DEFAULT_DECISION_TTL_MS = 30 * DAY_MS
 SCRIPT_PATH = Path(__file__).with_name("guards.lua")
+T = TypeVar("T")
 
 
 # --- keys -------------------------------------------------------------------------------
@@ -429,6 +430,16 @@ class _Call:
         return self._index[key]
 
 
+def _retried(retry: RetryPolicy, fn: Callable[[], T], what: str) -> T:
+    """`fn` with connection errors and timeouts retried by `retry`; any Redis error left
+    (or the retries spent) raises ``SinkError`` naming `what`."""
+    try:
+        return retry.call(fn, what, retry_on=(redis.ConnectionError, redis.TimeoutError))
+    except redis.RedisError as exc:
+        log.error("%s failed: %s", what, exc)
+        raise SinkError(f"{what} failed: {exc}") from exc
+
+
 def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
@@ -504,11 +515,7 @@ class Guards:
                 self._retries.inc()
                 raise
 
-        try:
-            results = self._retry.call(_once, what, retry_on=(redis.ConnectionError, redis.TimeoutError))
-        except redis.RedisError as exc:
-            log.error("%s failed: %s", what, exc)
-            raise SinkError(f"{what} failed: {exc}") from exc
+        results = _retried(self._retry, _once, what)
         decisions: list[Decision | None] = [None] * len(requests)
         for (_, idx), flat in zip(calls, results, strict=True):
             for n, i in enumerate(idx):
@@ -537,12 +544,7 @@ def mark_delivered(
             pipe.set(decision_key(pid, aid), "sent|ok", xx=True, keepttl=True)
         pipe.execute()
 
-    what = f"mark {len(sends)} sends as delivered"
-    try:
-        (retry or RetryPolicy()).call(_once, what, retry_on=(redis.ConnectionError, redis.TimeoutError))
-    except redis.RedisError as exc:
-        log.error("%s failed: %s", what, exc)
-        raise SinkError(f"{what} failed: {exc}") from exc
+    _retried(retry or RetryPolicy(), _once, f"mark {len(sends)} sends as delivered")
 
 
 # --- state from the stream ----------------------------------------------------------------

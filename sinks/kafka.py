@@ -109,7 +109,7 @@ class KafkaTopicSink(DynamicSink[object]):
         self._topic = topic
         self._encode = encode
         self._retry = retry
-        self._acked = acked
+        self._on_acked = acked
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _KafkaPartition:
         return _KafkaPartition(
@@ -118,7 +118,7 @@ class KafkaTopicSink(DynamicSink[object]):
             self._encode,
             self._retry,
             self._settings.delivery_timeout_s,
-            self._acked,
+            self._on_acked,
         )
 
 
@@ -142,7 +142,7 @@ class _KafkaPartition(StatelessSinkPartition[object]):
         # (item, message, error, attempts so far) reported by delivery callbacks, not yet re-sent
         self._failed: list[tuple[object, OutMessage, object, int]] = []
         self._on_acked = acked
-        self._acked: list[object] = []  # items acknowledged, not yet reported to the hook
+        self._acked: list[object] = []  # items acknowledged, not yet reported (only with a hook)
 
     def write_batch(self, items: list[object]) -> None:
         self._producer.poll(0)  # serve the delivery callbacks of earlier batches
@@ -164,10 +164,9 @@ class _KafkaPartition(StatelessSinkPartition[object]):
             self._resend()
 
     def _report_acked(self) -> None:
-        if self._acked:
+        if self._acked and self._on_acked is not None:
             acked, self._acked = self._acked, []
-            if self._on_acked is not None:
-                self._on_acked(acked)
+            self._on_acked(acked)
 
     def close(self) -> None:
         self.flush()

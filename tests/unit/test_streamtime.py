@@ -15,6 +15,13 @@ class Wall:
         return self.t
 
 
+def reporting_clock(wall: Wall) -> StreamClock:
+    """A clock fed by a source that reports when each partition is caught up (Kafka)."""
+    c = StreamClock(wall=wall, max_skew_ms=10**12, idle_ms=2_000)
+    c.source_reports = True
+    return c
+
+
 def test_a_partition_ahead_does_not_move_another():
     c = StreamClock(wall=Wall(), max_skew_ms=10**12)
     c.observe(1_000_000, 0)  # a replay, far behind the wall clock
@@ -106,8 +113,7 @@ def test_wall_of_reads_the_partitions_time():
 
 def test_an_idle_partition_follows_the_newest():
     wall = Wall()
-    c = StreamClock(wall=wall, max_skew_ms=10**12, idle_ms=2_000)
-    c.source_reports = True
+    c = reporting_clock(wall)
     c.observe(1_000, 0)
     c.observe(9_000, 1)
     c.caught_up(1, False)
@@ -128,8 +134,7 @@ def test_a_partition_that_keeps_receiving_is_never_idle():
     """The race the idleness closes: partition 1 already shows a write whose partition-0
     half is still landing; partition 0, read to its end a moment earlier, holds its time."""
     wall = Wall()
-    c = StreamClock(wall=wall, max_skew_ms=10**12, idle_ms=2_000)
-    c.source_reports = True
+    c = reporting_clock(wall)
     for step in range(10):
         c.observe(1_000 + step, 0)
         c.caught_up(0, False)
@@ -145,8 +150,7 @@ def test_a_timer_set_before_a_partition_turns_idle_is_looked_at_when_it_does():
     """In a stalled replay (pace 1x) a deadline an hour of event time ahead would wait an
     hour of wall time; the partition follows the newest in 2 s, so look again then."""
     wall = Wall()
-    c = StreamClock(wall=wall, max_skew_ms=10**12, idle_ms=2_000)
-    c.source_reports = True
+    c = reporting_clock(wall)
     c.observe(1_000, 0)
     c.observe(9_000_000, 1)
     c.caught_up(0, True)
