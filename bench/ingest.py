@@ -44,12 +44,13 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flows.dataflow import build_flow  # noqa: E402
-from flows.engine import Cluster, make_sinks, prepare_clickhouse, run_flow  # noqa: E402
-from flows.settings import Settings, load_settings  # noqa: E402
-from flows.sources import KafkaEventsSource, RunControl  # noqa: E402
-from flows.synthetic import SyntheticConfig, SyntheticCustomers  # noqa: E402
-from flows.testing import Broker, EngineProcess  # noqa: E402
+from flows.app.engine import Cluster, make_sinks, prepare_clickhouse, run_flow  # noqa: E402
+from flows.app.testing import Broker, EngineProcess  # noqa: E402
+from flows.core.settings import Settings, load_settings  # noqa: E402
+from flows.dataflow.build import build_flow  # noqa: E402
+from flows.sources.control import RunControl  # noqa: E402
+from flows.sources.kafka import KafkaEventsSource  # noqa: E402
+from flows.synthetic.customers import SyntheticConfig, SyntheticCustomers  # noqa: E402
 from sinks.clickhouse import connect  # noqa: E402
 from sinks.kafka import ensure_topics  # noqa: E402
 
@@ -226,7 +227,7 @@ def cluster_run(broker: Broker, topic: str, processes: int) -> tuple[int, float]
     own summary line (flow time only: Valkey start and DDL are not counted). Each process
     has its own chDB path (chDB opens a path in one process at a time).
     """
-    from flows.testing import free_port
+    from flows.app.testing import free_port
 
     addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
     data = Path(tempfile.mkdtemp(prefix="scrm-bench-cluster-"))
@@ -234,7 +235,8 @@ def cluster_run(broker: Broker, topic: str, processes: int) -> tuple[int, float]
     for i in range(processes):
         env = scrm_env(broker, topic, data / f"p{i}")
         env["SCRM_KAFKA__STOP_AT_END"] = "true"
-        cmd = [sys.executable, "-m", "flows.cli", "run", "--source", "kafka", "-i", str(i), "-a", addresses]
+        cmd = [sys.executable, "-m", "flows.app.cli", "run", "--source", "kafka"]
+        cmd += ["-i", str(i), "-a", addresses]
         procs.append(
             subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         )
@@ -339,7 +341,7 @@ def latency(args: argparse.Namespace, broker: Broker) -> None:
         [
             sys.executable,
             "-m",
-            "flows.cli",
+            "flows.app.cli",
             "query",
             "--format",
             "json",

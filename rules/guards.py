@@ -73,7 +73,7 @@ Guarantees
   capped, never over-sent).
 - **Never a silent drop**: each call has the client's socket timeout; connection errors
   and timeouts are retried with exponential backoff (``sinks.retry.RetryPolicy``, one
-  warning per attempt), then ``flows.errors.SinkError`` is raised. Any other Redis error
+  warning per attempt), then ``flows.core.errors.SinkError`` is raised. Any other Redis error
   raises ``SinkError`` at once. No decision is returned without its guards.
 
 Caps are checked against the sets they name, so a profile-scope cap only sees the sends
@@ -102,8 +102,9 @@ import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from flows.errors import SinkError
-from sinks import metrics
+from flows.core import metrics
+from flows.core.durations import DAY_MS, format_duration
+from flows.core.errors import SinkError
 from sinks.redis_store import connect
 from sinks.retry import RetryPolicy
 
@@ -112,7 +113,6 @@ log = logging.getLogger("scrm.guards")
 CHANNELS = ("sms", "email", "wecom", "push", "webhook")
 SCOPES = ("profile", "journey")
 STATUSES = ("sent", "capped", "suppressed", "no_consent", "deduped", "holdout")
-DAY_MS = 86_400_000
 DEFAULT_DECISION_TTL_MS = 30 * DAY_MS
 SCRIPT_PATH = Path(__file__).with_name("guards.lua")
 T = TypeVar("T")
@@ -192,18 +192,6 @@ def action_id(journey_id: str, version: int, node_id: str, profile_id: str, trig
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
 
 
-def format_window(ms: int) -> str:
-    """A window as the largest whole unit, for reasons.
-
-    >>> [format_window(x) for x in (86_400_000, 7_200_000, 90_000, 1_500, 30 * 60_000)]
-    ['1d', '2h', '90s', '1500ms', '30m']
-    """
-    for unit, size in (("d", DAY_MS), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
-        if ms % size == 0:
-            return f"{ms // size}{unit}"
-    return f"{ms}ms"
-
-
 # --- requests and decisions -------------------------------------------------------------
 
 
@@ -238,7 +226,7 @@ class Cap:
     @property
     def label(self) -> str:
         """``profile:sms:2/1d``: the cap in a reason."""
-        return f"{self.scope}:{self.channel or '*'}:{self.count}/{format_window(self.window_ms)}"
+        return f"{self.scope}:{self.channel or '*'}:{self.count}/{format_duration(self.window_ms)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,7 +401,7 @@ class _Call:
                     "h": 1 if r.holdout else 0,
                     "dk": self._key(dedupe_key(profile_id, r.template)) if dedupe else 0,
                     "dw": str(r.dedupe_window_ms),
-                    "dl": f"{r.template}:{format_window(r.dedupe_window_ms)}" if dedupe else "",
+                    "dl": f"{r.template}:{format_duration(r.dedupe_window_ms)}" if dedupe else "",
                     "caps": caps,
                 }
             )

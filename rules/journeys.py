@@ -44,7 +44,7 @@ listed is an error, and so is a key given twice in one mapping::
 
 Values:
 
-* Durations are ``flows.featuredefs.parse_duration`` strings: ``90s``, ``30m``, ``1h``,
+* Durations are ``flows.core.durations.parse_duration`` strings: ``90s``, ``30m``, ``1h``,
   ``14d``, ``2w``, ``1h30m``. Times of day are ``"HH:MM"`` (00:00..23:59), in the
   profile's timezone. Event types follow the event contract (``[a-z0-9_.:-]{1,64}``);
   tags, segments, models, thresholds, features and ticket queues are names
@@ -52,12 +52,12 @@ Values:
   ``wecom``, ``push``, ``webhook``.
 * ``where`` filters (event and absence triggers) have the shape of a feature's ``where``
   in ``config/features.toml``: ``[field, op, value]`` with field ``props.<name>`` or one of
-  type, source, profileId, eventId; op one of ``flows.featuredefs.OPS``; ``>``/``>=``/``<``
-  /``<=`` need a number, ``in`` a list. They parse to ``flows.featuredefs.Condition``, so
+  type, source, profileId, eventId; op one of ``flows.features.declarations.OPS``; ``>``/``>=``/``<``
+  /``<=`` need a number, ``in`` a list. They parse to ``flows.features.declarations.Condition``, so
   the features' matcher applies unchanged.
 * Branch conditions (``if``, all must hold), each ONE of: ``{tag: NAME}``,
   ``{not_tag: NAME}``, ``{segment: NAME}``, ``{feature: NAME, op, value}`` and
-  ``{score: MODEL, op, value}`` (op one of ``flows.rfm.COMPARE``, a number; a score is a
+  ``{score: MODEL, op, value}`` (op one of ``flows.core.conditions.COMPARE``, a number; a score is a
   probability 0..1), ``{prop: FIELD, op, value}`` (the trigger event's fields, as in
   ``where``).
 * Triggers. ``absence``: an ``after`` event not followed by a ``missing`` one within
@@ -105,10 +105,11 @@ from typing import Any, ClassVar
 import orjson
 import yaml
 
-from flows.errors import ConfigError
-from flows.featuredefs import NAME_RE, OPS, TOP_FIELDS, parse_duration
-from flows.featuredefs import Condition as EventCondition
-from flows.rfm import COMPARE
+from flows.core.conditions import COMPARE, OPS, TOP_FIELDS
+from flows.core.conditions import Condition as EventCondition
+from flows.core.durations import DAY_MS, format_duration, parse_duration
+from flows.core.errors import ConfigError
+from flows.features.declarations import NAME_RE
 
 CHANNELS = ("sms", "email", "wecom", "push", "webhook")
 ENTRY_POLICIES = ("once", "every_time", "once_per")
@@ -128,8 +129,6 @@ ASSIGNEE_RE = re.compile(r"\S{1,128}")  # "owner" or a user id
 VAR_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 PATH_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 HHMM_RE = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
-DAY_MS = 86_400_000
-_UNITS_MS = (("d", DAY_MS), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1))
 
 
 # --- the parsed definition ---------------------------------------------------------------
@@ -846,7 +845,7 @@ def parse_journey(data: Mapping[str, Any], source: str = "<memory>") -> Journey:
     >>> parse_journey({**to_canonical(j), "priority": 101}, "x.yaml")
     Traceback (most recent call last):
     ...
-    flows.errors.ConfigError: x.yaml: priority: must be an integer from 0 to 100, got 101
+    flows.core.errors.ConfigError: x.yaml: priority: must be an integer from 0 to 100, got 101
     """
     at = _At(source)
     if not isinstance(data, Mapping):
@@ -977,18 +976,6 @@ def load_folder(path: Path | str) -> tuple[Journey, ...]:
 
 
 # --- back to plain data -----------------------------------------------------------------------
-
-
-def format_duration(ms: int) -> str:
-    """Milliseconds -> an exact duration string in the largest unit that fits, up to days.
-
-    >>> format_duration(3_600_000), format_duration(5_400_000), format_duration(1_209_600_000)
-    ('1h', '90m', '14d')
-    """
-    for unit, size in _UNITS_MS:
-        if ms % size == 0:
-            return f"{ms // size}{unit}"
-    raise AssertionError("unreachable: every ms count is a whole number of ms")
 
 
 def _fmt_hhmm(minutes: int) -> str:

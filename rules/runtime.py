@@ -36,12 +36,12 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from flows.contract import Event
-from flows.features import _matcher
-from flows.rfm import COMPARE
+from flows.core.conditions import COMPARE, matcher
+from flows.core.contract import Event
+from flows.core.messages import Intent
 from rules.guards import action_id, quiet_hours_decision
 from rules.journeys import (
     AbsenceTrigger,
@@ -71,25 +71,6 @@ MAX_INSTANCES = 20
 MAX_HISTORY = 64
 MAX_STEPS = 256  # per instance per wake-up: a guard against a journey that loops
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-class Intent(NamedTuple):
-    """Something a journey wants done for a profile; the action id is deterministic."""
-
-    kind: str  # send holdout task ticket quiet_hours_deferred quiet_hours_dropped suppress complaint
-    action_id: str
-    profile_id: str
-    journey_id: str
-    journey_version: int
-    node_id: str
-    channel: str  # send: the channel; task/ticket: "task"/"ticket"
-    template: str  # send: the template; task/ticket: the title
-    variant: str  # the A/B arm the instance is in ("" outside a split)
-    priority: int
-    trigger_event_id: str
-    ts_ms: int  # event time of the decision
-    received_ms: int  # arrival of the newest event behind it (0 when a timer)
-    detail: dict[str, Any]  # vars, task assignee/due, ticket queue/priority, deferral
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +278,7 @@ class ProfileJourneys:
         return None
 
     def _absence(self, jid: str, trig: AbsenceTrigger, e: Event) -> None:
-        if e.type == trig.after and (not trig.where or _matcher(trig.where)(e)):  # type: ignore[misc]
+        if e.type == trig.after and (not trig.where or matcher(trig.where)(e)):  # type: ignore[misc]
             self.watches[jid] = (e.event_id, e.ts_ms, dict(e.props or {}))
         elif e.type == trig.missing:
             armed = self.watches.get(jid)
@@ -633,7 +614,7 @@ def _valid_tz(name: str) -> bool:
 
 def _fires(trig: Any, e: Event) -> bool:
     if isinstance(trig, EventTrigger):
-        return e.type == trig.type and (not trig.where or _matcher(trig.where)(e))  # type: ignore[misc]
+        return e.type == trig.type and (not trig.where or matcher(trig.where)(e))  # type: ignore[misc]
     p = e.props or {}
     if isinstance(trig, ScoreTrigger):
         want = (trig.model, trig.threshold, trig.direction)

@@ -40,7 +40,7 @@ from typing import Any
 import orjson
 import redis
 
-from flows.errors import ConfigError
+from flows.core.errors import ConfigError
 from rules.journeys import Journey, parse_journey, to_canonical
 from sinks.redis_store import REDIS_ERRORS
 

@@ -31,10 +31,10 @@ from typing import Any
 
 from river import metrics, utils
 
+from flows.core.messages import Activity, ModelMetric, ModelVersion, Observation, Outcome
 from scoring.labels import InactivityLabels, OutcomeLabels
 from scoring.modeldefs import ModelDef, ModelSettings
 from scoring.scorer import predict
-from scoring.types import Activity, ModelMetric, ModelVersion, Observation, Outcome
 
 
 @dataclass

@@ -45,8 +45,9 @@ from typing import Any
 
 from river import base, compose
 
-from flows.errors import ConfigError
-from flows.featuredefs import FeatureSet, parse_duration, read_toml
+from flows.core.durations import parse_duration
+from flows.core.errors import ConfigError
+from flows.features.declarations import FeatureSet, read_toml
 
 NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 ENTITIES = ("profile", "opportunity")
@@ -146,21 +147,19 @@ class ModelSet:
         return tuple(m for m in self.models if m.entity == entity)
 
 
-def _err(source: str, where: str, what: str) -> ConfigError:
-    return ConfigError(f"{source}: {where}: {what}")
-
-
 def build_step(spec: Any, source: str, where: str) -> Any:
     """``{"step": "module.Class", "params": {...}}`` -> a River object; params may nest steps."""
     if not isinstance(spec, Mapping) or not isinstance(spec.get("step"), str):
-        raise _err(source, where, 'must be a table like { step = "linear_model.LogisticRegression" }')
+        raise ConfigError.at(
+            source, where, 'must be a table like { step = "linear_model.LogisticRegression" }'
+        )
     extra = set(spec) - {"step", "params"}
     if extra:
-        raise _err(source, where, f"unknown keys {sorted(extra)} (expected step, params)")
+        raise ConfigError.at(source, where, f"unknown keys {sorted(extra)} (expected step, params)")
     path = spec["step"]
     module_name, _, cls_name = path.rpartition(".")
     if not module_name or not cls_name:
-        raise _err(
+        raise ConfigError.at(
             source,
             f"{where}.step",
             f"{path!r} is not 'module.Class' (e.g. 'linear_model.LogisticRegression')",
@@ -168,13 +167,13 @@ def build_step(spec: Any, source: str, where: str) -> Any:
     try:
         module = importlib.import_module(f"river.{module_name}")
     except ImportError:
-        raise _err(source, f"{where}.step", f"river has no module {module_name!r}") from None
+        raise ConfigError.at(source, f"{where}.step", f"river has no module {module_name!r}") from None
     cls = getattr(module, cls_name, None)
     if not isinstance(cls, type):
-        raise _err(source, f"{where}.step", f"river.{module_name} has no class {cls_name!r}")
+        raise ConfigError.at(source, f"{where}.step", f"river.{module_name} has no class {cls_name!r}")
     params = spec.get("params", {})
     if not isinstance(params, Mapping):
-        raise _err(source, f"{where}.params", "must be a table")
+        raise ConfigError.at(source, f"{where}.params", "must be a table")
     kwargs = {
         k: build_step(v, source, f"{where}.params.{k}") if isinstance(v, Mapping) else v
         for k, v in params.items()
@@ -182,7 +181,7 @@ def build_step(spec: Any, source: str, where: str) -> Any:
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise _err(source, f"{where}.params", f"river.{path} refused them: {exc}") from None
+        raise ConfigError.at(source, f"{where}.params", f"river.{path} refused them: {exc}") from None
 
 
 def build_pipeline(steps: tuple[dict[str, Any], ...], source: str, where: str) -> base.Classifier:
@@ -190,9 +189,9 @@ def build_pipeline(steps: tuple[dict[str, Any], ...], source: str, where: str) -
     built = [build_step(s, source, f"{where}[{i}]") for i, s in enumerate(steps)]
     for i, est in enumerate(built[:-1]):
         if not isinstance(est, base.Transformer):
-            raise _err(source, f"{where}[{i}].step", f"{type(est).__name__} is not a transformer")
+            raise ConfigError.at(source, f"{where}[{i}].step", f"{type(est).__name__} is not a transformer")
     if not isinstance(built[-1], base.Classifier):
-        raise _err(
+        raise ConfigError.at(
             source, f"{where}[{len(built) - 1}].step", f"{type(built[-1]).__name__} is not a classifier"
         )
     return built[0] if len(built) == 1 else compose.Pipeline(*built)
@@ -202,28 +201,30 @@ def _duration(raw: Mapping[str, Any], key: str, default: str, source: str, where
     try:
         return parse_duration(raw.get(key, default))
     except ValueError as exc:
-        raise _err(source, f"{where}.{key}", str(exc)) from None
+        raise ConfigError.at(source, f"{where}.{key}", str(exc)) from None
 
 
 def _names(raw: Any, source: str, where: str) -> tuple[str, ...]:
     if not isinstance(raw, list) or not all(isinstance(n, str) and n for n in raw):
-        raise _err(source, where, "must be a list of names")
+        raise ConfigError.at(source, where, "must be a list of names")
     if len(set(raw)) != len(raw):
-        raise _err(source, where, "lists a name twice")
+        raise ConfigError.at(source, where, "lists a name twice")
     return tuple(raw)
 
 
 def _label(raw: Any, entity: str, source: str, where: str) -> LabelDef:
     if not isinstance(raw, Mapping):
-        raise _err(source, where, "missing [model.label] table")
+        raise ConfigError.at(source, where, "missing [model.label] table")
     kind = raw.get("kind")
     want = "inactivity" if entity == "profile" else "outcome"
     if kind != want:
-        raise _err(source, f"{where}.kind", f"a {entity} model's label kind is {want!r}, not {kind!r}")
+        raise ConfigError.at(
+            source, f"{where}.kind", f"a {entity} model's label kind is {want!r}, not {kind!r}"
+        )
     if kind == "inactivity":
         extra = set(raw) - {"kind", "horizon", "activity_types"}
         if extra:
-            raise _err(source, where, f"unknown keys {sorted(extra)}")
+            raise ConfigError.at(source, where, f"unknown keys {sorted(extra)}")
         return LabelDef(
             kind,
             horizon_ms=_duration(raw, "horizon", "30d", source, where),
@@ -233,13 +234,13 @@ def _label(raw: Any, entity: str, source: str, where: str) -> LabelDef:
         )
     extra = set(raw) - {"kind", "positive", "negative", "max_open"}
     if extra:
-        raise _err(source, where, f"unknown keys {sorted(extra)}")
+        raise ConfigError.at(source, where, f"unknown keys {sorted(extra)}")
     pos = frozenset(_names(raw.get("positive", []), source, f"{where}.positive"))
     neg = frozenset(_names(raw.get("negative", []), source, f"{where}.negative"))
     if not pos or not neg:
-        raise _err(source, where, "an outcome label needs positive and negative event types")
+        raise ConfigError.at(source, where, "an outcome label needs positive and negative event types")
     if pos & neg:
-        raise _err(source, where, f"{sorted(pos & neg)} both positive and negative")
+        raise ConfigError.at(source, where, f"{sorted(pos & neg)} both positive and negative")
     return LabelDef(
         kind, positive=pos, negative=neg, max_open_ms=_duration(raw, "max_open", "180d", source, where)
     )
@@ -247,20 +248,20 @@ def _label(raw: Any, entity: str, source: str, where: str) -> LabelDef:
 
 def _thresholds(raw: Any, source: str, where: str) -> tuple[Threshold, ...]:
     if not isinstance(raw, list):
-        raise _err(source, where, "must be an array of tables")
+        raise ConfigError.at(source, where, "must be an array of tables")
     out: list[Threshold] = []
     for j, t in enumerate(raw):
         at = f"{where}[{j}]"
         if not isinstance(t, Mapping) or set(t) - {"name", "above", "reset_below"}:
-            raise _err(source, at, "must be { name, above, reset_below }")
+            raise ConfigError.at(source, at, "must be { name, above, reset_below }")
         name, above, reset = t.get("name"), t.get("above"), t.get("reset_below", t.get("above"))
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-            raise _err(source, f"{at}.name", f"{name!r} must match [a-z][a-z0-9_]*")
+            raise ConfigError.at(source, f"{at}.name", f"{name!r} must match [a-z][a-z0-9_]*")
         for key, v in (("above", above), ("reset_below", reset)):
             if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= v <= 1.0:
-                raise _err(source, f"{at}.{key}", f"{v!r} must be a probability in [0, 1]")
+                raise ConfigError.at(source, f"{at}.{key}", f"{v!r} must be a probability in [0, 1]")
         if reset > above:  # type: ignore[operator]
-            raise _err(source, f"{at}.reset_below", "must not exceed `above` (hysteresis)")
+            raise ConfigError.at(source, f"{at}.reset_below", "must not exceed `above` (hysteresis)")
         out.append(Threshold(name, float(above), float(reset)))  # type: ignore[arg-type]
     return tuple(out)
 
@@ -275,73 +276,77 @@ def parse_models(data: Mapping[str, Any], features: FeatureSet | None, source: s
     """Validate ``{"model": [...]}`` against the feature set; errors name file, path and what."""
     unknown = set(data) - {"model", "defaults"}
     if unknown:
-        raise _err(source, "top level", f"unknown keys {sorted(unknown)} (expected [[model]], [defaults])")
+        raise ConfigError.at(
+            source, "top level", f"unknown keys {sorted(unknown)} (expected [[model]], [defaults])"
+        )
     d = data.get("defaults", {})
     allowed_defaults = {"publish_every_s", "metrics_every_s", "metrics_window", "max_pending"}
     if not isinstance(d, Mapping) or set(d) - allowed_defaults:
-        raise _err(source, "defaults", f"may hold only {sorted(allowed_defaults)}")
+        raise ConfigError.at(source, "defaults", f"may hold only {sorted(allowed_defaults)}")
     try:
         settings = ModelSettings(**d)
     except TypeError as exc:
-        raise _err(source, "defaults", str(exc)) from None
+        raise ConfigError.at(source, "defaults", str(exc)) from None
     if settings.publish_every_s <= 0 or settings.metrics_every_s <= 0 or settings.metrics_window < 10:
-        raise _err(source, "defaults", "intervals must be positive and metrics_window at least 10")
+        raise ConfigError.at(source, "defaults", "intervals must be positive and metrics_window at least 10")
     entries = data.get("model", [])
     if not isinstance(entries, list):
-        raise _err(source, "model", "must be an array of tables ([[model]])")
+        raise ConfigError.at(source, "model", "must be an array of tables ([[model]])")
     known = set(features.names()) if features is not None else set()
     models: list[ModelDef] = []
     for i, raw in enumerate(entries):
         where = f"model[{i}]"
         if not isinstance(raw, Mapping):
-            raise _err(source, where, "must be a table")
+            raise ConfigError.at(source, where, "must be a table")
         name = raw.get("name")
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-            raise _err(source, f"{where}.name", f"{name!r} must match [a-z][a-z0-9_]*")
+            raise ConfigError.at(source, f"{where}.name", f"{name!r} must match [a-z][a-z0-9_]*")
         if any(m.name == name for m in models):
-            raise _err(source, f"{where}.name", "duplicate model name")
+            raise ConfigError.at(source, f"{where}.name", "duplicate model name")
         where = f"model[{i}] ({name})"
         extra = set(raw) - _MODEL_KEYS
         if extra:
-            raise _err(source, where, f"unknown keys {sorted(extra)}")
+            raise ConfigError.at(source, where, f"unknown keys {sorted(extra)}")
         entity = raw.get("entity")
         if entity not in ENTITIES:
-            raise _err(source, f"{where}.entity", f"{entity!r} is not one of {', '.join(ENTITIES)}")
+            raise ConfigError.at(source, f"{where}.entity", f"{entity!r} is not one of {', '.join(ENTITIES)}")
         feats = _names(raw.get("features", []), source, f"{where}.features")
         if feats and features is None:
-            raise _err(source, f"{where}.features", "features are off ([features] enabled = false)")
+            raise ConfigError.at(source, f"{where}.features", "features are off ([features] enabled = false)")
         for j, f in enumerate(feats):
             if f not in known:
-                raise _err(source, f"{where}.features[{j}]", f"{f!r} is not a declared feature")
+                raise ConfigError.at(source, f"{where}.features[{j}]", f"{f!r} is not a declared feature")
         extras = _names(raw.get("extras", []), source, f"{where}.extras")
         for j, x in enumerate(extras):
             if x not in EXTRAS[entity]:
-                raise _err(
+                raise ConfigError.at(
                     source, f"{where}.extras[{j}]",
                     f"{x!r} is not an engine input for {entity} models ({', '.join(sorted(EXTRAS[entity]))})",
                 )  # fmt: skip
         if "profile_age_days" in extras and _first_seen(features) is None:
-            raise _err(
+            raise ConfigError.at(
                 source, f"{where}.extras", "profile_age_days needs a first_seen feature without filters"
             )
         inputs = feats + extras
         if not inputs:
-            raise _err(source, where, "declares no inputs (features or extras)")
+            raise ConfigError.at(source, where, "declares no inputs (features or extras)")
         log1p = _names(raw.get("log1p", []), source, f"{where}.log1p")
         baseline = _names(raw.get("baseline", []), source, f"{where}.baseline")
         for key, names in (("log1p", log1p), ("baseline", baseline)):
             for j, n in enumerate(names):
                 if n not in inputs:
-                    raise _err(source, f"{where}.{key}[{j}]", f"{n!r} is not one of this model's inputs")
+                    raise ConfigError.at(
+                        source, f"{where}.{key}[{j}]", f"{n!r} is not one of this model's inputs"
+                    )
         steps = raw.get("pipeline", list(DEFAULT_PIPELINE))
         if not isinstance(steps, list) or not steps:
-            raise _err(source, f"{where}.pipeline", "must be a non-empty array of steps")
+            raise ConfigError.at(source, f"{where}.pipeline", "must be a non-empty array of steps")
         pipeline = tuple(dict(s) if isinstance(s, Mapping) else s for s in steps)
         build_pipeline(pipeline, source, f"{where}.pipeline")  # validate now
         label = _label(raw.get("label"), entity, source, f"{where}.label")
         observe_on = frozenset(_names(raw.get("observe_on", []), source, f"{where}.observe_on"))
         if entity == "opportunity" and not observe_on:
-            raise _err(
+            raise ConfigError.at(
                 source, f"{where}.observe_on", "an opportunity model needs the event types it scores on"
             )
         stages = _names(
@@ -350,7 +355,7 @@ def parse_models(data: Mapping[str, Any], features: FeatureSet | None, source: s
         for key in ("min_learned", "explain_top"):
             v = raw.get(key, 200 if key == "min_learned" else 3)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise _err(source, f"{where}.{key}", "must be a non-negative integer")
+                raise ConfigError.at(source, f"{where}.{key}", "must be a non-negative integer")
         models.append(
             ModelDef(
                 name=name, entity=entity, pipeline=pipeline, features=feats, extras=extras,

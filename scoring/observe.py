@@ -1,6 +1,6 @@
 """The scoring side of one profile: when to observe, when to score, thresholds, opportunities.
 
-Runs inside the profile step (``flows.stages``), so it sees the profile's full feature
+Runs inside the profile step (``flows.dataflow.stages``), so it sees the profile's full feature
 state without a second copy. Pure: events, feature values and the served models go in;
 `Score`s, learner items and ``score_crossed`` events come out.
 
@@ -25,10 +25,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flows.contract import Event
+from flows.core.contract import Event
+from flows.core.messages import Activity, Observation, Outcome, Score
 from scoring.modeldefs import ModelDef, ModelSet, first_seen_feature
 from scoring.registry import ModelRegistry
-from scoring.types import Activity, Observation, Outcome, Score
 from scoring.vectors import Opportunity, opportunity_vector, profile_vector
 
 MAX_OPEN_OPPORTUNITIES = 20

@@ -2,7 +2,7 @@
 
 It wakes for its items and once a second (wall clock) on its own, so labels whose horizon
 passed resolve and versions are published even when no observation arrives. The label
-watermark is the process's stream time (`flows.streamtime`) minus the allowed lateness.
+watermark is the process's stream time (`flows.core.streamtime`) minus the allowed lateness.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
-from flows.streamtime import StreamClock
+from flows.core import metrics
+from flows.core.messages import LearnerItem, ModelMetric, ModelVersion
+from flows.core.streamtime import StreamClock
 from scoring.learner import Learner, version_item
 from scoring.modeldefs import ModelSet
 from scoring.registry import ModelRegistry
-from scoring.types import LearnerItem, ModelMetric, ModelVersion, model_key
-from sinks import metrics
 
 TICK_S = 1.0
 
@@ -148,7 +148,11 @@ def learn(
     def builder(resume: bytes | None) -> _LearnerLogic:
         return _LearnerLogic(pickle.loads(resume) if resume is not None else None, new_learner, cfg)
 
-    keyed = op.key_on("key_by_model", up, model_key)
+    keyed = op.key_on("key_by_model", up, _model_of)
     out = op.key_rm("unkey", op.stateful_batch("learners", keyed, builder))
     split = op.branch("split", out, _is_metric)
     return LearnOut(split.trues, split.falses)  # type: ignore[arg-type]
+
+
+def _model_of(item: LearnerItem) -> str:
+    return item.model

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import redis
 
-from flows.errors import ConfigError
+from flows.core.errors import ConfigError
 from scoring.learner import PublishedModel
 from scoring.modeldefs import ModelSet
 from scoring.registry import model_key, read_version, write_version

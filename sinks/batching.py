@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from flows.errors import SinkError
-from sinks import metrics
+from flows.core import metrics
+from flows.core.errors import SinkError
 
 T = TypeVar("T")
 

@@ -20,9 +20,9 @@ import clickhouse_connect
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from clickhouse_connect.driver.client import Client
 
-from flows.resources import sql_dir
-from flows.settings import ClickHouseSettings, redact_url
-from sinks import metrics
+from flows.core import metrics
+from flows.core.resources import sql_dir
+from flows.core.settings import ClickHouseSettings, redact_url
 from sinks.batching import BatchBuffer
 from sinks.retry import RetryPolicy
 

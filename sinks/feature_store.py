@@ -28,8 +28,8 @@ import time
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from flows.profile import FeatureUpdate
-from sinks import metrics
+from flows.core import metrics
+from flows.core.messages import FeatureUpdate
 from sinks.batching import BatchBuffer
 from sinks.redis_store import REDIS_ERRORS, connect_checked
 from sinks.retry import RetryPolicy

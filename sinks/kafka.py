@@ -24,10 +24,10 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from flows.contract import DeadLetter
-from flows.errors import SinkError
-from flows.settings import KafkaSettings
-from sinks import metrics
+from flows.core import metrics
+from flows.core.contract import DeadLetter
+from flows.core.errors import SinkError
+from flows.core.settings import KafkaSettings
 from sinks.retry import RetryPolicy
 
 log = logging.getLogger("scrm.kafka")

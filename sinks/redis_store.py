@@ -25,7 +25,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
-from flows.settings import RedisSettings, redact_url
+from flows.core.settings import RedisSettings, redact_url
 from sinks.retry import RetryPolicy
 
 log = logging.getLogger("scrm.redis")

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from flows.errors import SinkError
+from flows.core.errors import SinkError
 
 T = TypeVar("T")
 log = logging.getLogger("scrm.retry")

@@ -7,10 +7,8 @@ from typing import Any
 
 import orjson
 
-from flows.contract import DeadLetter, Event
-from flows.profile import FeatureUpdate
-from rules.actions import ActionRecord
-from scoring.types import ModelMetric, Score
+from flows.core.contract import DeadLetter, Event
+from flows.core.messages import ActionRecord, FeatureUpdate, ModelMetric, Score
 from sinks.clickhouse import TableSpec
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from flows.settings import Settings, load_settings
+from flows.core.settings import Settings, load_settings
 
 
 @pytest.fixture
@@ -15,7 +15,7 @@ def make_settings():
 
     def _make(overrides: dict[str, Any] | None = None) -> Settings:
         base = {"metrics": {"port": 0}, "engine": {"progress_interval_s": 0.5}}
-        from flows.settings import deep_merge
+        from flows.core.settings import deep_merge
 
         return load_settings(env={}, overrides=deep_merge(base, overrides or {}))
 

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import redis
 
-from flows.settings import Settings, deep_merge, load_settings
-from flows.testing import Broker, free_port
+from flows.app.testing import Broker, free_port
+from flows.core.settings import Settings, deep_merge, load_settings
 from sinks.clickhouse import connect
 
 

@@ -7,12 +7,12 @@ import uuid
 
 import redis
 
-from flows.resources import config_dir
-from flows.settings import JourneySettings
+from flows.core.messages import Intent
+from flows.core.resources import config_dir
+from flows.core.settings import JourneySettings
 from rules import store
 from rules.actions import GuardStep
 from rules.journeys import load_journey
-from rules.runtime import Intent
 from sinks.retry import RetryPolicy
 
 T0 = 1_790_000_000_000

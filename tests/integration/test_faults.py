@@ -23,9 +23,9 @@ from pathlib import Path
 import orjson
 import redis
 
-from flows.dataflow import feature_set
-from flows.settings import load_settings
-from flows.testing import EngineProcess
+from flows.app.testing import EngineProcess
+from flows.core.settings import load_settings
+from flows.dataflow.build import feature_set
 from rules.guards import cap_key
 from sinks.feature_store import feature_key
 from tests.integration.test_features import as_event
@@ -338,8 +338,8 @@ def test_rescale_restart_with_more_workers_keeps_state(broker, engine_settings, 
 
     from rich.console import Console
 
-    from flows import engine as engine_mod
-    from flows.engine import init_recovery
+    from flows.app import engine as engine_mod
+    from flows.app.engine import init_recovery
     from tests.integration.test_features import synthetic_history
 
     history = synthetic_history(profiles=16, per_profile=30, seed=9, tag=names["tag"])

@@ -11,9 +11,9 @@ import pytest
 import redis
 from rich.console import Console
 
-from flows import engine
-from flows.contract import Event
-from flows.dataflow import feature_set
+from flows.app import engine
+from flows.core.contract import Event
+from flows.dataflow.build import feature_set
 from sinks.feature_store import feature_key
 from tests.unit.test_features_property import diff, oracle
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from flows.errors import SinkError
-from flows.testing import free_port
+from flows.app.testing import free_port
+from flows.core.errors import SinkError
 from rules.guards import (
     DAY_MS,
     ActionRequest,

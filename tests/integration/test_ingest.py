@@ -9,8 +9,8 @@ import orjson
 import pytest
 from rich.console import Console
 
-from flows import engine
-from flows.engine import init_recovery
+from flows.app import engine
+from flows.app.engine import init_recovery
 
 NOW_S = 1_790_000_000  # fixed event times well inside the accepted range
 USER = "origin != 'engine'"  # the input's events, not the engine's own tag changes
@@ -153,7 +153,7 @@ def test_dedupe_and_file_position_survive_a_restart(engine_settings, ch, names, 
 
 
 def test_recovery_dir_without_partitions_refuses_to_start(engine_settings, tmp_path):
-    from flows.errors import ConfigError
+    from flows.core.errors import ConfigError
 
     settings = engine_settings({"recovery": {"dir": str(tmp_path / "empty")}, "source": {"max_events": 1}})
     with pytest.raises(ConfigError, match="scrm recovery init"):
@@ -163,7 +163,7 @@ def test_recovery_dir_without_partitions_refuses_to_start(engine_settings, tmp_p
 def test_an_incomplete_recovery_store_refuses_to_start(engine_settings, tmp_path):
     """A lost partition file must stop start-up with what to do, not resume from half the
     state (or from none of it) silently."""
-    from flows.errors import ConfigError
+    from flows.core.errors import ConfigError
 
     settings, _ = replay_with_recovery(engine_settings, tmp_path, [event(1, 1)])
     init_recovery(settings, 2)
@@ -175,7 +175,7 @@ def test_an_incomplete_recovery_store_refuses_to_start(engine_settings, tmp_path
 
 
 def test_a_bad_features_file_stops_start_up_with_file_and_entry(engine_settings, tmp_path):
-    from flows.errors import ConfigError
+    from flows.core.errors import ConfigError
 
     bad = tmp_path / "features.toml"
     bad.write_text('[[feature]]\nname = "orders_1w"\nagg = "count"\nwindow = "1 week"\n')

@@ -10,8 +10,8 @@ import time
 import redis
 from typer.testing import CliRunner
 
-from flows.cli import app
-from flows.resources import config_dir
+from flows.app.cli import app
+from flows.core.resources import config_dir
 from rules import store
 from rules.journeys import load_folder
 

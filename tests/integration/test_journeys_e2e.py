@@ -11,7 +11,7 @@ import orjson
 import redis
 from rich.console import Console
 
-from flows import engine
+from flows.app import engine
 from rules.guards import decision_key
 
 HOUR = 3_600_000

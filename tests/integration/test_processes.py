@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from flows.testing import free_port
+from flows.app.testing import free_port
 
 NOW_S = 1_790_000_000
 USER = "WHERE origin != 'engine'"  # the input's events, not the engine's own tag changes
@@ -46,7 +46,7 @@ def scrm_env(broker, names, data: Path, **extra: str) -> dict[str, str]:
 
 def scrm(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
+        [sys.executable, "-m", "flows.app.cli", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -78,7 +78,7 @@ def test_two_processes_match_one(broker, names, tmp_path):
             [
                 sys.executable,
                 "-m",
-                "flows.cli",
+                "flows.app.cli",
                 "run",
                 "--source",
                 "kafka",
@@ -119,7 +119,7 @@ def test_two_processes_match_one(broker, names, tmp_path):
 def test_ctrl_c_flushes_every_sink_and_exits_zero(broker, names, tmp_path):
     env = scrm_env(broker, names, tmp_path / "live")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "run", "--rate", "1000"],
+        [sys.executable, "-m", "flows.app.cli", "run", "--rate", "1000"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -11,10 +11,10 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
-from flows.contract import DeadLetter, Event
-from flows.reports import reports, run_report
-from rules.actions import ActionRecord
+from flows.app.cli import app
+from flows.app.reports import reports, run_report
+from flows.core.contract import DeadLetter, Event
+from flows.core.messages import ActionRecord
 from sinks.clickhouse import apply_ddl
 from sinks.tables import ACTIONS, DEAD_LETTERS, EVENTS
 
@@ -167,7 +167,7 @@ def seeded_funnel(ch, names):
     """Step events of 200 profiles from three sources, many in the same second (windowFunnel
     orders a second's events by step), engine events, and segment snapshots before and after
     the range's end."""
-    from flows.profile import FeatureUpdate
+    from flows.core.messages import FeatureUpdate
     from sinks.tables import FEATURES
 
     db = names["database"]
@@ -300,8 +300,7 @@ def test_report_cli_lists_runs_and_refuses_unknown_parameters(seeded, engine_set
 def seeded_more(ch, names):
     """Segments, scores with opportunity outcomes, model metrics, and journey decisions with
     conversions, for the reports over the engine's other tables."""
-    from flows.profile import FeatureUpdate
-    from scoring.types import ModelMetric, Score
+    from flows.core.messages import FeatureUpdate, ModelMetric, Score
     from sinks.tables import FEATURES, MODEL_METRICS, SCORES
 
     db = names["database"]
@@ -394,7 +393,7 @@ def seeded_churn(ch, names):
     """Churn scores (several a day) and the profiles' events over 100 days: activity,
     other customer events, engine events of an activity type, and activity exactly at a
     score's time and exactly at its horizon's end."""
-    from scoring.types import Score
+    from flows.core.messages import Score
     from sinks.tables import SCORES
 
     db = names["database"]
@@ -468,8 +467,8 @@ def test_churn_calibration(seeded_churn, ch, any_event) -> None:
 
 
 def test_churn_calibration_defaults_follow_the_churn_model() -> None:
-    from flows.featuredefs import load_features
-    from flows.resources import config_dir
+    from flows.core.resources import config_dir
+    from flows.features.declarations import load_features
     from scoring.modeldefs import load_models
 
     churn = load_models(config_dir() / "models.toml", load_features(config_dir() / "features.toml")).by_name(

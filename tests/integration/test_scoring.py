@@ -9,10 +9,10 @@ import time
 import redis
 from rich.console import Console
 
-from flows import engine
-from flows.produce import produce
-from flows.resources import config_dir
-from flows.synthetic import SyntheticConfig, SyntheticCustomers
+from flows.app import engine
+from flows.app.produce import produce
+from flows.core.resources import config_dir
+from flows.synthetic.customers import SyntheticConfig, SyntheticCustomers
 from scoring.registry import model_key, read_version
 from sinks.score_store import score_key
 

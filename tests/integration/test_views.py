@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from flows.contract import Event
-from flows.settings import ClickHouseSettings
-from rules.actions import ActionRecord
+from flows.core.contract import Event
+from flows.core.messages import ActionRecord
+from flows.core.settings import ClickHouseSettings
 from sinks.clickhouse import MIGRATIONS, apply_ddl, connect, ddl_statements
 from sinks.tables import ACTIONS, EVENTS
 

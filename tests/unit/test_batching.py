@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from flows.errors import SinkError
+from flows.core.errors import SinkError
 from sinks.batching import BatchBuffer
 
 

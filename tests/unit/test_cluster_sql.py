@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from flows.resources import sql_dir
+from flows.core.resources import sql_dir
 from sinks import tables as specs
 from sinks.clickhouse import ddl_statements
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows.contract import DeadLetter, Event, Limits, RawRecord, Validator, parse_ts
-from flows.pii import PiiProtector
+from flows.core.contract import DeadLetter, Event, Limits, RawRecord, Validator, parse_ts
+from flows.core.pii import PiiProtector
 
 NOW = 1_800_000_000_000  # 2027-01-15, the clock passed in
 V = Validator(Limits(max_event_bytes=2048, dead_letter_raw_bytes=100), PiiProtector(b"k", ("phone",)))

@@ -7,8 +7,8 @@ import re
 import orjson
 from prometheus_client import REGISTRY
 
-import sinks.metrics  # noqa: F401 - registers the engine's metrics
-from flows.resources import config_dir
+import flows.core.metrics  # noqa: F401 - registers the engine's metrics
+from flows.core.resources import config_dir
 
 
 def test_dashboard_plots_only_exported_metrics() -> None:

@@ -6,10 +6,11 @@ import orjson
 import pytest
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
-from flows.contract import RawRecord
-from flows.dataflow import FlowSinks, build_flow
-from flows.sources import FileSource, RunControl
-from sinks import metrics
+from flows.core import metrics
+from flows.core.contract import RawRecord
+from flows.dataflow.build import FlowSinks, build_flow
+from flows.sources.control import RunControl
+from flows.sources.files import FileSource
 
 
 def user(events: list) -> list:

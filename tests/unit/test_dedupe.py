@@ -7,7 +7,7 @@ import pickle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows.dedupe import SeenIds
+from flows.features.dedupe import SeenIds
 
 
 def test_repeat_within_ttl_is_dropped_and_after_ttl_passes():

@@ -56,8 +56,8 @@ def test_with_recovery_on_every_buffered_or_unacknowledged_sink_flushes_at_snaps
     """The Kafka sinks (dead letters, actions) return before the broker acknowledges, like
     the buffered ClickHouse and Redis sinks: with recovery on each is flushed at every
     snapshot, so no epoch is committed over a message still in flight."""
-    from flows.engine import make_sinks
-    from flows.settings import load_settings
+    from flows.app.engine import make_sinks
+    from flows.core.settings import load_settings
     from sinks.kafka import KafkaTopicSink
 
     s = load_settings(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flows.profile import FeatureUpdate
+from flows.core.messages import FeatureUpdate
 from sinks.feature_store import coalesce
 
 NAMES = ("a", "b", "c")

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from flows.errors import ConfigError
-from flows.featuredefs import AGGREGATIONS, load_features, parse_duration, parse_features
-from flows.resources import config_dir
+from flows.core.durations import parse_duration
+from flows.core.errors import ConfigError
+from flows.core.resources import config_dir
+from flows.features.declarations import AGGREGATIONS, load_features, parse_features
 
 
 def test_shipped_features_cover_the_scrm_default_set():

@@ -35,9 +35,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flows.contract import Event
-from flows.featuredefs import FeatureDef, FeatureSet, parse_features
-from flows.features import ProfileFeatures
+from flows.core.contract import Event
+from flows.features.declarations import FeatureDef, FeatureSet, parse_features
+from flows.features.windows import ProfileFeatures
 
 M = 60_000
 H = 3_600_000
@@ -368,7 +368,7 @@ def ev(i: int, type_: str, ts: int, props: dict[str, Any] | None = None, source:
 
 
 def test_feature_set_covers_every_aggregation():
-    from flows.featuredefs import AGGREGATIONS
+    from flows.features.declarations import AGGREGATIONS
 
     assert set(AGGREGATIONS) == AGGS_COVERED
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from flows.contract import Event
-from flows.resources import config_dir
+from flows.core.contract import Event
+from flows.core.messages import Intent
+from flows.core.resources import config_dir
 from rules.journeys import load_journey, parse_journey
-from rules.runtime import Context, Intent, ProfileJourneys, arm_of, compile_journey
+from rules.runtime import Context, ProfileJourneys, arm_of, compile_journey
 
 MIN = 60_000
 HOUR = 60 * MIN

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from flows.errors import ConfigError
-from flows.featuredefs import Condition as EventCondition
-from flows.resources import config_dir
+from flows.core.conditions import Condition as EventCondition
+from flows.core.errors import ConfigError
+from flows.core.resources import config_dir
 from rules.journeys import (
     MAX_DEPTH,
     AbsenceTrigger,

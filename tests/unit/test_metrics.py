@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import urllib.request
 
-from sinks import metrics
+from flows.core import metrics
 
 
 def test_endpoint_serves_scrm_metrics():

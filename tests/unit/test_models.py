@@ -9,14 +9,14 @@ import random
 import pytest
 from river import checks
 
-from flows.errors import ConfigError
-from flows.featuredefs import load_features
-from flows.resources import config_dir
+from flows.core.errors import ConfigError
+from flows.core.messages import Activity, Observation, Outcome
+from flows.core.resources import config_dir
+from flows.features.declarations import load_features
 from scoring.labels import InactivityLabels, OutcomeLabels
 from scoring.learner import Learner, PublishedModel
 from scoring.modeldefs import ModelSettings, load_models, parse_models
 from scoring.scorer import GenericScorer, LinearScorer, make_scorer, predict
-from scoring.types import Activity, Observation, Outcome
 
 FEATURES = load_features(config_dir() / "features.toml")
 MODELS = load_models(config_dir() / "models.toml", FEATURES)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 
-from flows.pii import PiiProtector, mask_value
+from flows.core.pii import PiiProtector, mask_value
 
 
 def test_hash_is_stable_and_keyed():

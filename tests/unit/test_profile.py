@@ -7,10 +7,10 @@ import pickle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows.contract import Event
-from flows.dataflow import feature_set
-from flows.profile import ProfileState, new_state
-from flows.settings import load_settings
+from flows.core.contract import Event
+from flows.core.settings import load_settings
+from flows.dataflow.build import feature_set
+from flows.dataflow.profile import ProfileState, new_state
 
 FS = feature_set(load_settings(env={}))
 HOUR = 3_600_000

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from flows.errors import SinkError
+from flows.core.errors import SinkError
 from sinks.retry import RetryPolicy
 
 

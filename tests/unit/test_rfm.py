@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows.errors import ConfigError
-from flows.featuredefs import parse_features
-from flows.rfm import LOW, RATIO, LogHistogram, RfmSketch, SegmentDef, score, segment_of
+from flows.core.errors import ConfigError
+from flows.features.declarations import parse_features
+from flows.features.rfm import LOW, RATIO, LogHistogram, RfmSketch, SegmentDef, score, segment_of
 
 
 def exact_quantile(values: list[float], q: float) -> float:

@@ -8,17 +8,17 @@ import time
 import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from flows.contract import Event, RawRecord
-from flows.dataflow import FlowSinks, build_flow
-from flows.featuredefs import load_features
-from flows.resources import config_dir
-from flows.settings import load_settings
-from flows.synthetic import SyntheticConfig, SyntheticCustomers
+from flows.core.contract import Event, RawRecord
+from flows.core.messages import ModelMetric, Observation, Score
+from flows.core.resources import config_dir
+from flows.core.settings import load_settings
+from flows.dataflow.build import FlowSinks, build_flow
+from flows.features.declarations import load_features
+from flows.synthetic.customers import SyntheticConfig, SyntheticCustomers
 from scoring.learner import Learner
 from scoring.modeldefs import ModelSettings, load_models
 from scoring.observe import ProfileScoring, ScoringPlan
 from scoring.registry import ModelRegistry
-from scoring.types import ModelMetric, Observation, Score
 
 DAY = 86_400_000
 

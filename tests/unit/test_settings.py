@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.errors import ConfigError
-from flows.settings import env_layer, load_settings
+from flows.core.errors import ConfigError
+from flows.core.settings import env_layer, load_settings
 
 
 def test_defaults_are_the_zero_set_up_embedded_backends():

@@ -7,9 +7,11 @@ import time
 import orjson
 import pytest
 
-from flows.errors import SourceError
-from flows.settings import CsvSettings
-from flows.sources import FileSource, Pacer, RunControl, csv_row_to_object
+from flows.core.errors import SourceError
+from flows.core.settings import CsvSettings
+from flows.sources.control import Pacer, RunControl
+from flows.sources.files import FileSource, csv_row_to_object
+from flows.sources.synthetic import SyntheticSource
 
 
 class FakeClock:
@@ -74,8 +76,7 @@ def test_missing_file_is_a_clear_error(tmp_path):
 
 
 def test_synthetic_history_runs_simulated_days_then_goes_live():
-    from flows.settings import SyntheticSettings
-    from flows.sources import SyntheticSource
+    from flows.core.settings import SyntheticSettings
 
     settings = SyntheticSettings(
         profiles=50, history_days=2, events_per_day=1000, late_share=0, malformed_share=0, duplicate_share=0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flows.resources import sql_dir
+from flows.core.resources import sql_dir
 from sinks.clickhouse import ddl_statements
 
 

@@ -1,8 +1,8 @@
-"""Stream time per source partition (`flows.streamtime`): pure, with a fake wall clock."""
+"""Stream time per source partition (`flows.core.streamtime`): pure, with a fake wall clock."""
 
 from __future__ import annotations
 
-from flows.streamtime import LIVE_WINDOW_MS, StreamClock
+from flows.core.streamtime import LIVE_WINDOW_MS, StreamClock
 
 WALL = 2_000_000.0  # s
 

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from flows.synthetic import (
+from flows.synthetic.customers import (
     CHURN_SILENCE_MS,
     EVENT_TYPES,
     RING_SIZE,

@@ -6,7 +6,7 @@ bytes are either accepted or rejected with a machine-readable reason
 ``bad_value:type``, ``ts_out_of_range``, ``too_large``), which is the property the
 Hypothesis tests check.
 
->>> from flows.pii import PiiProtector
+>>> from flows.core.pii import PiiProtector
 >>> v = Validator(Limits(), PiiProtector(b"k", ()))
 >>> rec = RawRecord(b'{"eventId":"e1","profileId":"p1","type":"page_view","ts":1700000000}', "test")
 >>> ev = v.parse(rec, now_ms=1700000001000)
@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from flows.pii import PiiProtector
+from flows.core.pii import PiiProtector
 
 TYPE_RE = re.compile(r"[a-z0-9_.:-]{1,64}")
 ID_MAX = 128

@@ -1,40 +1,24 @@
 """Everything the engine keeps per profile, in one state object: one keyed step, one snapshot.
 
-`ProfileState` = eventId dedupe (`flows.dedupe`) + windowed features
-(`flows.features`) + what was last written to the feature store + the scoring memory
+`ProfileState` = eventId dedupe (`flows.features.dedupe`) + windowed features
+(`flows.features.windows`) + what was last written to the feature store + the scoring memory
 (`scoring.observe`). It is pure: events and
 an ``as_of`` time go in; accepted events (marked late or not) and `FeatureUpdate`s come
-out. The Bytewax stage around it (`flows.stages.profiles`) adds timers and metrics.
+out. The Bytewax stage around it (`flows.dataflow.stages.profiles`) adds timers and metrics.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
-from flows import rfm
-from flows.contract import Event
-from flows.dedupe import SeenIds
-from flows.featuredefs import FeatureSet
-from flows.features import ProfileFeatures
+from flows.core.contract import Event
+from flows.core.messages import FeatureUpdate
+from flows.features.declarations import FeatureSet
+from flows.features.dedupe import SeenIds
+from flows.features import rfm
+from flows.features.windows import ProfileFeatures
 from rules.runtime import ProfileJourneys
 from scoring.observe import ProfileScoring
-
-
-class FeatureUpdate(NamedTuple):
-    """What changed in a profile's features as of a time, for the online store and snapshots."""
-
-    profile_id: str
-    as_of_ms: int
-    values: dict[str, float]  # the features that may have changed (all of them on a first update)
-    removed: tuple[str, ...]  # names that had a value and have none now
-    full: dict[str, float] | None  # the whole map, when a ClickHouse snapshot row is due
-    received_ms: int  # arrival of the newest event behind it (0 for a timer refresh)
-    tags: tuple[str, ...] | None = None  # the profile's tags, when they changed or on a snapshot
-    segment: str | None = None  # the profile's RFM segment, when it changed or on a snapshot
-
-    @property
-    def snapshot(self) -> bool:
-        return self.full is not None
 
 
 class ProfileState:

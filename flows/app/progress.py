@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.table import Table
 
-from sinks import metrics
+from flows.core import metrics
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """The dataflow's stages as Bytewax operators: ``(step_id, up, ...) -> streams``.
 
 `ingest` turns raw records into accepted, deduplicated events keyed by profile, and
-dead letters. Each stage is a thin shell around the pure logic in `flows.contract` and
-`flows.dedupe`, plus its metrics.
+dead letters. Each stage is a thin shell around the pure logic in `flows.core.contract` and
+`flows.features.dedupe`, plus its metrics.
 """
 
 from __future__ import annotations
@@ -18,17 +18,16 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
-from flows.contract import DeadLetter, Event, RawRecord, Validator
-from flows.featuredefs import FeatureSet
-from flows.features import set_current_plan
-from flows.profile import FeatureUpdate, ProfileState, new_state
-from flows.settings import DedupeSettings, FeatureSettings
-from flows.sources import Clock
-from flows.streamtime import StreamClock
-from rules.runtime import Context, Intent
+from flows.core import metrics
+from flows.core.contract import DeadLetter, Event, RawRecord, Validator
+from flows.core.messages import Activity, FeatureUpdate, Intent, Observation, Outcome, Score
+from flows.core.settings import DedupeSettings, FeatureSettings
+from flows.core.streamtime import Clock, StreamClock
+from flows.dataflow.profile import ProfileState, new_state
+from flows.features.declarations import FeatureSet
+from flows.features.windows import set_current_plan
+from rules.runtime import Context
 from scoring.observe import ScoringPlan
-from scoring.types import Activity, Observation, Outcome, Score
-from sinks import metrics
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ class _ParseBatch:
 
 class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | None]):
     """One profile: dedupe, features, and a wall-clock timer that refreshes a silent
-    profile's windows as of stream time (see `flows.streamtime`).
+    profile's windows as of stream time (see `flows.core.streamtime`).
 
     With features on, the timer runs while a windowed feature still holds data; with them
     off, it drops the (dedupe-only) state after ``dedupe.idle_evict_s``. The deadline is
@@ -113,7 +112,7 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
                     self._deadline = datetime.fromtimestamp(at, UTC)
 
     def on_batch(self, values: list[Event]) -> tuple[list[Any], bool]:
-        # Stream time moves where events reach their profiles (see `flows.streamtime`).
+        # Stream time moves where events reach their profiles (see `flows.core.streamtime`).
         last = values[-1]
         self._cfg.stream.observe(
             max(e.ts_ms for e in values) if len(values) > 1 else last.ts_ms, last.partition

@@ -10,6 +10,11 @@ class ScrmError(Exception):
 class ConfigError(ScrmError):
     """A settings file, environment variable or declaration is wrong; the message says where."""
 
+    @classmethod
+    def at(cls, source: str, where: str, what: str) -> ConfigError:
+        """``<file>: <path inside it>: <what is wrong>``."""
+        return cls(f"{source}: {where}: {what}")
+
 
 class SinkError(ScrmError):
     """A sink gave up after its retries; the message says which sink and why."""

@@ -19,8 +19,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flows.errors import ScrmError
-from flows.settings import Settings, load_settings, redact_url
+from flows.core.errors import ScrmError
+from flows.core.settings import Settings, load_settings, redact_url
 
 app = typer.Typer(
     name="scrm",
@@ -121,7 +121,7 @@ def run(
     Shows live progress and ends with a summary: records by status and reason, rate,
     rows per ClickHouse table, where the data is and how to query it.
     """
-    from flows import engine
+    from flows.app import engine
 
     overrides: dict[str, Any] = {
         "source": {
@@ -146,7 +146,7 @@ def run(
 @app.command()
 def init(config: ConfigOpt = None) -> None:
     """Create the ClickHouse database and tables from sql/ (ordered files, idempotent)."""
-    from flows.engine import prepare_clickhouse
+    from flows.app.engine import prepare_clickhouse
 
     settings = _settings(config)
     _logging(settings.engine.log_level)
@@ -176,7 +176,7 @@ def produce(
     topic: Annotated[str | None, typer.Option(help="Topic (default: kafka.events_topic).")] = None,
 ) -> None:
     """Send events to the Kafka events topic, keyed by profileId."""
-    from flows import produce as producing
+    from flows.app import produce as producing
 
     if (file is None) == (synthetic is None):
         err.print("[red]error:[/] give exactly one of --file PATH or --synthetic N")
@@ -253,7 +253,7 @@ def report(
 ) -> None:
     """Run an analysts' report from sql/reports/ against the configured ClickHouse (with
     chDB: while the engine is stopped)."""
-    from flows.reports import reports, run_report
+    from flows.app.reports import reports, run_report
     from sinks.clickhouse import connect
 
     settings = _settings(config)
@@ -285,7 +285,7 @@ def report(
         raise typer.Exit(1) from None
     _print_rows(names, rows, fmt)
     if chart is not None:
-        from flows.charts import render
+        from flows.app.charts import render
 
         kind = available[name].chart
         if not kind:
@@ -326,7 +326,7 @@ def recovery_init(
     partitions: Annotated[int, typer.Option(help="Recovery partitions to create.")] = 1,
 ) -> None:
     """Create the recovery partitions in recovery.dir (once, before the first run)."""
-    from flows.engine import init_recovery
+    from flows.app.engine import init_recovery
 
     settings = _settings(config)
     try:
@@ -341,7 +341,7 @@ def recovery_init(
 def _redis_client(settings: Settings) -> Iterator[Any]:
     """A client on the configured Redis; with the embedded one, its server is started on the
     data directory for the command (run it while the engine is stopped)."""
-    from flows.engine import retry_policy
+    from flows.app.engine import retry_policy
     from sinks.redis_store import RedisService
 
     service = RedisService(settings.redis, settings.engine.data_dir.resolve(), retry_policy(settings))
@@ -355,7 +355,7 @@ def _redis_client(settings: Settings) -> Iterator[Any]:
 
 
 def _models(settings: Settings) -> Any:
-    from flows.dataflow import feature_set, model_set
+    from flows.dataflow.build import feature_set, model_set
 
     models = model_set(settings, feature_set(settings))
     if models is None:
@@ -428,7 +428,7 @@ def models_import(
 
 
 def _journey_dir(settings: Settings, path: Path | None) -> Path:
-    from flows.resources import config_dir
+    from flows.core.resources import config_dir
 
     return path or settings.journeys.dir or config_dir() / "journeys"
 

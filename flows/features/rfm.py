@@ -28,10 +28,11 @@ True
 from __future__ import annotations
 
 import math
-import operator
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from flows.core.conditions import COMPARE
 
 RATIO = 1.1
 LOW = 0.01
@@ -121,11 +122,6 @@ class SegmentDef:
         return True
 
 
-# Comparisons allowed in tag and segment rules (features.toml).
-COMPARE: dict[str, Callable[[float, float], bool]] = {
-    "==": operator.eq, "!=": operator.ne, ">": operator.gt,
-    ">=": operator.ge, "<": operator.lt, "<=": operator.le,
-}  # fmt: skip
 NO_PURCHASE = "prospect"
 FALLBACK = "others"
 

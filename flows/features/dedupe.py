@@ -4,7 +4,7 @@ Each profile remembers its eventIds for `ttl_ms` of event time behind the newest
 it sent, and at most `cap` of them (oldest forgotten first). A repeat inside that window
 is dropped; a repeat after it gets through and is absorbed by the ``events`` table's
 ReplacingMergeTree key. Memory per profile is therefore bounded by `cap`; a profile that
-goes silent is dropped by the stage after ``dedupe.idle_evict_s`` (see `flows.stages`).
+goes silent is dropped by the stage after ``dedupe.idle_evict_s`` (see `flows.dataflow.stages`).
 
 >>> seen = SeenIds(ttl_ms=1000, cap=3)
 >>> [seen.first_time(i, ts) for i, ts in [("a", 0), ("b", 10), ("a", 20)]]

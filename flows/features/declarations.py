@@ -11,7 +11,7 @@ A feature is one table in the ``[[feature]]`` array::
     window = "30d"                # sliding window in event time (windowed aggregations)
     buckets = 30                  # ring size: the window moves in steps of window / buckets
 
-Semantics (``flows.features`` implements them; the property tests recompute them from
+Semantics (``flows.features.windows`` implements them; the property tests recompute them from
 raw events):
 
 * Time is event time in milliseconds. The bucket width is ``w = window / buckets`` and an
@@ -44,13 +44,15 @@ from __future__ import annotations
 import ast
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flows.errors import ConfigError
-from flows.rfm import COMPARE, RfmConfig, SegmentDef
+from flows.core.conditions import COMPARE, OPS, TOP_FIELDS, Condition, field_ok
+from flows.core.durations import UNIT_MS, parse_duration
+from flows.core.errors import ConfigError
+from flows.features.rfm import RfmConfig, SegmentDef
 
 AGGREGATIONS = (
     "count", "sum", "avg", "min", "max", "distinct", "last", "recency", "first_seen",
@@ -58,40 +60,9 @@ AGGREGATIONS = (
 )  # fmt: skip
 WINDOWED = frozenset({"count", "sum", "avg", "min", "max", "distinct", "trend"})
 NEEDS_VALUE = frozenset({"sum", "avg", "min", "max", "distinct", "last"})
-OPS = ("==", "!=", ">", ">=", "<", "<=", "in")
 NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
-DURATION_RE = re.compile(r"(\d+)(ms|s|m|h|d|w)")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-# Fields of an event a feature may read: top-level ones, or anything under props.
-TOP_FIELDS = frozenset({"type", "source", "profileId", "eventId"})
 MAX_WINDOW_MS = 400 * 86_400_000
 RESERVED = frozenset({"as_of", "segment", "tags", "rfm_r", "rfm_f", "rfm_m"})
-
-
-def parse_duration(text: str) -> int:
-    """``"90d"``, ``"1h"``, ``"15m"``, ``"1h30m"`` -> milliseconds.
-
-    >>> parse_duration("1h"), parse_duration("90d"), parse_duration("1h30m")
-    (3600000, 7776000000, 5400000)
-    """
-    if not isinstance(text, str) or not text:
-        raise ValueError(f"duration {text!r} is not a string like '1h', '7d', '15m'")
-    pos, total = 0, 0
-    for m in DURATION_RE.finditer(text):
-        if m.start() != pos:
-            break
-        total += int(m.group(1)) * _UNIT_MS[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or total <= 0:
-        raise ValueError(f"duration {text!r} does not parse (use e.g. '90s', '15m', '1h', '7d', '2w')")
-    return total
-
-
-@dataclass(frozen=True, slots=True)
-class Condition:
-    field: str  # "props.channel" or a top-level field
-    op: str
-    value: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,22 +116,13 @@ class FeatureSet:
         return [f.name for f in self.features]
 
 
-def _err(source: str, where: str, what: str) -> ConfigError:
-    return ConfigError(f"{source}: {where}: {what}")
-
-
-def _field_ok(path: str) -> bool:
-    if path in TOP_FIELDS:
-        return True
-    parts = path.split(".")
-    return len(parts) >= 2 and parts[0] == "props" and all(p for p in parts[1:])
-
-
 def _expr_names(expr: str, where: str, source: str) -> set[str]:
     try:
         tree = ast.parse(expr, mode="eval")
     except SyntaxError as exc:
-        raise _err(source, where, f"expr {expr!r} is not an arithmetic expression: {exc.msg}") from None
+        raise ConfigError.at(
+            source, where, f"expr {expr!r} is not an arithmetic expression: {exc.msg}"
+        ) from None
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
@@ -179,7 +141,9 @@ def _expr_names(expr: str, where: str, source: str) -> set[str]:
             | ast.USub
             | ast.UAdd,
         ) or (isinstance(node, ast.Constant) and not isinstance(node.value, int | float)):
-            raise _err(source, where, f"expr {expr!r} may only use + - * /, numbers and feature names")
+            raise ConfigError.at(
+                source, where, f"expr {expr!r} may only use + - * /, numbers and feature names"
+            )
     return names
 
 
@@ -187,11 +151,13 @@ def parse_features(data: Mapping[str, Any], source: str = "<memory>") -> Feature
     """Validate ``{"feature": [...]}``; errors name the file, the entry and what is wrong."""
     unknown_top = set(data) - {"feature", "defaults", "tag", "rfm", "segment"}
     if unknown_top:
-        raise _err(source, "top level", f"unknown keys {sorted(unknown_top)} (expected [[feature]])")
+        raise ConfigError.at(
+            source, "top level", f"unknown keys {sorted(unknown_top)} (expected [[feature]])"
+        )
     defaults = data.get("defaults", {})
     entries = data.get("feature", [])
     if not isinstance(entries, list) or not entries:
-        raise _err(source, "feature", "no [[feature]] entries")
+        raise ConfigError.at(source, "feature", "no [[feature]] entries")
     default_buckets = int(defaults.get("buckets", 24))
     parsed: dict[str, FeatureDef] = {}
     order: list[str] = []
@@ -200,93 +166,97 @@ def parse_features(data: Mapping[str, Any], source: str = "<memory>") -> Feature
     for i, raw in enumerate(entries):
         label = f"feature[{i}]"
         if not isinstance(raw, dict):
-            raise _err(source, label, "must be a table")
+            raise ConfigError.at(source, label, "must be a table")
         name = raw.get("name")
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-            raise _err(source, f"{label}.name", f"{name!r} must match [a-z][a-z0-9_]* (at most 64)")
+            raise ConfigError.at(source, f"{label}.name", f"{name!r} must match [a-z][a-z0-9_]* (at most 64)")
         if name in RESERVED:
-            raise _err(source, f"{label}.name", f"{name!r} is reserved in the feature store hash")
+            raise ConfigError.at(source, f"{label}.name", f"{name!r} is reserved in the feature store hash")
         label = f"feature[{i}] ({name})"
         extra = set(raw) - allowed
         if extra:
-            raise _err(source, label, f"unknown keys {sorted(extra)}")
+            raise ConfigError.at(source, label, f"unknown keys {sorted(extra)}")
         if name in parsed:
-            raise _err(source, f"{label}.name", "duplicate feature name")
+            raise ConfigError.at(source, f"{label}.name", "duplicate feature name")
         agg = raw.get("agg")
         if agg not in AGGREGATIONS:
-            raise _err(
+            raise ConfigError.at(
                 source, f"{label}.agg", f"unknown aggregation {agg!r} (one of {', '.join(AGGREGATIONS)})"
             )
         types = raw.get("types", [])
         if isinstance(types, str):
             types = [types]
         if not isinstance(types, list) or not all(isinstance(t, str) and t for t in types):
-            raise _err(source, f"{label}.types", "must be a list of event types")
+            raise ConfigError.at(source, f"{label}.types", "must be a list of event types")
         where = _conditions(raw.get("where", []), f"{label}.where", source)
         value = raw.get("value")
-        if value is not None and (not isinstance(value, str) or not _field_ok(value)):
-            raise _err(
+        if value is not None and (not isinstance(value, str) or not field_ok(value)):
+            raise ConfigError.at(
                 source, f"{label}.value",
                 f"field {value!r} cannot exist in an event (use props.<name> or one of {sorted(TOP_FIELDS)})",
             )  # fmt: skip
         if agg in NEEDS_VALUE and value is None:
-            raise _err(source, f"{label}.value", f"agg {agg!r} needs a value field (e.g. props.amount)")
+            raise ConfigError.at(
+                source, f"{label}.value", f"agg {agg!r} needs a value field (e.g. props.amount)"
+            )
         window_ms = buckets = half_life_ms = 0
         if agg in WINDOWED:
             if "window" not in raw:
-                raise _err(source, f"{label}.window", f"agg {agg!r} needs a window (e.g. '24h')")
+                raise ConfigError.at(source, f"{label}.window", f"agg {agg!r} needs a window (e.g. '24h')")
             try:
                 window_ms = parse_duration(raw["window"])
             except ValueError as exc:
-                raise _err(source, f"{label}.window", str(exc)) from None
+                raise ConfigError.at(source, f"{label}.window", str(exc)) from None
             if window_ms > MAX_WINDOW_MS:
-                raise _err(source, f"{label}.window", "longer than 400 days")
+                raise ConfigError.at(source, f"{label}.window", "longer than 400 days")
             buckets = raw.get("buckets", default_buckets)
             if not isinstance(buckets, int) or not 1 <= buckets <= 1000:
-                raise _err(source, f"{label}.buckets", "must be an integer from 1 to 1000")
+                raise ConfigError.at(source, f"{label}.buckets", "must be an integer from 1 to 1000")
             if window_ms % buckets:
-                raise _err(
+                raise ConfigError.at(
                     source,
                     f"{label}.buckets",
                     f"window {raw['window']} is not divisible into {buckets} buckets",
                 )
         elif "window" in raw:
-            raise _err(source, f"{label}.window", f"agg {agg!r} is not windowed")
+            raise ConfigError.at(source, f"{label}.window", f"agg {agg!r} is not windowed")
         if agg == "decayed_sum":
             try:
                 half_life_ms = parse_duration(raw.get("half_life", ""))
             except ValueError as exc:
-                raise _err(source, f"{label}.half_life", str(exc)) from None
+                raise ConfigError.at(source, f"{label}.half_life", str(exc)) from None
         unit_ms = 1000
         if "unit" in raw:
             if agg != "recency":
-                raise _err(source, f"{label}.unit", "only recency takes a unit")
+                raise ConfigError.at(source, f"{label}.unit", "only recency takes a unit")
             try:
                 unit_ms = (
                     parse_duration("1" + raw["unit"])
-                    if raw["unit"] in _UNIT_MS
+                    if raw["unit"] in UNIT_MS
                     else parse_duration(raw["unit"])
                 )
             except (ValueError, TypeError) as exc:
-                raise _err(source, f"{label}.unit", str(exc)) from None
+                raise ConfigError.at(source, f"{label}.unit", str(exc)) from None
         of = raw.get("of", "count")
         if agg == "trend":
             if of not in ("count", "sum"):
-                raise _err(source, f"{label}.of", "trend is of 'count' or 'sum'")
+                raise ConfigError.at(source, f"{label}.of", "trend is of 'count' or 'sum'")
             if of == "sum" and value is None:
-                raise _err(source, f"{label}.value", "a trend of sum needs a value field")
+                raise ConfigError.at(source, f"{label}.value", "a trend of sum needs a value field")
         expr = raw.get("expr")
         if agg == "expr":
             if not isinstance(expr, str):
-                raise _err(source, f"{label}.expr", "agg 'expr' needs expr = \"a - b\"")
+                raise ConfigError.at(source, f"{label}.expr", "agg 'expr' needs expr = \"a - b\"")
             for ref in _expr_names(expr, f"{label}.expr", source):
                 if ref not in parsed:
-                    raise _err(source, f"{label}.expr", f"{ref!r} is not a feature declared before this one")
+                    raise ConfigError.at(
+                        source, f"{label}.expr", f"{ref!r} is not a feature declared before this one"
+                    )
             if types or where or value:
-                raise _err(source, label, "an expr feature reads other features, not events")
+                raise ConfigError.at(source, label, "an expr feature reads other features, not events")
         max_distinct = raw.get("max_distinct", 1000)
         if not isinstance(max_distinct, int) or max_distinct < 1:
-            raise _err(source, f"{label}.max_distinct", "must be a positive integer")
+            raise ConfigError.at(source, f"{label}.max_distinct", "must be a positive integer")
         parsed[name] = FeatureDef(
             name=name, agg=agg, types=frozenset(types), where=where, value=value, window_ms=window_ms,
             buckets=buckets, half_life_ms=half_life_ms, unit_ms=unit_ms, of=of, expr=expr,
@@ -303,15 +273,17 @@ def _rfm(
 ) -> tuple[RfmConfig | None, tuple[SegmentDef, ...]]:
     if raw is None:
         if segs:
-            raise _err(source, "segment", "segments need an [rfm] table")
+            raise ConfigError.at(source, "segment", "segments need an [rfm] table")
         return None, ()
     if not isinstance(raw, dict) or set(raw) - {"recency", "frequency", "monetary"}:
-        raise _err(source, "rfm", "must be a table with recency, frequency, monetary (feature names)")
+        raise ConfigError.at(
+            source, "rfm", "must be a table with recency, frequency, monetary (feature names)"
+        )
     cfg = RfmConfig(**raw)
     for dim in ("recency", "frequency", "monetary"):
         name = getattr(cfg, dim)
         if name not in features:
-            raise _err(source, f"rfm.{dim}", f"{name!r} is not a declared feature")
+            raise ConfigError.at(source, f"rfm.{dim}", f"{name!r} is not a declared feature")
 
     def score_ok(dim: Any, limit: Any) -> str | None:
         if dim not in ("r", "f", "m"):
@@ -348,31 +320,33 @@ def _named_rules(
     """``[[kind]]`` tables of ``{name, when = [form, ...]}`` (tags, segments), validated;
     `check(subject, limit)` returns what is wrong with one condition, or None."""
     if not isinstance(raw, list):
-        raise _err(source, kind, f"must be an array of tables ([[{kind}]])")
+        raise ConfigError.at(source, kind, f"must be an array of tables ([[{kind}]])")
     out: list[tuple[str, tuple[tuple[Any, str, Any], ...]]] = []
     seen: set[str] = set()
     for i, entry in enumerate(raw):
         label = f"{kind}[{i}]"
         if not isinstance(entry, dict) or set(entry) - {"name", "when"}:
-            raise _err(source, label, "must be a table with name and when")
+            raise ConfigError.at(source, label, "must be a table with name and when")
         name = entry.get("name")
         if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name in seen:
-            raise _err(source, f"{label}.name", f"{name!r} must be a unique name matching [a-z][a-z0-9_]*")
+            raise ConfigError.at(
+                source, f"{label}.name", f"{name!r} must be a unique name matching [a-z][a-z0-9_]*"
+            )
         seen.add(name)
         when = entry.get("when")
         if not isinstance(when, list) or (not when and not allow_empty):
-            raise _err(source, f"{label} ({name}).when", f"needs [{form}, ...]")
+            raise ConfigError.at(source, f"{label} ({name}).when", f"needs [{form}, ...]")
         conds = []
         for j, cond in enumerate(when):
             where = f"{label} ({name}).when[{j}]"
             if not isinstance(cond, list) or len(cond) != 3:
-                raise _err(source, where, f"must be {form}")
+                raise ConfigError.at(source, where, f"must be {form}")
             subject, op, limit = cond
             if op not in COMPARE:
-                raise _err(source, where, f"unknown operator {op!r} (one of {' '.join(COMPARE)})")
+                raise ConfigError.at(source, where, f"unknown operator {op!r} (one of {' '.join(COMPARE)})")
             problem = check(subject, limit)
             if problem:
-                raise _err(source, where, problem)
+                raise ConfigError.at(source, where, problem)
             conds.append((subject, op, limit))
         out.append((name, tuple(conds)))
     return out
@@ -380,20 +354,22 @@ def _named_rules(
 
 def _conditions(raw: Any, where: str, source: str) -> tuple[Condition, ...]:
     if not isinstance(raw, list):
-        raise _err(source, where, 'must be a list of [field, op, value], e.g. [["props.amount", ">=", 500]]')
+        raise ConfigError.at(
+            source, where, 'must be a list of [field, op, value], e.g. [["props.amount", ">=", 500]]'
+        )
     out = []
     for j, cond in enumerate(raw):
         if not isinstance(cond, list | tuple) or len(cond) != 3:
-            raise _err(source, f"{where}[{j}]", "must be [field, op, value]")
+            raise ConfigError.at(source, f"{where}[{j}]", "must be [field, op, value]")
         fld, op, val = cond
-        if not isinstance(fld, str) or not _field_ok(fld):
-            raise _err(source, f"{where}[{j}]", f"field {fld!r} cannot exist in an event")
+        if not isinstance(fld, str) or not field_ok(fld):
+            raise ConfigError.at(source, f"{where}[{j}]", f"field {fld!r} cannot exist in an event")
         if op not in OPS:
-            raise _err(source, f"{where}[{j}]", f"unknown operator {op!r} (one of {' '.join(OPS)})")
+            raise ConfigError.at(source, f"{where}[{j}]", f"unknown operator {op!r} (one of {' '.join(OPS)})")
         if op == "in" and not isinstance(val, list):
-            raise _err(source, f"{where}[{j}]", "'in' needs a list")
+            raise ConfigError.at(source, f"{where}[{j}]", "'in' needs a list")
         if op in (">", ">=", "<", "<=") and (isinstance(val, bool) or not isinstance(val, int | float)):
-            raise _err(source, f"{where}[{j}]", f"{op} needs a number")
+            raise ConfigError.at(source, f"{where}[{j}]", f"{op} needs a number")
         out.append(Condition(fld, op, frozenset(val) if op == "in" else val))
     return tuple(out)
 
@@ -413,24 +389,3 @@ def load_features(path: Path | str) -> FeatureSet:
     """Read and validate a features file; a bad one raises ConfigError naming file and entry."""
     path = Path(path)
     return parse_features(read_toml(path, "features"), str(path))
-
-
-def field_getter(path: str) -> Any:
-    """A function reading `path` from an event (None when absent)."""
-    if path in TOP_FIELDS:
-        attr = {"type": 2, "source": 4, "profileId": 1, "eventId": 0}[path]
-        return lambda ev: ev[attr]
-    keys: Sequence[str] = path.split(".")[1:]
-    if len(keys) == 1:
-        key = keys[0]
-        return lambda ev: ev.props.get(key)
-
-    def _get(ev: Any) -> Any:
-        node: Any = ev.props
-        for k in keys:
-            if not isinstance(node, dict):
-                return None
-            node = node.get(k)
-        return node
-
-    return _get

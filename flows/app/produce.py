@@ -15,9 +15,10 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Producer
 
-from flows.settings import Settings
-from flows.sources import Pacer, synthetic_config
-from flows.synthetic import SyntheticCustomers
+from flows.core.settings import Settings
+from flows.sources.control import Pacer
+from flows.sources.synthetic import synthetic_config
+from flows.synthetic.customers import SyntheticCustomers
 from sinks.kafka import ensure_topics, producer_config
 
 

@@ -4,7 +4,7 @@ What it generates
 -----------------
 ``SyntheticCustomers(SyntheticConfig(...))`` simulates ``profiles`` customers ``p000000``,
 ``p000001``, ... Each call of ``next_event(now_ms)`` lets one customer act and returns one
-event encoded with orjson, following the event contract (see ``flows.contract``)::
+event encoded with orjson, following the event contract (see ``flows.core.contract``)::
 
     {"eventId": "9f1c...", "profileId": "p000123", "type": "order_paid", "ts": now_ms,
      "source": "app", "props": {...}, "identifiers": {...}}   # identifiers optional

@@ -1,7 +1,7 @@
 """Per-profile windowed features in event time: bounded ring buffers, pure and picklable.
 
 `ProfileFeatures` holds one profile's state for every declared feature (see
-`flows.featuredefs` for the semantics). ``add(event)`` folds an event in (or refuses it
+`flows.features.declarations` for the semantics). ``add(event)`` folds an event in (or refuses it
 as late); ``values(as_of)`` reads every feature as of an event time. Nothing here does
 I/O or reads a clock: the caller passes ``as_of``.
 
@@ -10,8 +10,8 @@ buckets (``2 * buckets`` for trend), a ``distinct`` bucket at most ``max_distinc
 values, every other aggregation a few numbers. Buckets are stored sparsely (only the
 ones that saw an event), so a quiet profile costs little.
 
->>> from flows.contract import Event
->>> from flows.featuredefs import parse_features
+>>> from flows.core.contract import Event
+>>> from flows.features.declarations import parse_features
 >>> fs = parse_features({"feature": [
 ...     {"name": "orders_1h", "agg": "count", "types": ["order_paid"], "window": "1h",
 ...      "buckets": 12},
@@ -32,54 +32,13 @@ from __future__ import annotations
 import ast
 import hashlib
 import math
-import operator
 from bisect import bisect_left, insort
 from collections.abc import Callable
 from typing import Any
 
-from flows.contract import Event
-from flows.featuredefs import Condition, FeatureDef, FeatureSet, field_getter
-
-_CMP: dict[str, Callable[[Any, Any], bool]] = {
-    "==": operator.eq, "!=": operator.ne, ">": operator.gt, ">=": operator.ge,
-    "<": operator.lt, "<=": operator.le,
-}  # fmt: skip
-
-
-def _numeric(v: Any) -> bool:
-    return (type(v) is float and math.isfinite(v)) or type(v) is int
-
-
-def _matcher(conds: tuple[Condition, ...]) -> Callable[[Event], bool] | None:
-    if not conds:
-        return None
-    compiled = []
-    for c in conds:
-        get = field_getter(c.field)
-        if c.op == "in":
-            compiled.append((get, None, c.value))
-        else:
-            compiled.append((get, _CMP[c.op], c.value))
-
-    def match(ev: Event) -> bool:
-        for get, cmp, val in compiled:
-            got = get(ev)
-            if cmp is None:
-                if isinstance(got, dict | list) or got not in val:
-                    return False
-            elif got is None:
-                return False
-            else:
-                if cmp not in (operator.eq, operator.ne) and not _numeric(got):
-                    return False
-                try:
-                    if not cmp(got, val):
-                        return False
-                except TypeError:
-                    return False
-        return True
-
-    return match
+from flows.core.conditions import field_getter, is_number, matcher
+from flows.core.contract import Event
+from flows.features.declarations import FeatureDef, FeatureSet
 
 
 class _Agg:
@@ -172,7 +131,7 @@ class _Sum(_Count):
     __slots__ = ()
 
     def add(self, d: FeatureDef, ts: int, v: Any, horizon_bucket: int) -> None:
-        if not _numeric(v):
+        if not is_number(v):
             return
         self.evict(horizon_bucket - d.buckets + 1)
         b = ts // d.bucket_ms
@@ -190,7 +149,7 @@ class _Avg(_Agg):
         self.sums = _Sum()
 
     def add(self, d: FeatureDef, ts: int, v: Any, horizon_bucket: int) -> None:
-        if _numeric(v):
+        if is_number(v):
             self.counts.add(d, ts, v, horizon_bucket)
             self.sums.add(d, ts, v, horizon_bucket)
 
@@ -232,7 +191,7 @@ class _Extreme(_Agg):
         self.pick = pick
 
     def add(self, d: FeatureDef, ts: int, v: Any, horizon_bucket: int) -> None:
-        if not _numeric(v):
+        if not is_number(v):
             return
         b = _live_bucket(self.buckets, d, ts, horizon_bucket)
         if b is None:
@@ -268,7 +227,7 @@ class _Distinct(_Agg):
             return
         values = self.buckets.setdefault(b, set())
         if len(values) < d.max_distinct:
-            values.add(float(v) if _numeric(v) else v)
+            values.add(float(v) if is_number(v) else v)
 
     def expire(self, first: int) -> bool:
         return _expire_keys(self.buckets, first)
@@ -291,7 +250,7 @@ class _Trend(_Agg):
 
     def add(self, d: FeatureDef, ts: int, v: Any, horizon_bucket: int) -> None:
         if d.of == "sum":
-            if not _numeric(v):
+            if not is_number(v):
                 return
             amount = float(v)
         else:
@@ -321,7 +280,7 @@ class _Last(_Agg):
         self.v = 0.0
 
     def add(self, d: FeatureDef, ts: int, v: Any, horizon_bucket: int) -> None:
-        if _numeric(v) and ts >= self.ts:
+        if is_number(v) and ts >= self.ts:
             self.ts, self.v = ts, float(v)
 
     def value(self, d: FeatureDef, as_of: int) -> float | None:
@@ -366,7 +325,7 @@ class _Decayed(_Agg):
     def add(self, d: FeatureDef, ts: int, v: Any, horizon_bucket: int) -> None:
         if d.value is None:
             amount = 1.0
-        elif _numeric(v):
+        elif is_number(v):
             amount = float(v)
         else:
             return
@@ -468,7 +427,7 @@ class FeaturePlan:
             if d.agg == "expr":
                 self.exprs.append((i, _compile_expr(d.expr or "0")))
                 continue
-            entry = (i, d, _matcher(d.where), field_getter(d.value) if d.value else None, d.bucket_ms)
+            entry = (i, d, matcher(d.where), field_getter(d.value) if d.value else None, d.bucket_ms)
             if d.types:
                 for t in d.types:
                     self._by_type.setdefault(t, []).append(entry)
@@ -670,5 +629,5 @@ def set_current_plan(fs: FeatureSet) -> str:
 
 def current_plan() -> FeaturePlan:
     if not _CURRENT:
-        raise RuntimeError("no feature plan registered (flows.features.set_current_plan)")
+        raise RuntimeError("no feature plan registered (flows.features.windows.set_current_plan)")
     return _PLANS[_CURRENT[0]]

@@ -140,7 +140,7 @@ class EngineProcess:
 
     def __init__(self, env: dict[str, str], keep_lines: int | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "run", "--source", "kafka"],
+            [sys.executable, "-m", "flows.app.cli", "run", "--source", "kafka"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -5,8 +5,8 @@ synthetic sources and the ClickHouse and Kafka sinks. The flow itself never open
 connection: sinks open theirs in ``build()`` on each worker.
 
 >>> from bytewax.testing import TestingSink, TestingSource, run_main
->>> from flows.contract import RawRecord
->>> from flows.settings import load_settings
+>>> from flows.core.contract import RawRecord
+>>> from flows.core.settings import load_settings
 >>> good = RawRecord(b'{"eventId":"e1","profileId":"p1","type":"signup","ts":1700000000}', "doc")
 >>> bad = RawRecord(b'not json', "doc")
 >>> events, dead = [], []
@@ -31,20 +31,19 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import FixedPartitionedSink, Sink
 
-from flows.contract import DeadLetter, Event, Limits, RawRecord, Validator
-from flows.featuredefs import FeatureSet, load_features
-from flows.pii import PiiProtector
-from flows.profile import FeatureUpdate
-from flows.resources import config_dir
-from flows.settings import Settings
-from flows.stages import ingest
-from flows.streamtime import StreamClock
-from rules.actions import ActionRecord, GuardStep, is_delivered
+from flows.core.contract import DeadLetter, Event, Limits, RawRecord, Validator
+from flows.core.messages import ActionRecord, FeatureUpdate, ModelMetric, ModelVersion, Score
+from flows.core.pii import PiiProtector
+from flows.core.resources import config_dir
+from flows.core.settings import Settings
+from flows.core.streamtime import StreamClock
+from flows.dataflow.stages import ingest
+from flows.features.declarations import FeatureSet, load_features
+from rules.actions import GuardStep, is_delivered
 from scoring.modeldefs import ModelSet, load_models
 from scoring.observe import ScoringPlan
 from scoring.registry import ModelRegistry
 from scoring.stage import learn
-from scoring.types import ModelMetric, ModelVersion, Score
 from sinks.retry import RetryPolicy
 
 

@@ -71,6 +71,12 @@ from collections.abc import Callable
 
 LIVE_WINDOW_MS = 600_000
 
+Clock = Callable[[], float]  # seconds since the epoch (time.time) or any monotonic reading
+
+
+def now_ms(clock: Clock = time.time) -> int:
+    return int(clock() * 1000)
+
 
 class _Partition:
     """One source partition's event time as one worker has received it (times in ms)."""
@@ -102,7 +108,7 @@ class StreamClock:
     )  # fmt: skip
 
     def __init__(
-        self, max_skew_ms: int = 60_000, wall: Callable[[], float] = time.time, idle_ms: int = 2_000
+        self, max_skew_ms: int = 60_000, wall: Clock = time.time, idle_ms: int = 2_000
     ) -> None:
         # (worker thread, partition) -> time: a worker's time for a partition is what it has
         # received from it, so every earlier event of that partition bound for this worker

@@ -30,27 +30,31 @@ from bytewax.recovery import (
 from bytewax.run import cli_main
 from rich.console import Console
 
-from flows.contract import RawRecord
-from flows.dataflow import FlowSinks, build_flow, feature_set, model_set
-from flows.errors import ConfigError, ScrmError, SinkError
-from flows.gcpolicy import collect_rarely
-from flows.progress import ProgressReporter, RunSummary, Snapshot, render_summary
-from flows.resources import config_dir
-from flows.settings import Settings, redact_url
-from flows.sources import FileSource, KafkaEventsSource, RunControl, SyntheticSource
+from flows.app.gcpolicy import collect_rarely
+from flows.app.progress import ProgressReporter, RunSummary, Snapshot, render_summary
+from flows.core import metrics
+from flows.core.contract import RawRecord
+from flows.core.errors import ConfigError, ScrmError, SinkError
+from flows.core.resources import config_dir
+from flows.core.settings import Settings, redact_url
+from flows.dataflow.build import FlowSinks, build_flow, feature_set, model_set
+from flows.sources.control import RunControl
+from flows.sources.files import FileSource
+from flows.sources.kafka import KafkaEventsSource
+from flows.sources.synthetic import SyntheticSource
 from rules import store as journey_store
 from rules.actions import DeliveryMarks, action_message
 from rules.journeys import load_folder
 from rules.store import JourneyCatalog
+from scoring.model_store import RedisModelStore
 from scoring.registry import ModelRegistry, ModelSync
-from sinks import metrics
 from sinks.clickhouse import ClickHouseSink, apply_ddl, connect, table_counts
 from sinks.durable import FlushOnSnapshot
 from sinks.feature_store import RedisFeatureStore
 from sinks.kafka import KafkaTopicSink, dead_letter_message, ensure_topics
 from sinks.redis_store import RedisService
 from sinks.retry import RetryPolicy
-from sinks.score_store import RedisModelStore, RedisScoreStore
+from sinks.score_store import RedisScoreStore
 from sinks.tables import ACTIONS, DEAD_LETTERS, EVENTS, FEATURES, MODEL_METRICS, SCORES
 
 log = logging.getLogger("scrm.engine")

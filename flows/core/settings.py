@@ -24,8 +24,8 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from flows.errors import ConfigError
-from flows.resources import config_dir
+from flows.core.errors import ConfigError
+from flows.core.resources import config_dir
 
 ENV_PREFIX = "SCRM_"
 ENV_NESTED = "__"

@@ -4,7 +4,7 @@ A report is one ``.sql`` file whose header says what it answers and its paramete
 
     -- report: funnel
     -- answers: How many profiles did the steps in order ...
-    -- chart: bar                     (optional: see flows.charts)
+    -- chart: bar                     (optional: see flows.app.charts)
     -- param: steps Array(String) = ['session_start', 'add_to_cart', 'order_paid']
     -- param: window_s UInt64 = 86400
     SELECT ... {steps:Array(String)} ... FROM {database}.events FINAL ...
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flows.errors import ConfigError
-from flows.resources import sql_dir
+from flows.core.errors import ConfigError
+from flows.core.resources import sql_dir
 
 _PARAM = re.compile(r"--\s*param:\s*([a-z_][a-z0-9_]*)\s+(\S+(?:\([^)]*\))?)\s*=\s*(.+)$")
 
@@ -44,7 +44,7 @@ class Report:
     params: tuple[Param, ...]
     sql: str
     path: Path
-    chart: str = ""  # a flows.charts kind, when a picture says more
+    chart: str = ""  # a flows.app.charts kind, when a picture says more
 
 
 def _default(text: str, typ: str) -> Any:
