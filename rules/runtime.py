@@ -40,7 +40,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flows.core.conditions import COMPARE, matcher
-from flows.core.contract import Event
+from flows.core.contract import ENGINE, Event, engine_event
 from flows.core.messages import Intent
 from rules.guards import action_id, quiet_hours_decision
 from rules.journeys import (
@@ -232,7 +232,7 @@ class ProfileJourneys:
             tz = e.props.get("timezone") if e.props else None
             if isinstance(tz, str) and tz != self.tz and _valid_tz(tz):
                 self.tz = tz
-            if e.origin != "engine":
+            if e.origin != ENGINE:
                 self.last_event_ms = max(self.last_event_ms, e.ts_ms)
                 if e.type in SUPPRESSING:
                     out.append(_suppression(pid, e, received_ms))
@@ -670,7 +670,5 @@ def _wait_until(node: WaitNode, t: int, tz: str) -> int:
 
 def _tag_event(pid: str, tag: str, add: bool, journey_id: str, ts: int, received_ms: int) -> Event:
     kind = "tag_added" if add else "tag_removed"
-    return Event(
-        f"{kind}:{tag}:{pid}:{ts}:{journey_id}", pid, kind, ts, "engine", {"tag": tag, "journey": journey_id},
-        {}, {}, received_ms or ts, "engine", 0, -1,
-    )  # fmt: skip
+    props = {"tag": tag, "journey": journey_id}
+    return engine_event(f"{kind}:{tag}:{pid}:{ts}:{journey_id}", pid, kind, ts, props, received_ms)

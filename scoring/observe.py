@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flows.core.contract import Event
+from flows.core.contract import Event, engine_event
 from flows.core.messages import Activity, Observation, Outcome, Score
 from scoring.modeldefs import ModelDef, ModelSet, first_seen_feature
 from scoring.registry import ModelRegistry
@@ -242,12 +242,11 @@ def crossed_event(
     """The ``score_crossed`` event journeys trigger on (deterministic id, origin "engine");
     `extra` carries the model version and the score's explanation, so the journey decision
     it leads to can record why."""
-    return Event(
+    return engine_event(
         f"score_crossed:{model}:{threshold}:{direction}:{entity}:{ts}",
         pid,
         "score_crossed",
         ts,
-        "engine",
         {
             "model": model,
             "threshold": threshold,
@@ -256,10 +255,5 @@ def crossed_event(
             "entityId": entity,
             **(extra or {}),
         },
-        {},
-        {},
-        received_ms or ts,
-        "engine",
-        0,
-        -1,
+        received_ms,
     )

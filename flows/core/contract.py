@@ -69,6 +69,23 @@ class Event(NamedTuple):
     late: bool = False  # set by the profile stage: too late to change features
 
 
+ENGINE = "engine"  # source and origin of the events the engine emits itself
+
+
+def engine_event(event_id: str, profile_id: str, type_: str, ts_ms: int, props: dict[str, Any],
+                 received_ms: int) -> Event:  # fmt: skip
+    """An event the engine emits about a profile (a tag, a segment, a score crossing).
+
+    Its id is deterministic, so a replay emits the same event again; it arrived when the
+    newest event behind it did (`received_ms`, or its own time for a timer).
+
+    >>> engine_event("tag_added:vip:p1:5", "p1", "tag_added", 5, {"tag": "vip"}, 0).received_ms
+    5
+    """
+    received = received_ms or ts_ms
+    return Event(event_id, profile_id, type_, ts_ms, ENGINE, props, {}, {}, received, ENGINE, 0, -1)
+
+
 class DeadLetter(NamedTuple):
     """A rejected record: the reason, a human detail, and the raw bytes (cut to a bound)."""
 

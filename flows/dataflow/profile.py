@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flows.core.contract import Event
+from flows.core.contract import Event, engine_event
 from flows.core.messages import FeatureUpdate
+from flows.features import rfm
 from flows.features.declarations import FeatureSet
 from flows.features.dedupe import SeenIds
-from flows.features import rfm
 from flows.features.windows import ProfileFeatures
 from rules.runtime import ProfileJourneys
 from scoring.observe import ProfileScoring
@@ -176,39 +176,19 @@ class ProfileState:
             before, after = self.pending_segment
             self.pending_segment = None
             out.append(
-                Event(
-                    f"segment_changed:{after}:{update.profile_id}:{ts}",
-                    update.profile_id,
-                    "segment_changed",
-                    ts,
-                    "engine",
-                    {"segment": after, "from": before},
-                    {},
-                    {},
-                    update.received_ms or ts,
-                    "engine",
-                    0,
-                    -1,
+                engine_event(
+                    f"segment_changed:{after}:{update.profile_id}:{ts}", update.profile_id,
+                    "segment_changed", ts, {"segment": after, "from": before}, update.received_ms,
                 )
-            )
+            )  # fmt: skip
         for kind, names in (("tag_added", added), ("tag_removed", removed)):
             for name in sorted(names):
                 out.append(
-                    Event(
-                        f"{kind}:{name}:{update.profile_id}:{ts}",
-                        update.profile_id,
-                        kind,
-                        ts,
-                        "engine",
-                        {"tag": name},
-                        {},
-                        {},
-                        update.received_ms or ts,
-                        "engine",
-                        0,
-                        -1,
+                    engine_event(
+                        f"{kind}:{name}:{update.profile_id}:{ts}", update.profile_id, kind, ts,
+                        {"tag": name}, update.received_ms,
                     )
-                )
+                )  # fmt: skip
         return out
 
     def as_of(self, stream_now_ms: int) -> int:

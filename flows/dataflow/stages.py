@@ -19,7 +19,7 @@ from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
 from flows.core import metrics
-from flows.core.contract import DeadLetter, Event, RawRecord, Validator
+from flows.core.contract import ENGINE, DeadLetter, Event, RawRecord, Validator
 from flows.core.messages import Activity, FeatureUpdate, Intent, Observation, Outcome, Score
 from flows.core.settings import DedupeSettings, FeatureSettings
 from flows.core.streamtime import Clock, StreamClock
@@ -180,7 +180,7 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
                     )
                 )
         if cfg.journeys is not None and st.journeys is not None:
-            engine = [x for x in emitted if type(x) is Event and x.origin == "engine"]
+            engine = [x for x in emitted if type(x) is Event and x.origin == ENGINE]
             js = st.journeys.on_events(st.profile_id, out + engine, cfg.journeys, _context(st, as_of), newest)
             emitted.extend(js)
         return emitted
