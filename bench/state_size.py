@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from flows.core.settings import load_settings  # noqa: E402
 from flows.dataflow.build import feature_set  # noqa: E402
-from flows.features.windows import set_current_plan  # noqa: E402
+from flows.features.plan import FeaturePlan  # noqa: E402
+from flows.features.rfm import RfmSketch  # noqa: E402
 
 PROFILE_STEP = "scrm.ingest.profile"
 
@@ -107,8 +108,8 @@ def counts(state: Any) -> dict[str, int]:
 def breakdown(recovery: Path) -> dict[str, Any]:
     """Totals per part over all profiles, entry counts, and bytes per other step."""
     fs = feature_set(load_settings())
-    if fs is not None:
-        set_current_plan(fs)
+    plan = FeaturePlan(fs) if fs is not None else None
+    sketch = RfmSketch()
     parts: collections.Counter[str] = collections.Counter()
     n_counts: collections.Counter[str] = collections.Counter()
     max_counts: dict[str, int] = {}
@@ -125,6 +126,7 @@ def breakdown(recovery: Path) -> dict[str, Any]:
             continue
         profiles += 1
         state = pickle.loads(raw)
+        state.bind(plan, sketch)
         parts.update(profile_parts(state))
         for k, v in counts(state).items():
             n_counts[k] += v

@@ -14,8 +14,9 @@ from typing import Any
 from flows.core.contract import Event, engine_event
 from flows.core.messages import FeatureUpdate
 from flows.features import rfm
-from flows.features.declarations import FeatureSet
 from flows.features.dedupe import SeenIds
+from flows.features.plan import FeaturePlan
+from flows.features.rfm import RfmSketch
 from flows.features.windows import ProfileFeatures
 from rules.runtime import ProfileJourneys
 from scoring.observe import ProfileScoring
@@ -38,6 +39,7 @@ class ProfileState:
         "scoring",
         "seen",
         "segment",
+        "sketch",
         "tag_inputs",
         "tags",
     )  # fmt: skip
@@ -48,7 +50,10 @@ class ProfileState:
         features: ProfileFeatures | None,
         scoring: ProfileScoring | None = None,
         journeys: ProfileJourneys | None = None,
+        *,
+        sketch: RfmSketch,
     ) -> None:
+        self.sketch = sketch  # the process's RFM quantiles (not pickled)
         self.profile_id = ""
         self.partition = 0  # the source partition its events come through: its stream time
         self.scoring = scoring
@@ -126,7 +131,7 @@ class ProfileState:
         return FeatureUpdate(profile_id, as_of_ms, values, removed, full, received_ms, tags, seg)
 
     def _scores(self) -> dict[str, float]:
-        sc = rfm.SKETCH.scores(self.rfm)
+        sc = self.sketch.scores(self.rfm)
         return {"rfm_r": float(sc["r"]), "rfm_f": float(sc["f"]), "rfm_m": float(sc["m"])}
 
     def _resegment(self) -> tuple[str, dict[str, float]] | None:
@@ -139,9 +144,9 @@ class ProfileState:
         r = inputs.get(cfg.recency)
         new = None if r is None else (r, inputs.get(cfg.frequency, 0.0), inputs.get(cfg.monetary, 0.0))
         if new != self.rfm:
-            rfm.SKETCH.move(self.rfm, new)
+            self.sketch.move(self.rfm, new)
             self.rfm = new
-        scores = rfm.SKETCH.scores(new)
+        scores = self.sketch.scores(new)
         seg = rfm.segment_of(scores, plan.segments)
         if seg == self.segment:
             return None
@@ -214,17 +219,25 @@ class ProfileState:
         ) = state[:12]  # fmt: skip
         self.partition = state[12] if len(state) > 12 else 0  # snapshots before it was kept: 0
         self.pending_tag_events = ((), ())
-        self.pending_segment = None
-        rfm.SKETCH.move(None, self.rfm)  # a restored profile counts in this process's quantiles
+        self.pending_segment = None  # `sketch` stays unset until `bind`
+
+    def bind(self, plan: FeaturePlan | None, sketch: RfmSketch) -> None:
+        """Attach a restored state to the running process: its feature plan, and the RFM
+        sketch its values count in."""
+        if self.features is not None and plan is not None:
+            self.features.bind(plan)
+        self.sketch = sketch
+        sketch.move(None, self.rfm)
 
 
 def new_state(
-    fs: FeatureSet | None, ttl_ms: int, max_ids: int, lateness_ms: int, scoring: bool = False,
-    journeys: bool = False,
+    plan: FeaturePlan | None, ttl_ms: int, max_ids: int, lateness_ms: int, scoring: bool = False,
+    journeys: bool = False, *, sketch: RfmSketch,
 ) -> ProfileState:  # fmt: skip
     return ProfileState(
         SeenIds(ttl_ms, max_ids),
-        ProfileFeatures(fs, lateness_ms) if fs else None,
+        ProfileFeatures(plan, lateness_ms) if plan else None,
         ProfileScoring() if scoring else None,
         ProfileJourneys() if journeys else None,
+        sketch=sketch,
     )

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
@@ -20,12 +20,13 @@ from bytewax.operators import StatefulBatchLogic
 
 from flows.core import metrics
 from flows.core.contract import ENGINE, DeadLetter, Event, RawRecord, Validator
-from flows.core.messages import Activity, FeatureUpdate, Intent, Observation, Outcome, Score
+from flows.core.messages import Activity, FeatureUpdate, Intent, LearnerItem, Observation, Outcome, Score
 from flows.core.settings import DedupeSettings, FeatureSettings
 from flows.core.streamtime import Clock, StreamClock
 from flows.dataflow.profile import ProfileState, new_state
 from flows.features.declarations import FeatureSet
-from flows.features.windows import set_current_plan
+from flows.features.plan import FeaturePlan
+from flows.features.rfm import RfmSketch
 from rules.runtime import Context
 from scoring.observe import ScoringPlan
 
@@ -39,8 +40,15 @@ class IngestOut:
     features: Stream[FeatureUpdate] | None  # None when features are off
     dead_letters: Stream[DeadLetter]
     scores: Stream[Score] | None = None  # None when no model is declared
-    learner_items: Stream[Observation | Activity | Outcome] | None = None
+    learner_items: Stream[LearnerItem] | None = None
     intents: Stream[Intent] | None = None  # what journeys want done, before the guards
+
+
+class Parsed(NamedTuple):
+    """One input batch validated: accepted events and dead letters."""
+
+    events: list[Event]
+    dead_letters: list[DeadLetter]
 
 
 class _ParseBatch:
@@ -52,27 +60,55 @@ class _ParseBatch:
         self._accepted = metrics.EVENTS_ACCEPTED
         self._lag = metrics.EVENT_TIME_LAG
 
-    def __call__(self, batch: list[RawRecord]) -> list[Event | DeadLetter]:
+    def __call__(self, batch: list[RawRecord]) -> list[Parsed]:
         now = self._clock()
         now_ms = int(now * 1000)
         parse = self._validator.parse
-        out = [parse(rec, now_ms) for rec in batch]
-        accepted = 0
+        events: list[Event] = []
+        dead: list[DeadLetter] = []
         newest = 0
-        for item in out:
+        for rec in batch:
+            item = parse(rec, now_ms)
             if type(item) is Event:
-                accepted += 1
+                events.append(item)
                 if item.ts_ms > newest:
                     newest = item.ts_ms
             else:
+                dead.append(item)  # type: ignore[arg-type]  # parse returns Event | DeadLetter
                 metrics.EVENTS_REJECTED.labels(reason=item.reason).inc()
-        if accepted:
-            self._accepted.inc(accepted)
+        if events:
+            self._accepted.inc(len(events))
             self._lag.set(max(0.0, now - newest / 1000))
-        return out
+        return [Parsed(events, dead)]
 
 
-class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | None]):
+class ProfileOut(NamedTuple):
+    """What the per-profile step emits for one batch or timer, by kind (each becomes its
+    own typed stream)."""
+
+    events: list[Event]  # accepted (marked late or not) and the engine's own
+    updates: list[FeatureUpdate]
+    scores: list[Score]
+    learner_items: list[LearnerItem]
+    intents: list[Intent]
+
+
+# Which `ProfileOut` list each kind of item the profile state emits goes to.
+_SLOT = {Event: 0, FeatureUpdate: 1, Score: 2, Observation: 3, Activity: 3, Outcome: 3, Intent: 4}
+
+
+def _route(items: list[Any]) -> list[ProfileOut]:
+    """The profile state's outputs, in order, sorted into their streams (one pass)."""
+    if not items:
+        return []
+    parts: tuple[list[Any], ...] = ([], [], [], [], [])
+    slot = _SLOT
+    for x in items:
+        parts[slot[type(x)]].append(x)
+    return [ProfileOut(*parts)]
+
+
+class _ProfileLogic(StatefulBatchLogic[Event, ProfileOut, bytes | None]):
     """One profile: dedupe, features, and a wall-clock timer that refreshes a silent
     profile's windows as of stream time (see `flows.core.streamtime`).
 
@@ -111,7 +147,7 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
                     self._deadline_at = at
                     self._deadline = datetime.fromtimestamp(at, UTC)
 
-    def on_batch(self, values: list[Event]) -> tuple[list[Any], bool]:
+    def on_batch(self, values: list[Event]) -> tuple[list[ProfileOut], bool]:
         # Stream time moves where events reach their profiles (see `flows.core.streamtime`).
         last = values[-1]
         self._cfg.stream.observe(
@@ -134,7 +170,7 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
                 self._fire_due(e.ts_ms, e.received_ms, emitted)
                 emitted.extend(self._fold([e]))
         self._schedule()
-        return emitted, StatefulBatchLogic.RETAIN
+        return _route(emitted), StatefulBatchLogic.RETAIN
 
     def _fire_due(self, until_ms: int, received_ms: int, out: list[Any]) -> None:
         """Fire the journey steps due by event time `until_ms`, earliest first, each with
@@ -185,7 +221,7 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
             emitted.extend(js)
         return emitted
 
-    def on_notify(self) -> tuple[list[Event | FeatureUpdate], bool]:
+    def on_notify(self) -> tuple[list[ProfileOut], bool]:
         cfg = self._cfg
         st = self._state
         if not cfg.features:
@@ -209,9 +245,9 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
             else:
                 st.journeys.advance(st.profile_id, as_of, cfg.journeys, _context(st, as_of), 0, out)
             self._schedule()
-        return out, StatefulBatchLogic.RETAIN
+        return _route(out), StatefulBatchLogic.RETAIN
 
-    def on_eof(self) -> tuple[list[Any], bool]:
+    def on_eof(self) -> tuple[list[ProfileOut], bool]:
         """End of a bounded input (a replay): what is due by stream time happens now
         (absence windows that passed, waits that ended), since no timer will fire later."""
         cfg = self._cfg
@@ -220,7 +256,7 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
         if cfg.journeys is not None and st.journeys is not None and st.profile_id:
             # Every partition has been read to its end: the newest time of them all holds.
             self._fire_due(st.as_of(cfg.stream.now_ms()), 0, out)
-        return out, StatefulBatchLogic.RETAIN
+        return _route(out), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         return self._deadline
@@ -234,7 +270,8 @@ class _ProfileLogic(StatefulBatchLogic[Event, Event | FeatureUpdate, bytes | Non
 
 @dataclass(frozen=True)
 class _ProfileConfig:
-    features: FeatureSet | None
+    features: FeaturePlan | None  # None: features off (dedupe only)
+    sketch: RfmSketch  # the RFM quantiles of every profile in this process
     ttl_ms: int
     max_ids: int
     lateness_ms: int
@@ -281,16 +318,36 @@ def _values_of(st: ProfileState, as_of: int) -> Callable[[], dict[str, float]]:
     return get
 
 
-def _is_event(item: Event | DeadLetter) -> bool:
-    return type(item) is Event
-
-
 def _profile_of(event: Event) -> str:
     return event.profile_id
 
 
-def _is_update(item: Event | FeatureUpdate) -> bool:
-    return type(item) is FeatureUpdate
+def _accepted(p: Parsed) -> list[Event]:
+    return p.events
+
+
+def _rejected(p: Parsed) -> list[DeadLetter]:
+    return p.dead_letters
+
+
+def _events(o: ProfileOut) -> list[Event]:
+    return o.events
+
+
+def _updates(o: ProfileOut) -> list[FeatureUpdate]:
+    return o.updates
+
+
+def _scores(o: ProfileOut) -> list[Score]:
+    return o.scores
+
+
+def _learner_items(o: ProfileOut) -> list[LearnerItem]:
+    return o.learner_items
+
+
+def _intents(o: ProfileOut) -> list[Intent]:
+    return o.intents
 
 
 @operator
@@ -310,10 +367,11 @@ def ingest(
     """Validate, split off dead letters, key by profile, then per profile: drop repeated
     eventIds, mark late events, update features."""
     parsed = op.flat_map_batch("parse", up, _ParseBatch(validator, clock))
-    split = op.branch("split", parsed, _is_event)
-    keyed = op.key_on("key_by_profile", split.trues, _profile_of)  # type: ignore[arg-type]
+    dead_letters = op.flat_map("dead_letters", parsed, _rejected)
+    keyed = op.key_on("key_by_profile", op.flat_map("accepted", parsed, _accepted), _profile_of)
     cfg = _ProfileConfig(
-        features=feature_set if feature_settings.enabled else None,
+        features=FeaturePlan(feature_set) if feature_set is not None and feature_settings.enabled else None,
+        sketch=RfmSketch(),
         ttl_ms=int(dedupe.ttl_s * 1000),
         max_ids=dedupe.max_ids_per_profile,
         lateness_ms=int(feature_settings.allowed_lateness_s * 1000),
@@ -326,12 +384,10 @@ def ingest(
         scoring=scoring if feature_settings.enabled else None,
         journeys=journeys if feature_settings.enabled else None,
     )
-    if cfg.features is not None:
-        set_current_plan(cfg.features)
-
     def _builder(resume: bytes | None) -> _ProfileLogic:
         if resume is not None:
             state = pickle.loads(resume)
+            state.bind(cfg.features, cfg.sketch)
             cfg.stream.resume(state.last_as_of, state.partition)  # stream time survives a restart
             return _ProfileLogic(state, cfg)
         state = new_state(
@@ -341,33 +397,18 @@ def ingest(
             cfg.lateness_ms,
             cfg.scoring is not None,
             cfg.journeys is not None,
+            sketch=cfg.sketch,
         )
         return _ProfileLogic(state, cfg)
 
     profiles = op.key_rm("unkey", op.stateful_batch("profile", keyed, _builder))
-    if cfg.features is None:  # only events come out: no per-item split needed
-        return IngestOut(profiles, None, split.falses)  # type: ignore[arg-type]
-    out = op.branch("split_updates", profiles, _is_update)
+    events = op.flat_map("events", profiles, _events)
+    if cfg.features is None:  # dedupe only: events are all that come out
+        return IngestOut(events, None, dead_letters)
+    updates = op.flat_map("updates", profiles, _updates)
     if cfg.scoring is None and cfg.journeys is None:
-        return IngestOut(out.falses, out.trues, split.falses)  # type: ignore[arg-type]
-    rest = op.branch("split_events", out.falses, _is_event)
-    scored = op.branch("split_scores", rest.falses, _is_score)
-    if cfg.journeys is None:
-        return IngestOut(rest.trues, out.trues, split.falses, scored.trues, scored.falses)  # type: ignore[arg-type]
-    intents = op.branch("split_intents", scored.falses, _is_intent)
-    return IngestOut(
-        rest.trues,
-        out.trues,
-        split.falses,
-        scored.trues,
-        intents.falses,
-        intents.trues,  # type: ignore[arg-type]
-    )
-
-
-def _is_intent(item: Any) -> bool:
-    return type(item) is Intent
-
-
-def _is_score(item: Any) -> bool:
-    return type(item) is Score
+        return IngestOut(events, updates, dead_letters)
+    scores = op.flat_map("scores", profiles, _scores)
+    learner_items = op.flat_map("learner_items", profiles, _learner_items)
+    intents = op.flat_map("intents", profiles, _intents) if cfg.journeys is not None else None
+    return IngestOut(events, updates, dead_letters, scores, learner_items, intents)

@@ -127,7 +127,9 @@ FALLBACK = "others"
 
 
 class RfmSketch:
-    """The process's three histograms and their cached quintile boundaries."""
+    """Three histograms (recency, frequency, monetary) of every profile a process holds, and
+    their cached quintile boundaries. The dataflow makes one per process, shared by its
+    workers; each profile's state moves its own values in it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -167,9 +169,6 @@ class RfmSketch:
             "f": score(rfm[1], fc),
             "m": score(rfm[2], mc),
         }
-
-
-SKETCH = RfmSketch()  # one per process, shared by its workers
 
 
 def segment_of(scores: Mapping[str, int], segments: Sequence[SegmentDef]) -> str:

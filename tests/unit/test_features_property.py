@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 
 from flows.core.contract import Event
 from flows.features.declarations import FeatureDef, FeatureSet, parse_features
+from flows.features.plan import FeaturePlan
 from flows.features.windows import ProfileFeatures
 
 M = 60_000
@@ -470,7 +471,7 @@ def test_silent_profile_count_and_sum_fall_to_zero_not_absent():
         }
     )
     ts = BASE_TS + 123_456
-    pf = ProfileFeatures(fs, lateness_ms=LATENESS)
+    pf = ProfileFeatures(FeaturePlan(fs), lateness_ms=LATENESS)
     assert pf.add(ev(0, "order_paid", ts, {"amount": 7}))
     assert pf.values(ts) == {"n_1h": 1, "amount_1h": 7, "avg_1h": 7}
     after = pf.values(ts + H + fs.features[0].bucket_ms)
@@ -482,7 +483,7 @@ def test_windows_no_read_can_reach_are_freed():
     """Orders, then only page views 10 days later: the order windows' states are freed (a
     profile keeps what its recent activity needs, not every event type it ever had), no
     value changes by it, and the next changed() reports the freed features' empty values."""
-    pf = ProfileFeatures(FEATURES, lateness_ms=LATENESS)
+    pf = ProfileFeatures(FeaturePlan(FEATURES), lateness_ms=LATENESS)
     names = [d.name for d in FEATURES.features]
     seen = [
         ev(0, "order_paid", BASE_TS, {"amount": 150, "sku": "A", "channel": "app"}),
@@ -510,7 +511,7 @@ def test_windows_no_read_can_reach_are_freed():
 
 
 def test_late_event_is_refused_and_changes_nothing():
-    pf = ProfileFeatures(FEATURES, lateness_ms=LATENESS)
+    pf = ProfileFeatures(FeaturePlan(FEATURES), lateness_ms=LATENESS)
     events = [ev(0, "order_paid", BASE_TS, {"amount": 10, "sku": "A"})]
     assert pf.add(events[0])
     before = pf.values(BASE_TS)
@@ -534,7 +535,7 @@ def test_distinct_beyond_max_distinct_is_a_lower_bound():
             ]
         }
     )  # fmt: skip
-    pf = ProfileFeatures(fs, lateness_ms=LATENESS)
+    pf = ProfileFeatures(FeaturePlan(fs), lateness_ms=LATENESS)
     events = [ev(i, "cart_add", BASE_TS + i * M, {"sku": s}) for i, s in enumerate("ABCDAE")]
     for e in events:
         assert pf.add(e)
@@ -547,7 +548,7 @@ def test_distinct_beyond_max_distinct_is_a_lower_bound():
 
 def test_list_or_object_values_are_not_among_the_listed_ones():
     """Props are any JSON: a list or object where a condition expects a scalar must not raise."""
-    pf = ProfileFeatures(FEATURES, lateness_ms=LATENESS)
+    pf = ProfileFeatures(FeaturePlan(FEATURES), lateness_ms=LATENESS)
     events = [
         ev(0, "order_paid", BASE_TS, {"amount": 10, "channel": "app"}),
         ev(1, "order_paid", BASE_TS + M, {"amount": 20, "channel": ["app"]}),
@@ -575,7 +576,7 @@ def test_window_sum_forgets_a_large_value_exactly():
     )  # fmt: skip
     t0 = BASE_TS - BASE_TS % H
     for big, small in ((1e9 + 0.5, (0.01, 0.02)), (1e17, (1.0, 0.0))):
-        pf = ProfileFeatures(fs, lateness_ms=LATENESS)
+        pf = ProfileFeatures(FeaturePlan(fs), lateness_ms=LATENESS)
         events = [
             ev(0, "x", t0, {"amount": big}),
             ev(1, "x", t0 + 30 * M, {"amount": small[0]}),
@@ -645,7 +646,7 @@ SILENT = (30 * M, 2 * H, 2 * D, 10 * D)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams(), st.integers(0, 8 * D))
 def test_matches_oracle_after_every_add_and_while_silent(events, extra):
-    pf = ProfileFeatures(FEATURES, lateness_ms=LATENESS)
+    pf = ProfileFeatures(FeaturePlan(FEATURES), lateness_ms=LATENESS)
     decisions = oracle_lateness(events, LATENESS)
     seen: list[Event] = []
     newest = None
@@ -675,7 +676,7 @@ SMALL_DISTINCT = parse_features(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams())
 def test_distinct_is_exact_within_max_distinct_and_a_lower_bound_beyond(events):
-    pf = ProfileFeatures(SMALL_DISTINCT, lateness_ms=LATENESS)
+    pf = ProfileFeatures(FeaturePlan(SMALL_DISTINCT), lateness_ms=LATENESS)
     seen: list[Event] = []
     newest = None
     for e in events:
@@ -697,7 +698,7 @@ def test_distinct_is_exact_within_max_distinct_and_a_lower_bound_beyond(events):
 def test_queries_ahead_of_the_events_do_not_disturb_later_adds(events, offsets):
     """values() at a later as_of (e.g. a timer while the profile is quiet), then more events
     that are still on time: the later answers, at monotone as_of, match the oracle."""
-    pf = ProfileFeatures(FEATURES, lateness_ms=LATENESS)
+    pf = ProfileFeatures(FeaturePlan(FEATURES), lateness_ms=LATENESS)
     seen: list[Event] = []
     newest = None
     as_of = 0
@@ -716,7 +717,7 @@ def test_queries_ahead_of_the_events_do_not_disturb_later_adds(events, offsets):
 def test_values_is_a_pure_read(events, offsets):
     """values(as_of) at any as_of >= the accepted events does not change later answers,
     even when a later call asks about an earlier as_of."""
-    pf = ProfileFeatures(FEATURES, lateness_ms=LATENESS)
+    pf = ProfileFeatures(FeaturePlan(FEATURES), lateness_ms=LATENESS)
     seen: list[Event] = []
     newest = None
     for k, e in enumerate(events):
@@ -731,12 +732,13 @@ def test_values_is_a_pure_read(events, offsets):
 @given(streams(), st.data())
 def test_pickled_state_continues_identically(events, data):
     cut = data.draw(st.integers(0, len(events)))
-    pf = ProfileFeatures(FEATURES, lateness_ms=LATENESS)
+    pf = ProfileFeatures(FeaturePlan(FEATURES), lateness_ms=LATENESS)
     newest = None
     for e in events[:cut]:
         if pf.add(e):
             newest = e.ts_ms if newest is None else max(newest, e.ts_ms)
     clone = pickle.loads(pickle.dumps(pf))
+    clone.bind(pf.plan)  # a restored state is bound to the running plan
     if newest is not None:
         assert clone.values(newest) == pf.values(newest)
     for e in events[cut:]:

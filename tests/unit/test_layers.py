@@ -66,10 +66,11 @@ def _imports(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             deps.update(_resolve(a.name) for a in node.names if a.name.split(".")[0] in PACKAGES)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module.split(".")[0] in PACKAGES:
-                for a in node.names:
-                    full = f"{node.module}.{a.name}"
-                    deps.add(full if full in MODULES else _resolve(node.module))
+            if node.module.split(".")[0] not in PACKAGES:
+                continue
+            for a in node.names:
+                full = f"{node.module}.{a.name}"
+                deps.add(full if full in MODULES else _resolve(node.module))
     return deps - {""}
 
 

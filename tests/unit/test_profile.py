@@ -11,8 +11,12 @@ from flows.core.contract import Event
 from flows.core.settings import load_settings
 from flows.dataflow.build import feature_set
 from flows.dataflow.profile import ProfileState, new_state
+from flows.features.declarations import parse_features
+from flows.features.plan import FeaturePlan
+from flows.features.rfm import RfmSketch
 
 FS = feature_set(load_settings(env={}))
+PLAN = FeaturePlan(FS)
 HOUR = 3_600_000
 T0 = 1_790_000_000_000
 
@@ -23,7 +27,7 @@ def ev(i: int, etype: str, ts: int, amount: float | None = None) -> Event:
 
 
 def fresh() -> ProfileState:
-    return new_state(FS, 86_400_000, 1000, HOUR)
+    return new_state(PLAN, 86_400_000, 1000, HOUR, sketch=RfmSketch())
 
 
 def test_pickle_round_trip_keeps_every_part():
@@ -31,6 +35,7 @@ def test_pickle_round_trip_keeps_every_part():
     s.ingest([ev(1, "order_paid", T0, 10.0), ev(2, "page_view", T0 + 1000)])
     s.update("p1", T0 + 1000, 60_000, 0)
     clone = pickle.loads(pickle.dumps(s))
+    clone.bind(PLAN, s.sketch)
     assert (clone.profile_id, clone.last_as_of, clone.last_names) == (
         s.profile_id,
         s.last_as_of,
@@ -104,3 +109,24 @@ def test_tags_enter_and_leave_with_events_and_stable_ids():
     assert ("tag_removed", "active") in changes and ("tag_added", "dormant") in changes
     assert "high_value" in (upd.tags or ())
     assert s.change_events(upd) == [], "each change is reported once"
+
+
+def test_a_restored_state_is_remapped_to_the_running_declarations_by_name():
+    """A feature whose declaration changed starts empty; the others keep their state; the
+    profile counts again in the sketch it is bound to."""
+    decl = {"feature": [
+        {"name": "orders_1d", "agg": "count", "types": ["order_paid"], "window": "1d"},
+        {"name": "revenue_1d", "agg": "sum", "types": ["order_paid"], "value": "props.amount",
+         "window": "1d"},
+    ]}  # fmt: skip
+    old = FeaturePlan(parse_features(decl))
+    s = new_state(old, 86_400_000, 1000, HOUR, sketch=RfmSketch())
+    s.ingest([ev(1, "order_paid", T0, 10.0), ev(2, "order_paid", T0 + 1000, 5.0)])
+    saved = pickle.dumps(s)
+    decl["feature"][1]["window"] = "7d"  # revenue_1d redeclared
+    new = FeaturePlan(parse_features(decl))
+    clone = pickle.loads(saved)
+    sketch = RfmSketch()
+    clone.bind(new, sketch)
+    assert clone.features.values(T0 + 2000) == {"orders_1d": 2.0, "revenue_1d": 0.0}
+    assert clone.features.plan is new and clone.sketch is sketch
