@@ -26,6 +26,7 @@ import pickle
 import time
 import uuid
 from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +68,7 @@ class _Rolling:
 
     def __init__(self, window: int) -> None:
         self.auc = metrics.RollingROCAUC(window_size=window)
-        self.logloss = utils.Rolling(metrics.LogLoss, window_size=window)
+        self.logloss: Any = utils.Rolling(metrics.LogLoss, window_size=window)  # proxies LogLoss
         self.labels: deque[int] = deque(maxlen=window)
         self.positives = 0
 
@@ -112,7 +113,7 @@ class Learner:
 
     # ---------------------------------------------------------------- stream side
 
-    def _baseline_x(self, x: dict[str, float]) -> dict[str, float]:
+    def _baseline_x(self, x: dict[str, float]) -> dict[Hashable, Any]:  # River's feature dict
         return {n: x[n] for n in self.mdef.baseline if n in x}
 
     def handle(self, items: list[Observation | Activity | Outcome]) -> int:

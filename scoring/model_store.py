@@ -4,6 +4,8 @@ fails loudly."""
 
 from __future__ import annotations
 
+import functools
+
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
@@ -41,7 +43,7 @@ class _ModelPartition(StatelessSinkPartition[ModelVersion]):
         for v in latest.values():
             pm = PublishedModel.from_bytes(v.blob)
             self._retry.call(
-                lambda pm=pm: write_version(self._client, pm),
+                functools.partial(write_version, self._client, pm),
                 f"publish model {v.model} version {v.version}",
                 retry_on=REDIS_ERRORS,
             )

@@ -41,7 +41,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from river import base, compose
 
@@ -194,7 +194,7 @@ def build_pipeline(steps: tuple[dict[str, Any], ...], source: str, where: str) -
         raise ConfigError.at(
             source, f"{where}[{len(built) - 1}].step", f"{type(built[-1]).__name__} is not a classifier"
         )
-    return built[0] if len(built) == 1 else compose.Pipeline(*built)
+    return built[0] if len(built) == 1 else cast(base.Classifier, compose.Pipeline(*built))
 
 
 def _duration(raw: Mapping[str, Any], key: str, default: str, source: str, where: str) -> int:
@@ -260,7 +260,7 @@ def _thresholds(raw: Any, source: str, where: str) -> tuple[Threshold, ...]:
         for key, v in (("above", above), ("reset_below", reset)):
             if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= v <= 1.0:
                 raise ConfigError.at(source, f"{at}.{key}", f"{v!r} must be a probability in [0, 1]")
-        if reset > above:  # type: ignore[operator]
+        if reset > above:
             raise ConfigError.at(source, f"{at}.reset_below", "must not exceed `above` (hysteresis)")
         out.append(Threshold(name, float(above), float(reset)))  # type: ignore[arg-type]
     return tuple(out)

@@ -29,6 +29,7 @@ from scoring.modeldefs import ModelDef
 from scoring.scorer import GenericScorer, LinearScorer, make_scorer
 from sinks.redis_store import REDIS_ERRORS
 
+_POLL_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, ValueError)
 log = logging.getLogger("scrm.models")
 KEY_PREFIX = "scrm:models:"
 
@@ -143,7 +144,7 @@ class ModelSync:
                 if failing:
                     log.info("model sync: Redis reachable again")
                 failing = False
-            except (*REDIS_ERRORS, ValueError) as exc:
+            except _POLL_ERRORS as exc:
                 if not failing:
                     log.warning("model sync: cannot read published models (will keep trying): %s", exc)
                 failing = True

@@ -126,7 +126,7 @@ def make_scorer(model: Any, k: int) -> LinearScorer | GenericScorer:
     return LinearScorer(model, k) if LinearScorer.supports(model) else GenericScorer(model, k)
 
 
-def predict(model: Any, x: Mapping[str, float]) -> float:
+def predict(model: Any, x: Mapping[Any, float]) -> float:
     """P(label = 1) from a River classifier (labels are learned as bools)."""
     proba = model.predict_proba_one(dict(x))
     return float(proba.get(True, proba.get(1, 0.0)))

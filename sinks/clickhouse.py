@@ -128,7 +128,7 @@ def _migrations(client: Client, database: str) -> dict[str, str]:
     rows = client.query(
         f"SELECT file, argMax(checksum, applied_at) FROM `{database}`.{MIGRATIONS} GROUP BY file"
     )
-    return dict(rows.result_rows)
+    return {file: checksum for file, checksum in rows.result_rows}
 
 
 def table_counts(client: Client, database: str) -> dict[str, int]:
@@ -143,7 +143,7 @@ def table_counts(client: Client, database: str) -> dict[str, int]:
         if "View" in engine or "Aggregating" in engine or name == MIGRATIONS:
             continue
         final = " FINAL" if "Replacing" in engine else ""
-        counts[name] = int(client.command(f"SELECT count() FROM `{database}`.`{name}`{final}"))
+        counts[name] = int(str(client.command(f"SELECT count() FROM `{database}`.`{name}`{final}")))
     return counts
 
 

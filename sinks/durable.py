@@ -46,7 +46,7 @@ class FlushOnSnapshot(FixedPartitionedSink[T, None], Generic[T]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Flushing[T]:
         index = int(for_part.rsplit("-", 1)[1])
-        return _Flushing(self.inner.build(step_id, index, self._n))  # type: ignore[arg-type]
+        return _Flushing(self.inner.build(step_id, index, self._n))
 
 
 class _Flushing(StatefulSinkPartition[T, None], Generic[T]):

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -32,7 +33,8 @@ from sinks.retry import RetryPolicy
 
 log = logging.getLogger("scrm.kafka")
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, str | bytes | None]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,16 +96,16 @@ def json_message(key: str, payload: dict[str, object]) -> OutMessage:
     return OutMessage(key.encode(), orjson.dumps(payload), [])
 
 
-class KafkaTopicSink(DynamicSink[object]):
+class KafkaTopicSink(DynamicSink[T]):
     """Produces items to one topic; at-least-once, every message acknowledged by `flush()`."""
 
     def __init__(
         self,
         settings: KafkaSettings,
         topic: str,
-        encode: Callable[[object], OutMessage],
+        encode: Callable[[T], OutMessage],
         retry: RetryPolicy,
-        acked: Callable[[list], None] | None = None,
+        acked: Callable[[list[T]], None] | None = None,
     ) -> None:
         self._settings = settings
         self._topic = topic
@@ -111,7 +113,7 @@ class KafkaTopicSink(DynamicSink[object]):
         self._retry = retry
         self._on_acked = acked
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _KafkaPartition:
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _KafkaPartition[T]:
         return _KafkaPartition(
             Producer(producer_config(self._settings)),
             self._topic,
@@ -122,15 +124,15 @@ class KafkaTopicSink(DynamicSink[object]):
         )
 
 
-class _KafkaPartition(StatelessSinkPartition[object]):
+class _KafkaPartition(StatelessSinkPartition[T]):
     def __init__(
         self,
         producer: Producer,
         topic: str,
-        encode: Callable[[object], OutMessage],
+        encode: Callable[[T], OutMessage],
         retry: RetryPolicy,
         timeout_s: float,
-        acked: Callable[[list], None] | None = None,
+        acked: Callable[[list[T]], None] | None = None,
     ) -> None:
         self._producer = producer
         self._topic = topic
@@ -140,11 +142,11 @@ class _KafkaPartition(StatelessSinkPartition[object]):
         self._sink = f"kafka:{topic}"
         self._rows = metrics.SINK_ROWS.labels(sink=self._sink)
         # (item, message, error, attempts so far) reported by delivery callbacks, not yet re-sent
-        self._failed: list[tuple[object, OutMessage, object, int]] = []
+        self._failed: list[tuple[T, OutMessage, object, int]] = []
         self._on_acked = acked
-        self._acked: list[object] = []  # items acknowledged, not yet reported (only with a hook)
+        self._acked: list[T] = []  # items acknowledged, not yet reported (only with a hook)
 
-    def write_batch(self, items: list[object]) -> None:
+    def write_batch(self, items: list[T]) -> None:
         self._producer.poll(0)  # serve the delivery callbacks of earlier batches
         if self._failed:
             self._resend()
@@ -198,8 +200,8 @@ class _KafkaPartition(StatelessSinkPartition[object]):
         for item, m, _, n in failed:
             self._produce([(item, m)], n + 1)
 
-    def _produce(self, messages: list[tuple[object, OutMessage]], attempt: int) -> None:
-        def on_delivery(item: object, msg_ref: OutMessage) -> Callable[[KafkaError | None, Message], None]:
+    def _produce(self, messages: list[tuple[T, OutMessage]], attempt: int) -> None:
+        def on_delivery(item: T, msg_ref: OutMessage) -> Callable[[KafkaError | None, Message], None]:
             def _cb(err: KafkaError | None, _msg: Message) -> None:
                 if err is None:
                     self._rows.inc()

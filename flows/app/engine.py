@@ -88,7 +88,7 @@ def make_sinks(settings: Settings) -> FlowSinks:
     dead: list = [ClickHouseSink(settings.clickhouse, DEAD_LETTERS, retry)]
     if settings.source.kind == "kafka":
         dead.append(
-            KafkaTopicSink(settings.kafka, settings.kafka.dlq_topic, dead_letter_message, retry)  # type: ignore[arg-type]
+            KafkaTopicSink(settings.kafka, settings.kafka.dlq_topic, dead_letter_message, retry)
         )
     features_on = settings.features.enabled
     models_on = features_on and settings.models.enabled
@@ -113,7 +113,7 @@ def make_sinks(settings: Settings) -> FlowSinks:
             KafkaTopicSink(
                 settings.kafka,
                 settings.kafka.actions_topic,
-                action_message,  # type: ignore[arg-type]
+                action_message,
                 retry,
                 acked=DeliveryMarks(r.url, r.timeout_s, retry),
             )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -161,14 +162,14 @@ class Validator:
         """Validate an already decoded object (the CSV source builds objects, not JSON)."""
         if type(obj) is not dict:
             raise _Reject("not_object", f"top level is {type(obj).__name__}, not an object")
-        get = obj.get
+        get: Callable[[str], Any] = obj.get  # JSON values: checked below, field by field
         event_id = get("eventId")
         if type(event_id) is not str or not event_id or len(event_id) > ID_MAX:
             _bad_str(event_id, "eventId", ID_MAX)
         etype = get("type")
         if type(etype) is not str or TYPE_RE.fullmatch(etype) is None:
             _bad_str(etype, "type", 64)
-            raise _Reject("bad_value:type", f"type {etype[:80]!r} must match [a-z0-9_.:-]{{1,64}}")
+            raise _Reject("bad_value:type", f"type {str(etype)[:80]!r} must match [a-z0-9_.:-]{{1,64}}")
         ts = get("ts")
         ts_ms = ts if type(ts) is int and ts >= _MS_THRESHOLD else parse_ts(ts, "ts")
         if ts_ms < self._min_ts or ts_ms > now_ms + self._max_future:

@@ -109,7 +109,7 @@ class ProfileState:
             self.last_snapshot_ms = as_of_ms
         if first:
             feats.dirty = set()
-            values, gone = dict(full or {}), []
+            values, gone = dict(full or {}), list[str]()
         else:
             values, gone = feats.changed(as_of_ms, self.last_as_of)
             if not values and not gone and full is None:

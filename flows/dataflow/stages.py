@@ -69,12 +69,12 @@ class _ParseBatch:
         newest = 0
         for rec in batch:
             item = parse(rec, now_ms)
-            if type(item) is Event:
+            if isinstance(item, Event):
                 events.append(item)
                 if item.ts_ms > newest:
                     newest = item.ts_ms
             else:
-                dead.append(item)  # type: ignore[arg-type]  # parse returns Event | DeadLetter
+                dead.append(item)
                 metrics.EVENTS_REJECTED.labels(reason=item.reason).inc()
         if events:
             self._accepted.inc(len(events))

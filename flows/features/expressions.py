@@ -23,7 +23,7 @@ def compile_expr(expr: str) -> Callable[[dict[str, float]], float | None]:
     def ev(node: ast.AST, env: dict[str, float]) -> float:
         if isinstance(node, ast.Expression):
             return ev(node.body, env)
-        if isinstance(node, ast.Constant):
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
             return float(node.value)
         if isinstance(node, ast.Name):
             return env[node.id]  # KeyError: absent operand

@@ -77,7 +77,7 @@ class ProfileFeatures:
                 st = states[i] = STATE_TYPES[d.agg]()
                 insort(self.touched, i)
             self.dirty.add(i)
-            st.add(d, ts, get(ev) if get is not None else None, top // width if width else 0)  # type: ignore[union-attr]
+            st.add(d, ts, get(ev) if get is not None else None, top // width if width else 0)
         return True
 
     def _expire(self) -> None:

@@ -128,7 +128,7 @@ class _KafkaPartition(StatefulSourcePartition[RawRecord, int]):
                     break
                 self._log_error(err)
                 continue
-            append(RawRecord(m.value(), origin, part, m.offset(), m.key(), t))
+            append(RawRecord(m.value(), origin, part, m.offset() or 0, m.key(), t))
         if out:
             self._offset = out[-1].offset + 1
             self._counter.inc(len(out))
