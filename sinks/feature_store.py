@@ -23,16 +23,9 @@ fails loudly (``SinkError``).
 
 from __future__ import annotations
 
-import time
-
-import redis
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
-
 from flows.core import metrics
 from flows.core.messages import FeatureUpdate
-from sinks.batching import BatchBuffer
-from sinks.redis_store import REDIS_ERRORS, connect_checked
-from sinks.retry import RetryPolicy
+from sinks.redis_hashes import HashStoreSink, HashWrite
 
 KEY_PREFIX = "scrm:features:"
 
@@ -72,88 +65,25 @@ def coalesce(updates: list[FeatureUpdate]) -> list[FeatureUpdate]:
     return list(merged.values())
 
 
-class RedisFeatureStore(DynamicSink[FeatureUpdate]):
-    """Writes feature updates to ``scrm:features:{profileId}`` hashes (see module docstring).
+class RedisFeatureStore(HashStoreSink[FeatureUpdate]):
+    """Writes feature updates to ``scrm:features:{profileId}`` hashes (see module docstring),
+    coalesced per profile, one pipeline per flush."""
 
-    Updates are buffered (bounded, like the ClickHouse sink) and flushed by size or age,
-    coalesced per profile, as one pipeline per flush.
-    """
+    name = "redis:features"
+    what = "the Redis feature store"
 
-    def __init__(
-        self,
-        url: str,
-        ttl_s: int,
-        timeout_s: float,
-        retry: RetryPolicy,
-        flush_interval_s: float = 0.1,
-        flush_rows: int = 5000,
-        max_rows: int = 100_000,
-    ) -> None:
-        self._url = url
-        self._ttl_ms = ttl_s * 1000
-        self._timeout = timeout_s
-        self._retry = retry
-        self._flush = (flush_rows, flush_interval_s, max_rows)
+    def writes(self, items: list[FeatureUpdate]) -> list[HashWrite]:
+        out = []
+        for u in coalesce(items):
+            fields: dict[str, float | int | str] = dict(u.values)
+            fields["as_of"] = u.as_of_ms
+            if u.tags is not None:
+                fields["tags"] = ",".join(u.tags)
+            if u.segment is not None:
+                fields["segment"] = u.segment
+            # The TTL is refreshed with every snapshot: enough, and half the commands.
+            out.append(HashWrite(feature_key(u.profile_id), fields, u.removed, u.full is not None))
+        return out
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
-        client = connect_checked(self._url, self._timeout, self._retry, "the Redis feature store")
-        return _StorePartition(client, self._ttl_ms, self._retry, self._flush)
-
-
-class _StorePartition(StatelessSinkPartition[FeatureUpdate]):
-    def __init__(
-        self, client: redis.Redis, ttl_ms: int, retry: RetryPolicy, flush: tuple[int, float, int]
-    ) -> None:
-        self._client = client
-        self._ttl_ms = ttl_ms
-        self._retry = retry
-        self._rows = metrics.SINK_ROWS.labels(sink="redis:features")
-        self._seconds = metrics.SINK_WRITE_SECONDS.labels(sink="redis:features")
-        self._retries = metrics.SINK_RETRIES.labels(sink="redis:features")
-        rows, interval, max_rows = flush
-        self._buffer: BatchBuffer[FeatureUpdate] = BatchBuffer(
-            "redis:features", self._write, rows, interval, max_rows
-        )
-
-    def write_batch(self, items: list[FeatureUpdate]) -> None:
-        self._buffer.add(items)
-
-    def flush(self) -> None:
-        """Write everything buffered now (a Bytewax snapshot waits for this)."""
-        self._buffer.flush()
-
-    def _write(self, items: list[FeatureUpdate]) -> None:
-        updates = coalesce(items)
-        started = time.perf_counter()
-
-        def _once() -> None:
-            pipe = self._client.pipeline(transaction=False)
-            for u in updates:
-                key = feature_key(u.profile_id)
-                mapping: dict[str, float | int | str] = dict(u.values)
-                mapping["as_of"] = u.as_of_ms
-                if u.tags is not None:
-                    mapping["tags"] = ",".join(u.tags)
-                if u.segment is not None:
-                    mapping["segment"] = u.segment
-                pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
-                if u.removed:
-                    pipe.hdel(key, *u.removed)
-                if u.full is not None:  # refreshed with every snapshot: enough, and half the commands
-                    pipe.pexpire(key, self._ttl_ms)
-            try:
-                pipe.execute()
-            except redis.RedisError:
-                self._retries.inc()
-                raise
-
-        self._retry.call(_once, f"write {len(updates)} profiles to the feature store", retry_on=REDIS_ERRORS)
-        self._seconds.observe(time.perf_counter() - started)
-        self._rows.inc(len(updates))
-        metrics.FEATURE_UPDATES.labels(store="redis").inc(len(updates))
-
-    def close(self) -> None:
-        try:
-            self._buffer.close()
-        finally:
-            self._client.close()
+    def written(self, items: list[FeatureUpdate]) -> None:
+        metrics.FEATURE_UPDATES.labels(store="redis").inc(len({u.profile_id for u in items}))
