@@ -1,9 +1,14 @@
-"""How the engine's records become rows of the ClickHouse tables defined in ``sql/``."""
+"""How the engine's records become rows of the ClickHouse tables defined in ``sql/``.
+
+Each table is a list of (column, getter) pairs; a batch becomes one list per column
+(``map`` over the batch: a plain field is read by a C-level ``attrgetter``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from operator import attrgetter as field
+from typing import Any, TypeVar
 
 import orjson
 
@@ -11,194 +16,122 @@ from flows.core.contract import DeadLetter, Event
 from flows.core.messages import ActionRecord, FeatureUpdate, ModelMetric, Score
 from sinks.clickhouse import TableSpec
 
-
-def _event_columns(batch: Sequence[Event]) -> list[list[Any]]:
-    dumps = orjson.dumps
-    return [
-        [e.event_id for e in batch],
-        [e.profile_id for e in batch],
-        [e.type for e in batch],
-        [e.source for e in batch],
-        [e.ts_ms for e in batch],
-        [e.received_ms for e in batch],
-        [dumps(e.props).decode() if e.props else "{}" for e in batch],
-        [e.identifiers for e in batch],
-        [e.pii_hashes for e in batch],
-        [e.origin for e in batch],
-        [e.partition for e in batch],
-        [e.offset for e in batch],
-        [1 if e.late else 0 for e in batch],
-    ]
+T = TypeVar("T")
+_dumps = orjson.dumps
 
 
-EVENTS: TableSpec[Event] = TableSpec(
-    table="events",
-    columns=(
-        "event_id",
-        "profile_id",
-        "type",
-        "source",
-        "ts",
-        "ingested_at",
-        "props",
-        "identifiers",
-        "pii_hashes",
-        "origin",
-        "src_partition",
-        "src_offset",
-        "late",
-    ),
-    to_columns=_event_columns,
+def table(
+    name: str,
+    columns: Sequence[tuple[str, Callable[[T], Any]]],
+    times: Callable[[T], tuple[int, int]] | None = None,
+) -> TableSpec[T]:
+    """A `TableSpec` from its columns in table order, each with how an item fills it."""
+    getters = tuple(get for _, get in columns)
+
+    def to_columns(batch: Sequence[T]) -> list[list[Any]]:
+        return [list(map(get, batch)) for get in getters]
+
+    return TableSpec(name, tuple(c for c, _ in columns), to_columns, times)
+
+
+EVENTS: TableSpec[Event] = table(
+    "events",
+    [
+        ("event_id", field("event_id")),
+        ("profile_id", field("profile_id")),
+        ("type", field("type")),
+        ("source", field("source")),
+        ("ts", field("ts_ms")),
+        ("ingested_at", field("received_ms")),
+        ("props", lambda e: _dumps(e.props).decode() if e.props else "{}"),
+        ("identifiers", field("identifiers")),
+        ("pii_hashes", field("pii_hashes")),
+        ("origin", field("origin")),
+        ("src_partition", field("partition")),
+        ("src_offset", field("offset")),
+        ("late", lambda e: 1 if e.late else 0),
+    ],
     times=lambda e: (e.received_ms, e.ts_ms),
 )
 
-
-def _dead_letter_columns(batch: Sequence[DeadLetter]) -> list[list[Any]]:
-    return [
-        [d.received_ms for d in batch],
-        [d.reason for d in batch],
-        [d.detail for d in batch],
-        [d.raw for d in batch],
-        [d.raw_size for d in batch],
-        [d.key or b"" for d in batch],
-        [d.origin for d in batch],
-        [d.partition for d in batch],
-        [d.offset for d in batch],
-    ]
-
-
-DEAD_LETTERS: TableSpec[DeadLetter] = TableSpec(
-    table="dead_letters",
-    columns=(
-        "received_at",
-        "reason",
-        "detail",
-        "raw",
-        "raw_size",
-        "raw_key",
-        "origin",
-        "src_partition",
-        "src_offset",
-    ),
-    to_columns=_dead_letter_columns,
+DEAD_LETTERS: TableSpec[DeadLetter] = table(
+    "dead_letters",
+    [
+        ("received_at", field("received_ms")),
+        ("reason", field("reason")),
+        ("detail", field("detail")),
+        ("raw", field("raw")),
+        ("raw_size", field("raw_size")),
+        ("raw_key", lambda d: d.key or b""),
+        ("origin", field("origin")),
+        ("src_partition", field("partition")),
+        ("src_offset", field("offset")),
+    ],
     times=lambda d: (d.received_ms, d.received_ms),
 )
 
-
-def _feature_columns(batch: Sequence[FeatureUpdate]) -> list[list[Any]]:
-    return [
-        [u.profile_id for u in batch],
-        [u.as_of_ms for u in batch],
-        [u.full for u in batch],
-        [list(u.tags or ()) for u in batch],
-        [u.segment or "" for u in batch],
-    ]
-
-
-FEATURES: TableSpec[FeatureUpdate] = TableSpec(
-    table="features",
-    columns=("profile_id", "ts", "values", "tags", "segment"),
-    to_columns=_feature_columns,
+FEATURES: TableSpec[FeatureUpdate] = table(
+    "features",
+    [
+        ("profile_id", field("profile_id")),
+        ("ts", field("as_of_ms")),
+        ("values", field("full")),
+        ("tags", lambda u: list(u.tags or ())),
+        ("segment", lambda u: u.segment or ""),
+    ],
     times=lambda u: (u.received_ms or u.as_of_ms, u.as_of_ms),
 )
 
-
-def _score_columns(batch: Sequence[Score]) -> list[list[Any]]:
-    return [
-        [s.model for s in batch],
-        [s.entity_id for s in batch],
-        [s.profile_id for s in batch],
-        [s.score for s in batch],
-        [s.version for s in batch],
-        [s.as_of_ms for s in batch],
-        [dict(s.explanation) for s in batch],
-        [s.received_ms or s.as_of_ms for s in batch],
-    ]
-
-
-SCORES: TableSpec[Score] = TableSpec(
-    table="scores",
-    columns=(
-        "model",
-        "entity_id",
-        "profile_id",
-        "score",
-        "model_version",
-        "ts",
-        "explanation",
-        "received_at",
-    ),
-    to_columns=_score_columns,
+SCORES: TableSpec[Score] = table(
+    "scores",
+    [
+        ("model", field("model")),
+        ("entity_id", field("entity_id")),
+        ("profile_id", field("profile_id")),
+        ("score", field("score")),
+        ("model_version", field("version")),
+        ("ts", field("as_of_ms")),
+        ("explanation", lambda s: dict(s.explanation)),
+        ("received_at", lambda s: s.received_ms or s.as_of_ms),
+    ],
     times=lambda s: (s.received_ms or s.as_of_ms, s.as_of_ms),
 )
 
-
-def _metric_columns(batch: Sequence[ModelMetric]) -> list[list[Any]]:
-    cols = [list(c) for c in zip(*batch, strict=True)]
-    cols[2] = [max(0, t) for t in cols[2]]  # stream time is -1 before any event
-    return cols
-
-
-MODEL_METRICS: TableSpec[ModelMetric] = TableSpec(
-    table="model_metrics",
-    columns=(
-        "model",
-        "ts",
-        "stream_ts",
-        "model_version",
-        "n_learned",
-        "n_pending",
-        "n_dropped",
-        "roc_auc",
-        "log_loss",
-        "baseline_roc_auc",
-        "baseline_log_loss",
-        "positive_rate",
-    ),
-    to_columns=_metric_columns,
+MODEL_METRICS: TableSpec[ModelMetric] = table(
+    "model_metrics",
+    [
+        ("model", field("model")),
+        ("ts", field("ts_ms")),
+        ("stream_ts", lambda m: max(0, m.stream_ms)),  # stream time is -1 before any event
+        ("model_version", field("version")),
+        ("n_learned", field("n_learned")),
+        ("n_pending", field("n_pending")),
+        ("n_dropped", field("n_dropped")),
+        ("roc_auc", field("roc_auc")),
+        ("log_loss", field("log_loss")),
+        ("baseline_roc_auc", field("baseline_roc_auc")),
+        ("baseline_log_loss", field("baseline_log_loss")),
+        ("positive_rate", field("positive_rate")),
+    ],
 )
 
-
-def _action_columns(batch: Sequence[ActionRecord]) -> list[list[Any]]:
-    dumps = orjson.dumps
-    return [
-        [a.action_id for a in batch],
-        [a.journey_id for a in batch],
-        [a.journey_version for a in batch],
-        [a.node_id for a in batch],
-        [a.profile_id for a in batch],
-        [a.channel for a in batch],
-        [a.template for a in batch],
-        [a.variant for a in batch],
-        [a.status for a in batch],
-        [a.reason for a in batch],
-        [a.trigger_event_id for a in batch],
-        [max(0, a.ts_ms) for a in batch],
-        [a.received_ms or max(0, a.ts_ms) for a in batch],
-        [dumps(a.detail).decode() for a in batch],
-    ]
-
-
-ACTIONS: TableSpec[ActionRecord] = TableSpec(
-    table="actions",
-    columns=tuple(
-        [
-            "action_id",
-            "journey_id",
-            "journey_version",
-            "node_id",
-            "profile_id",
-            "channel",
-            "template",
-            "variant",
-            "status",
-            "reason",
-            "trigger_event_id",
-            "ts",
-            "received_at",
-            "detail",
-        ]
-    ),
-    to_columns=_action_columns,
+ACTIONS: TableSpec[ActionRecord] = table(
+    "actions",
+    [
+        ("action_id", field("action_id")),
+        ("journey_id", field("journey_id")),
+        ("journey_version", field("journey_version")),
+        ("node_id", field("node_id")),
+        ("profile_id", field("profile_id")),
+        ("channel", field("channel")),
+        ("template", field("template")),
+        ("variant", field("variant")),
+        ("status", field("status")),
+        ("reason", field("reason")),
+        ("trigger_event_id", field("trigger_event_id")),
+        ("ts", lambda a: max(0, a.ts_ms)),
+        ("received_at", lambda a: a.received_ms or max(0, a.ts_ms)),
+        ("detail", lambda a: _dumps(a.detail).decode()),
+    ],
     times=lambda a: (a.received_ms or a.ts_ms, a.ts_ms),
 )
