@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 venv: $(STAMP)
 
-## run: a bounded run (about a minute) on the embedded defaults: synthetic events (40 simulated days, then live), embedded Valkey, chDB under .scrm/
+## run: a bounded run (about a minute) on the embedded defaults: synthetic events (45 simulated days, then live), embedded Valkey, chDB under .scrm/
 run: $(STAMP)
 	$(BIN)/scrm run $(RUN_ARGS)
 

@@ -12,7 +12,7 @@ Prints, from one run on this machine:
    ingest + features + scoring, then + journeys (the shipped ones and the benchmark one),
    events/s and the added cost per event.
 
-Not a test: nothing is asserted; the README quotes what it printed.
+Not a test: nothing is asserted; bench/RESULTS.md keeps what it printed, dated.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Prints, from one run on this machine:
    + features and scoring (ClickHouse ``scores``, Redis ``scrm:score:*``, learners), on the
    same topic, and the added cost per event of scoring.
 
-Not a test: nothing is asserted; the README quotes what it printed.
+Not a test: nothing is asserted; bench/RESULTS.md keeps what it printed, dated.
 """
 
 from __future__ import annotations

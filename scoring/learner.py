@@ -1,6 +1,6 @@
 """One learner per model: labels resolve, the model learns, versions are published.
 
-Consistency across workers and processes (the design; README "Scoring"):
+Consistency across workers and processes (docs/design.md, "Scoring"):
 
 * Every model has exactly one learner: the learner step is keyed by model name, so Bytewax
   routes all of a model's observations, activity and outcomes to one worker in the cluster.

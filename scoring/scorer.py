@@ -11,7 +11,7 @@ Two ways, chosen when a version is installed:
   by occlusion: an input's contribution is the score minus the score without that input
   (River treats a missing input as absent). It costs one prediction per input; the
   numbers are in probability units, not logit units, and ``scores.explanation`` says so
-  only through the model's pipeline (documented in the README).
+  only through the model's pipeline (documented in docs/design.md).
 
 Either way the top ``explain_top`` contributions by absolute size are kept.
 """
