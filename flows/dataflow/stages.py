@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 import bytewax.operators as op
@@ -322,34 +323,6 @@ def _profile_of(event: Event) -> str:
     return event.profile_id
 
 
-def _accepted(p: Parsed) -> list[Event]:
-    return p.events
-
-
-def _rejected(p: Parsed) -> list[DeadLetter]:
-    return p.dead_letters
-
-
-def _events(o: ProfileOut) -> list[Event]:
-    return o.events
-
-
-def _updates(o: ProfileOut) -> list[FeatureUpdate]:
-    return o.updates
-
-
-def _scores(o: ProfileOut) -> list[Score]:
-    return o.scores
-
-
-def _learner_items(o: ProfileOut) -> list[LearnerItem]:
-    return o.learner_items
-
-
-def _intents(o: ProfileOut) -> list[Intent]:
-    return o.intents
-
-
 @operator
 def ingest(
     step_id: str,
@@ -367,8 +340,8 @@ def ingest(
     """Validate, split off dead letters, key by profile, then per profile: drop repeated
     eventIds, mark late events, update features."""
     parsed = op.flat_map_batch("parse", up, _ParseBatch(validator, clock))
-    dead_letters = op.flat_map("dead_letters", parsed, _rejected)
-    keyed = op.key_on("key_by_profile", op.flat_map("accepted", parsed, _accepted), _profile_of)
+    dead_letters = op.flat_map("dead_letters", parsed, attrgetter("dead_letters"))
+    keyed = op.key_on("key_by_profile", op.flat_map("accepted", parsed, attrgetter("events")), _profile_of)
     cfg = _ProfileConfig(
         features=FeaturePlan(feature_set) if feature_set is not None and feature_settings.enabled else None,
         sketch=RfmSketch(),
@@ -402,13 +375,13 @@ def ingest(
         return _ProfileLogic(state, cfg)
 
     profiles = op.key_rm("unkey", op.stateful_batch("profile", keyed, _builder))
-    events = op.flat_map("events", profiles, _events)
+    events = op.flat_map("events", profiles, attrgetter("events"))
     if cfg.features is None:  # dedupe only: events are all that come out
         return IngestOut(events, None, dead_letters)
-    updates = op.flat_map("updates", profiles, _updates)
+    updates = op.flat_map("updates", profiles, attrgetter("updates"))
     if cfg.scoring is None and cfg.journeys is None:
         return IngestOut(events, updates, dead_letters)
-    scores = op.flat_map("scores", profiles, _scores)
-    learner_items = op.flat_map("learner_items", profiles, _learner_items)
-    intents = op.flat_map("intents", profiles, _intents) if cfg.journeys is not None else None
+    scores = op.flat_map("scores", profiles, attrgetter("scores"))
+    learner_items = op.flat_map("learner_items", profiles, attrgetter("learner_items"))
+    intents = op.flat_map("intents", profiles, attrgetter("intents")) if cfg.journeys is not None else None
     return IngestOut(events, updates, dead_letters, scores, learner_items, intents)
