@@ -12,17 +12,10 @@ from typing import Any
 import orjson
 import pytest
 
-from flows.synthetic.customers import (
-    CHURN_SILENCE_MS,
-    EVENT_TYPES,
-    RING_SIZE,
-    SOURCES,
-    SyntheticConfig,
-    SyntheticCustomers,
-    Traits,
-    churn_probability,
-    win_probability,
-)
+from flows.synthetic.customers import SyntheticConfig, SyntheticCustomers
+from flows.synthetic.noise import RING_SIZE
+from flows.synthetic.traits import CHURN_SILENCE_MS, Traits, churn_probability, win_probability
+from flows.synthetic.vocabulary import EVENT_TYPES, SOURCES
 
 T0 = 1_700_000_000_000
 TYPE_RE = re.compile(r"[a-z0-9_.:-]{1,64}")
