@@ -36,7 +36,7 @@ from flows.core import metrics
 from flows.core.contract import RawRecord
 from flows.core.errors import ConfigError, ScrmError, SinkError
 from flows.core.resources import config_dir
-from flows.core.settings import Settings, redact_url
+from flows.core.settings import SYNTHETIC_RATE, Settings, redact_url
 from flows.dataflow.build import FlowSinks, build_flow, feature_set, model_set
 from flows.sources.control import RunControl
 from flows.sources.files import FileSource
@@ -75,11 +75,11 @@ def retry_policy(settings: Settings) -> RetryPolicy:
 def make_source(settings: Settings, control: RunControl) -> Source[RawRecord]:
     src = settings.source
     if src.kind == "synthetic":
-        return SyntheticSource(src.synthetic, src.rate, control)
+        return SyntheticSource(src.synthetic, SYNTHETIC_RATE if src.rate is None else src.rate, control)
     if src.kind == "file":
         if src.file is None:
             raise ConfigError("source.kind = 'file' needs a file (--file PATH or source.file)")
-        return FileSource(src.file, src.csv, src.rate, control)
+        return FileSource(src.file, src.csv, src.rate or 0.0, control)
     return KafkaEventsSource(settings.kafka, control)
 
 

@@ -11,11 +11,13 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from rich.console import Console
 from rich.table import Table
 
 from flows.core import metrics
+from flows.core.streamtime import LIVE_WINDOW_MS
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class Snapshot:
     lag_s: float
     sink_rows: Mapping[str, float] = field(default_factory=dict)
     late: float = 0.0
+    event_time_s: float = 0.0  # newest event time parsed (epoch s), 0 before any
 
     @classmethod
     def take(cls) -> Snapshot:
@@ -42,6 +45,7 @@ class Snapshot:
             lag_s=metrics.value("scrm_event_time_lag_seconds"),
             sink_rows=metrics.labelled_values("scrm_sink_rows_total", "sink"),
             late=metrics.value("scrm_events_late_total"),
+            event_time_s=metrics.value("scrm_event_time_seconds"),
         )
 
     @property
@@ -61,6 +65,7 @@ class Snapshot:
             },
             duplicate=self.duplicate - base.duplicate,
             lag_s=self.lag_s,
+            event_time_s=self.event_time_s,
             late=self.late - base.late,
             sink_rows={
                 k: v - base.sink_rows.get(k, 0.0)
@@ -73,9 +78,15 @@ class Snapshot:
 def progress_line(elapsed_s: float, snap: Snapshot, rate: float) -> str:
     """One line of progress (accepted counts unique events: validated minus duplicates).
 
+    Live, it ends with the event-time lag; replaying history (the newest event more than
+    `LIVE_WINDOW_MS` behind the wall clock) with the event time reached instead.
+
     >>> s = Snapshot(0, 1000, 990, {"invalid_json": 10}, 5, 0.25, {"clickhouse:events": 980})
     >>> progress_line(10, s, 100.0)
     '[    10s] in 1,000 (100/s) · accepted 985 · rejected 10 · duplicate 5 · written events 980 · lag 0.2s'
+    >>> old = Snapshot(0, 10, 10, {}, 0, 9e8, {}, event_time_s=1_700_000_000)
+    >>> progress_line(10, old, 1.0).rsplit(" · ", 1)[1]
+    'event time 2023-11-14 22:13 UTC'
     """
     written = " ".join(
         f"{name.split(':', 1)[-1]} {int(n):,}"
@@ -85,8 +96,14 @@ def progress_line(elapsed_s: float, snap: Snapshot, rate: float) -> str:
     return (
         f"[{elapsed_s:>6.0f}s] in {int(snap.records_in):,} ({rate:,.0f}/s) · "
         f"accepted {int(snap.accepted - snap.duplicate):,} · rejected {int(snap.rejected_total):,} · "
-        f"duplicate {int(snap.duplicate):,} · written {written or '-'} · lag {snap.lag_s:.1f}s"
+        f"duplicate {int(snap.duplicate):,} · written {written or '-'} · {_time_reached(snap)}"
     )
+
+
+def _time_reached(snap: Snapshot) -> str:
+    if snap.event_time_s and snap.lag_s * 1000 > LIVE_WINDOW_MS:
+        return f"event time {datetime.fromtimestamp(snap.event_time_s, UTC):%Y-%m-%d %H:%M} UTC"
+    return f"lag {snap.lag_s:.1f}s"
 
 
 class ProgressReporter:

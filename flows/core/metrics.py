@@ -28,6 +28,7 @@ EVENTS_LATE = Counter(
     "Events stored but too late (beyond features.allowed_lateness_s) to change features",
 )
 FEATURE_UPDATES = Counter("scrm_feature_updates_total", "Feature updates written, by store", ["store"])
+EVENT_TIME = Gauge("scrm_event_time_seconds", "Newest event time seen by the parser (epoch seconds)")
 EVENT_TIME_LAG = Gauge(
     "scrm_event_time_lag_seconds", "Wall clock minus the newest event time seen by the parser"
 )

@@ -75,11 +75,15 @@ class CsvSettings(_Section):
     delimiter: str = ","
 
 
+SYNTHETIC_RATE = 2000.0  # events/s of the synthetic source when `source.rate` is unset
+
+
 class SourceSettings(_Section):
     kind: Literal["synthetic", "kafka", "file"] = "synthetic"
     file: Path | None = None
-    # events/s the source is held to; 0 = as fast as possible
-    rate: float = Field(2000.0, ge=0)
+    # events/s the source is held to; 0 = as fast as possible; unset: the synthetic source
+    # SYNTHETIC_RATE, a file replay at full speed (history should not crawl)
+    rate: float | None = Field(None, ge=0)
     max_events: int = Field(0, ge=0)
     duration_s: float = Field(0.0, ge=0)
     synthetic: SyntheticSettings = SyntheticSettings()

@@ -60,6 +60,7 @@ class _ParseBatch:
         self._clock = clock
         self._accepted = metrics.EVENTS_ACCEPTED
         self._lag = metrics.EVENT_TIME_LAG
+        self._newest = metrics.EVENT_TIME
 
     def __call__(self, batch: list[RawRecord]) -> list[Parsed]:
         now = self._clock()
@@ -80,6 +81,7 @@ class _ParseBatch:
         if events:
             self._accepted.inc(len(events))
             self._lag.set(max(0.0, now - newest / 1000))
+            self._newest.set(newest / 1000)
         return [Parsed(events, dead)]
 
 

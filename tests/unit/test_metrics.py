@@ -19,7 +19,7 @@ def test_endpoint_serves_scrm_metrics():
         "scrm_records_in_total", "scrm_events_accepted_total", "scrm_events_rejected_total",
         "scrm_events_duplicate_total", "scrm_events_late_total", "scrm_sink_rows_total",
         "scrm_sink_write_seconds", "scrm_ingest_to_sink_seconds", "scrm_event_to_sink_seconds",
-        "scrm_event_time_lag_seconds", "scrm_feature_updates_total",
+        "scrm_event_time_lag_seconds", "scrm_event_time_seconds", "scrm_feature_updates_total",
     ):  # fmt: skip
         assert f"# TYPE {name.removesuffix('_total')}" in body, name
     assert 'scrm_events_rejected_total{reason="invalid_json"}' in body

@@ -95,3 +95,18 @@ def test_synthetic_history_runs_simulated_days_then_goes_live():
     snap = part.snapshot()
     again = SyntheticSource(settings, 0.0, control).build_part("s", "synthetic-0", snap)
     assert abs(orjson.loads(again.next_batch()[0].value)["ts"] - now) < 120_000  # resumes live
+
+
+def test_a_file_replays_at_full_speed_unless_a_rate_is_given(make_settings, tmp_path):
+    from flows.app.engine import make_source
+
+    path = tmp_path / "events.jsonl"
+    path.write_text("")
+    control = RunControl()
+    rates = []
+    for source in ({"kind": "file", "file": str(path)}, {"kind": "file", "file": str(path), "rate": 50}):
+        built = make_source(make_settings({"source": source}), control)
+        rates.append(built.build_part("s", str(path), None)._pacer.rate)
+    synthetic = make_source(make_settings({"source": {"kind": "synthetic"}}), control)
+    assert rates == [0.0, 50.0]
+    assert synthetic._rate == 2000.0

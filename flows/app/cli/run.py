@@ -39,7 +39,10 @@ def run(
     ] = None,
     rate: Annotated[
         float | None,
-        typer.Option(help="Events/s for the synthetic and file sources (0 = as fast as possible)."),
+        typer.Option(
+            help="Events/s for the synthetic and file sources (0 = as fast as possible; "
+            "default: synthetic 2,000/s, a file at full speed)."
+        ),
     ] = None,
     workers: Annotated[
         int | None, typer.Option("--workers", "-w", help="Bytewax workers in this process.")
