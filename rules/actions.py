@@ -25,7 +25,7 @@ from flows.core.messages import ActionRecord, Intent
 from flows.core.settings import JourneySettings
 from rules.breaker import Breaker
 from rules.guards import ActionRequest, Cap, Guards, mark_delivered, unsubscribe
-from rules.journeys import Journey
+from rules.journeys.model import Journey
 from sinks.kafka import OutMessage
 from sinks.redis_store import connect
 from sinks.retry import RetryPolicy

@@ -43,7 +43,8 @@ from flows.core.conditions import COMPARE, matcher
 from flows.core.contract import ENGINE, Event, engine_event
 from flows.core.messages import Intent
 from rules.guards import action_id, quiet_hours_decision
-from rules.journeys import (
+from rules.journeys.canonical import fingerprint
+from rules.journeys.model import (
     AbsenceTrigger,
     AbSplitNode,
     BranchNode,
@@ -117,7 +118,7 @@ _PROGRAMS: dict[tuple[str, int, str], tuple[Instr, ...]] = {}
 
 
 def program(j: Journey) -> tuple[Instr, ...]:
-    key = (j.id, j.version, j.fingerprint())
+    key = (j.id, j.version, fingerprint(j))
     got = _PROGRAMS.get(key)
     if got is None:
         got = _PROGRAMS[key] = compile_journey(j)

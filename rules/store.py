@@ -41,7 +41,9 @@ import orjson
 import redis
 
 from flows.core.errors import ConfigError
-from rules.journeys import Journey, parse_journey, to_canonical
+from rules.journeys.canonical import fingerprint, to_canonical
+from rules.journeys.model import Journey
+from rules.journeys.parse import parse_journey
 from sinks.redis_store import REDIS_ERRORS
 
 log = logging.getLogger("scrm.journeys")
@@ -145,7 +147,7 @@ def load(client: redis.Redis, journeys: Iterable[Journey]) -> list[tuple[Journey
     out: list[tuple[Journey, str]] = []
     pipe = client.pipeline(transaction=True)
     for j in journeys:
-        fp = j.fingerprint()
+        fp = fingerprint(j)
         cur = current.get(j.id)
         if cur is not None and cur.fingerprint == fp:
             out.append((replace(j, version=cur.version), "unchanged"))

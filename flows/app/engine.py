@@ -44,7 +44,7 @@ from flows.sources.kafka import KafkaEventsSource
 from flows.sources.synthetic import SyntheticSource
 from rules import store as journey_store
 from rules.actions import DeliveryMarks, action_message
-from rules.journeys import load_folder
+from rules.journeys.load import load_folder
 from rules.store import JourneyCatalog
 from scoring.model_store import RedisModelStore
 from scoring.registry import ModelRegistry, ModelSync

@@ -12,7 +12,7 @@ from flows.core.resources import config_dir
 from flows.core.settings import JourneySettings
 from rules import store
 from rules.actions import GuardStep
-from rules.journeys import load_journey
+from rules.journeys.load import load_journey
 from sinks.retry import RetryPolicy
 
 T0 = 1_790_000_000_000

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from flows.app import engine
 from rules import store
-from rules.journeys import load_folder
+from rules.journeys.load import load_folder
 
 JOURNEY = """
 id: live_welcome

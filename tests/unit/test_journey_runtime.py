@@ -9,7 +9,8 @@ from typing import Any
 from flows.core.contract import Event
 from flows.core.messages import Intent
 from flows.core.resources import config_dir
-from rules.journeys import load_journey, parse_journey
+from rules.journeys.load import load_journey
+from rules.journeys.parse import parse_journey
 from rules.runtime import Context, ProfileJourneys, arm_of, compile_journey
 
 MIN = 60_000
@@ -157,7 +158,7 @@ def test_version_pinning_pause_and_disable() -> None:
 
 
 def _canon(j: Any) -> dict[str, Any]:
-    from rules.journeys import to_canonical
+    from rules.journeys.canonical import to_canonical
 
     return to_canonical(j)
 

@@ -27,7 +27,7 @@ def _journey_dir(settings: Settings, path: Path | None) -> Path:
 
 
 def _load_journeys(path: Path) -> Any:
-    from rules.journeys import load_folder, load_journey
+    from rules.journeys.load import load_folder, load_journey
 
     return (load_journey(path),) if path.is_file() else load_folder(path)
 
@@ -92,7 +92,7 @@ def journeys_show(
 ) -> None:
     """Print a journey's definition as stored (canonical JSON)."""
     from rules import store
-    from rules.journeys import to_canonical
+    from rules.journeys.canonical import to_canonical
 
     settings = settings_or_exit(config)
     try:
