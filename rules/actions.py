@@ -24,8 +24,9 @@ from flows.core.durations import parse_duration
 from flows.core.messages import ActionRecord, Intent
 from flows.core.settings import JourneySettings
 from rules.breaker import Breaker
-from rules.guards import ActionRequest, Cap, Guards, mark_delivered, unsubscribe
+from rules.guards import Guards, mark_delivered, unsubscribe
 from rules.journeys.model import Journey
+from rules.policy import ActionRequest, Cap
 from sinks.kafka import OutMessage
 from sinks.redis_store import connect
 from sinks.retry import RetryPolicy

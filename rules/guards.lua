@@ -1,8 +1,8 @@
 -- The guards of one profile's batch of journey actions, decided and recorded atomically.
 --
--- Called by rules/guards.py (which documents the key layout and the guarantees). Every key
--- the script touches is declared in KEYS and carries the profile's {hash tag}, so one call
--- runs on one Redis Cluster shard.
+-- Called by rules/guards.py (which documents the guarantees; rules/policy.py documents the
+-- key layout and the decisions). Every key the script touches is declared in KEYS and
+-- carries the profile's {hash tag}, so one call runs on one Redis Cluster shard.
 --
 -- KEYS[1] = scrm:consent:{pid}   (hash: channel -> "0" refused / "1" granted)
 -- KEYS[2] = scrm:suppress:{pid}  (set: "*" do-not-contact, or channel names)

@@ -42,7 +42,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from flows.core.conditions import COMPARE, matcher
 from flows.core.contract import ENGINE, Event, engine_event
 from flows.core.messages import Intent
-from rules.guards import action_id, quiet_hours_decision
+from rules.calendar import quiet_hours_decision
 from rules.journeys.canonical import fingerprint
 from rules.journeys.model import (
     AbsenceTrigger,
@@ -67,6 +67,7 @@ from rules.journeys.model import (
     TicketNode,
     WaitNode,
 )
+from rules.policy import action_id
 
 MAX_INSTANCES = 20
 MAX_HISTORY = 64

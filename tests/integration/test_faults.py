@@ -26,7 +26,7 @@ import redis
 from flows.app.testing import EngineProcess
 from flows.core.settings import load_settings
 from flows.dataflow.build import feature_set
-from rules.guards import cap_key
+from rules.policy import cap_key
 from sinks.feature_store import feature_key
 from tests.integration.test_features import as_event
 from tests.integration.test_processes import USER, query_json, scrm, scrm_env

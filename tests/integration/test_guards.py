@@ -22,21 +22,18 @@ import pytest
 import redis
 
 from flows.app.testing import free_port
+from flows.core.durations import DAY_MS
 from flows.core.errors import SinkError
-from rules.guards import (
-    DAY_MS,
+from rules.guards import Guards, mark_delivered, set_consent, unsubscribe
+from rules.policy import (
     ActionRequest,
     Cap,
     Decision,
-    Guards,
     cap_key,
     consent_key,
     decision_key,
     dedupe_key,
-    mark_delivered,
-    set_consent,
     suppress_key,
-    unsubscribe,
 )
 from sinks.retry import RetryPolicy
 

@@ -12,7 +12,7 @@ import redis
 from rich.console import Console
 
 from flows.app import engine
-from rules.guards import decision_key
+from rules.policy import decision_key
 
 HOUR = 3_600_000
 MIN = 60_000

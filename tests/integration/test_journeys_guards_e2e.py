@@ -12,7 +12,7 @@ from rich.console import Console
 
 from flows.app import engine
 from rules import store
-from rules.guards import decision_key
+from rules.policy import decision_key
 from sinks.feature_store import feature_key
 from sinks.redis_store import connect
 

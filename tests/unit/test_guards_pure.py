@@ -12,17 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from rules.guards import (
-    DAY_MS,
+from flows.core.durations import DAY_MS
+from rules.calendar import quiet_hours_decision
+from rules.guards import _Call
+from rules.policy import (
     ActionRequest,
     Cap,
-    _Call,
     action_id,
     cap_key,
     consent_key,
     decision_key,
     dedupe_key,
-    quiet_hours_decision,
     suppress_key,
 )
 
