@@ -26,6 +26,7 @@ from flows.core.settings import JourneySettings
 from rules.breaker import Breaker
 from rules.guards import Guards, mark_delivered, unsubscribe
 from rules.journeys.model import Journey
+from rules.live import LiveJourneys
 from rules.policy import ActionRequest, Cap
 from sinks.kafka import OutMessage
 from sinks.redis_store import connect
@@ -53,7 +54,7 @@ class GuardStep:
     trip per batch). The client is opened on first use, on the worker that runs it."""
 
     def __init__(
-        self, url: str, timeout_s: float, retry: RetryPolicy, settings: JourneySettings, catalog: Any
+        self, url: str, timeout_s: float, retry: RetryPolicy, settings: JourneySettings, catalog: LiveJourneys
     ) -> None:
         self._url = url
         self._timeout = timeout_s

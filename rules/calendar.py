@@ -1,13 +1,89 @@
-"""Local time in the profile's timezone, from instants of event time (epoch ms).
-
-`quiet_hours_decision`: whether an instant falls in a journey's quiet hours and when they
-end, DST-aware.
+"""Local time in the profile's timezone, from instants of event time (epoch ms): when a
+wait node ends (`wait_until`), when a date trigger fires next (`next_date_fire`), and
+whether an instant falls in a journey's quiet hours and when they end
+(`quiet_hours_decision`, DST-aware).
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from rules.journeys.model import WEEKDAYS, WaitNode
+
+
+def valid_tz(name: str) -> bool:
+    """Whether `name` is a timezone this machine knows (an IANA name like ``Asia/Shanghai``)."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def wait_until(node: WaitNode, t: int, tz: str) -> int:
+    """Event time a wait started at `t` ends: after its duration, or at the next local
+    `until` time (on `weekday`, if given) in the profile's timezone."""
+    if node.duration_ms is not None:
+        return t + node.duration_ms
+    zone = ZoneInfo(tz)
+    local = datetime.fromtimestamp(t / 1000, UTC).astimezone(zone)
+    minute = node.until_min or 0
+    cand = local.replace(hour=minute // 60, minute=minute % 60, second=0, microsecond=0)
+    for _ in range(8):
+        ok_day = node.weekday is None or WEEKDAYS[cand.weekday()] == node.weekday
+        if cand > local and ok_day:
+            return int(cand.astimezone(UTC).timestamp() * 1000)
+        cand = (cand + timedelta(days=1)).replace(hour=minute // 60, minute=minute % 60)
+    return t  # pragma: no cover
+
+
+def parse_date(value: str, fmt: str) -> tuple[int | None, int, int] | None:
+    """(year or None, month, day) of "MM-DD" / "YYYY-MM-DD", or None when it does not parse."""
+    try:
+        parts = [int(x) for x in value.split("-")]
+    except ValueError:
+        return None
+    if fmt == "MM-DD" and len(parts) == 2:
+        y, (m, d) = None, parts
+    elif fmt == "YYYY-MM-DD" and len(parts) == 3:
+        y, m, d = parts
+    else:
+        return None
+    return (y, m, d) if 1 <= m <= 12 and 1 <= d <= 31 else None
+
+
+def next_date_fire(value: str, fmt: str, offset_days: int, at_min: int, tz: str, after_ms: int) -> int | None:
+    """The first instant after `after_ms` that is `offset_days` from the date, at `at_min`
+    local time in `tz` (every year for MM-DD; Feb 29 falls on Feb 28 in other years).
+
+    >>> from datetime import datetime
+    >>> t = next_date_fire("03-15", "MM-DD", -1, 600, "Asia/Shanghai", 1_767_225_600_000)  # after 2026-01-01
+    >>> datetime.fromtimestamp(t / 1000, ZoneInfo("Asia/Shanghai")).isoformat()
+    '2026-03-14T10:00:00+08:00'
+    """
+    parsed = parse_date(value, fmt)
+    if parsed is None:
+        return None
+    y, m, d = parsed
+    zone = ZoneInfo(tz)
+    start_year = datetime.fromtimestamp(max(after_ms, 0) / 1000, UTC).year
+    years = [y] if y is not None else [start_year - 1, start_year, start_year + 1]
+    for year in years:
+        day = d
+        while day > 28:
+            try:
+                base = datetime(year, m, day, tzinfo=zone)
+                break
+            except ValueError:
+                day -= 1
+        else:
+            base = datetime(year, m, day, tzinfo=zone)
+        local = (base + timedelta(days=offset_days)).replace(hour=at_min // 60, minute=at_min % 60)
+        ms = int(local.astimezone(UTC).timestamp() * 1000)
+        if ms > after_ms:
+            return ms
+    return None
 
 
 def quiet_hours_decision(now_ms: int, tz_name: str, start_min: int, end_min: int) -> tuple[bool, int | None]:

@@ -5,8 +5,10 @@ journeys and an event-time "now" go in; `Intent`s (what a journey wants to do: s
 holdout record, a task, a ticket, a tag change) come out. The guards (`rules.guards`) then
 decide each send atomically in Redis; nothing here talks to a server.
 
-* A journey is compiled once per version into a flat program (`compile_journey`): a
+* A journey is compiled once per version into a flat program (`rules.program`): a
   profile's instance is a program counter, pinned to the version it entered with.
+  Triggers and branch conditions are evaluated by `rules.evaluate`, local times (waits,
+  dates, quiet hours) computed by `rules.calendar`.
 * **Triggers**: ``event`` (type and filters), ``absence`` (X not followed by Y within T: the
   latest X arms a deadline, Y after X disarms it, the deadline passing in event time fires
   with X as the trigger event — never after Y arrived), ``inactivity`` (no event for T),
@@ -31,114 +33,30 @@ decide each send atomically in Redis; nothing here talks to a server.
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from flows.core.conditions import COMPARE, matcher
 from flows.core.contract import ENGINE, Event, engine_event
+from flows.core.durations import DAY_MS
 from flows.core.messages import Intent
-from rules.calendar import quiet_hours_decision
-from rules.journeys.canonical import fingerprint
+from rules.calendar import next_date_fire, parse_date, quiet_hours_decision, valid_tz, wait_until
+from rules.evaluate import Context, arm_of, event_prop, fires, holds, render_vars, where_matches
 from rules.journeys.model import (
+    CHANNELS,
     AbsenceTrigger,
-    AbSplitNode,
-    BranchNode,
     DateTrigger,
-    EventTrigger,
-    ExitNode,
-    FeatureCondition,
     InactivityTrigger,
     Journey,
-    PropCondition,
-    ScoreCondition,
-    ScoreTrigger,
-    SegmentCondition,
-    SegmentTrigger,
     SendNode,
-    TagCondition,
-    TagNode,
-    TagTrigger,
-    TaskNode,
-    TicketNode,
-    WaitNode,
 )
+from rules.live import LiveJourneys
 from rules.policy import action_id
+from rules.program import program
 
 MAX_INSTANCES = 20
 MAX_HISTORY = 64
 MAX_STEPS = 256  # per instance per wake-up: a guard against a journey that loops
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-@dataclass(frozen=True, slots=True)
-class Instr:
-    kind: str  # wait | send | branch | split | tag | task | ticket | exit
-    node: Any
-    next: int  # pc after this one (-1 = end)
-    targets: tuple[int, ...] = ()  # branch: (then, else); split: one per arm (-2 = holdout)
-
-
-def compile_journey(j: Journey) -> tuple[Instr, ...]:
-    """The journey as a flat program; pc 0 is the first node, -1 the end."""
-    prog: list[Any] = []
-
-    def emit(nodes: tuple[Any, ...], cont: int) -> int:
-        """Emit `nodes` ending in `cont`; returns the first pc (or `cont` when empty)."""
-        if not nodes:
-            return cont
-        start = len(prog)
-        prog.extend([None] * len(nodes))
-        for i, node in enumerate(nodes):
-            pc = start + i
-            nxt = start + i + 1 if i + 1 < len(nodes) else cont
-            if isinstance(node, BranchNode):
-                then = emit(node.then, nxt)
-                other = emit(node.otherwise, nxt)
-                prog[pc] = Instr("branch", node, nxt, (then, other))
-            elif isinstance(node, AbSplitNode):
-                targets = tuple(-2 if arm.holdout else emit(arm.then, nxt) for arm in node.arms)
-                prog[pc] = Instr("split", node, nxt, targets)
-            else:
-                kind = {
-                    WaitNode: "wait", SendNode: "send", TagNode: "tag", TaskNode: "task",
-                    TicketNode: "ticket", ExitNode: "exit",
-                }[type(node)]  # fmt: skip
-                prog[pc] = Instr(kind, node, -1 if kind == "exit" else nxt)
-        return start
-
-    emit(j.nodes, -1)
-    return tuple(prog)
-
-
-_PROGRAMS: dict[tuple[str, int, str], tuple[Instr, ...]] = {}
-
-
-def program(j: Journey) -> tuple[Instr, ...]:
-    key = (j.id, j.version, fingerprint(j))
-    got = _PROGRAMS.get(key)
-    if got is None:
-        got = _PROGRAMS[key] = compile_journey(j)
-    return got
-
-
-def arm_of(profile_id: str, journey_id: str, weights: tuple[int, ...]) -> int:
-    """The A/B arm of a profile: a stable hash of (profile, journey) over the weights.
-
-    >>> arm_of("p1", "j", (50, 50)) == arm_of("p1", "j", (50, 50))
-    True
-    """
-    h = int.from_bytes(hashlib.sha256(f"{journey_id}\x1f{profile_id}".encode()).digest()[:8], "big")
-    point = h % sum(weights)
-    for i, w in enumerate(weights):
-        if point < w:
-            return i
-        point -= w
-    return len(weights) - 1  # pragma: no cover
 
 
 @dataclass(slots=True)
@@ -152,24 +70,6 @@ class Instance:
     resume_ms: int = -1  # waiting until this event time (-1: not waiting)
     variant: str = ""
     deferred: bool = False  # the send at pc waited for the quiet hours to end
-
-
-@dataclass
-class Context:
-    """What branch conditions and sends read about the profile."""
-
-    tags: frozenset[str] = frozenset()
-    segment: str = ""
-    values: Mapping[str, float] = field(default_factory=dict)
-    scores: Mapping[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class Live:
-    """The journeys the engine runs now (from `rules.store.JourneyCatalog`)."""
-
-    current: Mapping[str, Any]  # journey id -> store.Live(journey, state)
-    version: Callable[[str, int], Journey]
 
 
 class ProfileJourneys:
@@ -201,7 +101,7 @@ class ProfileJourneys:
 
     # ------------------------------------------------------------------ time
 
-    def next_due(self, live: Live) -> int:
+    def next_due(self, live: LiveJourneys) -> int:
         """Event time of the next thing that happens without a new event (-1: nothing)."""
         due = [i.resume_ms for i in self.instances if i.resume_ms >= 0]
         for jid, (_, ts, _) in self.watches.items():
@@ -223,7 +123,7 @@ class ProfileJourneys:
     # ------------------------------------------------------------------ events
 
     def on_events(
-        self, pid: str, events: list[Event], live: Live, ctx: Context, received_ms: int
+        self, pid: str, events: list[Event], live: LiveJourneys, ctx: Context, received_ms: int
     ) -> list[Intent | Event]:
         """Fold in the profile's events (customer and engine events alike), in order."""
         out: list[Intent | Event] = []
@@ -232,7 +132,7 @@ class ProfileJourneys:
             if self.instances or self.watches:
                 self.advance(pid, e.ts_ms, live, ctx, received_ms, out)
             tz = e.props.get("timezone") if e.props else None
-            if isinstance(tz, str) and tz != self.tz and _valid_tz(tz):
+            if isinstance(tz, str) and tz != self.tz and valid_tz(tz):
                 self.tz = tz
             if e.origin != ENGINE:
                 self.last_event_ms = max(self.last_event_ms, e.ts_ms)
@@ -249,12 +149,12 @@ class ProfileJourneys:
                     self._absence(jid, trig, e)
                     continue
                 if isinstance(trig, DateTrigger):
-                    v = _prop(e, trig.field)
+                    v = event_prop(e, trig.field)
                     known = self.dates.get(trig.field, ("",))[0]
-                    if isinstance(v, str) and v != known and _parse_date(v, trig.format) is not None:
+                    if isinstance(v, str) and v != known and parse_date(v, trig.format) is not None:
                         self.dates[trig.field] = (v, e.ts_ms)
                     continue
-                if _fires(trig, e) and lj.state == "enabled":
+                if fires(trig, e) and lj.state == "enabled":
                     self._enter(pid, j, e.event_id, e.props or {}, e.ts_ms, ctx, received_ms, live, out)
         self.advance(pid, max(e.ts_ms for e in events), live, ctx, received_ms, out)
         return out
@@ -280,7 +180,7 @@ class ProfileJourneys:
         return None
 
     def _absence(self, jid: str, trig: AbsenceTrigger, e: Event) -> None:
-        if e.type == trig.after and (not trig.where or matcher(trig.where)(e)):  # type: ignore[misc]
+        if e.type == trig.after and where_matches(trig.where, e):
             self.watches[jid] = (e.event_id, e.ts_ms, dict(e.props or {}))
         elif e.type == trig.missing:
             armed = self.watches.get(jid)
@@ -291,7 +191,7 @@ class ProfileJourneys:
         self,
         pid: str,
         now_ms: int,
-        live: Live,
+        live: LiveJourneys,
         ctx: Context | Callable[[int], Context],
         received_ms: int,
         out: list[Intent | Event],
@@ -316,7 +216,13 @@ class ProfileJourneys:
         self._advance_to(pid, now_ms, live, at(now_ms), received_ms, out)
 
     def _advance_to(
-        self, pid: str, now_ms: int, live: Live, ctx: Context, received_ms: int, out: list[Intent | Event]
+        self,
+        pid: str,
+        now_ms: int,
+        live: LiveJourneys,
+        ctx: Context,
+        received_ms: int,
+        out: list[Intent | Event],
     ) -> None:
         for jid, (xid, xts, props) in list(self.watches.items()):
             lj = live.current.get(jid)
@@ -355,13 +261,13 @@ class ProfileJourneys:
 
     def _enter(
         self, pid: str, j: Journey, trigger_id: str, props: Mapping[str, Any], ts: int, ctx: Context,
-        received_ms: int, live: Live, out: list[Intent | Event],
+        received_ms: int, live: LiveJourneys, out: list[Intent | Event],
     ) -> None:  # fmt: skip
         last = self.entries.get(j.id)
         if last is not None:
             if j.entry == "once":
                 return
-            if j.entry == "once_per" and ts - last < j.entry_days * 86_400_000:
+            if j.entry == "once_per" and ts - last < j.entry_days * DAY_MS:
                 return
         if sum(1 for i in self.instances if i.journey_id == j.id) >= j.max_active:
             return
@@ -377,7 +283,7 @@ class ProfileJourneys:
     # ------------------------------------------------------------------ running
 
     def _run(
-        self, pid: str, inst: Instance, now_ms: int, live: Live, ctx: Context, received_ms: int,
+        self, pid: str, inst: Instance, now_ms: int, live: LiveJourneys, ctx: Context, received_ms: int,
         out: list[Intent | Event],
     ) -> bool:  # fmt: skip
         """Step `inst` as far as event time `now_ms` allows; False when it ended."""
@@ -396,7 +302,7 @@ class ProfileJourneys:
             ins = prog[inst.pc]
             node = ins.node
             if ins.kind == "wait":
-                until = _wait_until(node, t, self.tz)
+                until = wait_until(node, t, self.tz)
                 if until > now_ms:
                     inst.resume_ms = until
                     inst.pc = ins.next
@@ -430,7 +336,7 @@ class ProfileJourneys:
             elif ins.kind == "branch":
                 inst.pc = (
                     ins.targets[0]
-                    if all(_holds(c, ctx, inst, self.journey_tags) for c in node.when)
+                    if all(holds(c, ctx, inst.trigger_props, self.journey_tags) for c in node.when)
                     else ins.targets[1]
                 )
             elif ins.kind == "split":
@@ -482,50 +388,11 @@ def _suppression(pid: str, e: Event, received_ms: int) -> Intent:
     """An unsubscribe or a complaint: suppress the channel it names (every channel when it
     names none or an unknown one) before any later send is guarded."""
     channel = e.props.get("channel") if e.props else None
-    channel = channel if channel in ("sms", "email", "wecom", "push", "webhook") else ""
+    channel = channel if channel in CHANNELS else ""
     return Intent(
         "suppress", f"suppress:{e.event_id}", pid, "", 0, "", channel, e.type, "", 0, e.event_id, e.ts_ms,
         received_ms, {},
     )  # fmt: skip
-
-
-_VAR = re.compile(r"\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
-
-
-def render_vars(
-    pairs: tuple[tuple[str, str], ...], pid: str, ctx: Context, trigger: Mapping[str, Any]
-) -> dict[str, str]:
-    """Fill ``{{...}}`` placeholders: ``profile.id``, ``segment``, ``tags``,
-    ``features.<name>``, ``score.<model>``, ``trigger.props.<field>``; anything unknown or
-    without a value renders empty (identifiers are hashed in the engine: no names here).
-
-    >>> render_vars((("hi", "{{ profile.id }}: {{features.orders_30d}} / {{trigger.props.sku}}"),),
-    ...             "p1", Context(values={"orders_30d": 2.0}), {"sku": "S1"})
-    {'hi': 'p1: 2 / S1'}
-    """
-
-    def one(m: re.Match[str]) -> str:
-        path = m.group(1).split(".")
-        v: Any = None
-        if path == ["profile", "id"]:
-            v = pid
-        elif path == ["segment"]:
-            v = ctx.segment
-        elif path == ["tags"]:
-            v = ",".join(sorted(ctx.tags))
-        elif len(path) == 2 and path[0] == "features":
-            v = ctx.values.get(path[1])
-        elif len(path) == 2 and path[0] == "score":
-            v = ctx.scores.get(path[1])
-        elif len(path) >= 3 and path[:2] == ["trigger", "props"]:
-            v = trigger
-            for part in path[2:]:
-                v = v.get(part) if isinstance(v, Mapping) else None
-        if isinstance(v, float) and v.is_integer():
-            v = int(v)
-        return "" if v is None or isinstance(v, dict | list) else str(v)
-
-    return {k: _VAR.sub(one, text) for k, text in pairs}
 
 
 def _why(trigger: Mapping[str, Any]) -> dict[str, Any]:
@@ -546,128 +413,6 @@ def _complaint(pid: str, e: Event, blamed: tuple[str, int, str], received_ms: in
     return Intent(
         "complaint", aid, pid, jid, version, "", "", template, "", 0, e.event_id, e.ts_ms, received_ms, {}
     )
-
-
-def _prop(e: Event, path: str) -> Any:
-    parts = path.split(".")
-    if parts[0] != "props":
-        return None
-    v: Any = e.props
-    for part in parts[1:]:
-        v = v.get(part) if isinstance(v, dict) else None
-    return v
-
-
-def _parse_date(value: str, fmt: str) -> tuple[int | None, int, int] | None:
-    """(year or None, month, day) of "MM-DD" / "YYYY-MM-DD", or None when it does not parse."""
-    try:
-        parts = [int(x) for x in value.split("-")]
-    except ValueError:
-        return None
-    if fmt == "MM-DD" and len(parts) == 2:
-        y, (m, d) = None, parts
-    elif fmt == "YYYY-MM-DD" and len(parts) == 3:
-        y, m, d = parts
-    else:
-        return None
-    return (y, m, d) if 1 <= m <= 12 and 1 <= d <= 31 else None
-
-
-def next_date_fire(value: str, fmt: str, offset_days: int, at_min: int, tz: str, after_ms: int) -> int | None:
-    """The first instant after `after_ms` that is `offset_days` from the date, at `at_min`
-    local time in `tz` (every year for MM-DD; Feb 29 falls on Feb 28 in other years).
-
-    >>> from datetime import datetime
-    >>> t = next_date_fire("03-15", "MM-DD", -1, 600, "Asia/Shanghai", 1_767_225_600_000)  # after 2026-01-01
-    >>> datetime.fromtimestamp(t / 1000, ZoneInfo("Asia/Shanghai")).isoformat()
-    '2026-03-14T10:00:00+08:00'
-    """
-    parsed = _parse_date(value, fmt)
-    if parsed is None:
-        return None
-    y, m, d = parsed
-    zone = ZoneInfo(tz)
-    start_year = datetime.fromtimestamp(max(after_ms, 0) / 1000, UTC).year
-    years = [y] if y is not None else [start_year - 1, start_year, start_year + 1]
-    for year in years:
-        day = d
-        while day > 28:
-            try:
-                base = datetime(year, m, day, tzinfo=zone)
-                break
-            except ValueError:
-                day -= 1
-        else:
-            base = datetime(year, m, day, tzinfo=zone)
-        local = (base + timedelta(days=offset_days)).replace(hour=at_min // 60, minute=at_min % 60)
-        ms = int(local.astimezone(UTC).timestamp() * 1000)
-        if ms > after_ms:
-            return ms
-    return None
-
-
-def _valid_tz(name: str) -> bool:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
-
-
-def _fires(trig: Any, e: Event) -> bool:
-    if isinstance(trig, EventTrigger):
-        return e.type == trig.type and (not trig.where or matcher(trig.where)(e))  # type: ignore[misc]
-    p = e.props or {}
-    if isinstance(trig, ScoreTrigger):
-        want = (trig.model, trig.threshold, trig.direction)
-        return e.type == "score_crossed" and (p.get("model"), p.get("threshold"), p.get("direction")) == want
-    if isinstance(trig, SegmentTrigger):
-        return e.type == "segment_changed" and p.get("segment") == trig.enter
-    if isinstance(trig, TagTrigger):
-        return (
-            e.type == ("tag_added" if trig.change == "added" else "tag_removed") and p.get("tag") == trig.tag
-        )
-    return False
-
-
-def _holds(c: Any, ctx: Context, inst: Instance, journey_tags: set[str]) -> bool:
-    if isinstance(c, TagCondition):
-        return (c.tag in ctx.tags or c.tag in journey_tags) == c.present
-    if isinstance(c, SegmentCondition):
-        return ctx.segment == c.segment
-    if isinstance(c, FeatureCondition):
-        v = ctx.values.get(c.feature)
-        return v is not None and COMPARE[c.op](v, c.value)
-    if isinstance(c, ScoreCondition):
-        v = ctx.scores.get(c.model)
-        return v is not None and COMPARE[c.op](v, c.value)
-    if isinstance(c, PropCondition):
-        v: Any = inst.trigger_props
-        for part in c.field.split(".")[1:]:
-            v = v.get(part) if isinstance(v, dict) else None
-        if c.op == "in":
-            return v in c.value
-        if c.op in ("==", "!="):
-            return (v == c.value) == (c.op == "==")
-        return isinstance(v, int | float) and not isinstance(v, bool) and COMPARE[c.op](v, c.value)
-    return False
-
-
-def _wait_until(node: WaitNode, t: int, tz: str) -> int:
-    """Event time a wait started at `t` ends: after its duration, or at the next local
-    `until` time (on `weekday`, if given) in the profile's timezone."""
-    if node.duration_ms is not None:
-        return t + node.duration_ms
-    zone = ZoneInfo(tz)
-    local = datetime.fromtimestamp(t / 1000, UTC).astimezone(zone)
-    minute = node.until_min or 0
-    cand = local.replace(hour=minute // 60, minute=minute % 60, second=0, microsecond=0)
-    for _ in range(8):
-        ok_day = node.weekday is None or WEEKDAYS[cand.weekday()] == node.weekday
-        if cand > local and ok_day:
-            return int(cand.astimezone(UTC).timestamp() * 1000)
-        cand = (cand + timedelta(days=1)).replace(hour=minute // 60, minute=minute % 60)
-    return t  # pragma: no cover
 
 
 def _tag_event(pid: str, tag: str, add: bool, journey_id: str, ts: int, received_ms: int) -> Event:

@@ -44,6 +44,7 @@ from flows.core.errors import ConfigError
 from rules.journeys.canonical import fingerprint, to_canonical
 from rules.journeys.model import Journey
 from rules.journeys.parse import parse_journey
+from rules.live import LiveJourney
 from sinks.redis_store import REDIS_ERRORS
 
 log = logging.getLogger("scrm.journeys")
@@ -200,16 +201,9 @@ def read(client: redis.Redis, journey_id: str, version: int | None = None) -> Jo
     return replace(parse_journey(orjson.loads(raw), f"redis:{def_key(journey_id, v)}"), version=v)
 
 
-@dataclass(frozen=True)
-class Live:
-    """A journey as the engine runs it: current version, state and definition."""
-
-    journey: Journey
-    state: str
-
-
 class JourneyCatalog:
-    """The engine's view of the journeys in Redis, refreshed when they change.
+    """The engine's view of the journeys in Redis, refreshed when they change (the
+    `rules.live.LiveJourneys` the runtime and the guard step read).
 
     Reads are lock-free (`current` is replaced whole); old versions are fetched on demand
     and cached, for profiles pinned to the version they entered with.
@@ -219,7 +213,7 @@ class JourneyCatalog:
         self._client = client
         self._interval = interval_s
         self._changes = -1
-        self.current: Mapping[str, Live] = {}
+        self.current: Mapping[str, LiveJourney] = {}
         self._versions: dict[tuple[str, int], Journey] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -230,9 +224,9 @@ class JourneyCatalog:
         changes = int(self._client.get(CHANGES) or 0)
         if changes == self._changes:
             return False
-        live: dict[str, Live] = {}
+        live: dict[str, LiveJourney] = {}
         for jid, entry in index(self._client).items():
-            live[jid] = Live(self.version(jid, entry.version), entry.state)
+            live[jid] = LiveJourney(self.version(jid, entry.version), entry.state)
         self.current = live
         self._changes = changes
         log.info(

@@ -40,6 +40,7 @@ from flows.core.streamtime import StreamClock
 from flows.dataflow.stages import ingest
 from flows.features.declarations import FeatureSet, load_features
 from rules.actions import GuardStep, is_delivered
+from rules.live import LiveJourneys
 from scoring.modeldefs import ModelSet, load_models
 from scoring.observe import ScoringPlan
 from scoring.registry import ModelRegistry
@@ -98,7 +99,7 @@ def build_flow(
     flow_id: str = "scrm",
     clock: Callable[[], float] = time.time,
     registry: ModelRegistry | None = None,
-    journeys: Any | None = None,
+    journeys: LiveJourneys | None = None,
 ) -> Dataflow:
     """Assemble input -> ingest (validate, dedupe, features, scoring) -> learners -> outputs.
 

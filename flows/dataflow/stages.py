@@ -28,7 +28,8 @@ from flows.dataflow.profile import ProfileState, new_state
 from flows.features.declarations import FeatureSet
 from flows.features.plan import FeaturePlan
 from flows.features.rfm import RfmSketch
-from rules.runtime import Context
+from rules.evaluate import Context
+from rules.live import LiveJourneys
 from scoring.observe import ScoringPlan
 
 
@@ -285,7 +286,7 @@ class _ProfileConfig:
     clock: Clock
     recovery: bool
     scoring: ScoringPlan | None = None
-    journeys: Any | None = None  # the live journeys (rules.store.JourneyCatalog or alike)
+    journeys: LiveJourneys | None = None  # the live journeys (rules.store.JourneyCatalog or alike)
 
 
 class _Lazy(Mapping[str, float]):

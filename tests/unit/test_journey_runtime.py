@@ -3,33 +3,30 @@ A/B arms, quiet hours, version pinning, pause and disable."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from flows.core.contract import Event
 from flows.core.messages import Intent
 from flows.core.resources import config_dir
+from rules.evaluate import Context, arm_of
 from rules.journeys.load import load_journey
 from rules.journeys.parse import parse_journey
-from rules.runtime import Context, ProfileJourneys, arm_of, compile_journey
+from rules.live import LiveJourney
+from rules.program import compile_journey
+from rules.runtime import ProfileJourneys
 
 MIN = 60_000
 HOUR = 60 * MIN
 T0 = 1_790_000_000_000  # 2026-09-21 ~22:13 UTC
 
 
-@dataclass
-class _Live:
-    state: str
-    journey: Any
-
-
 class Catalog:
-    """A stand-in for rules.store.JourneyCatalog (same two attributes)."""
+    """A stand-in for rules.store.JourneyCatalog (a `rules.live.LiveJourneys`)."""
 
     def __init__(self, *journeys: Any, state: str = "enabled") -> None:
         self.versions = {(j.id, j.version): j for j in journeys}
-        self.current = {j.id: _Live(state, j) for j in journeys}
+        self.current = {j.id: LiveJourney(j, state) for j in journeys}
 
     def version(self, jid: str, v: int) -> Any:
         return self.versions[(jid, v)]
@@ -140,11 +137,11 @@ def test_version_pinning_pause_and_disable() -> None:
     pj = ProfileJourneys()
     pj.on_events("p1", [ev("signup", T0)], cat, Context(), 0)
     cat.versions[("new_user_warmup", 2)] = v2
-    cat.current["new_user_warmup"] = _Live("paused", v2)
+    cat.current["new_user_warmup"] = LiveJourney(v2, "paused")
     out: list[Any] = []
     pj.advance("p1", T0 + 2 * HOUR, cat, Context(), 0, out)
     assert out == [] and len(pj.instances) == 1  # paused: holds
-    cat.current["new_user_warmup"] = _Live("enabled", v2)
+    cat.current["new_user_warmup"] = LiveJourney(v2, "enabled")
     pj.advance("p1", T0 + 2 * HOUR, cat, Context(), 0, out)
     assert [(i.template, i.journey_version) for i in out] == [
         ("welcome", 1),
