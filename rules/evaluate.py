@@ -6,9 +6,10 @@ variables (`render_vars`). `Context` is what they read about the profile.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,9 +42,16 @@ class Context:
 # --- triggers ---------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1024)
+def _compiled(where: tuple[EventCondition, ...]) -> Callable[[Any], bool] | None:
+    """A ``where`` filter compiled once (the filters are frozen and few: one per trigger)."""
+    return matcher(where)
+
+
 def where_matches(where: tuple[EventCondition, ...], e: Event) -> bool:
     """Whether the event passes a trigger's ``where`` filter (an empty one passes all)."""
-    return not where or matcher(where)(e)  # type: ignore[misc]
+    match = _compiled(where) if where else None
+    return match is None or match(e)
 
 
 def fires(trig: Any, e: Event) -> bool:
