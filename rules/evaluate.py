@@ -95,14 +95,14 @@ def holds(c: Any, ctx: Context, trigger_props: Mapping[str, Any], journey_tags: 
         v = ctx.scores.get(c.model)
         return v is not None and COMPARE[c.op](v, c.value)
     if isinstance(c, PropCondition):
-        v: Any = trigger_props
+        got: Any = trigger_props
         for part in c.field.split(".")[1:]:
-            v = v.get(part) if isinstance(v, dict) else None
+            got = got.get(part) if isinstance(got, dict) else None
         if c.op == "in":
-            return v in c.value
+            return got in c.value
         if c.op in ("==", "!="):
-            return (v == c.value) == (c.op == "==")
-        return isinstance(v, int | float) and not isinstance(v, bool) and COMPARE[c.op](v, c.value)
+            return (got == c.value) == (c.op == "==")
+        return isinstance(got, int | float) and not isinstance(got, bool) and COMPARE[c.op](got, c.value)
     return False
 
 

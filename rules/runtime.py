@@ -326,7 +326,7 @@ class ProfileJourneys:
                         inst.pc = ins.next
                         continue
                 inst.deferred = False
-                detail = {"vars": render_vars(node.vars, pid, ctx, inst.trigger_props)}
+                detail: dict[str, Any] = {"vars": render_vars(node.vars, pid, ctx, inst.trigger_props)}
                 detail.update(_why(inst.trigger_props))
                 out.append(self._intent("send", pid, j, inst, node, t, received_ms, detail))
                 self.sent_by[node.template] = (j.id, j.version)

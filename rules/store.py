@@ -54,6 +54,7 @@ CHANGES = "scrm:{journeys}:changes"
 STATES = ("enabled", "paused", "disabled")
 _OLD_INDEX, _OLD_CHANGES, _OLD_DEFS = "scrm:journeys", "scrm:journeys:changes", "scrm:journeys:def:*"
 _UPGRADED: weakref.WeakSet[Any] = weakref.WeakSet()
+_RELOAD_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, ConfigError)  # a reload keeps the last ones
 
 
 def def_key(journey_id: str, version: int) -> str:
@@ -86,7 +87,7 @@ def upgrade_layout(client: redis.Redis) -> bool:
                         if new and old_left:
                             log.warning("journeys: both key layouts exist; %s is ignored", _OLD_INDEX)
                         break
-                    old = pipe.hgetall(_OLD_INDEX)
+                    old: dict[Any, Any] = pipe.hgetall(_OLD_INDEX)
                     defs = list(client.scan_iter(match=_OLD_DEFS, count=1000))
                     values = [pipe.get(k) for k in defs]
                     changes = int(pipe.get(_OLD_CHANGES) or 0)
@@ -261,7 +262,7 @@ class JourneyCatalog:
                 if failing:
                     log.info("journeys: Redis reachable again")
                 failing = False
-            except (*REDIS_ERRORS, ConfigError) as exc:
+            except _RELOAD_ERRORS as exc:
                 if not failing:
                     log.warning("journeys: cannot reload definitions (keeping the last ones): %s", exc)
                 failing = True

@@ -95,7 +95,7 @@ back as plain data, which parses to an equal ``Journey``.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flows.core.conditions import Condition as EventCondition
@@ -205,7 +205,7 @@ def _date_trigger(raw: Any, at: _At) -> DateTrigger:
     )
 
 
-_TRIGGERS = {
+_TRIGGERS: dict[str, Callable[[Any, _At], Trigger]] = {
     "event": _event_trigger, "absence": _absence_trigger, "inactivity": _inactivity_trigger,
     "score": _score_trigger, "segment": _segment_trigger, "tag": _tag_trigger, "date": _date_trigger,
 }  # fmt: skip
