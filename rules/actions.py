@@ -45,7 +45,8 @@ def profile_caps(settings: JourneySettings) -> tuple[Cap, ...]:
 
 
 def caps_for(j: Journey, profile: tuple[Cap, ...]) -> tuple[Cap, ...]:
-    """The profile-wide caps plus the journey's own."""
+    """The profile-wide caps plus the journey's own: the one place a declared
+    `JourneyCap` becomes a journey-scope `rules.policy.Cap`."""
     return profile + tuple(Cap("journey", c.channel, c.count, c.per_ms) for c in j.caps)
 
 
