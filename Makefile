@@ -22,9 +22,10 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/scrm run $(RUN_ARGS)
 
-## test: lint and the whole test suite (unit + integration against real engines started by fixtures)
+## test: lint, type check and the whole test suite (unit + integration against real engines started by fixtures)
 test: $(STAMP)
 	$(BIN)/ruff check flows scoring rules sinks tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -20,11 +20,9 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import redis
-
 from flows.core.durations import parse_duration
 from rules import store
-from sinks.redis_store import REDIS_ERRORS
+from sinks.redis_store import REDIS_ERRORS, RedisClient, text
 from sinks.retry import RetryPolicy
 
 log = logging.getLogger("scrm.breaker")
@@ -50,7 +48,7 @@ class Trip:
 
 class Breaker:
     def __init__(
-        self, client: redis.Redis, max_rate: float, window: str, min_sends: int, retry: RetryPolicy
+        self, client: RedisClient, max_rate: float, window: str, min_sends: int, retry: RetryPolicy
     ) -> None:
         self._client = client
         self._max_rate = max_rate
@@ -90,7 +88,7 @@ class Breaker:
         first = now_ms // self._bucket_ms - BUCKETS + 1
         sent = complained = 0
         for field, value in raw.items():
-            kind, _, bucket = field.decode().partition(":")
+            kind, _, bucket = text(field).partition(":")
             if int(bucket) >= first:
                 if kind == "s":
                     sent += int(value)

@@ -53,7 +53,7 @@ from flows.core.durations import format_duration
 from flows.core.errors import SinkError
 from rules.journeys.model import CHANNELS
 from rules.policy import ActionRequest, Decision, cap_key, consent_key, decision_key, dedupe_key, suppress_key
-from sinks.redis_store import connect
+from sinks.redis_store import connect, text
 from sinks.retry import RetryPolicy
 
 log = logging.getLogger("scrm.guards")
@@ -137,10 +137,6 @@ def _retried(retry: RetryPolicy, fn: Callable[[], T], what: str) -> T:
         raise SinkError(f"{what} failed: {exc}") from exc
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
 def _socket_timeout(client: redis.Redis | RedisCluster) -> float | None:
     if isinstance(client, RedisCluster):
         return client.nodes_manager.connection_kwargs.get("socket_timeout")
@@ -218,7 +214,7 @@ class Guards:
             for n, i in enumerate(idx):
                 status, reason, replay = flat[3 * n : 3 * n + 3]
                 decisions[i] = Decision(
-                    requests[i].action_id, _text(status), _text(reason), int(replay) > 0, int(replay) == 2
+                    requests[i].action_id, text(status), text(reason), int(replay) > 0, int(replay) == 2
                 )
         return [d for d in decisions if d is not None]
 

@@ -45,7 +45,7 @@ from rules.journeys.canonical import fingerprint, to_canonical
 from rules.journeys.model import Journey
 from rules.journeys.parse import parse_journey
 from rules.live import LiveJourney
-from sinks.redis_store import REDIS_ERRORS
+from sinks.redis_store import REDIS_ERRORS, RedisClient, text
 
 log = logging.getLogger("scrm.journeys")
 
@@ -66,7 +66,7 @@ def def_key(journey_id: str, version: int) -> str:
     return f"scrm:{{journeys}}:def:{journey_id}:{version}"
 
 
-def upgrade_layout(client: redis.Redis) -> bool:
+def upgrade_layout(client: RedisClient) -> bool:
     """Move a catalog in the earlier layout to this one (once per client; True if it moved).
 
     Only a single server can hold the earlier layout (its load transaction spans slots).
@@ -135,12 +135,12 @@ def _entry(journey_id: str, raw: bytes | str) -> Entry:
     )
 
 
-def index(client: redis.Redis) -> dict[str, Entry]:
+def index(client: RedisClient) -> dict[str, Entry]:
     upgrade_layout(client)
-    return {k.decode(): _entry(k.decode(), v) for k, v in client.hgetall(INDEX).items()}
+    return {text(k): _entry(text(k), v) for k, v in client.hgetall(INDEX).items()}
 
 
-def load(client: redis.Redis, journeys: Iterable[Journey]) -> list[tuple[Journey, str]]:
+def load(client: RedisClient, journeys: Iterable[Journey]) -> list[tuple[Journey, str]]:
     """Publish validated journeys; returns (journey with its version, what happened) per
     journey: "new", "updated" (a new version) or "unchanged"."""
     journeys = list(journeys)
@@ -166,7 +166,7 @@ def load(client: redis.Redis, journeys: Iterable[Journey]) -> list[tuple[Journey
     return out
 
 
-def set_state(client: redis.Redis, journey_id: str, state: str) -> Entry:
+def set_state(client: RedisClient, journey_id: str, state: str) -> Entry:
     """Enable, pause or disable a journey (atomically: WATCH the index entry)."""
     if state not in STATES:
         raise ConfigError(f"state {state!r} is not one of {', '.join(STATES)}")
@@ -190,7 +190,7 @@ def set_state(client: redis.Redis, journey_id: str, state: str) -> Entry:
                 continue
 
 
-def read(client: redis.Redis, journey_id: str, version: int | None = None) -> Journey:
+def read(client: RedisClient, journey_id: str, version: int | None = None) -> Journey:
     """One version of a journey (the current one by default)."""
     entry = index(client).get(journey_id)
     if entry is None:
@@ -210,7 +210,7 @@ class JourneyCatalog:
     and cached, for profiles pinned to the version they entered with.
     """
 
-    def __init__(self, client: redis.Redis, interval_s: float = 1.0) -> None:
+    def __init__(self, client: RedisClient, interval_s: float = 1.0) -> None:
         self._client = client
         self._interval = interval_s
         self._changes = -1

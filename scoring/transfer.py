@@ -21,6 +21,7 @@ from flows.core.errors import ConfigError
 from scoring.learner import PublishedModel
 from scoring.modeldefs import ModelSet
 from scoring.registry import model_key, read_version, write_version
+from sinks.redis_store import text
 
 MAGIC = b"SCRM-MODEL 1 "
 
@@ -30,7 +31,7 @@ def describe(client: redis.Redis, models: ModelSet) -> list[dict[str, Any]]:
     rows = []
     for m in models.models:
         got = client.hmget(model_key(m.name), ["version", "n_learned", "published_ms", "fingerprint"])
-        version, n, published, fp = (v.decode() if isinstance(v, bytes) else (v or "") for v in got)
+        version, n, published, fp = (text(v) if v else "" for v in got)
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(int(published) / 1000)) if published else ""
         rows.append({
             "model": m.name, "entity": m.entity, "version": int(version or 0), "n_learned": int(n or 0),

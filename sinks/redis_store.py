@@ -18,6 +18,7 @@ import logging
 import socket
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -34,6 +35,13 @@ CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 # What a failing server or Cluster raises: a Cluster client that cannot reach any node
 # raises RedisClusterException, which is not a RedisError.
 REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException)
+RedisClient = redis.Redis | RedisCluster  # what `connect` returns for a server or a Cluster URL
+
+
+def text(value: Any) -> str:
+    """A reply field as text (clients answer bytes unless told to decode; scripts may
+    answer numbers)."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def is_cluster(url: str) -> bool:

@@ -86,10 +86,15 @@ class Broker:
     def produce(self, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
         p = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True})
         errors: list[Any] = []
+
+        def failed(err: Any, _msg: Any) -> None:
+            if err is not None:
+                errors.append(err)
+
         for key, value in messages:
             while True:
                 try:
-                    p.produce(topic, value, key, on_delivery=lambda err, _m: err and errors.append(err))
+                    p.produce(topic, value, key, on_delivery=failed)
                     break
                 except BufferError:  # local queue full: let deliveries drain
                     p.poll(0.05)
