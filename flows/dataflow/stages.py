@@ -338,7 +338,7 @@ def ingest(
     recovery: bool = False,
     clock: Clock = time.time,
     scoring: ScoringPlan | None = None,
-    journeys: Any | None = None,
+    journeys: LiveJourneys | None = None,
 ) -> IngestOut:
     """Validate, split off dead letters, key by profile, then per profile: drop repeated
     eventIds, mark late events, update features."""
