@@ -30,7 +30,7 @@ from rules.policy import cap_key
 from sinks.feature_store import feature_key
 from tests.integration.test_features import as_event
 from tests.integration.test_processes import USER, query_json, scrm, scrm_env
-from tests.unit.test_features_property import diff, oracle
+from tests.unit.features.test_windows import diff, oracle
 
 T0 = 1_790_000_000_000  # ms: event time well in the past, so only the events move the stream clock
 MIN = 60_000

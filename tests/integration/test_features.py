@@ -15,7 +15,7 @@ from flows.app import engine
 from flows.core.contract import Event
 from flows.dataflow.build import feature_set
 from sinks.feature_store import feature_key
-from tests.unit.test_features_property import diff, oracle
+from tests.unit.features.test_windows import diff, oracle
 
 T0 = 1_790_000_000_000  # ms, a fixed point in event time
 HOUR = 3_600_000

@@ -44,7 +44,7 @@ def test_metric_names_follow_prometheus_conventions_and_the_readme_lists_them():
 
     found = _scrm_metrics()
     assert len(found) >= 20
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
     table = readme.split("## Metrics", 1)[1].split("\n## ", 1)[0]
     for name, kind in found.items():
         # prometheus_client reports counters without their _total suffix
