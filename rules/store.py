@@ -30,7 +30,6 @@ reloads only what changed.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping
@@ -45,7 +44,7 @@ from rules.journeys.canonical import fingerprint, to_canonical
 from rules.journeys.model import Journey
 from rules.journeys.parse import parse_journey
 from rules.live import LiveJourney
-from sinks.redis_store import REDIS_ERRORS, RedisClient, text
+from sinks.redis_store import REDIS_ERRORS, Poller, RedisClient, text
 
 log = logging.getLogger("scrm.journeys")
 
@@ -202,7 +201,7 @@ def read(client: RedisClient, journey_id: str, version: int | None = None) -> Jo
     return replace(parse_journey(orjson.loads(raw), f"redis:{def_key(journey_id, v)}"), version=v)
 
 
-class JourneyCatalog:
+class JourneyCatalog(Poller):
     """The engine's view of the journeys in Redis, refreshed when they change (the
     `rules.live.LiveJourneys` the runtime and the guard step read).
 
@@ -210,14 +209,14 @@ class JourneyCatalog:
     and cached, for profiles pinned to the version they entered with.
     """
 
+    errors = _RELOAD_ERRORS
+
     def __init__(self, client: RedisClient, interval_s: float = 1.0) -> None:
+        super().__init__("journeys", interval_s, log, "cannot reload definitions (keeping the last ones)")
         self._client = client
-        self._interval = interval_s
         self._changes = -1
         self.current: Mapping[str, LiveJourney] = {}
         self._versions: dict[tuple[str, int], Journey] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def refresh(self) -> bool:
         """Reload if anything changed; True when it did."""
@@ -249,28 +248,12 @@ class JourneyCatalog:
             self._versions[key] = got
         return got
 
+    def poll(self) -> bool:
+        return self.refresh()
+
     def start(self) -> None:
-        self.refresh()
-        self._thread = threading.Thread(target=self._run, name="scrm-journeys", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        failing = False
-        while not self._stop.wait(self._interval):
-            try:
-                self.refresh()
-                if failing:
-                    log.info("journeys: Redis reachable again")
-                failing = False
-            except _RELOAD_ERRORS as exc:
-                if not failing:
-                    log.warning("journeys: cannot reload definitions (keeping the last ones): %s", exc)
-                failing = True
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self.refresh()  # the first load fails loudly
+        super().start()
 
 
 def describe(entries: Mapping[str, Entry]) -> list[dict[str, Any]]:

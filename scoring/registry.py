@@ -27,7 +27,7 @@ import redis
 from scoring.learner import PublishedModel
 from scoring.modeldefs import ModelDef
 from scoring.scorer import GenericScorer, LinearScorer, make_scorer
-from sinks.redis_store import REDIS_ERRORS
+from sinks.redis_store import REDIS_ERRORS, Poller
 
 _POLL_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, ValueError)
 log = logging.getLogger("scrm.models")
@@ -105,15 +105,15 @@ def read_version(client: redis.Redis, name: str) -> PublishedModel | None:
     return PublishedModel.from_bytes(blob) if blob else None  # type: ignore[arg-type]
 
 
-class ModelSync:
+class ModelSync(Poller):
     """Polls Redis for versions published by other processes and installs them."""
 
+    errors = _POLL_ERRORS
+
     def __init__(self, client: redis.Redis, registry: ModelRegistry, interval_s: float = 1.0) -> None:
+        super().__init__("model sync", interval_s, log, "cannot read published models (will keep trying)")
         self._client = client
         self._registry = registry
-        self._interval = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._seen: dict[str, bytes] = {}
 
     def poll(self) -> int:
@@ -132,24 +132,3 @@ class ModelSync:
                 )
         return installed
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="scrm-model-sync", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        failing = False
-        while not self._stop.wait(self._interval):
-            try:
-                self.poll()
-                if failing:
-                    log.info("model sync: Redis reachable again")
-                failing = False
-            except _POLL_ERRORS as exc:
-                if not failing:
-                    log.warning("model sync: cannot read published models (will keep trying): %s", exc)
-                failing = True
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -79,6 +80,47 @@ def connect_checked(url: str, timeout_s: float, retry: RetryPolicy, what: str) -
     client = connect(url, timeout_s, retry=retry)
     retry.call(client.ping, f"connect to {what}", retry_on=REDIS_ERRORS)
     return client
+
+
+class Poller:
+    """A daemon thread that calls `poll()` every `interval_s` until stopped. While a poll
+    fails with one of `errors` it keeps what it has, logs a warning once (with `on_error`)
+    and says when a poll succeeds again; any other error is a bug and ends the thread."""
+
+    errors: tuple[type[Exception], ...] = REDIS_ERRORS
+
+    def __init__(self, name: str, interval_s: float, logger: logging.Logger, on_error: str) -> None:
+        self._name = name
+        self._interval = interval_s
+        self._log = logger
+        self._on_error = on_error
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def poll(self) -> object:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        failing = False
+        while not self._stop.wait(self._interval):
+            try:
+                self.poll()
+                if failing:
+                    self._log.info("%s: Redis reachable again", self._name)
+                failing = False
+            except self.errors as exc:
+                if not failing:
+                    self._log.warning("%s: %s: %s", self._name, self._on_error, exc)
+                failing = True
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
 
 class RedisService:
