@@ -29,7 +29,6 @@ class ProfileState:
         "features",
         "journeys",
         "last_as_of",
-        "last_names",
         "last_snapshot_ms",
         "partition",
         "pending_segment",
@@ -40,6 +39,7 @@ class ProfileState:
         "seen",
         "segment",
         "sketch",
+        "stored",
         "tag_inputs",
         "tags",
     )  # fmt: skip
@@ -60,7 +60,7 @@ class ProfileState:
         self.journeys = journeys
         self.seen = seen
         self.features = features
-        self.last_names: frozenset[str] = frozenset()
+        self.stored = 0  # the features the online store holds a value for, as plan bits
         self.last_snapshot_ms = -1
         self.last_as_of = -1
         self.tags: frozenset[str] = frozenset()
@@ -108,14 +108,16 @@ class ProfileState:
             full = feats.values(as_of_ms)
             self.last_snapshot_ms = as_of_ms
         if first:
-            feats.dirty = set()
+            feats.dirty = 0
             values, gone = dict(full or {}), list[str]()
         else:
             values, gone = feats.changed(as_of_ms, self.last_as_of)
             if not values and not gone and full is None:
                 return None
-        removed = tuple(sorted(self.last_names.intersection(gone)))
-        self.last_names = (self.last_names - frozenset(gone)) | frozenset(values)
+        plan = feats.plan
+        stored = self.stored
+        removed = tuple(sorted(n for n in gone if stored >> plan.index[n] & 1))
+        self.stored = (stored & ~plan.bits(gone)) | plan.bits(values)
         self.last_as_of = as_of_ms
         changed_tags = self._retag(values, gone)
         segment = self._resegment()
@@ -163,7 +165,7 @@ class ProfileState:
             inputs[name] = values[name]
         for name in plan.tag_inputs.intersection(gone):
             inputs.pop(name, None)
-        now = frozenset(t.name for t in plan.tags if t.holds(inputs))
+        now = plan.tag_set(frozenset(t.name for t in plan.tags if t.holds(inputs)))
         if now == self.tags:
             return False
         self.pending_tag_events = (now - self.tags, self.tags - now)
@@ -207,16 +209,22 @@ class ProfileState:
 
     def __getstate__(self) -> tuple[Any, ...]:
         return (
-            self.profile_id, self.seen, self.features, self.last_names, self.last_snapshot_ms,
+            self.profile_id, self.seen, self.features, self._stored_names(), self.last_snapshot_ms,
             self.last_as_of, self.tags, self.tag_inputs, self.rfm, self.segment, self.scoring, self.journeys,
             self.partition,
         )  # fmt: skip
 
+    def _stored_names(self) -> Any:
+        """What `stored` means by name (a snapshot outlives the plan's positions)."""
+        if isinstance(self.stored, int) and self.features is not None:
+            return self.features.plan.names_of(self.stored)
+        return self.stored  # restored and not bound yet: the names it was restored with
+
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         (
-            self.profile_id, self.seen, self.features, self.last_names, self.last_snapshot_ms,
+            self.profile_id, self.seen, self.features, self.stored, self.last_snapshot_ms,
             self.last_as_of, self.tags, self.tag_inputs, self.rfm, self.segment, self.scoring, self.journeys,
-        ) = state[:12]  # fmt: skip
+        ) = state[:12]  # fmt: skip  # `stored` holds names until `bind`
         self.partition = state[12] if len(state) > 12 else 0  # snapshots before it was kept: 0
         self.pending_tag_events = ((), ())
         self.pending_segment = None  # `sketch` stays unset until `bind`
@@ -226,6 +234,8 @@ class ProfileState:
         sketch its values count in."""
         if self.features is not None and plan is not None:
             self.features.bind(plan)
+            self.stored = plan.bits(self.stored if not isinstance(self.stored, int) else ())
+            self.tags = plan.tag_set(self.tags)
         self.sketch = sketch
         sketch.move(None, self.rfm)
 

@@ -15,20 +15,22 @@ goes silent is dropped by the stage after ``dedupe.idle_evict_s`` (see `flows.da
 
 from __future__ import annotations
 
-from collections import deque
-
 
 class SeenIds:
-    """The eventIds one profile sent recently; pure, picklable, bounded."""
+    """The eventIds one profile sent recently; pure, picklable, bounded.
 
-    __slots__ = ("_ids", "_order", "cap", "newest_ms", "ttl_ms")
+    The ids in arrival order are a plain list with a moving head (a deque costs ~600 bytes
+    even when it holds one id; most profiles hold a few)."""
+
+    __slots__ = ("_head", "_ids", "_order", "cap", "newest_ms", "ttl_ms")
 
     def __init__(self, ttl_ms: int, cap: int) -> None:
         self.ttl_ms = ttl_ms
         self.cap = cap
         self.newest_ms = 0
         self._ids: dict[str, int] = {}
-        self._order: deque[str] = deque()
+        self._order: list[str] = []
+        self._head = 0  # _order[:_head] is forgotten already
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -46,20 +48,25 @@ class SeenIds:
         return True
 
     def _evict(self) -> None:
-        ids, order = self._ids, self._order
+        ids, order, head = self._ids, self._order, self._head
         horizon = self.newest_ms - self.ttl_ms
-        while order:
-            oldest = order[0]
+        while head < len(order):
+            oldest = order[head]
             if len(ids) > self.cap or ids[oldest] < horizon:
-                order.popleft()
+                head += 1
                 del ids[oldest]
             else:
                 break
+        if head and head * 2 >= len(order):  # compact: amortised O(1) per id
+            del order[:head]
+            head = 0
+        self._head = head
 
     def __getstate__(self) -> tuple[int, int, int, dict[str, int], list[str]]:
-        return self.ttl_ms, self.cap, self.newest_ms, dict(self._ids), list(self._order)
+        return self.ttl_ms, self.cap, self.newest_ms, dict(self._ids), self._order[self._head :]
 
     def __setstate__(self, state: tuple[int, int, int, dict[str, int], list[str]]) -> None:
         self.ttl_ms, self.cap, self.newest_ms, ids, order = state
         self._ids = dict(ids)
-        self._order = deque(order)
+        self._order = list(order)
+        self._head = 0

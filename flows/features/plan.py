@@ -8,7 +8,7 @@ about it is kept in module globals.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from flows.core.conditions import field_getter, matcher
@@ -47,6 +47,8 @@ class FeaturePlan:
         # Values of features no event touched yet: one dict, copied per read.
         self.empty = {d.name: EMPTY_VALUE[d.agg] for d in fs.features if d.agg in EMPTY_VALUE}
         index = {d.name: i for i, d in enumerate(fs.features)}
+        self.index = index  # name -> position
+        self._tag_sets: dict[frozenset[str], frozenset[str]] = {}
         self.expr_inputs = sorted(
             {index[n] for d in fs.features if d.agg == "expr" for n in expr_refs(d.expr or "0")}
         )
@@ -73,3 +75,21 @@ class FeaturePlan:
                 self._cache[etype] = got
         return got
 
+    def bits(self, names: Iterable[str]) -> int:
+        """The features named, as a bit mask over their positions (unknown names ignored)."""
+        index = self.index
+        out = 0
+        for n in names:
+            i = index.get(n)
+            if i is not None:
+                out |= 1 << i
+        return out
+
+    def names_of(self, bits: int) -> tuple[str, ...]:
+        """The names of the features in a bit mask, in plan order."""
+        names = self.names
+        return tuple(names[i] for i in range(len(names)) if bits >> i & 1)
+
+    def tag_set(self, tags: frozenset[str]) -> frozenset[str]:
+        """One shared instance per distinct set of tags (profiles hold few distinct sets)."""
+        return self._tag_sets.setdefault(tags, tags)

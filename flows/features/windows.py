@@ -54,7 +54,7 @@ class ProfileFeatures:
         self.max_ts = -1
         self.states: list[Aggregate | None] = [None] * len(plan.features)
         self.touched: list[int] = []  # indices with a state, in plan order
-        self.dirty: set[int] = set()  # indices changed by events since `changed()` last ran
+        self.dirty = 0  # bit i: feature i changed by events since `changed()` last ran
 
     def add(self, ev: Event) -> bool:
         """Fold `ev` in; False (and no change) when it is late for this profile."""
@@ -76,7 +76,7 @@ class ProfileFeatures:
             if st is None:
                 st = states[i] = STATE_TYPES[d.agg]()
                 insort(self.touched, i)
-            self.dirty.add(i)
+            self.dirty |= 1 << i
             st.add(d, ts, get(ev) if get is not None else None, top // width if width else 0)
         return True
 
@@ -95,7 +95,7 @@ class ProfileFeatures:
             width, keep = reach[i]
             if width and states[i].expire(top // width - keep + 1):  # type: ignore[union-attr]
                 states[i] = None
-                self.dirty.add(i)
+                self.dirty |= 1 << i
                 dropped = True
         if dropped:
             self.touched = [i for i in self.touched if states[i] is not None]
@@ -129,31 +129,35 @@ class ProfileFeatures:
         touched since the last call, those that move with time (recency, decay), windows
         that crossed a bucket edge, and every expr. Returns (values, names now absent)."""
         plan = self._plan
-        idx = self.dirty
-        self.dirty = set()
+        mask = self.dirty
+        self.dirty = 0
         states = self.states
         for i in plan.continuous:
             if states[i] is not None:
-                idx.add(i)
+                mask |= 1 << i
         for i, width in plan.windowed:
             if states[i] is not None and as_of // width != since // width:
-                idx.add(i)
+                mask |= 1 << i
         feats, names = plan.features, plan.names
         out: dict[str, float] = {}
         gone: list[str] = []
         empty = plan.empty
-        for i in idx:
+        rest = mask
+        while rest:  # each set bit, lowest first
+            low = rest & -rest
+            rest ^= low
+            i = low.bit_length() - 1
             st = states[i]
             v = empty.get(names[i]) if st is None else st.value(feats[i], as_of)
             if v is None:
                 gone.append(names[i])
             else:
                 out[names[i]] = v
-        if plan.exprs and idx:
+        if plan.exprs and mask:
             # An expr reads only the features it names: compute just those.
             env = dict(out)
             for i in plan.expr_inputs:
-                if names[i] not in env and i not in idx:
+                if names[i] not in env and not mask >> i & 1:
                     st = states[i]
                     v = plan.empty.get(names[i]) if st is None else st.value(feats[i], as_of)
                     if v is not None:
@@ -182,7 +186,7 @@ class ProfileFeatures:
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         # (plan key, lateness, max_ts, states) from snapshots that named their plan
         self.lateness_ms, self.max_ts, self._saved = state[-3:]
-        self.states, self.touched, self.dirty = [], [], set()
+        self.states, self.touched, self.dirty = [], [], 0
 
     def bind(self, plan: FeaturePlan) -> None:
         """Attach restored state to the running `plan`, feature by feature: a state is kept
@@ -196,4 +200,4 @@ class ProfileFeatures:
             if got is not None and got[0] == plan.fingerprints[i]:
                 self.states[i] = got[1]
         self.touched = [i for i, st in enumerate(self.states) if st is not None]
-        self.dirty = set(self.touched)
+        self.dirty = sum(1 << i for i in self.touched)

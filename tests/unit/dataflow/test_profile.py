@@ -36,10 +36,10 @@ def test_pickle_round_trip_keeps_every_part():
     s.update("p1", T0 + 1000, 60_000, 0)
     clone = pickle.loads(pickle.dumps(s))
     clone.bind(PLAN, s.sketch)
-    assert (clone.profile_id, clone.last_as_of, clone.last_names) == (
+    assert (clone.profile_id, clone.last_as_of, clone.stored) == (
         s.profile_id,
         s.last_as_of,
-        s.last_names,
+        s.stored,
     )
     assert clone.ingest([ev(1, "order_paid", T0, 10.0)])[1] == 1, "dedupe memory survived"
     assert clone.features.values(T0 + 5000) == s.features.values(T0 + 5000)
