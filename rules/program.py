@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rules.journeys.canonical import fingerprint
 from rules.journeys.model import (
     AbSplitNode,
     BranchNode,
@@ -64,13 +63,15 @@ def compile_journey(j: Journey) -> tuple[Instr, ...]:
     return tuple(prog)
 
 
-_PROGRAMS: dict[tuple[str, int, str], tuple[Instr, ...]] = {}
+# Compiled programs by the identity of the (immutable) definition they were compiled from:
+# a lookup per step costs a dict probe, not a canonical form and a hash of the definition.
+_PROGRAMS: dict[int, tuple[Journey, tuple[Instr, ...]]] = {}
 
 
 def program(j: Journey) -> tuple[Instr, ...]:
-    """The journey's program, compiled once per id, version and definition."""
-    key = (j.id, j.version, fingerprint(j))
-    got = _PROGRAMS.get(key)
-    if got is None:
-        got = _PROGRAMS[key] = compile_journey(j)
-    return got
+    """The journey's program, compiled once per definition object (the catalog keeps one
+    object per journey version)."""
+    got = _PROGRAMS.get(id(j))
+    if got is None or got[0] is not j:
+        got = _PROGRAMS[id(j)] = (j, compile_journey(j))
+    return got[1]
