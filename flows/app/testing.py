@@ -74,6 +74,8 @@ class Broker:
             stderr=subprocess.STDOUT,
         )
         wait_for_port(self.port)
+        self._producer: Producer | None = None
+        self._producer_lock = threading.Lock()
 
     def create_topic(self, name: str, partitions: int = 1) -> str:
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
@@ -84,21 +86,28 @@ class Broker:
         return name
 
     def produce(self, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
-        p = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True})
+        """Every message delivered (acknowledged) when it returns; safe from several threads.
+
+        One idempotent producer serves every call: a new one waits ~0.5 s for its producer
+        id before its first message, which a test producing in small chunks paid per chunk."""
         errors: list[Any] = []
 
         def failed(err: Any, _msg: Any) -> None:
             if err is not None:
                 errors.append(err)
 
-        for key, value in messages:
-            while True:
-                try:
-                    p.produce(topic, value, key, on_delivery=failed)
-                    break
-                except BufferError:  # local queue full: let deliveries drain
-                    p.poll(0.05)
-        assert p.flush(30) == 0
+        with self._producer_lock:
+            if self._producer is None:
+                self._producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True})
+            p = self._producer
+            for key, value in messages:
+                while True:
+                    try:
+                        p.produce(topic, value, key, on_delivery=failed)
+                        break
+                    except BufferError:  # local queue full: let deliveries drain
+                        p.poll(0.05)
+            assert p.flush(30) == 0
         assert not errors, errors
 
     def consume_all(self, topic: str) -> list[Any]:
@@ -128,6 +137,9 @@ class Broker:
         return out
 
     def stop(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(5)
+            self._producer = None
         self._proc.terminate()
         try:
             self._proc.wait(10)
@@ -156,13 +168,19 @@ PROGRESS = re.compile(r"\[\s*(?P<elapsed>\d+)s\] in (?P<records>[\d,]+) \(")  # 
 
 
 class EngineProcess:
-    """A ``scrm run --source kafka`` process (settings from `env`) whose output is read as
-    it comes: `lines` (the last `keep_lines`, all by default), `records_in` from its
-    progress lines. Subclasses may look at every line in `on_line`."""
+    """A ``scrm run --source kafka`` process (settings from `env`; other `args` for another
+    source) whose output is read as it comes: `lines` (the last `keep_lines`, all by
+    default), `records_in` from its progress lines. Subclasses may look at every line in
+    `on_line`."""
 
-    def __init__(self, env: dict[str, str], keep_lines: int | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        keep_lines: int | None = None,
+        args: tuple[str, ...] = ("run", "--source", "kafka"),
+    ) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.app.cli", "run", "--source", "kafka"],
+            [sys.executable, "-m", "flows.app.cli", *args],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -190,10 +208,11 @@ class EngineProcess:
     def output(self) -> str:
         return "".join(self.lines)
 
-    def wait_running(self, timeout: float = 90) -> None:
-        """Until the dataflow runs (its first progress line); RuntimeError if it exits first."""
+    def wait_running(self, timeout: float = 90, records: int = 0) -> None:
+        """Until the dataflow runs (its first progress line) and, with `records`, its progress
+        lines report at least that many records read; RuntimeError if it exits first."""
         deadline = time.monotonic() + timeout
-        while self.progress_lines == 0:
+        while self.progress_lines == 0 or self.records_in < records:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"engine exited with {self.proc.returncode}:\n{self.output()}")
             if time.monotonic() > deadline:
