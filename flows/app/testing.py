@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 
@@ -74,6 +74,8 @@ class Broker:
             stderr=subprocess.STDOUT,
         )
         wait_for_port(self.port)
+        self._producer: Producer | None = None
+        self._producer_lock = threading.Lock()
 
     def create_topic(self, name: str, partitions: int = 1) -> str:
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
@@ -84,50 +86,69 @@ class Broker:
         return name
 
     def produce(self, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
-        p = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True})
+        """Every message delivered (acknowledged) when it returns; safe from several threads.
+
+        One idempotent producer serves every call: a new one waits ~0.5 s for its producer
+        id before its first message, which a test producing in small chunks paid per chunk."""
         errors: list[Any] = []
 
         def failed(err: Any, _msg: Any) -> None:
             if err is not None:
                 errors.append(err)
 
-        for key, value in messages:
-            while True:
-                try:
-                    p.produce(topic, value, key, on_delivery=failed)
-                    break
-                except BufferError:  # local queue full: let deliveries drain
-                    p.poll(0.05)
-        assert p.flush(30) == 0
+        with self._producer_lock:
+            if self._producer is None:
+                self._producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True})
+            p = self._producer
+            for key, value in messages:
+                while True:
+                    try:
+                        p.produce(topic, value, key, on_delivery=failed)
+                        break
+                    except BufferError:  # local queue full: let deliveries drain
+                        p.poll(0.05)
+            assert p.flush(30) == 0
         assert not errors, errors
 
     def consume_all(self, topic: str) -> list[Any]:
-        """Every message of every partition of `topic`, read with assign (no group)."""
+        """Every message of every partition of `topic` (by partition, then offset), read with
+        assign (no group) up to each partition's end. One consumer reads all partitions, in
+        short polls: a batch ``consume`` waits out its whole timeout even once the partition
+        ends, which made every call cost a second per partition."""
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
         parts = admin.list_topics(topic, timeout=10).topics[topic].partitions
+        c = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": "test-reader",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "fetch.wait.max.ms": 10,  # an empty partition's fetch returns (and ends) at once
+            }
+        )
+        c.assign([TopicPartition(topic, part, 0) for part in parts])
+        reading = set(parts)
         out: list[Any] = []
-        for part in parts:
-            c = Consumer(
-                {
-                    "bootstrap.servers": self.bootstrap,
-                    "group.id": "test-reader",
-                    "enable.auto.commit": False,
-                    "enable.partition.eof": True,
-                }
-            )
-            c.assign([TopicPartition(topic, part, 0)])
-            deadline = time.monotonic() + 20
-            done = False
-            while not done and time.monotonic() < deadline:
-                for m in c.consume(500, 1.0):
-                    if m.error():
-                        done = True
-                        break
-                    out.append(m)
+        deadline = time.monotonic() + 20
+        try:
+            while reading and time.monotonic() < deadline:
+                for m in c.consume(500, 0.05):
+                    err = m.error()
+                    if err is None:
+                        out.append(m)
+                        continue
+                    # the partition's end (or an error): done with it
+                    if err.code() != KafkaError._PARTITION_EOF and m.partition() not in reading:
+                        reading.clear()  # an error of the consumer itself: stop, as before
+                    reading.discard(m.partition())
+        finally:
             c.close()
-        return out
+        return sorted(out, key=lambda m: (m.partition(), m.offset()))
 
     def stop(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(5)
+            self._producer = None
         self._proc.terminate()
         try:
             self._proc.wait(10)
@@ -156,13 +177,19 @@ PROGRESS = re.compile(r"\[\s*(?P<elapsed>\d+)s\] in (?P<records>[\d,]+) \(")  # 
 
 
 class EngineProcess:
-    """A ``scrm run --source kafka`` process (settings from `env`) whose output is read as
-    it comes: `lines` (the last `keep_lines`, all by default), `records_in` from its
-    progress lines. Subclasses may look at every line in `on_line`."""
+    """A ``scrm run --source kafka`` process (settings from `env`; other `args` for another
+    source) whose output is read as it comes: `lines` (the last `keep_lines`, all by
+    default), `records_in` from its progress lines. Subclasses may look at every line in
+    `on_line`."""
 
-    def __init__(self, env: dict[str, str], keep_lines: int | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        keep_lines: int | None = None,
+        args: tuple[str, ...] = ("run", "--source", "kafka"),
+    ) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.app.cli", "run", "--source", "kafka"],
+            [sys.executable, "-m", "flows.app.cli", *args],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -190,10 +217,11 @@ class EngineProcess:
     def output(self) -> str:
         return "".join(self.lines)
 
-    def wait_running(self, timeout: float = 90) -> None:
-        """Until the dataflow runs (its first progress line); RuntimeError if it exits first."""
+    def wait_running(self, timeout: float = 90, records: int = 0) -> None:
+        """Until the dataflow runs (its first progress line) and, with `records`, its progress
+        lines report at least that many records read; RuntimeError if it exits first."""
         deadline = time.monotonic() + timeout
-        while self.progress_lines == 0:
+        while self.progress_lines == 0 or self.records_in < records:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"engine exited with {self.proc.returncode}:\n{self.output()}")
             if time.monotonic() > deadline:

@@ -1,4 +1,4 @@
-"""Crash and restart with real processes: `scrm run` killed with SIGKILL under load, ten
+"""Crash and restart with real processes: `scrm run` killed with SIGKILL under load, six
 times at random points, against the real broker, Valkey and chDB, with recovery on.
 
 Afterwards: every produced event is stored exactly once (`FINAL`); every decision has
@@ -15,6 +15,8 @@ from __future__ import annotations
 import random
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -34,7 +36,7 @@ from tests.unit.features.test_windows import diff, oracle
 
 T0 = 1_790_000_000_000  # ms: event time well in the past, so only the events move the stream clock
 MIN = 60_000
-KILLS = 10
+KILLS = 6
 GUARDED = {"sent", "capped", "suppressed", "no_consent", "deduped", "holdout"}  # decided in Redis
 
 THANKS = """
@@ -131,7 +133,12 @@ def assert_guards_agree(
             assert members == sent.get((pid, channel), set()), (pid, channel)
 
 
-def test_kill_9_ten_times_under_load_loses_nothing_and_decides_once(broker, names, tmp_path, valkey):
+def test_kill_9_under_load_loses_nothing_and_decides_once(broker, names, tmp_path, valkey, request):
+    """Six lives of the engine, each killed with SIGKILL at a random moment 0.3-2.5 s after
+    it started reading (before, during or after one of its 0.5 s snapshots), every one
+    while events are still arriving (~170/s, asserted); then a run to the end of the topic.
+    Nothing lost, nothing twice, every decision taken once, and the same decisions as a
+    clean run of the same input (which runs while the killed run's results are checked)."""
     tag = names["tag"]
     journeys = tmp_path / "journeys"
     shutil.copytree(Path(__file__).parents[2] / "config" / "journeys", journeys)
@@ -159,9 +166,11 @@ def test_kill_9_ten_times_under_load_loses_nothing_and_decides_once(broker, name
     res = scrm("recovery", "init", env=killed)
     assert res.returncode == 0, res.stdout + res.stderr
 
-    # Events keep arriving (~170/s for about a minute) while the engine is killed at a
-    # random moment after each start and started again.
+    # Events keep arriving (~170/s) while the engine is killed at a random moment after
+    # each start and started again; once the kills are over, the rest arrives at once.
     chunks = [events[i : i + 100] for i in range(0, len(events), 100)]
+    kills_done = threading.Event()
+    sent = [0]  # chunks delivered so far
 
     def produce() -> None:
         for n, chunk in enumerate(chunks):
@@ -169,26 +178,59 @@ def test_kill_9_ten_times_under_load_loses_nothing_and_decides_once(broker, name
             if n == 7:
                 msgs += garbage
             broker.produce(names["events"], msgs)
-            time.sleep(0.6)
+            sent[0] = n + 1
+            kills_done.wait(0.6)  # paced while the engine is being killed
 
     producer = threading.Thread(target=produce)
     producer.start()
     rng = random.Random(5)
     consumed_at_kill = []
-    for _ in range(KILLS):
-        engine = EngineProcess(killed)
-        try:
-            engine.wait_running()
-            time.sleep(rng.uniform(0.3, 2.5))
-            consumed_at_kill.append(engine.records_in)
-        finally:
-            engine.kill()
+    sent_at_kill = []
+    try:
+        for _ in range(KILLS):
+            engine = EngineProcess(killed)
+            try:
+                engine.wait_running()
+                time.sleep(rng.uniform(0.3, 2.5))
+                consumed_at_kill.append(engine.records_in)
+                sent_at_kill.append(sent[0])
+            finally:
+                engine.kill()
+    finally:
+        kills_done.set()
+        producer.join()
     mid_stream = sum(1 for n in consumed_at_kill if n > 0)
     assert mid_stream >= KILLS // 2, f"killed while consuming only {mid_stream} times: {consumed_at_kill}"
-    producer.join()
+    assert sent_at_kill[-1] < len(chunks), f"a kill after the input ended: chunks sent {sent_at_kill}"
 
     final = scrm("run", "--source", "kafka", env={**killed, "SCRM_KAFKA__STOP_AT_END": "true"}, timeout=300)
     assert final.returncode == 0, final.stdout + final.stderr
+
+    # The same input read once, cleanly: started now, compared at the end.
+    clean_env = scrm_env(
+        broker,
+        names,
+        tmp_path / "clean",
+        SCRM_REDIS__URL=redis_url(valkey, 15),
+        SCRM_KAFKA__ACTIONS_TOPIC=f"act_c_{tag}",
+        SCRM_KAFKA__DLQ_TOPIC=f"dlq_c_{tag}",
+        **common,
+    )
+    clean_log = tmp_path / "clean.log"
+    with clean_log.open("w") as log:
+        clean = subprocess.Popen(
+            [sys.executable, "-m", "flows.app.cli", "run", "--source", "kafka"],
+            env=clean_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop_clean() -> None:  # when a check below fails first
+        if clean.poll() is None:
+            clean.kill()
+            clean.wait()
+
+    request.addfinalizer(stop_clean)
 
     db = names["database"]
     want_ids = {e["eventId"] for e in events}
@@ -230,17 +272,7 @@ def test_kill_9_ten_times_under_load_loses_nothing_and_decides_once(broker, name
     # The same input read once, cleanly, decides the same: crashes, catch-ups and how the
     # two partitions happened to be interleaved change no decision (stream time is kept
     # per partition, so a partition running ahead wakes no profile of the other).
-    clean_env = scrm_env(
-        broker,
-        names,
-        tmp_path / "clean",
-        SCRM_REDIS__URL=redis_url(valkey, 15),
-        SCRM_KAFKA__ACTIONS_TOPIC=f"act_c_{tag}",
-        SCRM_KAFKA__DLQ_TOPIC=f"dlq_c_{tag}",
-        **common,
-    )
-    clean = scrm("run", "--source", "kafka", env=clean_env, timeout=300)
-    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert clean.wait(timeout=300) == 0, clean_log.read_text()
     clean_rows = query_json(
         f"SELECT action_id, status FROM {db}.actions FINAL WHERE action_id != ''", clean_env
     )
@@ -260,18 +292,18 @@ def test_kill_9_ten_times_under_load_loses_nothing_and_decides_once(broker, name
 
 ABANDON = """
 id: quick_abandon
-name: Cart abandoned (20 s, for the test)
+name: Cart abandoned (12 s, for the test)
 priority: 20
 entry: {policy: every_time}
 trigger:
-  absence: {after: add_to_cart, missing: order_paid, within: 20s}
+  absence: {after: add_to_cart, missing: order_paid, within: 12s}
 nodes:
   - {id: remind, type: send, channel: push, template: cart}
 """
 
 
 def test_an_absence_window_open_at_a_crash_still_closes_after_restart(broker, names, tmp_path, valkey):
-    """Live events; the engine is killed while a cart's 20 s window is open, and no event
+    """Live events; the engine is killed while a cart's 12 s window is open, and no event
     arrives after the restart: the restored stream clock keeps pace with the wall clock,
     so the reminder still fires, once, and the cart that was paid for gets nothing."""
     tag = names["tag"]
@@ -309,7 +341,7 @@ def test_an_absence_window_open_at_a_crash_still_closes_after_restart(broker, na
         while not stored.search(engine.output()):  # (a line of it: `.` stops at line ends)
             assert time.monotonic() < deadline, engine.output()
             time.sleep(0.05)  # the events are stored: a snapshot holding them was taken
-        assert int(time.time() * 1000) < now + 15_000, "killed while the window is still open"
+        assert int(time.time() * 1000) < now + 10_000, "killed while the window is still open"
     finally:
         engine.kill()
     assert broker.consume_all(f"act_{tag}") == []
@@ -321,13 +353,13 @@ def test_an_absence_window_open_at_a_crash_still_closes_after_restart(broker, na
         got: list[dict] = []
         while not got:
             assert time.monotonic() < deadline, "the reminder never fired:\n" + engine.output()
-            time.sleep(1)
+            time.sleep(0.25)
             got = [orjson.loads(m.value()) for m in broker.consume_all(f"act_{tag}")]
-        time.sleep(2)
+        time.sleep(2)  # and nothing more fires
     finally:
         engine.kill()
     got = [orjson.loads(m.value()) for m in broker.consume_all(f"act_{tag}")]
-    assert [(a["profileId"], a["template"], a["ts"]) for a in got] == [(left, "cart", now + 20_000)]
+    assert [(a["profileId"], a["template"], a["ts"]) for a in got] == [(left, "cart", now + 12_000)]
 
 
 def test_rescale_restart_with_more_workers_keeps_state(broker, engine_settings, names, tmp_path, valkey):

@@ -5,16 +5,22 @@ one enters the new version, and an `once` journey is not entered twice."""
 from __future__ import annotations
 
 import io
+import logging
 import threading
 import time
+from collections.abc import Callable
 
 import orjson
 import redis
 from rich.console import Console
 
 from flows.app import engine
+from flows.core import metrics
+from flows.sources.control import RunControl
 from rules import store
 from rules.journeys.load import load_folder
+from sinks.feature_store import feature_key
+from tests.integration.test_faults import redis_url
 
 JOURNEY = """
 id: live_welcome
@@ -29,14 +35,18 @@ nodes:
 """
 
 
-def test_hot_reload_version_pinning_and_reentry(broker, engine_settings, ch, names, valkey, tmp_path) -> None:
+def test_hot_reload_version_pinning_and_reentry(
+    broker, engine_settings, ch, names, valkey, tmp_path, caplog
+) -> None:
     folder = tmp_path / "journeys"
     folder.mkdir()
     (folder / "live.yaml").write_text(JOURNEY.replace("TEMPLATE", "hello_v1"))
+    url = redis_url(valkey, 9)  # its own: no other test's engine runs this journey
     settings = engine_settings(
         {
-            "source": {"kind": "kafka", "duration_s": 24},
+            "source": {"kind": "kafka"},
             "kafka": {"stop_at_end": False},
+            "redis": {"url": url},
             "models": {"enabled": False},
             "journeys": {"dir": str(folder), "reload_interval_s": 0.5},
         }
@@ -44,25 +54,51 @@ def test_hot_reload_version_pinning_and_reentry(broker, engine_settings, ch, nam
     broker.create_topic(names["events"], partitions=2)
     tag = names["tag"]
     p1, p2 = f"{tag}-p1", f"{tag}-p2"
+    client = redis.Redis.from_url(url)
+    control = RunControl()
+    failed: list[BaseException] = []
+    caplog.set_level(logging.INFO, logger="scrm.journeys")
 
     def send(pid: str, n: int) -> None:
         ev = {"eventId": f"{pid}-{n}", "profileId": pid, "type": "signup", "ts": int(time.time() * 1000)}
         broker.produce(names["events"], [(pid.encode(), orjson.dumps(ev))])
 
-    def script() -> None:
-        time.sleep(7)  # the engine is up (DDL, journeys loaded, partitions assigned)
-        send(p1, 1)  # enters v1 and waits 6 s
-        time.sleep(1.5)
-        (folder / "live.yaml").write_text(JOURNEY.replace("TEMPLATE", "hello_v2"))
-        store.load(redis.Redis.from_url(valkey), load_folder(folder))  # what `scrm journeys load` does
-        time.sleep(2)  # within the 5 s the issue allows (reload_interval_s = 0.5)
-        send(p2, 1)  # enters v2
-        send(p1, 2)  # entry "once": not again
+    def until(what: str, cond: Callable[[], object], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not cond():
+            assert time.monotonic() < deadline, f"{what}: not within {timeout:g}s"
+            time.sleep(0.05)
 
-    t = threading.Thread(target=script)
+    def reloaded() -> bool:
+        return any("live_welcome v2" in r.getMessage() for r in list(caplog.records))
+
+    def sent() -> float:
+        return metrics.value("scrm_journey_decisions_total", {"journey": "live_welcome", "status": "sent"})
+
+    sent_before = sent()
+
+    def script() -> None:
+        try:
+            send(p1, 1)  # enters v1 and waits 6 s
+            # its profile has had its signup (features written after the journeys ran on it)
+            until("p1's signup processed", lambda: client.exists(feature_key(p1)), 90)
+            (folder / "live.yaml").write_text(JOURNEY.replace("TEMPLATE", "hello_v2"))
+            store.load(client, load_folder(folder))  # what `scrm journeys load` does
+            until("the engine runs v2", reloaded, 5)  # the issue's bound (reload_interval_s = 0.5)
+            send(p2, 1)  # enters v2
+            send(p1, 2)  # entry "once": not again
+            until("both hellos sent (p2's after its 6 s wait)", lambda: sent() - sent_before >= 2, 60)
+            time.sleep(2)  # and p1 gets no second one (it would be due with p2's)
+        except BaseException as exc:  # reported by the test
+            failed.append(exc)
+        finally:
+            control.stop()
+
+    t = threading.Thread(target=script, daemon=True)
     t.start()
-    engine.run(settings, Console(file=io.StringIO()))
+    engine.run(settings, Console(file=io.StringIO()), control=control)
     t.join()
+    assert not failed, failed[0]
     rows = ch.query(
         f"SELECT profile_id, journey_version, template, status FROM {names['database']}.actions FINAL "
         f"WHERE journey_id = 'live_welcome' ORDER BY profile_id"

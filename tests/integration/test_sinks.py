@@ -32,7 +32,7 @@ def test_kafka_delivery_failure_is_retried_then_raises(caplog, topic, to_message
     (every snapshot, and close) returns only once it was acknowledged, so a Bytewax epoch
     cannot close over an unacknowledged message."""
     dead_port = free_port()  # nothing listens here
-    settings = KafkaSettings(bootstrap=f"127.0.0.1:{dead_port}", delivery_timeout_s=1.0)
+    settings = KafkaSettings(bootstrap=f"127.0.0.1:{dead_port}", delivery_timeout_s=0.5)
     acked: list[object] = []
     sink = KafkaTopicSink(settings, topic, to_message, RetryPolicy(2, 0.05, 0.1), acked=acked.extend)
     part = sink.build(topic, 0, 1)
@@ -80,8 +80,10 @@ def test_kafka_sink_delivers_and_acknowledges(broker, names):
     part.write_batch(letters)
     assert acked == []  # handed over, not acknowledged yet
     deadline = time.monotonic() + 10
-    while len(part._producer) and time.monotonic() < deadline:
-        time.sleep(0.05)  # the broker acknowledges; the callbacks wait for the next poll
+    while len(part._acked) < len(letters):  # the broker acknowledges (the delivery callbacks)
+        assert time.monotonic() < deadline, "the broker did not acknowledge"
+        part._producer.poll(0.05)
+    assert acked == []  # acknowledged, and not reported before the next write
     part.write_batch([LETTER._replace(offset=3)])  # the next batch reports the earlier acks
     assert sorted(acked, key=lambda d: d.offset) == letters
     part.close()
@@ -121,8 +123,12 @@ def test_feature_store_writes_fail_loudly_after_redis_goes_away():
     store = RedisFeatureStore(f"redis://127.0.0.1:{server.port}/0", 60, 0.2, RetryPolicy(2, 0.01, 0.02))
     part = store.build("features", 0, 1)
     part.write_batch([FeatureUpdate("p1", 1, {"x": 1.0}, (), None, 0)])
-    time.sleep(0.5)  # flushed by age
-    assert redis_lib.Redis(port=server.port).hget("scrm:features:{p1}", "x") == b"1.0"
+    client = redis_lib.Redis(port=server.port)
+    deadline = time.monotonic() + 10
+    while client.hget("scrm:features:{p1}", "x") is None:  # flushed by age (0.2 s), no write needed
+        assert time.monotonic() < deadline, "not flushed by age"
+        time.sleep(0.02)
+    assert client.hget("scrm:features:{p1}", "x") == b"1.0"
     server.stop()
     part.write_batch([FeatureUpdate("p1", 2, {"x": 2.0}, (), None, 0)])
     with pytest.raises(SinkError, match="feature store failed after 2 attempts"):
