@@ -46,7 +46,6 @@ from rules.journeys.model import (
     CHANNELS,
     AbsenceTrigger,
     DateTrigger,
-    InactivityTrigger,
     Journey,
     SendNode,
 )
@@ -104,18 +103,20 @@ class ProfileJourneys:
     def next_due(self, live: LiveJourneys) -> int:
         """Event time of the next thing that happens without a new event (-1: nothing)."""
         due = [i.resume_ms for i in self.instances if i.resume_ms >= 0]
-        for jid, (_, ts, _) in self.watches.items():
-            lj = live.current.get(jid)
-            if lj is not None and isinstance(lj.journey.trigger, AbsenceTrigger):
-                due.append(ts + lj.journey.trigger.within_ms)
-        for jid, lj in live.current.items():
-            trig = lj.journey.trigger
-            if isinstance(trig, InactivityTrigger) and 0 <= self.last_event_ms > self.entries.get(
-                f"{jid}#idle", -1
-            ):
-                due.append(self.last_event_ms + trig.for_ms)
-            elif isinstance(trig, DateTrigger) and lj.state == "enabled":
-                f = self._date_fire(jid, trig)
+        if self.watches:
+            current = live.current
+            for jid, (_, ts, _) in self.watches.items():
+                lj = current.get(jid)
+                if lj is not None and isinstance(lj.journey.trigger, AbsenceTrigger):
+                    due.append(ts + lj.journey.trigger.within_ms)
+        index = live.triggers
+        if self.last_event_ms >= 0:
+            for jid, _lj, itrig in index.inactivity:
+                if self.last_event_ms > self.entries.get(f"{jid}#idle", -1):
+                    due.append(self.last_event_ms + itrig.for_ms)
+        for jid, lj, dtrig in index.date:
+            if lj.state == "enabled":
+                f = self._date_fire(jid, dtrig)
                 if f is not None:
                     due.append(f)
         return min(due) if due else -1
@@ -142,19 +143,17 @@ class ProfileJourneys:
                     blamed = self._blame(e)
                     if blamed is not None:
                         out.append(_complaint(pid, e, blamed, received_ms))
-            for jid, lj in live.current.items():
+            index = live.triggers
+            for jid, _lj, atrig in index.absence:
+                self._absence(jid, atrig, e)
+            for _jid, _lj, dtrig in index.date:
+                v = event_prop(e, dtrig.field)
+                known = self.dates.get(dtrig.field, ("",))[0]
+                if isinstance(v, str) and v != known and parse_date(v, dtrig.format) is not None:
+                    self.dates[dtrig.field] = (v, e.ts_ms)
+            for _jid, lj in index.by_event.get(e.type, ()):
                 j = lj.journey
-                trig = j.trigger
-                if isinstance(trig, AbsenceTrigger):
-                    self._absence(jid, trig, e)
-                    continue
-                if isinstance(trig, DateTrigger):
-                    v = event_prop(e, trig.field)
-                    known = self.dates.get(trig.field, ("",))[0]
-                    if isinstance(v, str) and v != known and parse_date(v, trig.format) is not None:
-                        self.dates[trig.field] = (v, e.ts_ms)
-                    continue
-                if fires(trig, e) and lj.state == "enabled":
+                if fires(j.trigger, e) and lj.state == "enabled":
                     self._enter(pid, j, e.event_id, e.props or {}, e.ts_ms, ctx, received_ms, live, out)
         self.advance(pid, max(e.ts_ms for e in events), live, ctx, received_ms, out)
         return out
@@ -234,21 +233,20 @@ class ProfileJourneys:
                 if lj.state == "enabled":
                     at = xts + lj.journey.trigger.within_ms
                     self._enter(pid, lj.journey, xid, props, at, ctx, received_ms, live, out)
-        for jid, lj in live.current.items():
-            trig = lj.journey.trigger
-            if isinstance(trig, InactivityTrigger) and self.last_event_ms >= 0 and lj.state == "enabled":
+        index = live.triggers
+        for jid, lj, trig in index.inactivity:
+            if self.last_event_ms >= 0 and lj.state == "enabled":
                 at = self.last_event_ms + trig.for_ms
                 if now_ms >= at and self.entries.get(f"{jid}#idle", -1) < self.last_event_ms:
                     self.entries[f"{jid}#idle"] = self.last_event_ms  # this silence is handled
                     self._enter(
                         pid, lj.journey, f"inactive:{self.last_event_ms}", {}, at, ctx, received_ms, live, out
                     )
-        for jid, lj in live.current.items():
-            trig = lj.journey.trigger
-            if isinstance(trig, DateTrigger) and lj.state == "enabled":
-                f = self._date_fire(jid, trig)
+        for jid, lj, dtrig in index.date:
+            if lj.state == "enabled":
+                f = self._date_fire(jid, dtrig)
                 if f is not None and f <= now_ms:
-                    trigger_id = f"date:{trig.field}:{f}"
+                    trigger_id = f"date:{dtrig.field}:{f}"
                     self._enter(pid, lj.journey, trigger_id, {}, f, ctx, received_ms, live, out)
                     self.entries[jid] = max(self.entries.get(jid, f), f)  # this occurrence is done
         keep: list[Instance] = []

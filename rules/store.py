@@ -43,7 +43,7 @@ from flows.core.errors import ConfigError
 from rules.journeys.canonical import fingerprint, to_canonical
 from rules.journeys.model import Journey
 from rules.journeys.parse import parse_journey
-from rules.live import LiveJourney
+from rules.live import LiveJourney, TriggerIndex
 from sinks.redis_store import REDIS_ERRORS, Poller, RedisClient, text
 
 log = logging.getLogger("scrm.journeys")
@@ -216,6 +216,7 @@ class JourneyCatalog(Poller):
         self._client = client
         self._changes = -1
         self.current: Mapping[str, LiveJourney] = {}
+        self.triggers = TriggerIndex.of({})  # `current` grouped by what wakes each journey
         self._versions: dict[tuple[str, int], Journey] = {}
 
     def refresh(self) -> bool:
@@ -227,6 +228,7 @@ class JourneyCatalog(Poller):
         live: dict[str, LiveJourney] = {}
         for jid, entry in index(self._client).items():
             live[jid] = LiveJourney(self.version(jid, entry.version), entry.state)
+        self.triggers = TriggerIndex.of(live)  # before `current`: a reader sees no journey unindexed
         self.current = live
         self._changes = changes
         log.info(

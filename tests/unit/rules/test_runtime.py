@@ -12,7 +12,7 @@ from flows.core.resources import config_dir
 from rules.evaluate import Context, arm_of
 from rules.journeys.load import load_journey
 from rules.journeys.parse import parse_journey
-from rules.live import LiveJourney
+from rules.live import LiveJourney, TriggerIndex
 from rules.program import compile_journey
 from rules.runtime import ProfileJourneys
 
@@ -27,6 +27,10 @@ class Catalog:
     def __init__(self, *journeys: Any, state: str = "enabled") -> None:
         self.versions = {(j.id, j.version): j for j in journeys}
         self.current = {j.id: LiveJourney(j, state) for j in journeys}
+
+    @property
+    def triggers(self) -> TriggerIndex:
+        return TriggerIndex.of(self.current)  # tests change `current` in place
 
     def version(self, jid: str, v: int) -> Any:
         return self.versions[(jid, v)]
