@@ -9,6 +9,7 @@ out. The Bytewax stage around it (`flows.dataflow.stages.profiles`) adds timers 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flows.core.contract import Event, engine_event
@@ -34,6 +35,7 @@ class ProfileState:
         "pending_segment",
         "pending_tag_events",
         "profile_id",
+        "retag_all",
         "rfm",
         "scoring",
         "seen",
@@ -65,6 +67,7 @@ class ProfileState:
         self.last_as_of = -1
         self.tags: frozenset[str] = frozenset()
         self.tag_inputs: dict[str, float] = {}  # current values of the features tags read
+        self.retag_all = False
         self.pending_tag_events: tuple[Any, Any] = ((), ())
         self.rfm: tuple[float, float, float] | None = None  # this profile's share of the sketch
         self.segment = ""
@@ -91,21 +94,25 @@ class ProfileState:
         return out, dups, late
 
     def update(
-        self, profile_id: str, as_of_ms: int, snapshot_every_ms: int, received_ms: int
-    ) -> FeatureUpdate | None:
+        self, profile_id: str, as_of_ms: int, snapshot_every_ms: int, received_ms: int,
+        full_map: Callable[[], dict[str, float]] | None = None,
+    ) -> FeatureUpdate | None:  # fmt: skip
         """What changed as of `as_of_ms` (None without features or without a change).
 
         `values` holds only the features that may have changed since the last update (see
         `ProfileFeatures.changed`); the first update and every snapshot, due each
-        `snapshot_every_ms` of event time, also carry the full map.
+        `snapshot_every_ms` of event time, also carry the full map: `full_map()` when
+        given (the caller's cached ``values(as_of_ms)``, shared with scoring and
+        journeys; never mutated), else computed here.
         """
         feats = self.features
         if feats is None:
             return None
+        get_full = full_map or (lambda: feats.values(as_of_ms))
         first = self.last_as_of < 0
         full: dict[str, float] | None = None
         if first or as_of_ms - self.last_snapshot_ms >= snapshot_every_ms:
-            full = feats.values(as_of_ms)
+            full = get_full()
             self.last_snapshot_ms = as_of_ms
         if first:
             feats.dirty = 0
@@ -124,7 +131,7 @@ class ProfileState:
         if segment is not None:
             values = {**values, **segment[1]}
             if full is None:  # a segment change always gets a snapshot row
-                full = feats.values(as_of_ms)
+                full = get_full()
                 self.last_snapshot_ms = as_of_ms
         if full is not None and feats.plan.rfm is not None:
             full = {**full, **self._scores()}
@@ -161,10 +168,18 @@ class ProfileState:
         if not plan.tags:
             return False
         inputs = self.tag_inputs
+        moved = self.retag_all  # after a restore, the rules may have changed
         for name in plan.tag_inputs.intersection(values):
-            inputs[name] = values[name]
+            v = values[name]
+            if inputs.get(name) != v:
+                inputs[name] = v
+                moved = True
         for name in plan.tag_inputs.intersection(gone):
-            inputs.pop(name, None)
+            if inputs.pop(name, None) is not None:
+                moved = True
+        if not moved:  # the rules read only these values: nothing can have changed
+            return False
+        self.retag_all = False
         now = plan.tag_set(frozenset(t.name for t in plan.tags if t.holds(inputs)))
         if now == self.tags:
             return False
@@ -228,6 +243,7 @@ class ProfileState:
         self.partition = state[12] if len(state) > 12 else 0  # snapshots before it was kept: 0
         self.pending_tag_events = ((), ())
         self.pending_segment = None  # `sketch` stays unset until `bind`
+        self.retag_all = True
 
     def bind(self, plan: FeaturePlan | None, sketch: RfmSketch) -> None:
         """Attach a restored state to the running process: its feature plan, and the RFM
@@ -236,6 +252,7 @@ class ProfileState:
             self.features.bind(plan)
             self.stored = plan.bits(self.stored if not isinstance(self.stored, int) else ())
             self.tags = plan.tag_set(self.tags)
+            self.retag_all = True  # the next update re-reads every tag rule
         self.sketch = sketch
         sketch.move(None, self.rfm)
 

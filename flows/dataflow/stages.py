@@ -207,8 +207,9 @@ class _ProfileLogic(StatefulBatchLogic[Event, ProfileOut, bytes | None]):
             return emitted
         as_of = st.as_of(own_newest)
         newest = max(e.received_ms for e in out)
+        full_map = _values_of(st, as_of)  # computed at most once, for all that read it
         if len(out) > late:
-            upd = st.update(out[0].profile_id, as_of, cfg.snapshot_ms, newest)
+            upd = st.update(out[0].profile_id, as_of, cfg.snapshot_ms, newest, full_map)
             if upd is not None:
                 emitted.append(upd)
                 if upd.tags is not None or upd.segment is not None:
@@ -216,12 +217,13 @@ class _ProfileLogic(StatefulBatchLogic[Event, ProfileOut, bytes | None]):
             if cfg.scoring is not None and st.scoring is not None:
                 emitted.extend(
                     st.scoring.on_events(
-                        cfg.scoring, st.profile_id, out, as_of, _values_of(st, as_of), newest
+                        cfg.scoring, st.profile_id, out, as_of, full_map, newest
                     )
                 )
         if cfg.journeys is not None and st.journeys is not None:
             engine = [x for x in emitted if type(x) is Event and x.origin == ENGINE]
-            js = st.journeys.on_events(st.profile_id, out + engine, cfg.journeys, _context(st, as_of), newest)
+            ctx = _context(st, as_of, full_map)
+            js = st.journeys.on_events(st.profile_id, out + engine, cfg.journeys, ctx, newest)
             emitted.extend(js)
         return emitted
 
@@ -305,9 +307,11 @@ class _Lazy(Mapping[str, float]):
         return len(self._get())
 
 
-def _context(st: ProfileState, as_of: int) -> Context:
+def _context(
+    st: ProfileState, as_of: int, full_map: Callable[[], dict[str, float]] | None = None
+) -> Context:
     scores = st.scoring.values if st.scoring is not None else {}
-    return Context(st.tags, st.segment, _Lazy(_values_of(st, as_of)), scores)
+    return Context(st.tags, st.segment, _Lazy(full_map or _values_of(st, as_of)), scores)
 
 
 def _values_of(st: ProfileState, as_of: int) -> Callable[[], dict[str, float]]:

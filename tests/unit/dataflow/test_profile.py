@@ -79,6 +79,8 @@ def test_partial_updates_applied_in_order_equal_the_full_map(seq, snapshot_minut
         if etype is not None:
             s.ingest([ev(i, etype, ts, amount)])
         upd = s.update("p1", ts, snapshot_minutes * 60_000, 0)
+        now = s.features.values(ts)
+        assert s.tags == {t.name for t in PLAN.tags if t.holds(now)}, "tags follow their rules"
         if upd is None:
             continue
         store.update(upd.values)
@@ -130,3 +132,20 @@ def test_a_restored_state_is_remapped_to_the_running_declarations_by_name():
     clone.bind(new, sketch)
     assert clone.features.values(T0 + 2000) == {"orders_1d": 2.0, "revenue_1d": 0.0}
     assert clone.features.plan is new and clone.sketch is sketch
+
+
+def test_a_restored_profile_rereads_changed_tag_rules_at_its_next_update():
+    decl = {
+        "feature": [{"name": "orders_1d", "agg": "count", "types": ["order_paid"], "window": "1d"}],
+        "tag": [{"name": "buyer", "when": [["orders_1d", ">=", 1]]}],
+    }
+    s = new_state(FeaturePlan(parse_features(decl)), 86_400_000, 1000, HOUR, sketch=RfmSketch())
+    s.ingest([ev(1, "order_paid", T0, 10.0)])
+    s.update("p1", T0, 60_000, 0)
+    assert s.tags == {"buyer"}
+    decl["tag"][0]["when"] = [["orders_1d", ">=", 2]]  # the rule tightened while it was down
+    clone = pickle.loads(pickle.dumps(s))
+    clone.bind(FeaturePlan(parse_features(decl)), RfmSketch())
+    upd = clone.update("p1", T0 + 1000, 60_000, 0)  # no tag input moved
+    assert clone.tags == frozenset() and upd is not None and upd.tags == ()
+    assert [e.type for e in clone.change_events(upd)] == ["tag_removed"]
