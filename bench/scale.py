@@ -1,0 +1,90 @@
+"""Scale benchmark: does the cost per event grow with the number of customers held?
+
+Prints, from one run on this machine, for each profile count (10,000 and 1,000,000 by
+default): the time to fold the same measured stream of events into the profile state
+(dedupe + 49 features + the update with tags and RFM, no I/O, under the engine's GC
+policy), after every profile was first given one event, and the engine's resident memory
+then. The measured stream is the seeded workload of `bench/ingest.py` with each customer
+mapped onto one of the N profiles held, so both runs do the same work per event; only the
+number of profiles in memory differs. The ratio of the two rates is the figure to read.
+
+Not a test: nothing is asserted; bench/RESULTS.md keeps what it printed, dated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import ingest as base  # noqa: E402
+from features import parsed_events  # noqa: E402
+
+from flows.app.gcpolicy import collect_rarely  # noqa: E402
+from flows.core.contract import Event  # noqa: E402
+from flows.core.settings import load_settings  # noqa: E402
+from flows.dataflow.build import feature_set  # noqa: E402
+from flows.dataflow.profile import ProfileState, new_state  # noqa: E402
+from flows.features.plan import FeaturePlan  # noqa: E402
+from flows.features.rfm import RfmSketch  # noqa: E402
+
+
+def fold(states: dict[str, ProfileState], events: list[Event], plan: FeaturePlan, sketch: RfmSketch) -> None:
+    for e in events:
+        st = states.get(e.profile_id)
+        if st is None:
+            st = states[e.profile_id] = new_state(plan, 86_400_000, 10_000, 3_600_000, sketch=sketch)
+        st.ingest([e])
+        upd = st.update(e.profile_id, st.as_of(e.ts_ms), 60_000, 0)
+        if upd is not None and (upd.tags is not None or upd.segment is not None):
+            st.change_events(upd)
+
+
+def run(profiles: int, stream: list[Event], warm: list[Event], gc_young: int) -> tuple[float, float]:
+    """(µs per event of the measured stream, max RSS in GiB) with `profiles` held."""
+    plan = FeaturePlan(feature_set(load_settings(env={})))  # type: ignore[arg-type]
+    sketch = RfmSketch()
+    states: dict[str, ProfileState] = {}
+    first = [warm[i % len(warm)]._replace(profile_id=f"s{i}", event_id=f"w{i}") for i in range(profiles)]
+    ids = {pid: n for n, pid in enumerate(sorted({e.profile_id for e in stream}))}
+    measured = [e._replace(profile_id=f"s{ids[e.profile_id] * 7919 % profiles}") for e in stream]
+    with collect_rarely(gc_young):
+        fold(states, first, plan, sketch)
+        started = time.perf_counter()
+        fold(states, measured, plan, sketch)
+        took = time.perf_counter() - started
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return took / len(measured) * 1e6, rss
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--small", type=int, default=10_000, help="profiles held in the first run")
+    ap.add_argument("--large", type=int, default=1_000_000, help="profiles held in the second run")
+    ap.add_argument("--events", type=int, default=200_000, help="the measured stream")
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    events = parsed_events(base.workload(args.events, args.seed))
+    warm = [e for e in events if e.type in ("page_view", "session_start")] or events
+    gc_young = load_settings(env={}).engine.gc_young_threshold
+    rates = {}
+    for n in (args.small, args.large):
+        us, rss = run(n, events, warm, gc_young)
+        rates[n] = 1e6 / us
+        print(f"{n:>10,} profiles held: {us:6.1f} µs/event ({rates[n]:,.0f} events/s), "
+              f"max RSS {rss:.2f} GiB")  # fmt: skip
+    ratio = rates[args.large] / rates[args.small]
+    print(f"events/s with {args.large:,} profiles / with {args.small:,}: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
