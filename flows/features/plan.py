@@ -17,15 +17,23 @@ from flows.features.declarations import FeatureDef, FeatureSet
 from flows.features.expressions import compile_expr, expr_refs
 
 
+def fingerprint(d: FeatureDef) -> str:
+    """A short hash of the declaration `d`, the same in every process: its repr with each
+    set's elements sorted (a set's own order follows the process's hash seed)."""
+    text = repr(d)
+    for s in (d.types, *(c.value for c in d.where)):
+        if isinstance(s, frozenset) and len(s) > 1:
+            text = text.replace(repr(s), "frozenset({" + ", ".join(sorted(map(repr, s))) + "})")
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
+
+
 class FeaturePlan:
     """A FeatureSet compiled for speed: which features each event type touches."""
 
     def __init__(self, fs: FeatureSet) -> None:
         self.features = fs.features
         self.names = [d.name for d in fs.features]
-        self.fingerprints = [
-            hashlib.sha1(repr(d).encode(), usedforsecurity=False).hexdigest()[:16] for d in fs.features
-        ]
+        self.fingerprints = [fingerprint(d) for d in fs.features]
         self._by_type: dict[str, list[tuple[int, FeatureDef, Any, Any, int]]] = {}
         self._any: list[tuple[int, FeatureDef, Any, Any, int]] = []
         self.exprs: list[tuple[int, Callable[[dict[str, float]], float | None]]] = []
