@@ -78,6 +78,7 @@ class FeaturePlan:
         self.empty = {d.name: EMPTY_VALUE[d.agg] for d in fs.features if d.agg in EMPTY_VALUE}
         index = {d.name: i for i, d in enumerate(fs.features)}
         self.index = index  # name -> position
+        self._bit = {n: 1 << i for n, i in index.items()}
         self._tag_sets: dict[frozenset[str], frozenset[str]] = {}
         # The features exprs read, as bits.
         self.expr_inputs = sum(
@@ -130,12 +131,10 @@ class FeaturePlan:
 
     def bits(self, names: Iterable[str]) -> int:
         """The features named, as a bit mask over their positions (unknown names ignored)."""
-        index = self.index
+        bit = self._bit.get
         out = 0
         for n in names:
-            i = index.get(n)
-            if i is not None:
-                out |= 1 << i
+            out |= bit(n, 0)
         return out
 
     def names_of(self, bits: int) -> tuple[str, ...]:
