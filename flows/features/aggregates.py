@@ -2,10 +2,10 @@
 
 A profile keeps no object per feature. Every aggregation but `distinct` keeps its numbers
 in one *segment* of the profile's ``array('d')`` (`flows.features.windows`): the ``n``
-numbers from ``p``. A `distinct` feature keeps a dict of bucket -> set of values instead
-(an object state; ``p`` and ``n`` unused). The plan picks one `Kernel` per feature; it
-adds an event to that state, reads its value as of a time, and evicts the buckets no read
-or write can reach any more.
+numbers from ``p``. A `distinct` feature keeps a list of buckets and their sets of
+values instead (an object state; ``p`` and ``n`` unused). The plan picks one `Kernel`
+per feature; it adds an event to that state, reads its value as of a time, and evicts
+the buckets no read or write can reach any more.
 
 Segment layouts (``b`` a bucket index):
 
@@ -46,7 +46,7 @@ EvictFn = Callable[[Any, int, int, float], int]
 
 class Kernel(NamedTuple):
     """How one feature's state is kept and used: with `fresh` set, as the segment at ``p``
-    of ``n`` numbers in the profile's array; otherwise as an object (a dict)."""
+    of ``n`` numbers in the profile's array; otherwise as an object (a list)."""
 
     fresh: array[float] | None  # a new state's segment
     add: AddFn
@@ -299,20 +299,23 @@ def _extreme(d: FeatureDef) -> Kernel:
 
 
 # --------------------------------------------------------------------------------------
-# distinct: an object state, dict of bucket -> set of values (at most max_distinct each).
+# distinct: an object state, a list [b, set of values, b, set of values, ...] (at most
+# max_distinct values a bucket); a list, not a dict: profiles hold one bucket or a few.
 # --------------------------------------------------------------------------------------
 
 
-def _evict_keys(buckets: dict[int, Any], p: int, n: int, first: float) -> int:
-    for old in [k for k in buckets if k < first]:
-        del buckets[old]
-    return len(buckets)
+def _evict_keys(buckets: list[Any], p: int, n: int, first: float) -> int:
+    """Drop the buckets below `first`; the number left."""
+    keep = [k for k in range(0, len(buckets), 2) if buckets[k] >= first]
+    if 2 * len(keep) < len(buckets):
+        buckets[:] = [x for k in keep for x in buckets[k : k + 2]]
+    return len(keep)
 
 
 def _distinct(d: FeatureDef) -> Kernel:
     w, nb, most = float(d.bucket_ms), float(d.buckets), d.max_distinct
 
-    def add(buckets: dict[int, set[Any]], p: int, n: int, ts: float, v: Any, newest: float) -> int:
+    def add(buckets: list[Any], p: int, n: int, ts: float, v: Any, newest: float) -> int:
         if v is None or isinstance(v, dict | list):
             return 0
         first = newest // w - nb + 1
@@ -320,14 +323,20 @@ def _distinct(d: FeatureDef) -> Kernel:
         if b < first:
             return 0
         _evict_keys(buckets, p, n, first)
-        values = buckets.setdefault(b, set())
+        for k in range(0, len(buckets), 2):
+            if buckets[k] == b:
+                values = buckets[k + 1]
+                break
+        else:
+            values = set()
+            buckets += (b, values)
         if len(values) < most:
             values.add(float(v) if is_number(v) else v)
         return 0
 
-    def value(buckets: dict[int, set[Any]], p: int, n: int, as_of: float) -> float | None:
+    def value(buckets: list[Any], p: int, n: int, as_of: float) -> float | None:
         top = as_of // w
-        live = [s for b, s in buckets.items() if top - nb < b <= top]
+        live = [buckets[k + 1] for k in range(0, len(buckets), 2) if top - nb < buckets[k] <= top]
         if not live:
             return 0.0
         if len(live) == 1:
@@ -511,7 +520,7 @@ class _Distinct(_Restored):
     buckets: dict[int, set[Any]]
 
     def plain(self) -> Any:
-        return self.buckets
+        return [x for b, values in self.buckets.items() for x in (b, values)]
 
 
 class _Last(_Restored):
@@ -546,5 +555,5 @@ class _Decayed(_Restored):
 
 def restored(state: Any) -> Any:
     """One feature's state from a snapshot, as its kernel keeps it: a segment's numbers
-    after the length (an ``array('d')``), or the object of an object state."""
+    (an ``array('d')``), or the object of an object state."""
     return state.plain() if isinstance(state, _Restored) else state

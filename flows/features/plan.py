@@ -23,8 +23,8 @@ from flows.features.expressions import compile_expr, expr_refs
 Entry = tuple[int, int, int, Any, Any, AddFn, "array[float] | None"]
 _Feature = tuple[int, Any, Any, AddFn, "array[float] | None"]
 # One feature holding state, as reads walk them: (position, its bit, name, kernel value,
-# whether the state is an object rather than a segment).
-Held = tuple[int, int, str, ValueFn, bool]
+# where its object state is among the profile's objects, -1 when it has a segment).
+Held = tuple[int, int, str, ValueFn, int]
 
 
 def fingerprint(d: FeatureDef) -> str:
@@ -47,8 +47,10 @@ class FeaturePlan:
         self._by_type: dict[str, list[_Feature]] = {}
         self._any: list[_Feature] = []
         self.exprs: list[tuple[int, Callable[[dict[str, float]], float | None]]] = []
-        # Per feature: its kernel (None for an expr).
+        # Per feature: its kernel (None for an expr). `objects`: the features whose state is
+        # an object (a profile keeps those in a list, in plan order), not a segment.
         self.kernels: list[Kernel | None] = [None if d.agg == "expr" else kernel(d) for d in fs.features]
+        self.objects = sum(1 << i for i, k in enumerate(self.kernels) if k is not None and k.fresh is None)
         self._held: dict[int, tuple[Held, ...]] = {}
         # Features that move with time (recency, decay), and the windowed ones by bucket width.
         self.continuous = sum(
@@ -119,12 +121,13 @@ class FeaturePlan:
         distinct set (profiles hold few distinct sets)."""
         got = self._held.get(bits)
         if got is None:
-            kernels, names = self.kernels, self.names
-            got = tuple(
-                (i, 1 << i, names[i], k.value, k.fresh is None)
-                for i, k in enumerate(kernels)
-                if bits >> i & 1 and k is not None
-            )
+            out: list[Held] = []
+            objects = 0  # object states before this one
+            for i, k in enumerate(self.kernels):
+                if bits >> i & 1 and k is not None:
+                    out.append((i, 1 << i, self.names[i], k.value, objects if k.fresh is None else -1))
+                    objects += k.fresh is None
+            got = tuple(out)
             if len(self._held) < 10_000:
                 self._held[bits] = got
         return got

@@ -15,8 +15,8 @@ values, every other aggregation a few numbers. Buckets are stored sparsely (only
 ones that saw an event), so a quiet profile costs little. There is no object per
 feature: the features holding state are bits of one int, their numbers are segments of
 one ``array('d')`` in plan order (the segments' lengths in an ``array('H')``), worked on
-by the kernels of `flows.features.aggregates`; only ``distinct`` keeps an object, a dict
-of sets (its segment is empty).
+by the kernels of `flows.features.aggregates`; only ``distinct`` keeps an object, a list
+of buckets and their sets of values (its segment is empty).
 
 >>> from flows.core.contract import Event
 >>> from flows.features.declarations import parse_features
@@ -60,7 +60,7 @@ class ProfileFeatures:
         self.held = 0  # bit i: feature i holds state
         self.data = array("d")  # the held features' segments, in plan order
         self.lens = array("H")  # their lengths (at most 4,001: a trend of 2 x 1,000 buckets)
-        self.objs: dict[int, Any] | None = None  # object states (distinct) by position
+        self.objs: list[Any] | None = None  # the held object states (distinct), in plan order
         self.dirty = 0  # bit i: feature i changed by events since `changed()` last ran
 
     def add(self, ev: Event) -> bool:
@@ -81,7 +81,7 @@ class ProfileFeatures:
         tsf = float(ts)  # kernels take times as floats
         newestf = tsf if ts == newest else float(newest)
         pos = k = 0  # segment k starts at pos: the first after the features passed so far
-        for i, bit, gap, match, get, add, fresh in self._plan.for_type(ev.type):
+        for _, bit, gap, match, get, add, fresh in self._plan.for_type(ev.type):
             if gap and held & gap:  # features held in between: step over their segments
                 r = (held & gap).bit_count()
                 pos += lens[k] if r == 1 else sum(lens[k : k + r])
@@ -96,12 +96,13 @@ class ProfileFeatures:
             if fresh is None:  # an object state, its segment empty
                 objs = self.objs
                 if objs is None:
-                    objs = self.objs = {}
+                    objs = self.objs = []
+                j = (held & self._plan.objects & (bit - 1)).bit_count()
                 if not held & bit:
                     held |= bit
                     lens.insert(k, 0)
-                    objs[i] = {}
-                add(objs[i], 0, 0, tsf, v, newestf)
+                    objs.insert(j, [])
+                add(objs[j], 0, 0, tsf, v, newestf)
                 k += 1
                 continue
             if held & bit:
@@ -131,16 +132,18 @@ class ProfileFeatures:
         data, lens, objs = self.data, self.lens, self.objs
         pos = k = 0  # segment k starts at pos
         dropped = 0
-        for i, bit, _, _, obj in plan.held(self.held):
+        gone = 0  # object states dropped so far
+        for i, bit, _, _, j in plan.held(self.held):
             n = lens[k]
             width, keep = reach[i]
             if width:
                 kern = kernels[i]
                 assert kern is not None and kern.evict is not None  # windowed: a kernel that evicts
                 first = float(top // width - keep + 1)
-                if obj:
-                    if not kern.evict(objs[i], 0, 0, first):  # type: ignore[index]
-                        del objs[i]  # type: ignore[union-attr]
+                if j >= 0:
+                    if not kern.evict(objs[j - gone], 0, 0, first):  # type: ignore[index]
+                        del objs[j - gone]  # type: ignore[union-attr]
+                        gone += 1
                         del lens[k]
                         dropped |= bit
                         continue
@@ -168,8 +171,8 @@ class ProfileFeatures:
         at = float(as_of)  # kernels take times as floats
         pos = 0
         v: float | None
-        for (i, _, name, value, obj), n in zip(plan.held(self.held), self.lens, strict=True):
-            v = value(objs[i], 0, 0, at) if obj else value(data, pos, n, at)  # type: ignore[index]
+        for (_, _, name, value, j), n in zip(plan.held(self.held), self.lens, strict=True):
+            v = value(objs[j], 0, 0, at) if j >= 0 else value(data, pos, n, at)  # type: ignore[index]
             pos += n
             if v is not None:
                 out[name] = v
@@ -211,9 +214,9 @@ class ProfileFeatures:
         at = float(as_of)  # kernels take times as floats
         pos = 0
         v: float | None
-        for (i, bit, name, value, obj), n in zip(plan.held(held), self.lens, strict=True):
+        for (_, bit, name, value, j), n in zip(plan.held(held), self.lens, strict=True):
             if read & bit:
-                v = value(objs[i], 0, 0, at) if obj else value(data, pos, n, at)  # type: ignore[index]
+                v = value(objs[j], 0, 0, at) if j >= 0 else value(data, pos, n, at)  # type: ignore[index]
                 if not mask & bit:
                     if v is not None:
                         env[name] = v
@@ -260,8 +263,8 @@ class ProfileFeatures:
         ``array('d')`` copy), or an object state itself."""
         data, objs = self.data, self.objs
         pos = 0
-        for (i, _, _, _, obj), n in zip(self._plan.held(self.held), self.lens, strict=True):
-            yield i, objs[i] if obj else data[pos : pos + n]  # type: ignore[index]
+        for (i, _, _, _, j), n in zip(self._plan.held(self.held), self.lens, strict=True):
+            yield i, objs[j] if j >= 0 else data[pos : pos + n]  # type: ignore[index]
             pos += n
 
     def buckets_held(self) -> dict[str, int]:
@@ -272,7 +275,10 @@ class ProfileFeatures:
         for i, st in self._states():
             k = plan.kernels[i]
             assert k is not None
-            out[plan.names[i]] = len(st) if k.fresh is None else (len(st) - k.head) // k.step if k.step else 0
+            if k.fresh is None:
+                out[plan.names[i]] = len(st) // 2  # distinct: bucket, values, ...
+            else:
+                out[plan.names[i]] = (len(st) - k.head) // k.step if k.step else 0
         return out
 
     def __getstate__(self) -> tuple[int, int, dict[str, tuple[str, Any]]]:
@@ -294,7 +300,7 @@ class ProfileFeatures:
         self._plan = plan
         self._saved = None
         data, lens = array("d"), array("H")
-        objs: dict[int, Any] = {}
+        objs: list[Any] = []
         held = 0
         for i, name in enumerate(plan.names):
             got = saved.get(name)
@@ -303,7 +309,7 @@ class ProfileFeatures:
                 continue
             st = restored(got[1])
             if k.fresh is None:
-                objs[i] = st
+                objs.append(st)
                 lens.append(0)
             else:
                 data.extend(st)
