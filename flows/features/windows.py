@@ -281,6 +281,12 @@ class ProfileFeatures:
                 out[plan.names[i]] = (len(st) - k.head) // k.step if k.step else 0
         return out
 
+    def states(self) -> dict[str, Any]:
+        """Each feature holding state, by name: its segment's numbers (an ``array('d')``
+        copy) or its object state; what a snapshot carries."""
+        names = self._plan.names
+        return {names[i]: st for i, st in self._states()}
+
     def __getstate__(self) -> tuple[int, int, dict[str, tuple[str, Any]]]:
         if self._saved is not None:  # restored and not bound yet: save what was restored
             return self.lateness_ms, self.max_ts, self._saved
