@@ -52,6 +52,11 @@ class FeaturePlan:
         self.kernels: list[Kernel | None] = [None if d.agg == "expr" else kernel(d) for d in fs.features]
         self.objects = sum(1 << i for i, k in enumerate(self.kernels) if k is not None and k.fresh is None)
         self._held: dict[int, tuple[Held, ...]] = {}
+        self._segment_held: dict[int, Held] = {
+            i: (i, 1 << i, self.names[i], k.value, -1)
+            for i, k in enumerate(self.kernels)
+            if k is not None and k.fresh is not None
+        }
         # Features that move with time (recency, decay), and the windowed ones by bucket width.
         self.continuous = sum(
             1 << i for i, d in enumerate(fs.features) if d.agg in ("recency", "decayed_sum")
@@ -118,18 +123,29 @@ class FeaturePlan:
 
     def held(self, bits: int) -> tuple[Held, ...]:
         """The features in `bits` (each with a kernel), lowest first; one shared tuple per
-        distinct set (profiles hold few distinct sets)."""
+        distinct set (profiles hold few distinct sets; the cache is emptied when it holds
+        65,536, so its memory stays bounded whatever the mix)."""
         got = self._held.get(bits)
         if got is None:
             out: list[Held] = []
             objects = 0  # object states before this one
-            for i, k in enumerate(self.kernels):
-                if bits >> i & 1 and k is not None:
-                    out.append((i, 1 << i, self.names[i], k.value, objects if k.fresh is None else -1))
-                    objects += k.fresh is None
+            rest = bits
+            while rest:
+                low = rest & -rest
+                rest ^= low
+                i = low.bit_length() - 1
+                k = self.kernels[i]
+                if k is None:
+                    continue
+                if k.fresh is None:
+                    out.append((i, low, self.names[i], k.value, objects))
+                    objects += 1
+                else:
+                    out.append(self._segment_held[i])  # shared by every set
             got = tuple(out)
-            if len(self._held) < 10_000:
-                self._held[bits] = got
+            if len(self._held) >= 65_536:
+                self._held.clear()
+            self._held[bits] = got
         return got
 
     def bits(self, names: Iterable[str]) -> int:

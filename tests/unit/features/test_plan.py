@@ -49,3 +49,39 @@ def test_a_changed_declaration_changes_its_fingerprint_only():
     changed["feature"][2]["where"] = [["props.channel", "in", ["app", "pos"]]]
     after = FeaturePlan(parse_features(changed)).fingerprints
     assert after[:2] == before[:2] and after[2] != before[2]
+
+
+HELD_DECL = {
+    "feature": [
+        {"name": "orders_1d", "agg": "count", "types": ["order_paid"], "window": "1d"},
+        {"name": "skus_1d", "agg": "distinct", "value": "props.sku", "window": "1d"},
+        {"name": "revenue_1d", "agg": "sum", "value": "props.amount", "window": "1d"},
+        {"name": "per_order", "agg": "expr", "expr": "revenue_1d / orders_1d"},
+        {"name": "skus_7d", "agg": "distinct", "value": "props.sku", "window": "7d", "buckets": 7},
+        {"name": "seen", "agg": "recency"},
+    ]
+}  # fmt: skip
+
+
+def test_held_lists_the_features_with_state_in_order_and_where_their_objects_are():
+    plan = FeaturePlan(parse_features(HELD_DECL))
+    n = len(plan.names)
+    for bits in range(1 << n):
+        got = plan.held(bits)
+        with_state = [i for i in range(n) if bits >> i & 1 and plan.kernels[i] is not None]
+        assert [h[0] for h in got] == with_state
+        objects = [i for i in with_state if plan.kernels[i].fresh is None]
+        for i, bit, name, _, j in got:
+            assert (bit, name) == (1 << i, plan.names[i])
+            assert j == (objects.index(i) if i in objects else -1)
+        assert plan.held(bits) is got  # one shared tuple per set
+
+
+def test_held_sets_cache_stays_bounded():
+    plan = FeaturePlan(parse_features({"feature": [
+        {"name": f"c{i}", "agg": "count", "window": "1d"} for i in range(20)
+    ]}))  # fmt: skip
+    for bits in range(70_000):
+        plan.held(bits)
+    assert len(plan._held) <= 65_536
+    assert [h[0] for h in plan.held(69_999)] == [i for i in range(20) if 69_999 >> i & 1]
