@@ -1,4 +1,4 @@
-"""Per-profile windowed features in event time: bounded ring buffers, pure and picklable.
+"""Per-profile windowed features in event time: packed sparse buckets; bounded, pure, picklable.
 
 `ProfileFeatures` holds one profile's state for every declared feature (see
 `flows.features.declarations` for the semantics). ``add(event)`` folds an event in (or refuses it
