@@ -73,10 +73,10 @@ def profile_parts(state: Any) -> dict[str, int]:
     feats = state.features
     if feats is not None:
         parts["features"] = _size(feats)
-        for st in feats.states:
-            if st is not None:
-                name = f"features.{type(st).__name__.lstrip('_').lower()}"
-                parts[name] = parts.get(name, 0) + _size(st)
+        plan = feats.plan
+        for feature, st in feats.states().items():
+            name = f"features.{plan.features[plan.index[feature]].agg}"
+            parts[name] = parts.get(name, 0) + _size(st)
     if state.scoring is not None:
         parts["scoring"] = _size(state.scoring)
     js = state.journeys

@@ -1,328 +1,559 @@
-"""One feature's per-profile state, one class per aggregation: bounded, picklable, pure.
+"""Per-aggregation kernels: stateless functions over one feature's plain per-profile state.
 
-Windowed aggregations keep sparse buckets (only those that saw an event); `expire` drops
-the buckets no read or write can reach any more, so state follows recent activity.
+A profile keeps no object per feature. Every aggregation but `distinct` keeps its numbers
+in one *segment* of the profile's ``array('d')`` (`flows.features.windows`): the ``n``
+numbers from ``p``. A `distinct` feature keeps a list of buckets and their sets of
+values instead (an object state; ``p`` and ``n`` unused). The plan picks one `Kernel`
+per feature; it adds an event to that state, reads its value as of a time, and evicts
+the buckets no read or write can reach any more.
+
+Segment layouts (``b`` a bucket index):
+
+===================  ======================================================================
+count                ``(b, count)`` pairs by ascending ``b``
+sum, trend           total, then ``(b, acc)`` pairs by ascending ``b``
+avg                  count total, sum total, then ``(b, count, sum)`` by ascending ``b``
+min, max             ``(b, extreme)`` pairs in the order their buckets were first seen
+last                 ts, value (ts -1: no value yet)
+recency, first_seen  ts (-1: no event yet)
+decayed_sum          acc, reference ts (-1: no event yet)
+===================  ======================================================================
+
+Kernels take times as floats: timestamps and bucket indices are integers below 2**53,
+exact as doubles, and double-with-double arithmetic is the fast path. Running totals
+are recomputed with `math.fsum` whenever buckets leave, so no float residue stays behind;
+a count keeps none, its sums being exact integers in any order.
 """
 
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
+from array import array
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from flows.core.conditions import is_number
 from flows.features.declarations import FeatureDef
 
-
-class Aggregate:
-    """One feature's per-profile state. Subclasses keep only what their aggregation needs."""
-
-    __slots__ = ()
-
-    def add(self, d: FeatureDef, ts: int, v: Any, horizon_bucket: int) -> None:
-        raise NotImplementedError
-
-    def value(self, d: FeatureDef, as_of: int) -> float | None:
-        raise NotImplementedError
-
-    def expire(self, first: int) -> bool:
-        """Drop buckets below index `first` (no read or write can reach them any more);
-        True when nothing is left, so the whole state can go."""
-        return False
+# (state, segment start, its length, event ts, event value, newest accepted ts) -> new length
+AddFn = Callable[[Any, int, int, float, Any, float], int]
+# (state, segment start, its length, as_of) -> value, None when absent
+ValueFn = Callable[[Any, int, int, float], "float | None"]
+# (state, segment start, its length, first bucket kept) -> new length (== head: no bucket
+# left; for an object state, the number of buckets left)
+EvictFn = Callable[[Any, int, int, float], int]
 
 
-class _Buckets(Aggregate):
-    """Sparse sorted buckets [(index, acc)] + running totals, for count/sum/avg/trend."""
+class Kernel(NamedTuple):
+    """How one feature's state is kept and used: with `fresh` set, as the segment at ``p``
+    of ``n`` numbers in the profile's array; otherwise as an object (a list)."""
 
-    __slots__ = ("acc", "idx", "n", "total")
+    fresh: array[float] | None  # a new state's segment
+    add: AddFn
+    value: ValueFn
+    evict: EvictFn | None  # windowed aggregations only
+    head: int  # numbers before the buckets
+    step: int  # numbers per bucket (0: unwindowed or object state)
 
-    def __init__(self) -> None:
-        self.idx: list[int] = []
-        self.acc: list[float] = []
-        self.total = 0.0
-        self.n = 0  # count of values, for avg
 
-    def _slot(self, b: int) -> int:
-        idx = self.idx
-        if idx and idx[-1] == b:
-            return len(idx) - 1
-        if not idx or idx[-1] < b:
-            idx.append(b)
-            self.acc.append(0.0)
-            return len(idx) - 1
-        i = bisect_left(idx, b)
-        if i < len(idx) and idx[i] == b:
-            return i
-        idx.insert(i, b)
-        self.acc.insert(i, 0.0)
-        return i
+# --------------------------------------------------------------------------------------
+# Sorted buckets: ``head`` totals (one per column), then ``(b, column...)`` by ascending b.
+# count: head 0, step 2 (its window sums are exact integers, no running total needed);
+# sum, trend: head 1, step 2; avg: head 2, step 3 (count and sum columns).
+# --------------------------------------------------------------------------------------
 
-    def evict(self, keep_from: int) -> None:
-        """Drop buckets with index < keep_from (outside every window still readable)."""
-        idx = self.idx
-        k = 0
-        while k < len(idx) and idx[k] < keep_from:
-            k += 1
-        if k:
-            del idx[:k]
-            del self.acc[:k]
+
+def _sorted_evict(head: int, step: int) -> EvictFn:
+    """evict for sorted buckets: drop those below `first`, recomputing the column totals."""
+
+    def evict(data: array[float], p: int, n: int, first: float) -> int:
+        q = p + head
+        end = p + n
+        k = q
+        while k < end and data[k] < first:
+            k += step
+        if k > q:
+            del data[q:k]
+            end -= k - q
             # Recomputed, not subtracted: subtraction would leave float residue behind.
-            self.total = math.fsum(self.acc)
+            for c in range(head):
+                data[p + c] = math.fsum(data[q + 1 + c : end : step])
+        return end - p
 
-    def expire(self, first: int) -> bool:
-        self.evict(first)
-        return not self.idx
-
-    def sum_from(self, first: int, last: int) -> float:
-        """Sum of accumulators with first <= index <= last."""
-        idx, acc = self.idx, self.acc
-        if not idx:
-            return 0.0
-        if first <= idx[0] and last >= idx[-1]:
-            return self.total
-        return math.fsum(a for b, a in zip(idx, acc, strict=True) if first <= b <= last)
+    return evict
 
 
-class _Count(_Buckets):
-    __slots__ = ()
+_evict_pairs = _sorted_evict(0, 2)  # count
+_evict_totalled_pairs = _sorted_evict(1, 2)  # sum, trend
+_evict_avg = _sorted_evict(2, 3)
 
-    def add(self, d: FeatureDef, ts: int, v: Any, horizon_bucket: int) -> None:
-        self.evict(horizon_bucket - d.buckets + 1)
-        w = d.bucket_ms
+
+_ZEROS = {2: array("d", [0.0, 0.0]), 3: array("d", [0.0, 0.0, 0.0])}
+
+
+def _slot(data: array[float], p: int, n: int, b: float, head: int, step: int) -> int:
+    """Where bucket `b` is in the segment; when it is new, it is inserted (zeros) and its
+    position is returned as ``~position`` (negative), the segment `step` longer."""
+    q = p + head
+    k = p + n - step  # the newest bucket: most events land in or after it
+    while k >= q and data[k] > b:
+        k -= step
+    if k >= q and data[k] == b:
+        return k
+    k += step
+    data[k:k] = _ZEROS[step]
+    data[k] = b
+    return ~k
+
+
+def _count(d: FeatureDef) -> Kernel:
+    w, nb = float(d.bucket_ms), float(d.buckets)
+
+    def add(data: array[float], p: int, n: int, ts: float, v: Any, newest: float) -> int:
+        top = newest // w
+        k = p + n - 2
+        if ts == newest and n and data[k] == top:
+            # The newest event, in the newest bucket: that bucket was written while the
+            # window started where it starts now, and that add evicted; nothing to evict.
+            data[k + 1] += 1.0
+            return n
+        first = top - nb + 1
+        if n and data[p] < first:
+            n = _evict_pairs(data, p, n, first)
         b = ts // w
-        if b <= horizon_bucket - d.buckets:
-            return
-        self.acc[self._slot(b)] += 1.0
-        self.total += 1.0
+        if b < first:
+            return n
+        k = _slot(data, p, n, b, 0, 2)
+        if k < 0:
+            k = ~k
+            n += 2
+        data[k + 1] += 1.0
+        return n
 
-    def value(self, d: FeatureDef, as_of: int) -> float | None:
-        top = as_of // d.bucket_ms
-        return self.sum_from(top - d.buckets + 1, top)
-
-
-class _Sum(_Count):
-    __slots__ = ()
-
-    def add(self, d: FeatureDef, ts: int, v: Any, horizon_bucket: int) -> None:
-        if not is_number(v):
-            return
-        self.evict(horizon_bucket - d.buckets + 1)
-        b = ts // d.bucket_ms
-        if b <= horizon_bucket - d.buckets:
-            return
-        self.acc[self._slot(b)] += v
-        self.total += v
-
-
-class _Avg(Aggregate):
-    __slots__ = ("counts", "sums")
-
-    def __init__(self) -> None:
-        self.counts = _Count()
-        self.sums = _Sum()
-
-    def add(self, d: FeatureDef, ts: int, v: Any, horizon_bucket: int) -> None:
-        if is_number(v):
-            self.counts.add(d, ts, v, horizon_bucket)
-            self.sums.add(d, ts, v, horizon_bucket)
-
-    def expire(self, first: int) -> bool:
-        return self.counts.expire(first) & self.sums.expire(first)
-
-    def value(self, d: FeatureDef, as_of: int) -> float | None:
-        n = self.counts.value(d, as_of)
+    def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
         if not n:
-            return None
-        return self.sums.value(d, as_of) / n  # type: ignore[operator]
+            return 0.0
+        top = as_of // w
+        if top - nb < data[p] and top >= data[p + n - 2]:
+            return data[p + 1] if n == 2 else math.fsum(data[p + 1 : p + n : 2])
+        return math.fsum([data[k + 1] for k in range(p, p + n, 2) if top - nb < data[k] <= top])
+
+    return Kernel(array("d"), add, value, _evict_pairs, 0, 2)
 
 
-def _expire_keys(buckets: dict[int, Any], first: int) -> bool:
-    for old in [k for k in buckets if k < first]:
-        del buckets[old]
-    return not buckets
+def _sums(w: float, keep: float, numeric: bool) -> tuple[AddFn, EvictFn]:
+    """add and evict for a bucket sum with a running total (of 1 per event, or of the
+    event's number) that any read or write reaches `keep` buckets back."""
+
+    def add(data: array[float], p: int, n: int, ts: float, v: Any, newest: float) -> int:
+        if numeric:
+            if not is_number(v):
+                return n
+            amount = v
+        else:
+            amount = 1.0
+        top = newest // w
+        k = p + n - 2
+        if ts == newest and n > 1 and data[k] == top:  # see _count
+            data[k + 1] += amount
+            data[p] += amount
+            return n
+        first = top - keep + 1
+        if n > 1 and data[p + 1] < first:
+            n = _evict_totalled_pairs(data, p, n, first)
+        b = ts // w
+        if b < first:
+            return n
+        k = _slot(data, p, n, b, 1, 2)
+        if k < 0:
+            k = ~k
+            n += 2
+        data[k + 1] += amount
+        data[p] += amount
+        return n
+
+    return add, _evict_totalled_pairs
 
 
-def _live_bucket(buckets: dict[int, Any], d: FeatureDef, ts: int, horizon_bucket: int) -> int | None:
-    """The bucket of `ts`, or None when it is already outside the window; drops the
-    buckets that left the window (dict-of-buckets aggregations)."""
-    first = horizon_bucket - d.buckets + 1
-    b = ts // d.bucket_ms
-    if b < first:
-        return None
-    for old in [k for k in buckets if k < first]:
-        del buckets[old]
-    return b
+def _total(data: array[float], p: int, n: int, first: float, last: float) -> float:
+    """The sum of the (b, acc) pairs' accs with first <= b <= last, after one total."""
+    if n == 1:
+        return 0.0
+    if first <= data[p + 1] and last >= data[p + n - 2]:
+        return data[p]
+    return math.fsum([data[k + 1] for k in range(p + 1, p + n, 2) if first <= data[k] <= last])
 
 
-class _Extreme(Aggregate):
-    """min or max per bucket; the window's extreme is recomputed over live buckets."""
+def _sum(d: FeatureDef) -> Kernel:
+    w, nb = float(d.bucket_ms), float(d.buckets)
+    add, evict = _sums(w, nb, True)
 
-    __slots__ = ("buckets", "pick")
+    def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
+        if n == 1:
+            return 0.0
+        top = as_of // w
+        if top - nb < data[p + 1] and top >= data[p + n - 2]:
+            return data[p]
+        return _total(data, p, n, top - nb + 1, top)
 
-    def __init__(self, pick: Callable[[float, float], float]) -> None:
-        self.buckets: dict[int, float] = {}
-        self.pick = pick
+    return Kernel(array("d", [0.0]), add, value, evict, 1, 2)
 
-    def add(self, d: FeatureDef, ts: int, v: Any, horizon_bucket: int) -> None:
+
+def _trend(d: FeatureDef) -> Kernel:
+    w, nb = float(d.bucket_ms), float(d.buckets)
+    add, evict = _sums(w, 2 * nb, d.of == "sum")
+
+    def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
+        top = as_of // w
+        return _total(data, p, n, top - nb + 1, top) - _total(data, p, n, top - 2 * nb + 1, top - nb)
+
+    return Kernel(array("d", [0.0]), add, value, evict, 1, 2)
+
+
+def _avg(d: FeatureDef) -> Kernel:
+    w, nb = float(d.bucket_ms), float(d.buckets)
+
+    def add(data: array[float], p: int, n: int, ts: float, v: Any, newest: float) -> int:
         if not is_number(v):
-            return
-        b = _live_bucket(self.buckets, d, ts, horizon_bucket)
-        if b is None:
-            return
-        cur = self.buckets.get(b)
-        self.buckets[b] = float(v) if cur is None else self.pick(cur, float(v))
+            return n
+        first = newest // w - nb + 1
+        if n > 2 and data[p + 2] < first:
+            n = _evict_avg(data, p, n, first)
+        b = ts // w
+        if b < first:
+            return n
+        k = _slot(data, p, n, b, 2, 3)
+        if k < 0:
+            k = ~k
+            n += 3
+        data[k + 1] += 1.0
+        data[p] += 1.0
+        data[k + 2] += v
+        data[p + 1] += v
+        return n
 
-    def expire(self, first: int) -> bool:
-        return _expire_keys(self.buckets, first)
+    def column(data: array[float], p: int, n: int, first: float, last: float, c: int) -> float:
+        if n == 2:
+            return 0.0
+        if first <= data[p + 2] and last >= data[p + n - 3]:
+            return data[p + c - 1]
+        return math.fsum([data[k + c] for k in range(p + 2, p + n, 3) if first <= data[k] <= last])
 
-    def value(self, d: FeatureDef, as_of: int) -> float | None:
-        top = as_of // d.bucket_ms
-        live = [v for b, v in self.buckets.items() if top - d.buckets < b <= top]
-        if not live:
+    def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
+        top = as_of // w
+        count = column(data, p, n, top - nb + 1, top, 1)
+        if not count:
             return None
-        out = live[0]
-        for v in live[1:]:
-            out = self.pick(out, v)
-        return out
+        return column(data, p, n, top - nb + 1, top, 2) / count
+
+    return Kernel(array("d", [0.0, 0.0]), add, value, _evict_avg, 2, 3)
 
 
-class _Distinct(Aggregate):
-    __slots__ = ("buckets",)
+# --------------------------------------------------------------------------------------
+# min / max: one extreme per bucket, buckets in first-seen order; the window's extreme is
+# folded over its live buckets in that order (so ties keep the first, e.g. 0.0 vs -0.0).
+# --------------------------------------------------------------------------------------
 
-    def __init__(self) -> None:
-        self.buckets: dict[int, set[Any]] = {}
 
-    def add(self, d: FeatureDef, ts: int, v: Any, horizon_bucket: int) -> None:
+def _evict_unsorted(data: array[float], p: int, n: int, first: float) -> int:
+    end = p + n
+    k = p
+    while k < end:
+        if data[k] < first:
+            del data[k : k + 2]
+            end -= 2
+        else:
+            k += 2
+    return end - p
+
+
+def _extreme(d: FeatureDef) -> Kernel:
+    w, nb = float(d.bucket_ms), float(d.buckets)
+    pick: Callable[[float, float], float] = min if d.agg == "min" else max
+    fold: Callable[[list[float]], float] = min if d.agg == "min" else max
+
+    def add(data: array[float], p: int, n: int, ts: float, v: Any, newest: float) -> int:
+        if not is_number(v):
+            return n
+        first = newest // w - nb + 1
+        b = ts // w
+        if b < first:
+            return n
+        n = _evict_unsorted(data, p, n, first)
+        x = float(v)
+        end = p + n
+        for k in range(p, end, 2):
+            if data[k] == b:
+                data[k + 1] = pick(data[k + 1], x)
+                return n
+        data.insert(end, x)
+        data.insert(end, b)
+        return n + 2
+
+    def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
+        top = as_of // w
+        live = [data[k + 1] for k in range(p, p + n, 2) if top - nb < data[k] <= top]
+        return fold(live) if live else None
+
+    return Kernel(array("d"), add, value, _evict_unsorted, 0, 2)
+
+
+# --------------------------------------------------------------------------------------
+# distinct: an object state, a list [b, set of values, b, set of values, ...] (at most
+# max_distinct values a bucket); a list, not a dict: profiles hold one bucket or a few.
+# --------------------------------------------------------------------------------------
+
+
+def _evict_keys(buckets: list[Any], p: int, n: int, first: float) -> int:
+    """Drop the buckets below `first`; the number left."""
+    keep = [k for k in range(0, len(buckets), 2) if buckets[k] >= first]
+    if 2 * len(keep) < len(buckets):
+        buckets[:] = [x for k in keep for x in buckets[k : k + 2]]
+    return len(keep)
+
+
+def _distinct(d: FeatureDef) -> Kernel:
+    w, nb, most = float(d.bucket_ms), float(d.buckets), d.max_distinct
+
+    def add(buckets: list[Any], p: int, n: int, ts: float, v: Any, newest: float) -> int:
         if v is None or isinstance(v, dict | list):
-            return
-        b = _live_bucket(self.buckets, d, ts, horizon_bucket)
-        if b is None:
-            return
-        values = self.buckets.setdefault(b, set())
-        if len(values) < d.max_distinct:
+            return 0
+        first = newest // w - nb + 1
+        b = int(ts // w)
+        if b < first:
+            return 0
+        _evict_keys(buckets, p, n, first)
+        for k in range(0, len(buckets), 2):
+            if buckets[k] == b:
+                values = buckets[k + 1]
+                break
+        else:
+            values = set()
+            buckets += (b, values)
+        if len(values) < most:
             values.add(float(v) if is_number(v) else v)
+        return 0
 
-    def expire(self, first: int) -> bool:
-        return _expire_keys(self.buckets, first)
-
-    def value(self, d: FeatureDef, as_of: int) -> float | None:
-        top = as_of // d.bucket_ms
-        live = [s for b, s in self.buckets.items() if top - d.buckets < b <= top]
+    def value(buckets: list[Any], p: int, n: int, as_of: float) -> float | None:
+        top = as_of // w
+        live = [buckets[k + 1] for k in range(0, len(buckets), 2) if top - nb < buckets[k] <= top]
         if not live:
             return 0.0
         if len(live) == 1:
             return float(len(live[0]))
         return float(len(set().union(*live)))
 
-
-class _Trend(Aggregate):
-    __slots__ = ("inner",)
-
-    def __init__(self) -> None:
-        self.inner = _Buckets()
-
-    def add(self, d: FeatureDef, ts: int, v: Any, horizon_bucket: int) -> None:
-        if d.of == "sum":
-            if not is_number(v):
-                return
-            amount = float(v)
-        else:
-            amount = 1.0
-        first = horizon_bucket - 2 * d.buckets + 1
-        self.inner.evict(first)
-        b = ts // d.bucket_ms
-        if b < first:
-            return
-        self.inner.acc[self.inner._slot(b)] += amount
-        self.inner.total += amount
-
-    def expire(self, first: int) -> bool:
-        return self.inner.expire(first)
-
-    def value(self, d: FeatureDef, as_of: int) -> float | None:
-        top = as_of // d.bucket_ms
-        n = d.buckets
-        return self.inner.sum_from(top - n + 1, top) - self.inner.sum_from(top - 2 * n + 1, top - n)
+    return Kernel(None, add, value, _evict_keys, 0, 0)
 
 
-class _Last(Aggregate):
-    __slots__ = ("ts", "v")
-
-    def __init__(self) -> None:
-        self.ts = -1
-        self.v = 0.0
-
-    def add(self, d: FeatureDef, ts: int, v: Any, horizon_bucket: int) -> None:
-        if is_number(v) and ts >= self.ts:
-            self.ts, self.v = ts, float(v)
-
-    def value(self, d: FeatureDef, as_of: int) -> float | None:
-        return self.v if self.ts >= 0 else None
+# --------------------------------------------------------------------------------------
+# Unwindowed: a few numbers each.
+# --------------------------------------------------------------------------------------
 
 
-class _Recency(Aggregate):
-    __slots__ = ("ts",)
+def _last(d: FeatureDef) -> Kernel:
+    def add(data: array[float], p: int, n: int, ts: float, v: Any, newest: float) -> int:
+        if is_number(v) and ts >= data[p]:
+            data[p] = ts
+            data[p + 1] = float(v)
+        return 2
 
-    def __init__(self) -> None:
-        self.ts = -1
+    def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
+        return data[p + 1] if data[p] >= 0.0 else None
 
-    def add(self, d: FeatureDef, ts: int, v: Any, horizon_bucket: int) -> None:
-        if ts > self.ts:
-            self.ts = ts
-
-    def value(self, d: FeatureDef, as_of: int) -> float | None:
-        return (as_of - self.ts) / d.unit_ms if self.ts >= 0 else None
-
-
-class _FirstSeen(Aggregate):
-    __slots__ = ("ts",)
-
-    def __init__(self) -> None:
-        self.ts = -1
-
-    def add(self, d: FeatureDef, ts: int, v: Any, horizon_bucket: int) -> None:
-        if self.ts < 0 or ts < self.ts:
-            self.ts = ts
-
-    def value(self, d: FeatureDef, as_of: int) -> float | None:
-        return self.ts / 1000 if self.ts >= 0 else None
+    return Kernel(array("d", [-1.0, 0.0]), add, value, None, 0, 0)
 
 
-class _Decayed(Aggregate):
-    __slots__ = ("acc", "ref")
+def _recency(d: FeatureDef) -> Kernel:
+    unit = float(d.unit_ms)
 
-    def __init__(self) -> None:
-        self.acc = 0.0
-        self.ref = -1
+    def add(data: array[float], p: int, n: int, ts: float, v: Any, newest: float) -> int:
+        if ts > data[p]:
+            data[p] = ts
+        return 1
 
-    def add(self, d: FeatureDef, ts: int, v: Any, horizon_bucket: int) -> None:
-        if d.value is None:
+    def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
+        seen = data[p]
+        return (as_of - seen) / unit if seen >= 0.0 else None
+
+    return Kernel(array("d", [-1.0]), add, value, None, 0, 0)
+
+
+def _first_seen(d: FeatureDef) -> Kernel:
+    def add(data: array[float], p: int, n: int, ts: float, v: Any, newest: float) -> int:
+        seen = data[p]
+        if seen < 0.0 or ts < seen:
+            data[p] = ts
+        return 1
+
+    def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
+        seen = data[p]
+        return seen / 1000.0 if seen >= 0.0 else None
+
+    return Kernel(array("d", [-1.0]), add, value, None, 0, 0)
+
+
+def _decayed(d: FeatureDef) -> Kernel:
+    half_life, weighted = float(d.half_life_ms), d.value is not None
+
+    def add(data: array[float], p: int, n: int, ts: float, v: Any, newest: float) -> int:
+        if not weighted:
             amount = 1.0
         elif is_number(v):
             amount = float(v)
         else:
-            return
-        if self.ref < 0:
-            self.acc, self.ref = amount, ts
-        elif ts >= self.ref:
-            self.acc = self.acc * 2.0 ** (-(ts - self.ref) / d.half_life_ms) + amount
-            self.ref = ts
+            return 2
+        ref = data[p + 1]
+        if ref < 0.0:
+            data[p] = amount
+            data[p + 1] = ts
+        elif ts >= ref:
+            data[p] = data[p] * 2.0 ** (-(ts - ref) / half_life) + amount
+            data[p + 1] = ts
         else:
-            self.acc += amount * 2.0 ** (-(self.ref - ts) / d.half_life_ms)
+            data[p] += amount * 2.0 ** (-(ref - ts) / half_life)
+        return 2
 
-    def value(self, d: FeatureDef, as_of: int) -> float | None:
-        if self.ref < 0:
+    def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
+        ref = data[p + 1]
+        if ref < 0.0:
             return 0.0
-        return self.acc * 2.0 ** (-(as_of - self.ref) / d.half_life_ms)
+        return data[p] * 2.0 ** (-(as_of - ref) / half_life)
+
+    return Kernel(array("d", [0.0, -1.0]), add, value, None, 0, 0)
 
 
-STATE_TYPES: dict[str, Callable[[], Aggregate]] = {
-    "count": _Count, "sum": _Sum, "avg": _Avg, "min": lambda: _Extreme(min),
-    "max": lambda: _Extreme(max), "distinct": _Distinct, "trend": _Trend, "last": _Last,
-    "recency": _Recency, "first_seen": _FirstSeen, "decayed_sum": _Decayed,
+KERNELS: dict[str, Callable[[FeatureDef], Kernel]] = {
+    "count": _count, "sum": _sum, "avg": _avg, "min": _extreme, "max": _extreme,
+    "distinct": _distinct, "trend": _trend, "last": _last, "recency": _recency,
+    "first_seen": _first_seen, "decayed_sum": _decayed,
 }  # fmt: skip
+
+
+def kernel(d: FeatureDef) -> Kernel:
+    """The kernel of feature `d` (not an expr)."""
+    return KERNELS[d.agg](d)
 
 
 # The value of a feature no event has touched yet (None: absent).
 EMPTY_VALUE = {"count": 0.0, "sum": 0.0, "distinct": 0.0, "trend": 0.0, "decayed_sum": 0.0}
+
+
+# --------------------------------------------------------------------------------------
+# Snapshots holding one object per feature (these classes, by these names) restore into
+# the plain states above; `restored` converts them.
+# --------------------------------------------------------------------------------------
+
+
+class _Restored:
+    """A feature's state as unpickled from a snapshot that kept one object per feature."""
+
+    __slots__ = ()
+
+    def plain(self) -> Any:
+        raise NotImplementedError
+
+
+class _Buckets(_Restored):
+    __slots__ = ("acc", "idx", "n", "total")
+    acc: list[float]
+    idx: list[int]
+    total: float
+
+    def plain(self) -> Any:
+        out = array("d", [self.total])
+        for b, a in zip(self.idx, self.acc, strict=True):
+            out.append(b)
+            out.append(a)
+        return out
+
+
+class _Count(_Buckets):
+    __slots__ = ()
+
+    def plain(self) -> Any:
+        out = array("d")
+        for b, a in zip(self.idx, self.acc, strict=True):
+            out.append(b)
+            out.append(a)
+        return out
+
+
+class _Sum(_Buckets):
+    __slots__ = ()
+
+
+class _Trend(_Restored):
+    __slots__ = ("inner",)
+    inner: _Buckets
+
+    def plain(self) -> Any:
+        return self.inner.plain()
+
+
+class _Avg(_Restored):
+    __slots__ = ("counts", "sums")
+    counts: _Buckets
+    sums: _Buckets
+
+    def plain(self) -> Any:
+        c, s = self.counts, self.sums
+        out = array("d", [c.total, s.total])
+        for b, n, x in zip(c.idx, c.acc, s.acc, strict=True):  # both saw the same events
+            out.extend((b, n, x))
+        return out
+
+
+class _Extreme(_Restored):
+    __slots__ = ("buckets", "pick")
+    buckets: dict[int, float]
+
+    def plain(self) -> Any:
+        out = array("d")
+        for b, x in self.buckets.items():
+            out.extend((b, x))
+        return out
+
+
+class _Distinct(_Restored):
+    __slots__ = ("buckets",)
+    buckets: dict[int, set[Any]]
+
+    def plain(self) -> Any:
+        return [x for b, values in self.buckets.items() for x in (b, values)]
+
+
+class _Last(_Restored):
+    __slots__ = ("ts", "v")
+    ts: int
+    v: float
+
+    def plain(self) -> Any:
+        return array("d", [self.ts, self.v])
+
+
+class _Recency(_Restored):
+    __slots__ = ("ts",)
+    ts: int
+
+    def plain(self) -> Any:
+        return array("d", [self.ts])
+
+
+class _FirstSeen(_Recency):
+    __slots__ = ()
+
+
+class _Decayed(_Restored):
+    __slots__ = ("acc", "ref")
+    acc: float
+    ref: int
+
+    def plain(self) -> Any:
+        return array("d", [self.acc, self.ref])
+
+
+def restored(state: Any) -> Any:
+    """One feature's state from a snapshot, as its kernel keeps it: a segment's numbers
+    (an ``array('d')``), or the object of an object state."""
+    return state.plain() if isinstance(state, _Restored) else state

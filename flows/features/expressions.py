@@ -17,33 +17,32 @@ def expr_refs(expr: str) -> set[str]:
     return {n.id for n in ast.walk(ast.parse(expr, mode="eval")) if isinstance(n, ast.Name)}
 
 
-def compile_expr(expr: str) -> Callable[[dict[str, float]], float | None]:
-    tree = ast.parse(expr, mode="eval")
+def _lower(node: ast.AST) -> ast.expr:
+    """`node` as an expression over ``env``: a name reads ``env[name]``, a number is a float."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+        return ast.Constant(float(node.value))
+    if isinstance(node, ast.Name):
+        return ast.Subscript(ast.Name("env", ast.Load()), ast.Constant(node.id), ast.Load())
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        inner = _lower(node.operand)
+        return ast.UnaryOp(ast.USub(), inner) if isinstance(node.op, ast.USub) else inner
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Sub | ast.Mult | ast.Div):
+        return ast.BinOp(_lower(node.left), node.op, _lower(node.right))
+    raise ValueError(f"unsupported expression node {type(node).__name__}")
 
-    def ev(node: ast.AST, env: dict[str, float]) -> float:
-        if isinstance(node, ast.Expression):
-            return ev(node.body, env)
-        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
-            return float(node.value)
-        if isinstance(node, ast.Name):
-            return env[node.id]  # KeyError: absent operand
-        if isinstance(node, ast.UnaryOp):
-            x = ev(node.operand, env)
-            return -x if isinstance(node.op, ast.USub) else x
-        if isinstance(node, ast.BinOp):
-            a, b = ev(node.left, env), ev(node.right, env)
-            if isinstance(node.op, ast.Add):
-                return a + b
-            if isinstance(node.op, ast.Sub):
-                return a - b
-            if isinstance(node.op, ast.Mult):
-                return a * b
-            return a / b  # ZeroDivisionError: absent
-        raise ValueError(f"unsupported expression node {type(node).__name__}")
+
+def compile_expr(expr: str) -> Callable[[dict[str, float]], float | None]:
+    """`expr` as a function of the feature values, compiled to Python bytecode (the tree
+    holds only float constants, ``env[...]`` reads and ``+ - * /``)."""
+    body = _lower(ast.parse(expr, mode="eval").body)
+    args = ast.arguments(posonlyargs=[], args=[ast.arg("env")], kwonlyargs=[], kw_defaults=[], defaults=[])
+    tree = ast.fix_missing_locations(ast.Expression(ast.Lambda(args, body)))
+    code = compile(tree, f"<expr {expr}>", "eval")
+    fn: Callable[[dict[str, float]], float] = eval(code, {"__builtins__": {}})
 
     def run(env: dict[str, float]) -> float | None:
         try:
-            return ev(tree, env)
+            return fn(env)
         except (KeyError, ZeroDivisionError):
             return None
 

@@ -1,5 +1,5 @@
 """A `FeatureSet` compiled for the per-event path: which features each event type touches,
-their matchers and value getters, bucket widths and reach, tag inputs, empty values.
+their matchers, value getters and kernels, bucket widths and reach, tag inputs, empty values.
 
 Compiled once when the dataflow is built and handed to every profile's state; nothing
 about it is kept in module globals.
@@ -8,13 +8,33 @@ about it is kept in module globals.
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from flows.core.conditions import field_getter, matcher
-from flows.features.aggregates import EMPTY_VALUE
+from flows.features.aggregates import EMPTY_VALUE, AddFn, Kernel, ValueFn, kernel
 from flows.features.declarations import FeatureDef, FeatureSet
 from flows.features.expressions import compile_expr, expr_refs
+
+# One feature an event type touches: (position, its bit, the bits of the features between
+# the type's previous one and it, matcher, value getter, kernel add, a new state's segment
+# or None for an object state).
+Entry = tuple[int, int, int, Any, Any, AddFn, "array[float] | None"]
+_Feature = tuple[int, Any, Any, AddFn, "array[float] | None"]
+# One feature holding state, as reads walk them: (position, its bit, name, kernel value,
+# where its object state is among the profile's objects, -1 when it has a segment).
+Held = tuple[int, int, str, ValueFn, int]
+
+
+def fingerprint(d: FeatureDef) -> str:
+    """A short hash of the declaration `d`, the same in every process: its repr with each
+    set's elements sorted (a set's own order follows the process's hash seed)."""
+    text = repr(d)
+    for s in (d.types, *(c.value for c in d.where)):
+        if isinstance(s, frozenset) and len(s) > 1:
+            text = text.replace(repr(s), "frozenset({" + ", ".join(sorted(map(repr, s))) + "})")
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
 
 
 class FeaturePlan:
@@ -23,14 +43,29 @@ class FeaturePlan:
     def __init__(self, fs: FeatureSet) -> None:
         self.features = fs.features
         self.names = [d.name for d in fs.features]
-        self.fingerprints = [
-            hashlib.sha1(repr(d).encode(), usedforsecurity=False).hexdigest()[:16] for d in fs.features
-        ]
-        self._by_type: dict[str, list[tuple[int, FeatureDef, Any, Any, int]]] = {}
-        self._any: list[tuple[int, FeatureDef, Any, Any, int]] = []
+        self.fingerprints = [fingerprint(d) for d in fs.features]
+        self._by_type: dict[str, list[_Feature]] = {}
+        self._any: list[_Feature] = []
         self.exprs: list[tuple[int, Callable[[dict[str, float]], float | None]]] = []
-        self.continuous = [i for i, d in enumerate(fs.features) if d.agg in ("recency", "decayed_sum")]
-        self.windowed = [(i, d.bucket_ms) for i, d in enumerate(fs.features) if d.bucket_ms]
+        # Per feature: its kernel (None for an expr). `objects`: the features whose state is
+        # an object (a profile keeps those in a list, in plan order), not a segment.
+        self.kernels: list[Kernel | None] = [None if d.agg == "expr" else kernel(d) for d in fs.features]
+        self.objects = sum(1 << i for i, k in enumerate(self.kernels) if k is not None and k.fresh is None)
+        self._held: dict[int, tuple[Held, ...]] = {}
+        self._segment_held: dict[int, Held] = {
+            i: (i, 1 << i, self.names[i], k.value, -1)
+            for i, k in enumerate(self.kernels)
+            if k is not None and k.fresh is not None
+        }
+        # Features that move with time (recency, decay), and the windowed ones by bucket width.
+        self.continuous = sum(
+            1 << i for i, d in enumerate(fs.features) if d.agg in ("recency", "decayed_sum")
+        )
+        widths: dict[int, int] = {}
+        for i, d in enumerate(fs.features):
+            if d.bucket_ms:
+                widths[d.bucket_ms] = widths.get(d.bucket_ms, 0) | 1 << i
+        self.windowed = sorted(widths.items())
         # Per feature: (bucket width, buckets any read or write can still reach behind the
         # newest event's bucket); (0, 0) for unwindowed ones. Sweeps run when the newest
         # event time crosses a `sweep_ms` edge (the narrowest bucket).
@@ -39,6 +74,8 @@ class FeaturePlan:
             for d in fs.features
         ]
         self.sweep_ms = min((w for w, _ in self.reach if w), default=0)
+        # Every width a multiple of the narrowest: no window moves while that one does not.
+        self.nested = all(w % self.sweep_ms == 0 for w in widths)
         self.tags = fs.tags
         self.rfm = fs.rfm
         self.segments = fs.segments
@@ -48,41 +85,75 @@ class FeaturePlan:
         self.empty = {d.name: EMPTY_VALUE[d.agg] for d in fs.features if d.agg in EMPTY_VALUE}
         index = {d.name: i for i, d in enumerate(fs.features)}
         self.index = index  # name -> position
+        self._bit = {n: 1 << i for n, i in index.items()}
         self._tag_sets: dict[frozenset[str], frozenset[str]] = {}
-        self.expr_inputs = sorted(
-            {index[n] for d in fs.features if d.agg == "expr" for n in expr_refs(d.expr or "0")}
+        # The features exprs read, as bits.
+        self.expr_inputs = sum(
+            1 << i
+            for i in {index[n] for d in fs.features if d.agg == "expr" for n in expr_refs(d.expr or "0")}
         )
         self.horizon_ms = max((d.window_ms * (2 if d.agg == "trend" else 1) for d in fs.features), default=0)
-        for i, d in enumerate(fs.features):
-            if d.agg == "expr":
+        for i, (d, k) in enumerate(zip(fs.features, self.kernels, strict=True)):
+            if k is None:
                 self.exprs.append((i, compile_expr(d.expr or "0")))
                 continue
-            entry = (i, d, matcher(d.where), field_getter(d.value) if d.value else None, d.bucket_ms)
+            get = field_getter(d.value) if d.value else None
+            entry: _Feature = (i, matcher(d.where), get, k.add, k.fresh)
             if d.types:
                 for t in d.types:
                     self._by_type.setdefault(t, []).append(entry)
             else:
                 self._any.append(entry)
-        self._cache: dict[str, list[tuple[int, FeatureDef, Any, Any, int]]] = {}
+        self._cache: dict[str, list[Entry]] = {}
         # One key for the whole declaration set (tests and tools compare plans by it).
         self.key = hashlib.sha1("|".join(self.fingerprints).encode(), usedforsecurity=False).hexdigest()[:16]
 
-    def for_type(self, etype: str) -> list[tuple[int, FeatureDef, Any, Any, int]]:
+    def for_type(self, etype: str) -> list[Entry]:
+        """The features events of type `etype` may touch, in plan order."""
         got = self._cache.get(etype)
         if got is None:
-            got = sorted(self._by_type.get(etype, []) + self._any, key=lambda e: e[0])
+            got = []
+            after = 0  # the bits from the type's previous feature on
+            for i, match, get, add, fresh in sorted(self._by_type.get(etype, []) + self._any):
+                got.append((i, 1 << i, ((1 << i) - 1) & ~after, match, get, add, fresh))
+                after = (1 << (i + 1)) - 1
             if len(self._cache) < 10_000:
                 self._cache[etype] = got
         return got
 
+    def held(self, bits: int) -> tuple[Held, ...]:
+        """The features in `bits` (each with a kernel), lowest first; one shared tuple per
+        distinct set (profiles hold few distinct sets; the cache is emptied when it holds
+        65,536, so its memory stays bounded whatever the mix)."""
+        got = self._held.get(bits)
+        if got is None:
+            out: list[Held] = []
+            objects = 0  # object states before this one
+            rest = bits
+            while rest:
+                low = rest & -rest
+                rest ^= low
+                i = low.bit_length() - 1
+                k = self.kernels[i]
+                if k is None:
+                    continue
+                if k.fresh is None:
+                    out.append((i, low, self.names[i], k.value, objects))
+                    objects += 1
+                else:
+                    out.append(self._segment_held[i])  # shared by every set
+            got = tuple(out)
+            if len(self._held) >= 65_536:
+                self._held.clear()
+            self._held[bits] = got
+        return got
+
     def bits(self, names: Iterable[str]) -> int:
         """The features named, as a bit mask over their positions (unknown names ignored)."""
-        index = self.index
+        bit = self._bit.get
         out = 0
         for n in names:
-            i = index.get(n)
-            if i is not None:
-                out |= 1 << i
+            out |= bit(n, 0)
         return out
 
     def names_of(self, bits: int) -> tuple[str, ...]:

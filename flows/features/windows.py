@@ -1,4 +1,4 @@
-"""Per-profile windowed features in event time: bounded ring buffers, pure and picklable.
+"""Per-profile windowed features in event time: packed sparse buckets; bounded, pure, picklable.
 
 `ProfileFeatures` holds one profile's state for every declared feature (see
 `flows.features.declarations` for the semantics). ``add(event)`` folds an event in (or refuses it
@@ -12,7 +12,11 @@ changed starts empty, a removed one is dropped.
 Memory is bounded per profile and known: a windowed feature keeps at most ``buckets``
 buckets (``2 * buckets`` for trend), a ``distinct`` bucket at most ``max_distinct``
 values, every other aggregation a few numbers. Buckets are stored sparsely (only the
-ones that saw an event), so a quiet profile costs little.
+ones that saw an event), so a quiet profile costs little. There is no object per
+feature: the features holding state are bits of one int, their numbers are segments of
+one ``array('d')`` in plan order (the segments' lengths in an ``array('H')``), worked on
+by the kernels of `flows.features.aggregates`; only ``distinct`` keeps an object, a list
+of buckets and their sets of values (its segment is empty).
 
 >>> from flows.core.contract import Event
 >>> from flows.features.declarations import parse_features
@@ -34,50 +38,85 @@ True
 
 from __future__ import annotations
 
-from bisect import insort
+from array import array
+from collections.abc import Iterator
 from typing import Any
 
 from flows.core.contract import Event
-from flows.features.aggregates import STATE_TYPES, Aggregate
+from flows.features.aggregates import restored
 from flows.features.plan import FeaturePlan
 
 
 class ProfileFeatures:
     """One profile's feature state: add events in arrival order, read values as of a time."""
 
-    __slots__ = ("_plan", "_saved", "dirty", "lateness_ms", "max_ts", "states", "touched")
+    __slots__ = ("_plan", "_saved", "data", "dirty", "held", "lateness_ms", "lens", "max_ts", "objs")
 
     def __init__(self, plan: FeaturePlan, lateness_ms: int) -> None:
         self._plan = plan
         self._saved: dict[str, tuple[str, Any]] | None = None
         self.lateness_ms = lateness_ms
         self.max_ts = -1
-        self.states: list[Aggregate | None] = [None] * len(plan.features)
-        self.touched: list[int] = []  # indices with a state, in plan order
+        self.held = 0  # bit i: feature i holds state
+        self.data = array("d")  # the held features' segments, in plan order
+        self.lens = array("H")  # their lengths (at most 4,001: a trend of 2 x 1,000 buckets)
+        self.objs: list[Any] | None = None  # the held object states (distinct), in plan order
         self.dirty = 0  # bit i: feature i changed by events since `changed()` last ran
 
     def add(self, ev: Event) -> bool:
         """Fold `ev` in; False (and no change) when it is late for this profile."""
         ts = ev.ts_ms
-        if self.max_ts >= 0 and ts < self.max_ts - self.lateness_ms:
+        newest = self.max_ts
+        if newest >= 0 and ts < newest - self.lateness_ms:
             return False
-        if ts > self.max_ts:
+        if ts > newest:
             sweep = self._plan.sweep_ms
-            due = sweep and self.max_ts >= 0 and ts // sweep != self.max_ts // sweep
-            self.max_ts = ts
+            due = sweep and newest >= 0 and ts // sweep != newest // sweep
+            self.max_ts = newest = ts
             if due:
                 self._expire()
-        states = self.states
-        top = self.max_ts
-        for i, d, match, get, width in self._plan.for_type(ev.type):
+        data, lens = self.data, self.lens
+        held = self.held
+        dirty = self.dirty
+        tsf = float(ts)  # kernels take times as floats
+        newestf = tsf if ts == newest else float(newest)
+        pos = k = 0  # segment k starts at pos: the first after the features passed so far
+        for _, bit, gap, match, get, add, fresh in self._plan.for_type(ev.type):
+            if gap and held & gap:  # features held in between: step over their segments
+                r = (held & gap).bit_count()
+                pos += lens[k] if r == 1 else sum(lens[k : k + r])
+                k += r
             if match is not None and not match(ev):
+                if held & bit:
+                    pos += lens[k]
+                    k += 1
                 continue
-            st = states[i]
-            if st is None:
-                st = states[i] = STATE_TYPES[d.agg]()
-                insort(self.touched, i)
-            self.dirty |= 1 << i
-            st.add(d, ts, get(ev) if get is not None else None, top // width if width else 0)
+            dirty |= bit
+            v = get(ev) if get is not None else None
+            if fresh is None:  # an object state, its segment empty
+                objs = self.objs
+                if objs is None:
+                    objs = self.objs = []
+                j = (held & self._plan.objects & (bit - 1)).bit_count()
+                if not held & bit:
+                    held |= bit
+                    lens.insert(k, 0)
+                    objs.insert(j, [])
+                add(objs[j], 0, 0, tsf, v, newestf)
+                k += 1
+                continue
+            if held & bit:
+                n = add(data, pos, lens[k], tsf, v, newestf)
+            else:
+                held |= bit
+                lens.insert(k, 0)
+                data[pos:pos] = fresh
+                n = add(data, pos, len(fresh), tsf, v, newestf)
+            lens[k] = n
+            pos += n
+            k += 1
+        self.held = held
+        self.dirty = dirty
         return True
 
     def _expire(self) -> None:
@@ -88,32 +127,58 @@ class ProfileFeatures:
         earlier than `max_ts` (`ProfileState.as_of`), so no value changes; a dropped
         feature is marked dirty so its next update reports its empty value."""
         top = self.max_ts
-        states = self.states
-        reach = self._plan.reach
-        dropped = False
-        for i in self.touched:
+        plan = self._plan
+        reach, kernels = plan.reach, plan.kernels
+        data, lens, objs = self.data, self.lens, self.objs
+        pos = k = 0  # segment k starts at pos
+        dropped = 0
+        gone = 0  # object states dropped so far
+        for i, bit, _, _, j in plan.held(self.held):
+            n = lens[k]
             width, keep = reach[i]
-            if width and states[i].expire(top // width - keep + 1):  # type: ignore[union-attr]
-                states[i] = None
-                self.dirty |= 1 << i
-                dropped = True
+            if width:
+                kern = kernels[i]
+                assert kern is not None and kern.evict is not None  # windowed: a kernel that evicts
+                first = float(top // width - keep + 1)
+                if j >= 0:
+                    if not kern.evict(objs[j - gone], 0, 0, first):  # type: ignore[index]
+                        del objs[j - gone]  # type: ignore[union-attr]
+                        gone += 1
+                        del lens[k]
+                        dropped |= bit
+                        continue
+                else:
+                    n = kern.evict(data, pos, n, first)
+                    if n == kern.head:  # no bucket left
+                        del data[pos : pos + n]
+                        del lens[k]
+                        dropped |= bit
+                        continue
+                    lens[k] = n
+            pos += n
+            k += 1
         if dropped:
-            self.touched = [i for i in self.touched if states[i] is not None]
+            self.held &= ~dropped
+            self.dirty |= dropped
+            if not objs:
+                self.objs = None
 
     def values(self, as_of: int) -> dict[str, float]:
         """Every feature with a value as of event time `as_of` (>= every accepted ts)."""
         plan = self._plan
         out = plan.empty.copy()
-        states = self.states
-        feats = plan.features
-        names = plan.names
+        data, objs = self.data, self.objs
+        at = float(as_of)  # kernels take times as floats
+        pos = 0
         v: float | None
-        for i in self.touched:
-            v = states[i].value(feats[i], as_of)  # type: ignore[union-attr]
+        for (_, _, name, value, j), n in zip(plan.held(self.held), self.lens, strict=True):
+            v = value(objs[j], 0, 0, at) if j >= 0 else value(data, pos, n, at)  # type: ignore[index]
+            pos += n
             if v is not None:
-                out[names[i]] = v
+                out[name] = v
             else:
-                out.pop(names[i], None)
+                out.pop(name, None)
+        names = plan.names
         for i, fn in plan.exprs:
             v = fn(out)
             if v is not None:
@@ -131,37 +196,56 @@ class ProfileFeatures:
         plan = self._plan
         mask = self.dirty
         self.dirty = 0
-        states = self.states
-        for i in plan.continuous:
-            if states[i] is not None:
-                mask |= 1 << i
-        for i, width in plan.windowed:
-            if states[i] is not None and as_of // width != since // width:
-                mask |= 1 << i
-        feats, names = plan.features, plan.names
+        held = self.held
+        mask |= held & plan.continuous
+        sweep = plan.sweep_ms
+        if sweep and (not plan.nested or as_of // sweep != since // sweep):
+            for width, bits in plan.windowed:
+                if held & bits and as_of // width != since // width:
+                    mask |= held & bits
         out: dict[str, float] = {}
         gone: list[str] = []
-        empty = plan.empty
-        rest = mask
-        while rest:  # each set bit, lowest first
-            low = rest & -rest
-            rest ^= low
-            i = low.bit_length() - 1
-            st = states[i]
-            v = empty.get(names[i]) if st is None else st.value(feats[i], as_of)
-            if v is None:
-                gone.append(names[i])
-            else:
-                out[names[i]] = v
-        if plan.exprs and mask:
-            # An expr reads only the features it names: compute just those.
-            env = dict(out)
-            for i in plan.expr_inputs:
-                if names[i] not in env and not mask >> i & 1:
-                    st = states[i]
-                    v = plan.empty.get(names[i]) if st is None else st.value(feats[i], as_of)
+        if not mask:
+            return out, gone
+        # An expr reads only the features it names: read those too, for the exprs only.
+        env: dict[str, float] = {}
+        read = mask | plan.expr_inputs if plan.exprs else mask
+        data, objs = self.data, self.objs
+        at = float(as_of)  # kernels take times as floats
+        pos = 0
+        v: float | None
+        for (_, bit, name, value, j), n in zip(plan.held(held), self.lens, strict=True):
+            if read & bit:
+                v = value(objs[j], 0, 0, at) if j >= 0 else value(data, pos, n, at)  # type: ignore[index]
+                if not mask & bit:
                     if v is not None:
-                        env[names[i]] = v
+                        env[name] = v
+                elif v is None:
+                    gone.append(name)
+                else:
+                    out[name] = v
+            pos += n
+        rest = read & ~held
+        if rest:  # features without state: their empty values, in plan order with the rest
+            names, empty, index = plan.names, plan.empty, plan.index
+            while rest:
+                low = rest & -rest
+                rest ^= low
+                name = names[low.bit_length() - 1]
+                v = empty.get(name)
+                if not mask & low:
+                    if v is not None:
+                        env[name] = v
+                elif v is None:
+                    gone.append(name)
+                else:
+                    out[name] = v
+            if mask & ~held:  # some came after the held ones: back in plan order
+                out = {n: out[n] for n in sorted(out, key=index.__getitem__)}
+                gone.sort(key=index.__getitem__)
+        if plan.exprs:
+            env.update(out)
+            names = plan.names
             for i, fn in plan.exprs:
                 v = fn(env)
                 if v is None:
@@ -174,19 +258,46 @@ class ProfileFeatures:
         """True while some windowed feature may still change as time passes."""
         return self.max_ts >= 0 and as_of - self.max_ts <= self._plan.horizon_ms
 
+    def _states(self) -> Iterator[tuple[int, Any]]:
+        """(position, state) of each held feature, lowest first: a segment's numbers (an
+        ``array('d')`` copy), or an object state itself."""
+        data, objs = self.data, self.objs
+        pos = 0
+        for (i, _, _, _, j), n in zip(self._plan.held(self.held), self.lens, strict=True):
+            yield i, objs[j] if j >= 0 else data[pos : pos + n]  # type: ignore[index]
+            pos += n
+
+    def buckets_held(self) -> dict[str, int]:
+        """The features holding state, each with the number of buckets it holds (0 when
+        unwindowed)."""
+        plan = self._plan
+        out = {}
+        for i, st in self._states():
+            k = plan.kernels[i]
+            assert k is not None
+            if k.fresh is None:
+                out[plan.names[i]] = len(st) // 2  # distinct: bucket, values, ...
+            else:
+                out[plan.names[i]] = (len(st) - k.head) // k.step if k.step else 0
+        return out
+
+    def states(self) -> dict[str, Any]:
+        """Each feature holding state, by name: its segment's numbers (an ``array('d')``
+        copy) or its object state; what a snapshot carries."""
+        names = self._plan.names
+        return {names[i]: st for i, st in self._states()}
+
     def __getstate__(self) -> tuple[int, int, dict[str, tuple[str, Any]]]:
         if self._saved is not None:  # restored and not bound yet: save what was restored
             return self.lateness_ms, self.max_ts, self._saved
         plan = self._plan
-        states = {
-            plan.names[i]: (plan.fingerprints[i], st) for i, st in enumerate(self.states) if st is not None
-        }
+        states = {plan.names[i]: (plan.fingerprints[i], st) for i, st in self._states()}
         return self.lateness_ms, self.max_ts, states
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         # (plan key, lateness, max_ts, states) from snapshots that named their plan
         self.lateness_ms, self.max_ts, self._saved = state[-3:]
-        self.states, self.touched, self.dirty = [], [], 0
+        self.data, self.lens, self.objs, self.held, self.dirty = array("d"), array("H"), None, 0, 0
 
     def bind(self, plan: FeaturePlan) -> None:
         """Attach restored state to the running `plan`, feature by feature: a state is kept
@@ -194,10 +305,20 @@ class ProfileFeatures:
         saved = self._saved or {}
         self._plan = plan
         self._saved = None
-        self.states = [None] * len(plan.features)
+        data, lens = array("d"), array("H")
+        objs: list[Any] = []
+        held = 0
         for i, name in enumerate(plan.names):
             got = saved.get(name)
-            if got is not None and got[0] == plan.fingerprints[i]:
-                self.states[i] = got[1]
-        self.touched = [i for i, st in enumerate(self.states) if st is not None]
-        self.dirty = sum(1 << i for i in self.touched)
+            k = plan.kernels[i]
+            if got is None or got[0] != plan.fingerprints[i] or k is None:
+                continue
+            st = restored(got[1])
+            if k.fresh is None:
+                objs.append(st)
+                lens.append(0)
+            else:
+                data.extend(st)
+                lens.append(len(st))
+            held |= 1 << i
+        self.data, self.lens, self.objs, self.held, self.dirty = data, lens, objs or None, held, held
