@@ -364,6 +364,7 @@ def ingest(
         scoring=scoring if feature_settings.enabled else None,
         journeys=journeys if feature_settings.enabled else None,
     )
+
     def _builder(resume: bytes | None) -> _ProfileLogic:
         if resume is not None:
             state = pickle.loads(resume)
