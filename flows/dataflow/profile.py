@@ -118,7 +118,7 @@ class ProfileState:
             feats.dirty = 0
             values, gone = dict(full or {}), list[str]()
         else:
-            values, gone = feats.changed(as_of_ms, self.last_as_of)
+            values, gone = feats.changed(as_of_ms, self.last_as_of, full)
             if not values and not gone and full is None:
                 return None
         plan = feats.plan

@@ -39,7 +39,7 @@ True
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flows.core.contract import Event
@@ -189,10 +189,15 @@ class ProfileFeatures:
     def plan(self) -> FeaturePlan:
         return self._plan
 
-    def changed(self, as_of: int, since: int) -> tuple[dict[str, float], list[str]]:
+    def changed(
+        self, as_of: int, since: int, full: Mapping[str, float] | None = None
+    ) -> tuple[dict[str, float], list[str]]:
         """Features whose value may differ from what they were as of `since`: those events
         touched since the last call, those that move with time (recency, decay), windows
-        that crossed a bucket edge, and every expr. Returns (values, names now absent)."""
+        that crossed a bucket edge, and every expr. Returns (values, names now absent).
+
+        `full`, when the caller has it, is ``values(as_of)``: the values are read from it
+        instead of computed again."""
         plan = self._plan
         mask = self.dirty
         self.dirty = 0
@@ -207,6 +212,8 @@ class ProfileFeatures:
         gone: list[str] = []
         if not mask:
             return out, gone
+        if full is not None:
+            return _pick(full, mask, plan)
         # An expr reads only the features it names: read those too, for the exprs only.
         env: dict[str, float] = {}
         read = mask | plan.expr_inputs if plan.exprs else mask
@@ -322,3 +329,28 @@ class ProfileFeatures:
                 lens.append(len(st))
             held |= 1 << i
         self.data, self.lens, self.objs, self.held, self.dirty = data, lens, objs or None, held, held
+
+
+def _pick(full: Mapping[str, float], mask: int, plan: FeaturePlan) -> tuple[dict[str, float], list[str]]:
+    """`changed`'s answer read from a full map: the masked features in plan order, then
+    every expr."""
+    out: dict[str, float] = {}
+    gone: list[str] = []
+    names = plan.names
+    rest = mask
+    while rest:
+        low = rest & -rest
+        rest ^= low
+        name = names[low.bit_length() - 1]
+        v = full.get(name)
+        if v is None:
+            gone.append(name)
+        else:
+            out[name] = v
+    for i, _ in plan.exprs:
+        v = full.get(names[i])
+        if v is None:
+            gone.append(names[i])
+        else:
+            out[names[i]] = v
+    return out, gone

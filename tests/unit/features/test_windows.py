@@ -809,3 +809,25 @@ def test_a_snapshot_of_one_object_per_feature_restores_and_continues_identically
         newest = max(newest, e.ts_ms)
         assert restored.values(newest) == live.values(newest)
     check(restored, FEATURES, events, newest, "restored")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams(), st.lists(st.integers(0, 3 * D), min_size=1, max_size=30))
+def test_changed_read_from_the_full_map_is_the_same_answer(events, offsets):
+    """changed(as_of, since, values(as_of)) answers exactly what changed(as_of, since)
+    does (same values, same names gone, same order), at every update of a stream."""
+    plan = FeaturePlan(FEATURES)
+    a = ProfileFeatures(plan, lateness_ms=LATENESS)
+    b = ProfileFeatures(plan, lateness_ms=LATENESS)
+    since = newest = None
+    for k, e in enumerate(events):
+        if a.add(e) != b.add(e):
+            raise AssertionError("the two states took different events")
+        newest = e.ts_ms if newest is None else max(newest, e.ts_ms)
+        as_of = newest + offsets[k % len(offsets)]
+        if since is None:
+            since = as_of
+        got = b.changed(as_of, since, b.values(as_of))
+        want = a.changed(as_of, since)
+        assert list(got[0].items()) == list(want[0].items()) and got[1] == want[1]
+        since = as_of
