@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from itertools import chain
 from typing import Generic, NamedTuple, TypeVar
 
+import hiredis
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
@@ -81,19 +83,12 @@ class _HashStorePartition(StatelessSinkPartition[T]):
 
     def _write(self, items: list[T]) -> None:
         writes = self._sink.writes(items)
-        ttl_ms = self._sink.ttl_ms
         started = time.perf_counter()
+        packed = _pack(writes, self._sink.ttl_ms)
 
         def _once() -> None:
-            pipe = self._client.pipeline(transaction=False)
-            for w in writes:
-                pipe.hset(w.key, mapping=w.fields)  # type: ignore[arg-type]  # redis-py's Mapping is invariant
-                if w.removed:
-                    pipe.hdel(w.key, *w.removed)
-                if w.expire:
-                    pipe.pexpire(w.key, ttl_ms)
             try:
-                pipe.execute()
+                _pipeline(self._client, packed)
             except redis.RedisError:
                 self._retries.inc()
                 raise
@@ -109,3 +104,41 @@ class _HashStorePartition(StatelessSinkPartition[T]):
             self._buffer.close()
         finally:
             self._client.close()
+
+
+def _pack(writes: list[HashWrite], ttl_ms: int) -> list[bytes]:
+    """The flush's commands in wire format, packed in C by hiredis (redis-py's own packing
+    encodes every argument in Python: it was most of this sink's time under the GIL).
+    Numbers are written as redis-py writes them (``repr``: "3", "129.5")."""
+    pack = hiredis.pack_command
+    out = []
+    for w in writes:
+        out.append(pack(("HSET", w.key, *chain.from_iterable(w.fields.items()))))
+        if w.removed:
+            out.append(pack(("HDEL", w.key, *w.removed)))
+        if w.expire:
+            out.append(pack(("PEXPIRE", w.key, ttl_ms)))
+    return out
+
+
+def _pipeline(client: redis.Redis, packed: list[bytes]) -> None:
+    """Send `packed` commands in one write and read every reply; a failed command raises
+    after all replies are read (the connection stays in step), a broken connection is
+    dropped."""
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command([b"".join(packed)])
+        error: redis.ResponseError | None = None
+        for _ in packed:
+            try:
+                conn.read_response()
+            except redis.ResponseError as e:
+                error = error or e
+        if error is not None:
+            raise error
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)
