@@ -10,9 +10,9 @@ the sink metrics. Delivery: at-least-once and idempotent (a replay writes the sa
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from itertools import chain
-from typing import Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import hiredis
 import redis
@@ -110,7 +110,7 @@ def _pack(writes: list[HashWrite], ttl_ms: int) -> list[bytes]:
     """The flush's commands in wire format, packed in C by hiredis (redis-py's own packing
     encodes every argument in Python: it was most of this sink's time under the GIL).
     Numbers are written as redis-py writes them (``repr``: "3", "129.5")."""
-    pack = hiredis.pack_command
+    pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command  # (its stub says a 1-tuple)
     out = []
     for w in writes:
         out.append(pack(("HSET", w.key, *chain.from_iterable(w.fields.items()))))
