@@ -114,17 +114,24 @@ class ProfileState:
         if first or as_of_ms - self.last_snapshot_ms >= snapshot_every_ms:
             full = get_full()
             self.last_snapshot_ms = as_of_ms
+        plan = feats.plan
+        stored = self.stored
         if first:
             feats.dirty = 0
             values, gone = dict(full or {}), list[str]()
+            self.stored = plan.bits(values)
+            removed: tuple[str, ...] = ()
         else:
-            values, gone = feats.changed(as_of_ms, self.last_as_of, full)
+            values, gone, looked = feats.changed_bits(as_of_ms, self.last_as_of, full)
             if not values and not gone and full is None:
                 return None
-        plan = feats.plan
-        stored = self.stored
-        removed = tuple(sorted(n for n in gone if stored >> plan.index[n] & 1))
-        self.stored = (stored & ~plan.bits(gone)) | plan.bits(values)
+            if gone:
+                gone_bits = plan.bits(gone)
+                removed = tuple(sorted(n for n in gone if stored >> plan.index[n] & 1))
+                self.stored = (stored | looked) & ~gone_bits
+            else:
+                removed = ()
+                self.stored = stored | looked
         self.last_as_of = as_of_ms
         changed_tags = self._retag(values, gone)
         segment = self._resegment()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from array import array
 from collections.abc import Callable, Iterable
+from functools import cached_property
 from typing import Any
 
 from flows.core.conditions import field_getter, matcher
@@ -147,6 +148,11 @@ class FeaturePlan:
                 self._held.clear()
             self._held[bits] = got
         return got
+
+    @cached_property
+    def expr_bits(self) -> int:
+        """The expr features, as bits (every `changed` answer includes them)."""
+        return sum(1 << i for i, _ in self.exprs)
 
     def bits(self, names: Iterable[str]) -> int:
         """The features named, as a bit mask over their positions (unknown names ignored)."""

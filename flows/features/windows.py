@@ -198,6 +198,14 @@ class ProfileFeatures:
 
         `full`, when the caller has it, is ``values(as_of)``: the values are read from it
         instead of computed again."""
+        values, gone, _ = self.changed_bits(as_of, since, full)
+        return values, gone
+
+    def changed_bits(
+        self, as_of: int, since: int, full: Mapping[str, float] | None = None
+    ) -> tuple[dict[str, float], list[str], int]:
+        """`changed`, and the bits of every feature it answers for (exprs included): those
+        not gone hold the values returned."""
         plan = self._plan
         mask = self.dirty
         self.dirty = 0
@@ -211,9 +219,9 @@ class ProfileFeatures:
         out: dict[str, float] = {}
         gone: list[str] = []
         if not mask:
-            return out, gone
+            return out, gone, 0
         if full is not None:
-            return _pick(full, mask, plan)
+            return (*_pick(full, mask, plan), mask | plan.expr_bits)
         # An expr reads only the features it names: read those too, for the exprs only.
         env: dict[str, float] = {}
         read = mask | plan.expr_inputs if plan.exprs else mask
@@ -259,7 +267,7 @@ class ProfileFeatures:
                     gone.append(names[i])
                 else:
                     out[names[i]] = env[names[i]] = v
-        return out, gone
+        return out, gone, mask | plan.expr_bits
 
     def live(self, as_of: int) -> bool:
         """True while some windowed feature may still change as time passes."""
