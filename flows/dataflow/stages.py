@@ -121,12 +121,13 @@ class _ProfileLogic(StatefulBatchLogic[Event, ProfileOut, bytes | None]):
     recomputed at most every tenth of the interval, so it costs next to nothing per event.
     """
 
-    def __init__(self, state: ProfileState, cfg: _ProfileConfig) -> None:
+    def __init__(self, state: ProfileState, cfg: _ProfileConfig, restored: bool) -> None:
         self._state = state
         self._cfg = cfg
         self._deadline_at = 0.0
         self._deadline: datetime | None = None
-        self._schedule()
+        if restored:  # a new profile is scheduled after its first batch
+            self._schedule()
 
     def _schedule(self) -> None:
         cfg = self._cfg
@@ -370,7 +371,7 @@ def ingest(
             state = pickle.loads(resume)
             state.bind(cfg.features, cfg.sketch)
             cfg.stream.resume(state.last_as_of, state.partition)  # stream time survives a restart
-            return _ProfileLogic(state, cfg)
+            return _ProfileLogic(state, cfg, True)
         state = new_state(
             cfg.features,
             cfg.ttl_ms,
@@ -380,7 +381,7 @@ def ingest(
             cfg.journeys is not None,
             sketch=cfg.sketch,
         )
-        return _ProfileLogic(state, cfg)
+        return _ProfileLogic(state, cfg, False)
 
     profiles = op.key_rm("unkey", op.stateful_batch("profile", keyed, _builder))
     events = op.flat_map("events", profiles, attrgetter("events"))
