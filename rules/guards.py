@@ -38,12 +38,12 @@ never reaches the script.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
@@ -114,7 +114,7 @@ class _Call:
                     "caps": caps,
                 }
             )
-        self.args = [json.dumps(actions, separators=(",", ":"))]
+        self.args = [orjson.dumps(actions)]
         slots = {key_slot(k.encode("utf-8")) for k in self.keys}
         if len(slots) != 1:  # Redis Cluster: one call, one slot
             raise AssertionError(f"guard keys of {profile_id!r} span slots {sorted(slots)}")
