@@ -40,6 +40,7 @@ class ProfileState:
         "scoring",
         "seen",
         "segment",
+        "segment_cuts",
         "sketch",
         "stored",
         "tag_inputs",
@@ -71,6 +72,7 @@ class ProfileState:
         self.pending_tag_events: tuple[Any, Any] = ((), ())
         self.rfm: tuple[float, float, float] | None = None  # this profile's share of the sketch
         self.segment = ""
+        self.segment_cuts: Any = None  # the sketch's boundaries `segment` was computed with
         self.pending_segment: tuple[str, str] | None = None
 
     def ingest(self, events: list[Event]) -> tuple[list[Event], int, int]:
@@ -162,6 +164,9 @@ class ProfileState:
         if new != self.rfm:
             self.sketch.move(self.rfm, new)
             self.rfm = new
+        elif self.segment_cuts is self.sketch.cuts():  # same values, same boundaries
+            return None
+        self.segment_cuts = self.sketch.cuts()
         scores = self.sketch.scores(new)
         seg = rfm.segment_of(scores, plan.segments)
         if seg == self.segment:
@@ -250,6 +255,7 @@ class ProfileState:
         self.partition = state[12] if len(state) > 12 else 0  # snapshots before it was kept: 0
         self.pending_tag_events = ((), ())
         self.pending_segment = None  # `sketch` stays unset until `bind`
+        self.segment_cuts = None
         self.retag_all = True
 
     def bind(self, plan: FeaturePlan | None, sketch: RfmSketch) -> None:

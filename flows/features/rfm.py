@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import threading
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -96,7 +97,7 @@ def score(v: float, cuts: Sequence[float], higher_is_better: bool = True) -> int
     >>> score(10, (1, 2, 3, 4)), score(0.5, (1, 2, 3, 4)), score(0.5, (1, 2, 3, 4), False)
     (5, 1, 5)
     """
-    rank = 1 + sum(1 for c in cuts if v > c)
+    rank = 1 + bisect_left(cuts, v)  # the boundaries below v (they never decrease)
     return rank if higher_is_better else 6 - rank
 
 
