@@ -57,6 +57,14 @@ from sinks.kafka import ensure_topics  # noqa: E402
 CACHE = Path(__file__).resolve().parent / ".cache"
 
 
+def machine() -> str:
+    """The line every benchmark prints first: figures are read against the machine."""
+    return (
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{platform.platform()}"
+    )
+
+
 def workload(n: int, seed: int) -> list[bytes]:
     """n seeded synthetic events (1 % late, 0.5 % malformed, 0.5 % repeated), cached.
 
@@ -395,10 +403,7 @@ def main() -> None:
         help="clickhouse.flush_interval_s for the latency run (default: the engine's, 0.25)",
     )
     args = ap.parse_args()
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{platform.platform()}"
-    )
+    print(machine())
     events = [] if args.only_latency else workload(args.events, args.seed)
     with tempfile.TemporaryDirectory(prefix="scrm-bench-") as tmp:
         broker = Broker(Path(tmp))
