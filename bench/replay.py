@@ -64,6 +64,8 @@ class Replay:
     events: int
     seconds: float
     tables: dict[str, int]
+    database: str = ""
+    breakdown: tuple[str, ...] = ()
 
     @property
     def rate(self) -> float:
@@ -96,7 +98,18 @@ def settings_for(path: Path, chdb: Path, redis_url: str, full: bool) -> Settings
     )
 
 
-def replay(path: Path, chdb: Path, redis_url: str, full: bool, label: str = "") -> Replay:
+# What the extra rows of the full pipeline are: the engine's own events, decisions, scores.
+BREAKDOWN = (
+    "SELECT 'events', type, count() FROM {db}.events FINAL WHERE origin = 'engine' GROUP BY type",
+    "SELECT 'actions', concat(journey_id, ' ', status), count() FROM {db}.actions FINAL "
+    "GROUP BY journey_id, status",
+    "SELECT 'scores', model, count() FROM {db}.scores FINAL GROUP BY model",
+)
+
+
+def replay(
+    path: Path, chdb: Path, redis_url: str, full: bool, label: str = "", breakdown: bool = False
+) -> Replay:
     """Replay `path` once in this process; the time is the dataflow's run only."""
     s = settings_for(path, chdb, redis_url, full)
     redis.Redis.from_url(redis_url).flushdb()  # guards' records of an earlier run would replay
@@ -109,16 +122,19 @@ def replay(path: Path, chdb: Path, redis_url: str, full: bool, label: str = "") 
     seconds = base.timed(flow, s)
     client = connect(s.clickhouse)
     try:
-        tables = table_counts(client, s.clickhouse.database)
+        db = s.clickhouse.database
+        tables = table_counts(client, db)
+        rows = [r for q in BREAKDOWN for r in client.query(q.format(db=db)).result_rows] if breakdown else []
     finally:
         client.close()
     with path.open("rb") as fh:
         n = sum(1 for line in fh if line.strip())
-    return Replay(label or ("full pipeline" if full else "features off"), n, seconds, tables)
+    lines = tuple(f"{t}: {what} {k:,} ({k / n:.2f} per input event)" for t, what, k in sorted(rows))
+    return Replay(label or ("full pipeline" if full else "features off"), n, seconds, tables, db, lines)
 
 
 def measure(
-    events: list[bytes], folder: Path, chdb: Path, redis_url: str, progress=print
+    events: list[bytes], folder: Path, chdb: Path, redis_url: str, progress=print, breakdown: bool = False
 ) -> tuple[Replay, Replay]:
     """(features off, full pipeline) over `events`, after a small warm-up replay."""
     warm = write_events(events[:3000], folder, "cdnow-warm.jsonl")
@@ -127,7 +143,7 @@ def measure(
     progress(f"replay (a) features off: {len(events):,} events")
     off = replay(path, chdb, redis_url, False, "(a) features off: validate, PII, dedupe, ClickHouse")
     progress(f"  {off.rate:,.0f} events/s; replay (b) full pipeline on the shipped defaults")
-    full = replay(path, chdb, redis_url, True, "(b) full pipeline, shipped defaults")
+    full = replay(path, chdb, redis_url, True, "(b) full pipeline, shipped defaults", breakdown)
     progress(f"  {full.rate:,.0f} events/s")
     return off, full
 
@@ -156,12 +172,19 @@ def report(off: Replay, full: Replay) -> str:
         f"rows written per input event: (a) {off.rows_written / off.events:.2f}, "
         f"(b) {full.rows_written / full.events:.2f}"
     )
+    if full.breakdown:
+        lines += ["", "(b) by kind:", *(f"  {b}" for b in full.breakdown)]
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, help="replay only the first N events (a smoke run)")
+    ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also the full pipeline's engine events by type, decisions by journey and status, scores",
+    )
     args = ap.parse_args()
     print(base.machine())
     events = cdnow.events(cdnow.CALIBRATION_END_MS)[: args.limit]
@@ -175,7 +198,7 @@ def main() -> None:
         valkey = RedisService(load_settings(env={}).redis, folder, RetryPolicy())  # embedded
         url = valkey.start()
         try:
-            off, full = measure(events, folder, folder / "ch", url)
+            off, full = measure(events, folder, folder / "ch", url, breakdown=args.breakdown)
         finally:
             valkey.stop()
     print()
