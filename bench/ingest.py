@@ -28,6 +28,7 @@ import argparse
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -268,13 +269,16 @@ def cluster_run(broker: Broker, topic: str, processes: int) -> tuple[int, float]
             subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         )
     total, slowest = 0, 0.0
-    for p in procs:
-        out = p.communicate(timeout=600)[0]
-        m = re.search(r"([\d,]+) records in ([\d.]+)s", out)
-        if p.returncode != 0 or m is None:
-            raise RuntimeError(f"cluster process failed:\n{out[-2000:]}")
-        total += int(m.group(1).replace(",", ""))
-        slowest = max(slowest, float(m.group(2)))
+    try:
+        for p in procs:
+            out = p.communicate(timeout=600)[0]
+            m = re.search(r"([\d,]+) records in ([\d.]+)s", out)
+            if p.returncode != 0 or m is None:
+                raise RuntimeError(f"cluster process failed:\n{out[-2000:]}")
+            total += int(m.group(1).replace(",", ""))
+            slowest = max(slowest, float(m.group(2)))
+    finally:
+        shutil.rmtree(data, ignore_errors=True)  # each process's chDB and Valkey data
     return total, slowest
 
 
