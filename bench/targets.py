@@ -239,13 +239,19 @@ class Run:
         )  # fmt: skip
 
 
+def _order(row: Row) -> int:
+    """The issue's numbering (the parts run in another order); failed parts last."""
+    number = row.target.split(".", 1)[0]
+    return int(number) if number.isdigit() else 99
+
+
 def table(rows: list[Row]) -> str:
     head = Row("target", "figure", "baseline (same run)", "ratio", "met?")
-    cells = [astuple(r) for r in [head, *rows]]
+    cells = [astuple(r) for r in [head, *sorted(rows, key=_order)]]
     widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
     fmt = " | ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*cells[0]), "-+-".join("-" * w for w in widths)]
-    lines += [fmt.format(*c) for c in cells[1:]]
+    lines = [fmt.format(*cells[0]).rstrip(), "-+-".join("-" * w for w in widths)]
+    lines += [fmt.format(*c).rstrip() for c in cells[1:]]
     met = sum(r.met == "yes" for r in rows)
     lines.append(f"{met} of {len(rows)} met")
     return "\n".join(lines)
