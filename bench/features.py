@@ -8,7 +8,9 @@ Prints, from one run on this machine:
 2. the added cost of the feature computation alone (no I/O): ``ProfileFeatures.add`` +
    one ``values()`` per event, in µs per event;
 3. state bytes per profile for the default set, measured with tracemalloc and as the
-   pickled snapshot Bytewax would write, and the projection for 1 million profiles.
+   pickled snapshot Bytewax would write, and the projection for 1 million profiles: after
+   the events alone, and after the engine's fold (events, then the update with tags and
+   RFM and the tag and segment events, as the profile step does per event).
 
 Workload: seeded synthetic customers (see bench/ingest.py), cached. Not a test.
 """
@@ -38,7 +40,7 @@ from flows.app.testing import Broker, local_servers  # noqa: E402
 from flows.core.contract import Event, RawRecord  # noqa: E402
 from flows.core.settings import Settings, load_settings  # noqa: E402
 from flows.dataflow.build import build_flow, feature_set, make_validator  # noqa: E402
-from flows.dataflow.profile import new_state  # noqa: E402
+from flows.dataflow.profile import ProfileState, new_state  # noqa: E402
 from flows.features.plan import FeaturePlan  # noqa: E402
 from flows.features.rfm import RfmSketch  # noqa: E402
 from flows.sources.control import RunControl  # noqa: E402
@@ -95,23 +97,52 @@ def compute_only(events: list[Event], s: Settings) -> float:
         return (time.perf_counter() - started) / len(events) * 1e6
 
 
-def memory(events: list[Event], s: Settings) -> tuple[int, float, float]:
-    """(profiles, tracemalloc bytes per profile, pickled bytes per profile)."""
-    plan = FeaturePlan(feature_set(s))  # type: ignore[arg-type]  # features are on in this bench
-    sketch = RfmSketch()
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    states = {}
+def fold(states: dict[str, ProfileState], events: list[Event], plan: FeaturePlan, sketch: RfmSketch) -> None:
+    """The profile step's work per event without I/O: dedupe and features, then the update
+    (changed features, tags, RFM, segment) and the tag and segment events it implies."""
     for e in events:
         st = states.get(e.profile_id)
         if st is None:
             st = states[e.profile_id] = new_state(plan, 86_400_000, 10_000, 3_600_000, sketch=sketch)
         st.ingest([e])
+        upd = st.update(e.profile_id, st.as_of(e.ts_ms), 60_000, 0)
+        if upd is not None and (upd.tags is not None or upd.segment is not None):
+            st.change_events(upd)
+
+
+def memory(events: list[Event], s: Settings, update: bool = False) -> tuple[int, float, float]:
+    """(profiles, tracemalloc bytes per profile, pickled bytes per profile) after the events
+    alone, or with `update` after the engine's fold (`fold`: tags, RFM, segments too)."""
+    plan = FeaturePlan(feature_set(s))  # type: ignore[arg-type]  # features are on in this bench
+    sketch = RfmSketch()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    states: dict[str, ProfileState] = {}
+    if update:
+        fold(states, events, plan, sketch)
+    else:
+        for e in events:
+            st = states.get(e.profile_id)
+            if st is None:
+                st = states[e.profile_id] = new_state(plan, 86_400_000, 10_000, 3_600_000, sketch=sketch)
+            st.ingest([e])
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     pickled = sum(len(pickle.dumps(st)) for st in states.values())
     n = len(states)
     return n, (after - before) / n, pickled / n
+
+
+def end_to_end(raw: list[bytes], tmp: Path, broker: Broker, url: str) -> tuple[float, float]:
+    """Events/s through Kafka, one worker, features off and on, over one topic (after a warm-up)."""
+    warm = broker.create_topic(f"warm_{uuid.uuid4().hex[:6]}", partitions=2)
+    broker.produce(warm, [(None, v) for v in raw[:5000]])
+    run_once(settings_for(broker, warm, tmp / "ch", url, True))
+    topic = broker.create_topic(f"feat_{uuid.uuid4().hex[:6]}", partitions=2)
+    broker.produce(topic, [(None, v) for v in raw])
+    off = len(raw) / run_once(settings_for(broker, topic, tmp / "ch", url, False))
+    on = len(raw) / run_once(settings_for(broker, topic, tmp / "ch", url, True))
+    return off, on
 
 
 def main() -> None:
@@ -126,23 +157,18 @@ def main() -> None:
     print(f"feature set: {len(feature_set(s0).features)} features from config/features.toml")  # type: ignore[union-attr]
 
     us = compute_only(events, s0)
-    n, traced, pickled = memory(events, s0)
     print(f"compute only (dedupe + features + values(), no I/O): {us:.1f} µs/event")
-    print(
-        f"state per profile after {len(events):,} events over {n:,} profiles: "
-        f"{traced:,.0f} B in memory (tracemalloc), {pickled:,.0f} B pickled; "
-        f"1 million profiles ≈ {traced * 1e6 / 2**30:.2f} GiB in memory, "
-        f"{pickled * 1e6 / 2**30:.2f} GiB per full snapshot"
-    )
+    for update, what in ((False, "the events alone"), (True, "the engine's fold (+ tags, RFM, segments)")):
+        n, traced, pickled = memory(events, s0, update)
+        print(
+            f"state per profile after {len(events):,} events over {n:,} profiles, {what}: "
+            f"{traced:,.0f} B in memory (tracemalloc), {pickled:,.0f} B pickled; "
+            f"1 million profiles ≈ {traced * 1e6 / 2**30:.2f} GiB in memory, "
+            f"{pickled * 1e6 / 2**30:.2f} GiB per full snapshot"
+        )
 
     with tempfile.TemporaryDirectory(prefix="scrm-bench-") as tmp, local_servers(Path(tmp)) as (broker, url):
-        warm = broker.create_topic(f"warm_{uuid.uuid4().hex[:6]}", partitions=2)
-        broker.produce(warm, [(None, v) for v in raw[:5000]])
-        run_once(settings_for(broker, warm, Path(tmp) / "ch", url, True))
-        topic = broker.create_topic(f"feat_{uuid.uuid4().hex[:6]}", partitions=2)
-        broker.produce(topic, [(None, v) for v in raw])
-        off = len(raw) / run_once(settings_for(broker, topic, Path(tmp) / "ch", url, False))
-        on = len(raw) / run_once(settings_for(broker, topic, Path(tmp) / "ch", url, True))
+        off, on = end_to_end(raw, Path(tmp), broker, url)
     print()
     print(f"{'stage (1 worker, through Kafka)':<70} {'events/s':>10}")
     print(f"{'ingest only (features off)':<70} {off:>10,.0f}")

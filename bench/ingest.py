@@ -28,6 +28,7 @@ import argparse
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,14 @@ from sinks.clickhouse import connect  # noqa: E402
 from sinks.kafka import ensure_topics  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache"
+
+
+def machine() -> str:
+    """The line every benchmark prints first: figures are read against the machine."""
+    return (
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{platform.platform()}"
+    )
 
 
 def workload(n: int, seed: int) -> list[bytes]:
@@ -164,13 +173,9 @@ def settings_for(broker: Broker, topic: str, chdb: Path, workers: int, db: str) 
     )
 
 
-def throughput(args: argparse.Namespace, broker: Broker, events: list[bytes], chdb: Path) -> None:
-    # Warm-up on a small topic: one-time imports and connections stay out of the figures.
-    warm = broker.create_topic(f"warm_{uuid.uuid4().hex[:8]}", partitions=2)
-    broker.produce(warm, [(None, v) for v in events[:5000]])
-    ingest_run(broker, warm, chdb, 1)
-
-    topic = broker.create_topic(f"bench_{uuid.uuid4().hex[:8]}", partitions=2)
+def fill_topic(broker: Broker, events: list[bytes], prefix: str = "bench") -> str:
+    """A new 2-partition topic holding `events` (every one acknowledged)."""
+    topic = broker.create_topic(f"{prefix}_{uuid.uuid4().hex[:8]}", partitions=2)
     t0 = time.perf_counter()
     broker.produce(topic, [(None, v) for v in events])
     produce_s = time.perf_counter() - t0
@@ -178,13 +183,32 @@ def throughput(args: argparse.Namespace, broker: Broker, events: list[bytes], ch
         f"produced {len(events):,} events to {topic} (2 partitions) in {produce_s:.1f}s "
         f"({len(events) / produce_s:,.0f}/s)"
     )
-    rows: list[tuple[str, float]] = []
-    base = settings_for(broker, topic, chdb, 1, "bench_base")
-    rows.append(
-        ("baseline: Kafka -> loads -> key -> count, 1 worker", len(events) / timed(baseline_flow(base), base))
-    )
+    return topic
+
+
+def passthrough(broker: Broker, topic: str, chdb: Path, n: int) -> float:
+    """Events/s of the pass-through baseline over the `n` events of `topic`, 1 worker."""
+    s = settings_for(broker, topic, chdb, 1, "bench_base")
+    return n / timed(baseline_flow(s), s)
+
+
+def warm_up(broker: Broker, events: list[bytes], chdb: Path) -> None:
+    """The ingest flow over a small topic: one-time imports and connections stay out of the figures."""
+    warm = broker.create_topic(f"warm_{uuid.uuid4().hex[:8]}", partitions=2)
+    broker.produce(warm, [(None, v) for v in events[:5000]])
+    ingest_run(broker, warm, chdb, 1)
+
+
+def throughput(broker: Broker, events: list[bytes], chdb: Path) -> dict[str, float]:
+    """Events/s of the baseline and the ingest path on 1 and 2 workers and 2 processes, printed;
+    returned under the keys ``baseline``, ``ingest_w1``, ``ingest_w2``, ``ingest_p2``."""
+    warm_up(broker, events, chdb)
+    topic = fill_topic(broker, events)
+    rates = {"baseline": passthrough(broker, topic, chdb, len(events))}
+    rows = [("baseline: Kafka -> loads -> key -> count, 1 worker", rates["baseline"])]
     for workers in (1, 2):
         seconds, stored, dead = ingest_run(broker, topic, chdb, workers)
+        rates[f"ingest_w{workers}"] = len(events) / seconds
         rows.append(
             (
                 f"ingest: Kafka -> validate/PII/dedupe -> ClickHouse, {workers} worker(s) "
@@ -193,12 +217,14 @@ def throughput(args: argparse.Namespace, broker: Broker, events: list[bytes], ch
             )
         )
     n, seconds = cluster_run(broker, topic, processes=2)
+    rates["ingest_p2"] = n / seconds
     rows.append((f"ingest: same flow, 2 processes x 1 worker on loopback ({n:,} records)", n / seconds))
     print()
     print(f"{'stage':<100} {'events/s':>10}")
     for name, rate in rows:
         print(f"{name:<100} {rate:>10,.0f}")
     print(f"ingest / baseline (1 worker): {rows[1][1] / rows[0][1]:.2f}")
+    return rates
 
 
 def scrm_env(broker: Broker, topic: str, data: Path) -> dict[str, str]:
@@ -225,7 +251,8 @@ def cluster_run(broker: Broker, topic: str, processes: int) -> tuple[int, float]
 
     Returns (records read by all, the slowest process's flow time), from each process's
     own summary line (flow time only: Valkey start and DDL are not counted). Each process
-    has its own chDB path (chDB opens a path in one process at a time).
+    has its own chDB path (chDB opens a path in one process at a time). One process is a
+    plain `scrm run`, measured the same way: the baseline of the scale-out.
     """
     from flows.app.testing import free_port
 
@@ -236,23 +263,29 @@ def cluster_run(broker: Broker, topic: str, processes: int) -> tuple[int, float]
         env = scrm_env(broker, topic, data / f"p{i}")
         env["SCRM_KAFKA__STOP_AT_END"] = "true"
         cmd = [sys.executable, "-m", "flows.app.cli", "run", "--source", "kafka"]
-        cmd += ["-i", str(i), "-a", addresses]
+        if processes > 1:
+            cmd += ["-i", str(i), "-a", addresses]
         procs.append(
             subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         )
     total, slowest = 0, 0.0
-    for p in procs:
-        out = p.communicate(timeout=600)[0]
-        m = re.search(r"([\d,]+) records in ([\d.]+)s", out)
-        if p.returncode != 0 or m is None:
-            raise RuntimeError(f"cluster process failed:\n{out[-2000:]}")
-        total += int(m.group(1).replace(",", ""))
-        slowest = max(slowest, float(m.group(2)))
+    try:
+        for p in procs:
+            out = p.communicate(timeout=600)[0]
+            m = re.search(r"([\d,]+) records in ([\d.]+)s", out)
+            if p.returncode != 0 or m is None:
+                raise RuntimeError(f"cluster process failed:\n{out[-2000:]}")
+            total += int(m.group(1).replace(",", ""))
+            slowest = max(slowest, float(m.group(2)))
+    finally:
+        shutil.rmtree(data, ignore_errors=True)  # each process's chDB and Valkey data
     return total, slowest
 
 
-def produce_at_rate(args: argparse.Namespace, broker: Broker, topic: str) -> int:
-    """Send ``--rate`` events/s for ``--seconds`` with ``ts`` = the send time; returns how many.
+def produce_at_rate(
+    broker: Broker, topic: str, rate: int, seconds: float, linger_ms: float = 5.0, seed: int = 7
+) -> int:
+    """Send `rate` events/s for `seconds` with ``ts`` = the send time; returns how many.
 
     The events are generated before the clock starts, with a marker where ``ts`` goes, so
     the measuring producer does not take the engine's CPU (this machine has two cores):
@@ -260,16 +293,14 @@ def produce_at_rate(args: argparse.Namespace, broker: Broker, topic: str) -> int
     """
     from confluent_kafka import Producer
 
-    p = Producer(
-        {"bootstrap.servers": broker.bootstrap, "linger.ms": args.linger_ms, "enable.idempotence": True}
-    )
-    gen = SyntheticCustomers(SyntheticConfig(profiles=20_000, seed=args.seed + 1))
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": linger_ms, "enable.idempotence": True})
+    gen = SyntheticCustomers(SyntheticConfig(profiles=20_000, seed=seed + 1))
     marker = b"4102444800000"  # 2100-01-01, never sent
-    values = [gen.next_event(int(marker)) for _ in range(args.rate * args.seconds)]
+    values = [gen.next_event(int(marker)) for _ in range(int(rate * seconds))]
     sent = 0
     started = time.monotonic()
-    while (elapsed := time.monotonic() - started) < args.seconds and sent < len(values):
-        due = min(int(elapsed * args.rate), len(values)) - sent
+    while (elapsed := time.monotonic() - started) < seconds and sent < len(values):
+        due = min(int(elapsed * rate), len(values)) - sent
         now = str(int(time.time() * 1000)).encode()
         for value in values[sent : sent + max(due, 0)]:
             p.produce(topic, value.replace(marker, now, 1))
@@ -301,28 +332,31 @@ print(f"{len(lags)} {q(0.5)} {q(0.99)} {lags[-1] if lags else -1}")
 """
 
 
-def transport_floor(args: argparse.Namespace, broker: Broker) -> None:
+def transport_floor(
+    broker: Broker, rate: int, seconds: float, linger_ms: float = 5.0, seed: int = 7
+) -> dict[str, int]:
     """The latency run with a bare consumer in place of the engine: producer + broker + poll.
 
     What the engine's freshness cannot beat on this machine: the same producer, the same
     in-memory broker and a consumer that only reads and stamps, with no engine running.
+    Printed, and returned as ``sent``, ``read``, ``p50``, ``p99``, ``max`` (ms).
     """
     topic = broker.create_topic(f"probe_{uuid.uuid4().hex[:8]}", partitions=2)
-    n = args.rate * args.seconds
+    n = int(rate * seconds)
     probe = subprocess.Popen(
         [sys.executable, "-c", _PROBE, broker.bootstrap, topic, "2", str(n)],
         stdout=subprocess.PIPE,
         text=True,
     )
     time.sleep(2)
-    sent = produce_at_rate(args, broker, topic)
-    read, p50, p99, mx = probe.communicate(timeout=120)[0].split()
+    sent = produce_at_rate(broker, topic, rate, seconds, linger_ms, seed)
+    read, p50, p99, mx = (int(x) for x in probe.communicate(timeout=120)[0].split())
     print()
     print(
-        f"transport floor at {args.rate:,} events/s for {args.seconds}s, no engine ({sent:,} sent, "
-        f"{int(read):,} read by a bare consumer): p50 {int(p50):,} ms, p99 {int(p99):,} ms, "
-        f"max {int(mx):,} ms"
+        f"transport floor at {rate:,} events/s for {seconds:g}s, no engine ({sent:,} sent, "
+        f"{read:,} read by a bare consumer): p50 {p50:,} ms, p99 {p99:,} ms, max {mx:,} ms"
     )
+    return {"sent": sent, "read": read, "p50": p50, "p99": p99, "max": mx}
 
 
 def latency(args: argparse.Namespace, broker: Broker) -> None:
@@ -333,7 +367,7 @@ def latency(args: argparse.Namespace, broker: Broker) -> None:
         env["SCRM_CLICKHOUSE__FLUSH_INTERVAL_S"] = str(args.flush_interval_s)
     engine = EngineProcess(env)
     engine.wait_running()  # Valkey, DDL, partitions
-    sent = produce_at_rate(args, broker, topic)
+    sent = produce_at_rate(broker, topic, args.rate, args.seconds, args.linger_ms, args.seed)
     time.sleep(3)  # let the last batches land
     engine.interrupt(120)
     out = engine.output()
@@ -395,19 +429,16 @@ def main() -> None:
         help="clickhouse.flush_interval_s for the latency run (default: the engine's, 0.25)",
     )
     args = ap.parse_args()
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{platform.platform()}"
-    )
+    print(machine())
     events = [] if args.only_latency else workload(args.events, args.seed)
     with tempfile.TemporaryDirectory(prefix="scrm-bench-") as tmp:
         broker = Broker(Path(tmp))
         try:
             if not args.only_latency:
-                throughput(args, broker, events, Path(tmp) / "clickhouse")
+                throughput(broker, events, Path(tmp) / "clickhouse")
             if not args.skip_latency:
                 latency(args, broker)
-                transport_floor(args, broker)
+                transport_floor(broker, args.rate, args.seconds, args.linger_ms, args.seed)
         finally:
             broker.stop()
 

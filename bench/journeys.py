@@ -87,13 +87,28 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def latency(broker: Broker, chdb: Path, url: str, folder: Path, rate: float, seconds: float) -> None:
+def journey_folder(tmp: Path) -> Path:
+    """The shipped journeys and the benchmark's own (a send on every paid order) in one folder."""
+    folder = tmp / "journeys"
+    folder.mkdir()
+    for f in (config_dir() / "journeys").iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    (folder / "bench_thanks.yaml").write_text(JOURNEY)
+    return folder
+
+
+def latency(
+    broker: Broker, chdb: Path, url: str, folder: Path, rate: float, seconds: float
+) -> dict[str, float]:
+    """Event-to-action on the actions topic at `rate` events/s, printed; returned as ``sent``,
+    ``triggers``, ``actions`` and ``p50``/``p90``/``p99``/``max`` (ms; absent without an action)."""
     topic = broker.create_topic(f"live_{uuid.uuid4().hex[:6]}", partitions=2)
     s = settings_for(broker, topic, chdb, url, folder, source={"duration_s": seconds + 8})
     ensure_topics(s.kafka, {s.kafka.actions_topic: 2})
     lat: list[float] = []
     read: list[float] = []  # trigger ts -> the engine read it (receivedAt)
     stop = threading.Event()
+    produced = {"n": 0}
 
     def consume() -> None:
         c = Consumer(
@@ -130,6 +145,7 @@ def latency(broker: Broker, chdb: Path, url: str, folder: Path, rate: float, sec
             p.poll(0)
             time.sleep(0.002)
         p.flush(10)
+        produced["n"] = n
         print(f"produced {n:,} live events at {n / seconds:,.0f}/s (1 in 10 an order_paid: a trigger)")
 
     threads = [threading.Thread(target=consume), threading.Thread(target=produce)]
@@ -139,8 +155,11 @@ def latency(broker: Broker, chdb: Path, url: str, folder: Path, rate: float, sec
     stop.set()
     for t in threads:
         t.join()
+    n = produced["n"]
+    out: dict[str, float] = {"sent": n, "triggers": (n + 9) // 10, "actions": len(lat)}
     if lat:
         ms = [x * 1000 for x in lat]
+        out |= {"p50": pct(ms, 0.5), "p90": pct(ms, 0.9), "p99": pct(ms, 0.99), "max": max(ms)}
         print(
             f"event-to-action on the actions topic over {len(ms):,} actions: p50 {pct(ms, 0.5):,.0f} ms "
             f"· p90 {pct(ms, 0.9):,.0f} ms · p99 {pct(ms, 0.99):,.0f} ms · max {max(ms):,.0f} ms"
@@ -152,27 +171,39 @@ def latency(broker: Broker, chdb: Path, url: str, folder: Path, rate: float, sec
             f"p99 {pct(rd, 0.99):,.0f} ms; "
             f"read to on the topic: p50 {pct(rest, 0.5):,.0f} ms · p99 {pct(rest, 0.99):,.0f} ms"
         )
+    return out
 
 
-def throughput(broker: Broker, chdb: Path, url: str, folder: Path, events: list[bytes]) -> None:
+def pipeline_rate(broker: Broker, topic: str, chdb: Path, url: str, folder: Path | None, n: int) -> float:
+    """Events/s of the engine over the `n` events of `topic` to its end, one worker, in this
+    process: ingest + features + scoring, and journeys and guards when `folder` is given."""
+    s = settings_for(broker, topic, chdb, url, folder, kafka={"stop_at_end": True})
+    prepare_clickhouse(s)
+    ensure_topics(s.kafka, {s.kafka.dlq_topic: 1, s.kafka.actions_topic: 2})
+    catalog = None
+    if folder is not None:
+        catalog = journey_catalog(s, RedisService(s.redis, chdb.parent, RetryPolicy()))
+        assert catalog is not None
+        catalog.refresh()
+    flow = build_flow(s, KafkaEventsSource(s.kafka, RunControl()), make_sinks(s), journeys=catalog)
+    return n / base.timed(flow, s)
+
+
+def throughput(
+    broker: Broker, chdb: Path, url: str, folder: Path, events: list[bytes]
+) -> list[tuple[str, float]]:
+    """(stage, events/s) without and with journeys over one topic, printed."""
     topic = broker.create_topic(f"tp_{uuid.uuid4().hex[:6]}", partitions=2)
     broker.produce(topic, [(None, v) for v in events])
-    rates = []
-    for label, folder_or_none in (("ingest + features + scoring", None), ("+ journeys and guards", folder)):
-        s = settings_for(broker, topic, chdb, url, folder_or_none, kafka={"stop_at_end": True})
-        prepare_clickhouse(s)
-        ensure_topics(s.kafka, {s.kafka.dlq_topic: 1, s.kafka.actions_topic: 2})
-        catalog = None
-        if folder_or_none is not None:
-            catalog = journey_catalog(s, RedisService(s.redis, chdb.parent, RetryPolicy()))
-            assert catalog is not None
-            catalog.refresh()
-        flow = build_flow(s, KafkaEventsSource(s.kafka, RunControl()), make_sinks(s), journeys=catalog)
-        rates.append((label, len(events) / base.timed(flow, s)))
+    rates = [
+        (label, pipeline_rate(broker, topic, chdb, url, f, len(events)))
+        for label, f in (("ingest + features + scoring", None), ("+ journeys and guards", folder))
+    ]
     print(f"\n{'stage (1 worker, through Kafka, ' + f'{len(events):,} events)':<60} {'events/s':>10}")
     for label, r in rates:
         print(f"{label:<60} {r:>10,.0f}")
     print(f"added cost per event of journeys: {(1 / rates[1][1] - 1 / rates[0][1]) * 1e6:.1f} µs")
+    return rates
 
 
 def main() -> None:
@@ -185,11 +216,7 @@ def main() -> None:
     args = ap.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     with tempfile.TemporaryDirectory(prefix="scrm-bench-") as tmp:
-        folder = Path(tmp) / "journeys"
-        folder.mkdir()
-        for f in (config_dir() / "journeys").iterdir():
-            (folder / f.name).write_bytes(f.read_bytes())
-        (folder / "bench_thanks.yaml").write_text(JOURNEY)
+        folder = journey_folder(Path(tmp))
         with local_servers(Path(tmp)) as (broker, url):
             chdb = Path(tmp) / "ch"
             latency(broker, chdb, url, folder, args.rate, args.seconds)

@@ -26,26 +26,15 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import ingest as base  # noqa: E402
-from features import parsed_events  # noqa: E402
+from features import fold, parsed_events  # noqa: E402
 
 from flows.app.gcpolicy import collect_rarely  # noqa: E402
 from flows.core.contract import Event  # noqa: E402
 from flows.core.settings import load_settings  # noqa: E402
 from flows.dataflow.build import feature_set  # noqa: E402
-from flows.dataflow.profile import ProfileState, new_state  # noqa: E402
+from flows.dataflow.profile import ProfileState  # noqa: E402
 from flows.features.plan import FeaturePlan  # noqa: E402
 from flows.features.rfm import RfmSketch  # noqa: E402
-
-
-def fold(states: dict[str, ProfileState], events: list[Event], plan: FeaturePlan, sketch: RfmSketch) -> None:
-    for e in events:
-        st = states.get(e.profile_id)
-        if st is None:
-            st = states[e.profile_id] = new_state(plan, 86_400_000, 10_000, 3_600_000, sketch=sketch)
-        st.ingest([e])
-        upd = st.update(e.profile_id, st.as_of(e.ts_ms), 60_000, 0)
-        if upd is not None and (upd.tags is not None or upd.segment is not None):
-            st.change_events(upd)
 
 
 def run(profiles: int, stream: list[Event], warm: list[Event], gc_young: int) -> tuple[float, float]:
@@ -65,6 +54,21 @@ def run(profiles: int, stream: list[Event], warm: list[Event], gc_young: int) ->
     return took / len(measured) * 1e6, rss
 
 
+def compare(small: int, large: int, events: list[Event], progress=print) -> dict[int, tuple[float, float]]:
+    """Profiles held -> (events/s of the measured stream, max RSS in GiB) for `small` and
+    `large`, each line passed to `progress` as it is measured."""
+    warm = [e for e in events if e.type in ("page_view", "session_start")] or events
+    gc_young = load_settings(env={}).engine.gc_young_threshold
+    out = {}
+    for n in (small, large):
+        us, rss = run(n, events, warm, gc_young)
+        out[n] = (1e6 / us, rss)
+        progress(
+            f"{n:>10,} profiles held: {us:6.1f} µs/event ({1e6 / us:,.0f} events/s), max RSS {rss:.2f} GiB"
+        )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--small", type=int, default=10_000, help="profiles held in the first run")
@@ -74,15 +78,8 @@ def main() -> None:
     args = ap.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     events = parsed_events(base.workload(args.events, args.seed))
-    warm = [e for e in events if e.type in ("page_view", "session_start")] or events
-    gc_young = load_settings(env={}).engine.gc_young_threshold
-    rates = {}
-    for n in (args.small, args.large):
-        us, rss = run(n, events, warm, gc_young)
-        rates[n] = 1e6 / us
-        print(f"{n:>10,} profiles held: {us:6.1f} µs/event ({rates[n]:,.0f} events/s), "
-              f"max RSS {rss:.2f} GiB")  # fmt: skip
-    ratio = rates[args.large] / rates[args.small]
+    rates = compare(args.small, args.large, events)
+    ratio = rates[args.large][0] / rates[args.small][0]
     print(f"events/s with {args.large:,} profiles / with {args.small:,}: {ratio:.2f}")
 
 

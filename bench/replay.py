@@ -1,0 +1,209 @@
+"""Order-heavy replay: the CDNOW history through the engine at full speed, features off and on.
+
+Prints, from one run on this machine:
+
+1. events/s of the first 39 weeks of CDNOW (``bench/cdnow.py``: 49,086 ``order_paid``
+   events of 23,570 customers, January to September 1997, event time shifted into 2025)
+   replayed in-process from a JSONL file (the source of ``scrm run --file``) with an
+   embedded Valkey and chDB, twice in one process:
+
+   (a) **features off**: ingest only (validate, PII, dedupe, ClickHouse ``events``);
+   (b) **full pipeline** on the shipped defaults: features, tags, RFM, the models of
+       ``config/models.toml``, the journeys of ``config/journeys`` with their guards, and
+       every sink a file replay has (ClickHouse tables, Redis features and scores);
+
+2. the ratio (b)/(a) beside the targets (≥ 0.35× and ≥ 5,000 events/s);
+3. the rows each run left per ClickHouse table (``FINAL``), and rows per input event.
+
+The wall time is the dataflow's run alone: from the first line read to the last row
+flushed; set-up (DDL, journey loading, building the flow) is not counted. A small replay
+first warms the process up. Each run starts from an empty Valkey and its own database.
+Not a test: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+# The root goes first: bench/scoring.py would otherwise hide the `scoring` package.
+sys.path[:0] = [str(ROOT)]
+if str(BENCH) not in sys.path:
+    sys.path.append(str(BENCH))
+
+import cdnow  # noqa: E402
+import ingest as base  # noqa: E402
+import redis  # noqa: E402
+
+from flows.app.engine import journey_catalog, make_sinks, prepare_clickhouse  # noqa: E402
+from flows.core.settings import Settings, load_settings  # noqa: E402
+from flows.dataflow.build import build_flow  # noqa: E402
+from flows.sources.control import RunControl  # noqa: E402
+from flows.sources.files import FileSource  # noqa: E402
+from sinks.clickhouse import connect, table_counts  # noqa: E402
+from sinks.redis_store import RedisService  # noqa: E402
+from sinks.retry import RetryPolicy  # noqa: E402
+
+RATIO_TARGET = 0.35
+RATE_TARGET = 5_000
+# Tables filled by ClickHouse's own materialized views, not by the engine's sinks.
+VIEW_TABLES = frozenset({"paid_orders"})
+
+
+@dataclass(frozen=True)
+class Replay:
+    """One replay's figures: input events, dataflow seconds, rows per ClickHouse table."""
+
+    label: str
+    events: int
+    seconds: float
+    tables: dict[str, int]
+    database: str = ""
+    breakdown: tuple[str, ...] = ()
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+    @property
+    def rows_written(self) -> int:
+        """Rows the engine's sinks wrote (views' tables left out)."""
+        return sum(n for t, n in self.tables.items() if t not in VIEW_TABLES)
+
+
+def write_events(events: list[bytes], folder: Path, name: str = "cdnow.jsonl") -> Path:
+    path = folder / name
+    path.write_bytes(b"\n".join(events) + b"\n")
+    return path
+
+
+def settings_for(path: Path, chdb: Path, redis_url: str, full: bool) -> Settings:
+    """A file replay at full speed; `full`: the shipped defaults, else features off."""
+    return load_settings(
+        env={},
+        overrides={
+            "source": {"kind": "file", "file": str(path), "rate": 0},
+            "clickhouse": {"url": f"chdb://{chdb}", "database": f"br_{uuid.uuid4().hex[:8]}"},
+            "redis": {"url": redis_url},
+            "metrics": {"port": 0},
+            "features": {"enabled": full},
+            "engine": {"progress_interval_s": 3600},
+        },
+    )
+
+
+# What the extra rows of the full pipeline are: the engine's own events, decisions, scores.
+BREAKDOWN = (
+    "SELECT 'events', type, count() FROM {db}.events FINAL WHERE origin = 'engine' GROUP BY type",
+    "SELECT 'actions', concat(journey_id, ' ', status), count() FROM {db}.actions FINAL "
+    "GROUP BY journey_id, status",
+    "SELECT 'scores', model, count() FROM {db}.scores FINAL GROUP BY model",
+)
+
+
+def replay(
+    path: Path, chdb: Path, redis_url: str, full: bool, label: str = "", breakdown: bool = False
+) -> Replay:
+    """Replay `path` once in this process; the time is the dataflow's run only."""
+    s = settings_for(path, chdb, redis_url, full)
+    redis.Redis.from_url(redis_url).flushdb()  # guards' records of an earlier run would replay
+    prepare_clickhouse(s)
+    catalog = journey_catalog(s, RedisService(s.redis, chdb.parent, RetryPolicy()))
+    if catalog is not None:
+        catalog.refresh()
+    source = FileSource(path, s.source.csv, 0.0, RunControl())
+    flow = build_flow(s, source, make_sinks(s), journeys=catalog)
+    seconds = base.timed(flow, s)
+    client = connect(s.clickhouse)
+    try:
+        db = s.clickhouse.database
+        tables = table_counts(client, db)
+        rows = [r for q in BREAKDOWN for r in client.query(q.format(db=db)).result_rows] if breakdown else []
+    finally:
+        client.close()
+    with path.open("rb") as fh:
+        n = sum(1 for line in fh if line.strip())
+    lines = tuple(f"{t}: {what} {k:,} ({k / n:.2f} per input event)" for t, what, k in sorted(rows))
+    return Replay(label or ("full pipeline" if full else "features off"), n, seconds, tables, db, lines)
+
+
+def measure(
+    events: list[bytes], folder: Path, chdb: Path, redis_url: str, progress=print, breakdown: bool = False
+) -> tuple[Replay, Replay]:
+    """(features off, full pipeline) over `events`, after a small warm-up replay."""
+    warm = write_events(events[:3000], folder, "cdnow-warm.jsonl")
+    replay(warm, chdb, redis_url, True)
+    path = write_events(events, folder)
+    progress(f"replay (a) features off: {len(events):,} events")
+    off = replay(path, chdb, redis_url, False, "(a) features off: validate, PII, dedupe, ClickHouse")
+    progress(f"  {off.rate:,.0f} events/s; replay (b) full pipeline on the shipped defaults")
+    full = replay(path, chdb, redis_url, True, "(b) full pipeline, shipped defaults", breakdown)
+    progress(f"  {full.rate:,.0f} events/s")
+    return off, full
+
+
+def report(off: Replay, full: Replay) -> str:
+    ratio = full.rate / off.rate
+    lines = [
+        f"{'replay (1 worker, in-process, from a JSONL file)':<60} {'events/s':>10} {'seconds':>8}",
+        *(f"{r.label:<60} {r.rate:>10,.0f} {r.seconds:>8.1f}" for r in (off, full)),
+        f"(b)/(a): {ratio:.2f}x (target >= {RATIO_TARGET}x: "
+        f"{'met' if ratio >= RATIO_TARGET else 'not met'}); "
+        f"(b) {full.rate:,.0f} events/s (target >= {RATE_TARGET:,}: "
+        f"{'met' if full.rate >= RATE_TARGET else 'not met'})",
+        "",
+        f"{'ClickHouse table (rows, FINAL)':<32} {'(a)':>10} {'(b)':>10} {'(b) per event':>14}",
+    ]
+    for t in sorted(set(off.tables) | set(full.tables)):
+        note = " (a view's)" if t in VIEW_TABLES else ""
+        a, b = off.tables.get(t, 0), full.tables.get(t, 0)
+        lines.append(f"{t + note:<32} {a:>10,} {b:>10,} {b / full.events:>14.2f}")
+    lines.append(
+        f"{'rows written by the engine':<32} {off.rows_written:>10,} {full.rows_written:>10,} "
+        f"{full.rows_written / full.events:>14.2f}"
+    )
+    lines.append(
+        f"rows written per input event: (a) {off.rows_written / off.events:.2f}, "
+        f"(b) {full.rows_written / full.events:.2f}"
+    )
+    if full.breakdown:
+        lines += ["", "(b) by kind:", *(f"  {b}" for b in full.breakdown)]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--limit", type=int, help="replay only the first N events (a smoke run)")
+    ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also the full pipeline's engine events by type, decisions by journey and status, scores",
+    )
+    args = ap.parse_args()
+    print(base.machine())
+    events = cdnow.events(cdnow.CALIBRATION_END_MS)[: args.limit]
+    customers = len({cid for cid, ms, _ in cdnow.transactions() if ms < cdnow.CALIBRATION_END_MS})
+    print(
+        f"workload: CDNOW before 1997-10-01, {len(events):,} order_paid events "
+        f"(of {customers:,} customers in the full 39 weeks)"
+    )
+    with tempfile.TemporaryDirectory(prefix="scrm-bench-replay-") as tmp:
+        folder = Path(tmp)
+        valkey = RedisService(load_settings(env={}).redis, folder, RetryPolicy())  # embedded
+        url = valkey.start()
+        try:
+            off, full = measure(events, folder, folder / "ch", url, breakdown=args.breakdown)
+        finally:
+            valkey.stop()
+    print()
+    print(report(off, full))
+
+
+if __name__ == "__main__":
+    main()
