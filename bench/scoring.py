@@ -83,7 +83,7 @@ def cost(s: Settings) -> tuple[float, float]:
     xs = [profile_vector(m, r, 1_800_000_000_000, "first_seen") for r in rows]
     t = time.perf_counter()
     for i, x in enumerate(xs):
-        learner._learn([((x, 0.5, 0.5), i % 7 == 0)])
+        learner._learn([(x, int(i % 7 == 0))])
     learn_us = (time.perf_counter() - t) / len(xs) * 1e6
     scorer = make_scorer(learner.model, m.explain_top)
     fsn = first_seen_feature(fs)

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from rules.journeys.model import (
     AbsenceTrigger,
+    BranchNode,
     DateTrigger,
     EventTrigger,
     InactivityTrigger,
@@ -22,6 +23,8 @@ from rules.journeys.model import (
     ScoreTrigger,
     SegmentTrigger,
     TagTrigger,
+    quiet_types,
+    walk,
 )
 
 
@@ -55,6 +58,8 @@ class TriggerIndex:
     absence: tuple[tuple[str, LiveJourney, AbsenceTrigger], ...]
     inactivity: tuple[tuple[str, LiveJourney, InactivityTrigger], ...]
     date: tuple[tuple[str, LiveJourney, DateTrigger], ...]
+    # event types whose latest time quiet conditions read, over every current journey
+    quiet_types: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, current: Mapping[str, LiveJourney]) -> TriggerIndex:
@@ -70,7 +75,18 @@ class TriggerIndex:
                 date.append((jid, lj, trig))
             else:
                 by_event.setdefault(_wakes(trig), []).append((jid, lj))
-        return cls({k: tuple(v) for k, v in by_event.items()}, tuple(absence), tuple(inactivity), tuple(date))
+        quiet: set[str] = set()
+        for lj in current.values():
+            j = lj.journey
+            quiet |= quiet_types(j.entry_if)
+            for _, node in walk(j):
+                if isinstance(node, BranchNode):
+                    quiet |= quiet_types(node.when)
+        quiet.discard("")  # any event: the runtime keeps that time anyway
+        return cls(
+            {k: tuple(v) for k, v in by_event.items()}, tuple(absence), tuple(inactivity), tuple(date),
+            frozenset(quiet),
+        )  # fmt: skip
 
 
 def _wakes(trig: object) -> str:

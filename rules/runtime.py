@@ -17,7 +17,10 @@ decide each send atomically in Redis; nothing here talks to a server.
   e.g. ``props.birthday``: ``offset`` days from it at a local time in the profile's
   timezone, every year for ``MM-DD``; only occurrences after the date became known fire).
 * **Entry**: a disabled or paused journey takes no one; ``once`` ever, ``once_per`` N days, or
-  ``every_time``; at most ``max_active`` running instances per profile.
+  ``every_time``; at most ``max_active`` running instances per profile; the entry
+  conditions (``entry.if``) must hold. A ``quiet_for`` condition that does not hold yet
+  defers the entry to the moment it will (the latest qualifying event + its duration, an
+  event-time deadline on the profile's timer), dropped if such an event comes first.
 * **Nodes**: ``wait`` (a duration, or until a local time / weekday in the profile's
   timezone), ``send`` (deferred to the end of the journey's quiet hours, or dropped, in the
   profile's timezone), ``branch`` (all conditions over tags, segment, features, scores and
@@ -45,8 +48,10 @@ from rules.evaluate import Context, arm_of, event_prop, fires, holds, render_var
 from rules.journeys.model import (
     CHANNELS,
     AbsenceTrigger,
+    Condition,
     DateTrigger,
     Journey,
+    QuietCondition,
     SendNode,
 )
 from rules.live import LiveJourneys
@@ -74,7 +79,10 @@ class Instance:
 class ProfileJourneys:
     """One profile's journeys: running instances, entry history, armed absence watches."""
 
-    __slots__ = ("dates", "entries", "instances", "journey_tags", "last_event_ms", "sent_by", "tz", "watches")
+    __slots__ = (
+        "dates", "entries", "instances", "journey_tags", "last_by_type", "last_event_ms", "pending",
+        "sent_by", "tz", "watches",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.instances: list[Instance] = []
@@ -85,18 +93,47 @@ class ProfileJourneys:
         self.tz = "UTC"
         self.sent_by: dict[str, tuple[str, int]] = {}  # template -> (journey, version) of the last send
         self.dates: dict[str, tuple[str, int]] = {}  # date-trigger field -> (value, event time learned)
+        self.last_by_type: dict[str, int] = {}  # event type quiet conditions read -> its latest time
+        # journey id -> (trigger id, props, ts) of an entry waiting for the profile to be quiet
+        self.pending: dict[str, tuple[str, dict[str, Any], int]] = {}
 
     def __getstate__(self) -> tuple[Any, ...]:
         return (
             self.instances, self.entries, self.watches, self.journey_tags, self.last_event_ms, self.tz,
-            self.sent_by, self.dates,
+            self.sent_by, self.dates, self.last_by_type, self.pending,
         )  # fmt: skip
 
     def __setstate__(self, st: tuple[Any, ...]) -> None:
         (
             self.instances, self.entries, self.watches, self.journey_tags, self.last_event_ms, self.tz,
             self.sent_by, self.dates,
-        ) = st  # fmt: skip
+        ) = st[:8]  # fmt: skip
+        self.last_by_type, self.pending = st[8:10] if len(st) >= 10 else ({}, {})  # older snapshots
+
+    # ------------------------------------------------------------------ quiet
+
+    def _last_of(self, c: QuietCondition) -> int:
+        """The latest of the profile's own events a quiet condition reads (-1: none)."""
+        if not c.types:
+            return self.last_event_ms
+        got = self.last_by_type
+        return max((got.get(t, -1) for t in c.types), default=-1)
+
+    def _quiet_due(self, conds: tuple[Condition, ...]) -> int:
+        """When every quiet condition among `conds` holds (event time)."""
+        due = -1
+        for c in conds:
+            if isinstance(c, QuietCondition):
+                last = self._last_of(c)
+                if last >= 0:
+                    due = max(due, last + c.for_ms)
+        return due
+
+    def _holds(self, c: Condition, ctx: Context, props: Mapping[str, Any], now_ms: int) -> bool:
+        if isinstance(c, QuietCondition):
+            last = self._last_of(c)
+            return last < 0 or now_ms - last >= c.for_ms
+        return holds(c, ctx, props, self.journey_tags)
 
     # ------------------------------------------------------------------ time
 
@@ -109,6 +146,11 @@ class ProfileJourneys:
                 lj = current.get(jid)
                 if lj is not None and isinstance(lj.journey.trigger, AbsenceTrigger):
                     due.append(ts + lj.journey.trigger.within_ms)
+        current = live.current
+        for jid in self.pending:
+            lj = current.get(jid)
+            if lj is not None:
+                due.append(self._quiet_due(lj.journey.entry_if))
         index = live.triggers
         if self.last_event_ms >= 0:
             for jid, _lj, itrig in index.inactivity:
@@ -137,6 +179,10 @@ class ProfileJourneys:
                 self.tz = tz
             if e.origin != ENGINE:
                 self.last_event_ms = max(self.last_event_ms, e.ts_ms)
+                if e.type in live.triggers.quiet_types:
+                    self.last_by_type[e.type] = max(self.last_by_type.get(e.type, -1), e.ts_ms)
+                if self.pending:
+                    self._unpend(e, live)
                 if e.type in SUPPRESSING:
                     out.append(_suppression(pid, e, received_ms))
                 if e.type == "complaint":
@@ -157,6 +203,17 @@ class ProfileJourneys:
                     self._enter(pid, j, e.event_id, e.props or {}, e.ts_ms, ctx, received_ms, live, out)
         self.advance(pid, max(e.ts_ms for e in events), live, ctx, received_ms, out)
         return out
+
+    def _unpend(self, e: Event, live: LiveJourneys) -> None:
+        """Activity after a deferred entry's trigger, of a kind its quiet conditions read:
+        the entry is dropped (the customer came back before the silence was long enough)."""
+        for jid, (_, _, ts) in list(self.pending.items()):
+            lj = live.current.get(jid)
+            conds = lj.journey.entry_if if lj is not None else ()
+            if e.ts_ms > ts and any(
+                isinstance(c, QuietCondition) and (not c.types or e.type in c.types) for c in conds
+            ):
+                del self.pending[jid]
 
     def _date_fire(self, jid: str, trig: DateTrigger) -> int | None:
         """The next instant the date trigger fires for this profile (None: no date known)."""
@@ -233,6 +290,15 @@ class ProfileJourneys:
                 if lj.state == "enabled":
                     at = xts + lj.journey.trigger.within_ms
                     self._enter(pid, lj.journey, xid, props, at, ctx, received_ms, live, out)
+        for jid, (tid, props, ts) in list(self.pending.items()):
+            lj = live.current.get(jid)
+            if lj is None or lj.state == "disabled":
+                del self.pending[jid]
+                continue
+            due = self._quiet_due(lj.journey.entry_if)
+            if due <= now_ms and lj.state == "enabled":
+                del self.pending[jid]
+                self._enter(pid, lj.journey, tid, props, max(due, ts), ctx, received_ms, live, out)
         index = live.triggers
         for jid, lj, trig in index.inactivity:
             if self.last_event_ms >= 0 and lj.state == "enabled":
@@ -271,6 +337,16 @@ class ProfileJourneys:
             return
         if len(self.instances) >= MAX_INSTANCES:
             return
+        if j.entry_if:
+            waiting = False
+            for c in j.entry_if:
+                if not self._holds(c, ctx, props, ts):
+                    if not isinstance(c, QuietCondition):
+                        return  # refused
+                    waiting = True
+            if waiting:  # enters once the profile has been quiet long enough (see `advance`)
+                self.pending[j.id] = (trigger_id, dict(props), ts)
+                return
         self.entries[j.id] = ts
         if len(self.entries) > MAX_HISTORY:
             oldest = min(self.entries, key=self.entries.__getitem__)
@@ -334,7 +410,7 @@ class ProfileJourneys:
             elif ins.kind == "branch":
                 inst.pc = (
                     ins.targets[0]
-                    if all(holds(c, ctx, inst.trigger_props, self.journey_tags) for c in node.when)
+                    if all(self._holds(c, ctx, inst.trigger_props, t) for c in node.when)
                     else ins.targets[1]
                 )
             elif ins.kind == "split":

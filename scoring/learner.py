@@ -11,10 +11,12 @@ Consistency across workers and processes (docs/design.md, "Scoring"):
   process's `ModelSync` picks it up within ``models.sync_interval_s``. Staleness of a
   served score is therefore bounded by publish_every_s (+ sync_interval_s in another
   process), 2 s + 1 s by default.
-* Progressive validation: when an observation reaches the learner it is scored right away
-  by the learner's current model (and by the baseline), before any label can exist; when
-  its label resolves, the metrics are updated with that earlier prediction and only then
-  does the model learn. Every number in ``model_metrics`` is therefore out-of-sample.
+* Progressive validation (test, then train): when an observation's label resolves, the
+  learner's current model (and the baseline) predicts it, the metrics take that
+  prediction, and only then does the model learn it. Every number in ``model_metrics`` is
+  therefore out-of-sample, and measures the model being served now: a prediction made
+  when the observation arrived would be by a model one horizon older (labels of 1 resolve
+  a horizon late), and would mix the model's drift into the measure.
 * State survives restarts twice over: the learner is Bytewax state (snapshotted with
   recovery), and without recovery a fresh learner starts from the latest published version
   (Redis, loaded at start).
@@ -121,14 +123,12 @@ class Learner:
         learned = 0
         for it in items:
             if type(it) is Observation:
-                p = predict(self.model, it.x)
-                pb = predict(self.baseline, self._baseline_x(it.x)) if self.baseline is not None else 0.5
-                payload = (it.x, p, pb)
-                self.labels.add(it.entity_id, it.ts_ms, payload)
+                self.labels.add(it.entity_id, it.ts_ms, it.x)
                 if it.ts_ms > self.stream_ms:
                     self.stream_ms = it.ts_ms
             elif type(it) is Activity:
-                learned += self._learn(self.labels.activity(it.profile_id, it.ts_ms))  # type: ignore[union-attr]
+                if it.ts_ms:
+                    learned += self._learn(self.labels.activity(it.profile_id, it.ts_ms))  # type: ignore[union-attr]
             else:
                 learned += self._learn(self.labels.close(it.entity_id, it.label))  # type: ignore[union-attr]
         return learned
@@ -139,11 +139,12 @@ class Learner:
 
     def _learn(self, labelled: list[tuple[Any, int]]) -> int:
         model, base = self.model, self.baseline
-        for (x, p, pb), y in labelled:
-            self.metric.update(y, p)
+        for x, y in labelled:
+            self.metric.update(y, predict(model, x))
             if base is not None:
-                self.base_metric.update(y, pb)
-                base.learn_one(self._baseline_x(x), bool(y))
+                bx = self._baseline_x(x)
+                self.base_metric.update(y, predict(base, bx))
+                base.learn_one(bx, bool(y))
             model.learn_one(x, bool(y))
             self.positives += y
         self.n_learned += len(labelled)

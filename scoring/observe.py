@@ -4,12 +4,20 @@ Runs inside the profile step (``flows.dataflow.stages``), so it sees the profile
 state without a second copy. Pure: events, feature values and the served models go in;
 `Score`s, learner items and ``score_crossed`` events come out.
 
-* **Profile models** (churn): a profile is observed at its events, at most once per
-  ``observe_every`` of event time; the observation goes to the learner. Each qualifying
-  event after an open observation is reported as `Activity` (what resolves a label to 0).
+* **Profile models** (churn): a profile is observed at its events and while it is silent,
+  at most once per ``observe_every`` of event time; the observation goes to the learner
+  (silent observations teach the model what a long silence means). Each qualifying event
+  after an open observation is reported as `Activity` (what resolves a label to 0), with
+  the gap since the previous active day (what the automatic horizon is learned from).
   The profile is scored at every observation and otherwise at most every ``score_every``
-  of event time, including when its wall-clock timer refreshes a silent profile (so a
-  silent customer's risk rises as the windows empty).
+  of event time. A silent profile is rescored as of stream time by its timer every
+  ``max(score_every, score_backoff x silence)``, at least every ``score_every_max``
+  (`rescore_every`): its risk rises with time, at a cost that shrinks as the silence
+  grows; the end of a bounded input rescores every scored profile as of the end.
+* **Fallback**: before a model has learned ``min_learned`` examples a profile model
+  serves the recency fallback ``s / (s + H)`` (``s`` days since the last qualifying
+  activity, ``H`` the label horizon in days), with version 0; it fires no threshold and
+  journeys' score conditions do not read it.
 * **Opportunity models** (win): every event carrying ``props.opportunityId`` updates that
   opportunity; the ``observe_on`` types observe and score it; a positive or negative
   closing type sends the `Outcome` and forgets it. At most `MAX_OPEN_OPPORTUNITIES` per
@@ -32,6 +40,8 @@ from scoring.registry import ModelRegistry
 from scoring.vectors import Opportunity, opportunity_vector, profile_vector
 
 MAX_OPEN_OPPORTUNITIES = 20
+DAY_MS = 86_400_000
+FALLBACK_VERSION = 0  # the version of a fallback score (no model served yet)
 STAGE_TYPES = frozenset({"opportunity_created", "opportunity_stage_changed"})
 Out = Score | Observation | Activity | Outcome | Event
 
@@ -56,7 +66,7 @@ class ScoringPlan:
 class ProfileScoring:
     """Per-profile scoring memory (a few small dicts; picklable)."""
 
-    __slots__ = ("above", "last_obs", "last_score", "open_since", "opps", "values")
+    __slots__ = ("above", "last_act", "last_obs", "last_score", "open_since", "opps", "values")
 
     def __init__(self) -> None:
         self.last_obs: dict[str, int] = {}  # model -> ts of the last observation
@@ -65,12 +75,17 @@ class ProfileScoring:
         self.above: dict[str, frozenset[str]] = {}  # model[:entity] -> thresholds now above
         self.opps: dict[str, Opportunity] = {}
         self.values: dict[str, float] = {}  # model -> latest served profile score (journeys read it)
+        # model -> ts of the last qualifying activity (the first event until there is one)
+        self.last_act: dict[str, int] = {}
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self.last_obs, self.last_score, self.open_since, self.above, self.opps, self.values)
+        return (
+            self.last_obs, self.last_score, self.open_since, self.above, self.opps, self.values, self.last_act
+        )  # fmt: skip
 
     def __setstate__(self, st: tuple[Any, ...]) -> None:
-        self.last_obs, self.last_score, self.open_since, self.above, self.opps, self.values = st
+        self.last_obs, self.last_score, self.open_since, self.above, self.opps, self.values = st[:6]
+        self.last_act = st[6] if len(st) > 6 else {}  # snapshots before it was kept
 
     # -------------------------------------------------------------- events
 
@@ -94,16 +109,43 @@ class ProfileScoring:
                     self._opportunity_event(plan, profile_id, oid, e, values, out)
         return out
 
-    def on_refresh(
-        self, plan: ScoringPlan, profile_id: str, as_of_ms: int, values: Callable[[], Mapping[str, float]]
-    ) -> list[Out]:
-        """A silent profile's timer: rescore profile models that are due."""
-        out: list[Out] = []
+    def next_rescore(self, plan: ScoringPlan) -> int:
+        """Event time a silent profile is next rescored at (-1: never scored)."""
+        due = -1
         for m in plan.profile_models:
             last = self.last_score.get(m.name)
-            if last is not None and as_of_ms - last >= m.score_every_ms:
-                x = profile_vector(m, values(), as_of_ms, plan.first_seen)
-                self._score(plan, m, profile_id, profile_id, m.name, x, as_of_ms, 0, out)
+            if last is not None:
+                t = last + rescore_every(m, last - self.last_act.get(m.name, last))
+                if due < 0 or t < due:
+                    due = t
+        return due
+
+    def on_refresh(
+        self,
+        plan: ScoringPlan,
+        profile_id: str,
+        as_of_ms: int,
+        values: Callable[[], Mapping[str, float]],
+        force: bool = False,
+    ) -> list[Out]:
+        """A silent profile's timer: rescore the profile models that are due as of stream
+        time (observing them too once ``observe_every`` has passed); with `force` (the end
+        of a bounded input), every scored model not yet scored as of `as_of_ms`."""
+        out: list[Out] = []
+        for m in plan.profile_models:
+            name = m.name
+            last = self.last_score.get(name)
+            if last is None or as_of_ms <= last:
+                continue
+            if not force and as_of_ms - last < rescore_every(m, last - self.last_act.get(name, last)):
+                continue
+            x = profile_vector(m, values(), as_of_ms, plan.first_seen)
+            last_obs = self.last_obs.get(name)
+            if not force and (last_obs is None or as_of_ms - last_obs >= m.observe_every_ms):
+                out.append(Observation(name, profile_id, profile_id, as_of_ms, x))
+                self.last_obs[name] = as_of_ms
+                self.open_since.setdefault(name, as_of_ms)
+            self._score(plan, m, profile_id, profile_id, name, x, as_of_ms, 0, out)
         return out
 
     def _profile_model(
@@ -120,14 +162,22 @@ class ProfileScoring:
         name = m.name
         acts = m.label.activity_types
         since = self.open_since.get(name)
-        if since is not None:
-            times = tuple(
-                sorted({e.ts_ms for e in events if e.ts_ms > since and (not acts or e.type in acts)})
-            )
-            if times:
-                out.append(Activity(name, pid, times))
-                if times[-1] > self.last_obs.get(name, since):
-                    del self.open_since[name]  # every open observation is older: all resolved
+        prev = self.last_act.get(name)
+        active = sorted({e.ts_ms for e in events if not acts or e.type in acts})
+        gaps: list[int] = []
+        if active:
+            for t in active:  # silences of a day or more between activities (not within a visit)
+                if prev is not None and t - prev >= DAY_MS:
+                    gaps.append(t - prev)
+                prev = t if prev is None else max(prev, t)
+            self.last_act[name] = prev  # type: ignore[assignment]
+        elif prev is None:
+            self.last_act[name] = min(e.ts_ms for e in events)  # silence counts from the first event
+        times = tuple(t for t in active if since is not None and t > since)
+        if times or gaps:
+            out.append(Activity(name, pid, times, tuple(gaps)))
+            if since is not None and times and times[-1] > self.last_obs.get(name, since):
+                del self.open_since[name]  # every open observation is older: all resolved
         newest = max(e.ts_ms for e in events)
         last_obs = self.last_obs.get(name)
         observe = last_obs is None or newest - last_obs >= m.observe_every_ms
@@ -191,6 +241,8 @@ class ProfileScoring:
         if m.entity == "profile":
             self.last_score[m.name] = as_of
         if served is None:
+            if m.entity == "profile":
+                self._fallback(plan, m, pid, as_of, received_ms, out)
             return
         p, why = served.scorer.score(x)
         if m.entity == "profile":
@@ -199,6 +251,18 @@ class ProfileScoring:
         if m.thresholds:
             extra = {"version": served.version, "explanation": dict(why)}
             self._cross(m, entity, pid, slot, p, as_of, received_ms, out, extra)
+
+    def _fallback(
+        self, plan: ScoringPlan, m: ModelDef, pid: str, as_of: int, received_ms: int, out: list[Out]
+    ) -> None:
+        """Before ``min_learned``: the recency fallback (version 0), no threshold."""
+        last = self.last_act.get(m.name)
+        if last is None:
+            return
+        s = max(0.0, (as_of - last) / DAY_MS)
+        h = horizon_days(plan, m)
+        out.append(Score(m.name, pid, pid, s / (s + h), FALLBACK_VERSION, as_of,
+                         (("days_since_last_activity", round(s, 6)),), received_ms))  # fmt: skip
 
     def _cross(
         self,
@@ -226,6 +290,28 @@ class ProfileScoring:
                 self.above[slot] = frozenset(now)
             else:
                 self.above.pop(slot, None)
+
+
+def rescore_every(m: ModelDef, silent_ms: int) -> int:
+    """How long after its last score a profile silent for `silent_ms` is rescored: the
+    silence grows geometrically between rescorings (by ``1 + score_backoff``), so features
+    read on a log scale (recency) move by about the same step each time.
+
+    >>> from scoring.modeldefs import LabelDef
+    >>> m = ModelDef("c", "profile", (), ("x",), (), frozenset(), (), LabelDef("inactivity"))
+    >>> [rescore_every(m, d * 86_400_000) / 3_600_000 for d in (0, 1, 8, 100)]
+    [1.0, 6.0, 48.0, 168.0]
+    """
+    longest = max(m.score_every_max_ms, m.score_every_ms)
+    return min(max(m.score_every_ms, int(silent_ms * m.score_backoff)), longest)
+
+
+def horizon_days(plan: ScoringPlan, m: ModelDef) -> float:
+    """The label horizon in days: the one the served version was learned with (an automatic
+    horizon moves), else the declared one, else 30 days."""
+    pm = plan.registry.latest(m.name)
+    h = getattr(pm, "horizon_ms", 0) if pm is not None else 0
+    return (h or m.label.horizon_ms or 30 * DAY_MS) / DAY_MS
 
 
 def crossed_event(

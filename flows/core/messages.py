@@ -55,6 +55,7 @@ class Activity(NamedTuple):
     model: str
     profile_id: str
     ts_ms: tuple[int, ...]
+    gaps_ms: tuple[int, ...] = ()  # silences of a day or more that this activity ended
 
 
 class Outcome(NamedTuple):

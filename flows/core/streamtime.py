@@ -103,7 +103,7 @@ class _Partition:
 
 class StreamClock:
     __slots__ = (
-        "_anchor", "_caught_up", "_idle_ms", "_idle_since", "_parts", "_skew", "_speed", "_wall",
+        "_anchor", "_caught_up", "_idle_ms", "_idle_since", "_paced", "_parts", "_skew", "_speed", "_wall",
         "source_reports",
     )  # fmt: skip
 
@@ -125,6 +125,7 @@ class StreamClock:
         self._wall = wall
         self._anchor = (0.0, -1)  # (wall s, stream ms) of the last speed sample
         self._speed = 1.0  # stream ms per wall ms, at least 1
+        self._paced = False  # whether `_speed` has been measured
 
     def _mine(self, partition: int) -> _Partition:
         """This worker thread's time for `partition` (created on first use)."""
@@ -243,7 +244,10 @@ class StreamClock:
         elif now - aw >= 1.0:
             self._speed = max(1.0, (newest - am) / ((now - aw) * 1000))
             self._anchor = (now, newest)
+            self._paced = True
         at = now + (ts_ms - cur) / 1000 / self._speed
+        if not self._paced and now * 1000 - newest > LIVE_WINDOW_MS:
+            at = min(at, now + 1.0)  # a replay whose pace is not measured yet: look again in a second
         idle = self._idle_since.get(partition) if partition is not None else None
         if idle is not None:
             turns_idle = (idle + self._idle_ms) / 1000

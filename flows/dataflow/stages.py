@@ -126,6 +126,7 @@ class _ProfileLogic(StatefulBatchLogic[Event, ProfileOut, bytes | None]):
         self._cfg = cfg
         self._deadline_at = 0.0
         self._deadline: datetime | None = None
+        self._rescore = (-1, 0.0)  # (event time a silent rescore is due, its wall time)
         if restored:  # a new profile is scheduled after its first batch
             self._schedule()
 
@@ -139,6 +140,16 @@ class _ProfileLogic(StatefulBatchLogic[Event, ProfileOut, bytes | None]):
         elif now + interval - self._deadline_at > interval / 10:
             self._deadline_at = now + interval
             self._deadline = datetime.fromtimestamp(self._deadline_at, UTC)
+        sc = self._state.scoring
+        if cfg.scoring is not None and sc is not None and sc.last_score:
+            # a silent profile's rescoring, in event time (also once its windows are empty)
+            due = sc.next_rescore(cfg.scoring)
+            if due != self._rescore[0]:
+                self._rescore = (due, max(cfg.stream.wall_of(due, self._state.partition), now + 0.01))
+            at = self._rescore[1]
+            if self._deadline is None or at < self._deadline_at:
+                self._deadline_at = at
+                self._deadline = datetime.fromtimestamp(at, UTC)
         js = self._state.journeys
         if (
             cfg.journeys is not None
@@ -238,13 +249,17 @@ class _ProfileLogic(StatefulBatchLogic[Event, ProfileOut, bytes | None]):
         # What fell due since the last event first, exactly as the next event would have
         # fired it (see on_batch); then the windows move to stream time.
         self._fire_due(as_of, 0, out)
-        upd = st.update(st.profile_id, as_of, cfg.snapshot_ms, 0) if st.profile_id else None
-        self._deadline_at = 0.0
-        self._schedule()
+        # Windows that held data move; once empty (and updated so), only time moves: no
+        # feature update, only a rescore when due.
+        moved = st.profile_id and (st.live(as_of) or st.live(st.last_as_of))
+        upd = st.update(st.profile_id, as_of, cfg.snapshot_ms, 0) if moved else None
         if upd is not None:
             out.extend([upd, *st.change_events(upd)])
         if cfg.scoring is not None and st.scoring is not None and st.profile_id:
             out.extend(st.scoring.on_refresh(cfg.scoring, st.profile_id, as_of, _values_of(st, as_of)))
+        self._deadline_at = 0.0
+        self._rescore = (-1, 0.0)
+        self._schedule()
         if cfg.journeys is not None and st.journeys is not None and st.profile_id:
             engine = [x for x in out if type(x) is Event]
             if engine:
@@ -256,13 +271,22 @@ class _ProfileLogic(StatefulBatchLogic[Event, ProfileOut, bytes | None]):
 
     def on_eof(self) -> tuple[list[ProfileOut], bool]:
         """End of a bounded input (a replay): what is due by stream time happens now
-        (absence windows that passed, waits that ended), since no timer will fire later."""
+        (absence windows that passed, waits that ended), since no timer will fire later,
+        and every scored profile is rescored as of that time."""
         cfg = self._cfg
         st = self._state
         out: list[Any] = []
+        # Every partition has been read to its end: the newest time of them all holds.
+        as_of = st.as_of(cfg.stream.now_ms())
         if cfg.journeys is not None and st.journeys is not None and st.profile_id:
-            # Every partition has been read to its end: the newest time of them all holds.
-            self._fire_due(st.as_of(cfg.stream.now_ms()), 0, out)
+            self._fire_due(as_of, 0, out)
+        if cfg.scoring is not None and st.scoring is not None and st.profile_id:
+            # every scored profile's latest score is as of the end
+            scored = st.scoring.on_refresh(cfg.scoring, st.profile_id, as_of, _values_of(st, as_of), True)
+            out.extend(scored)
+            engine = [x for x in scored if type(x) is Event]
+            if engine and cfg.journeys is not None and st.journeys is not None:
+                out.extend(st.journeys.on_events(st.profile_id, engine, cfg.journeys, _context(st, as_of), 0))
         return _route(out), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:

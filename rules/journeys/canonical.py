@@ -23,6 +23,7 @@ from rules.journeys.model import (
     InactivityTrigger,
     Journey,
     Node,
+    QuietCondition,
     ScoreCondition,
     ScoreTrigger,
     SegmentCondition,
@@ -84,6 +85,8 @@ def _canon_condition(c: Condition) -> dict[str, Any]:
         return {"feature": c.feature, "op": c.op, "value": c.value}
     if isinstance(c, ScoreCondition):
         return {"score": c.model, "op": c.op, "value": c.value}
+    if isinstance(c, QuietCondition):
+        return {"quiet_for": format_duration(c.for_ms), "types": sorted(c.types)}
     return {"prop": c.field, "op": c.op, "value": _canon_value(c.op, c.value)}
 
 
@@ -129,6 +132,8 @@ def to_canonical(journey: Journey) -> dict[str, Any]:
     entry: dict[str, Any] = {"policy": journey.entry}
     if journey.entry == "once_per":
         entry["days"] = journey.entry_days
+    if journey.entry_if:  # absent when empty: journeys without it keep their fingerprint
+        entry["if"] = [_canon_condition(c) for c in journey.entry_if]
     out: dict[str, Any] = {
         "id": journey.id,
         "name": journey.name,

@@ -148,6 +148,17 @@ class PropCondition:
 
 
 @dataclass(frozen=True, slots=True)
+class QuietCondition:
+    """No qualifying activity for at least `for_ms` before the decision: none of the
+    profile's own events of `types` (empty: any of its own events) in that span. A profile
+    with no such event yet is quiet."""
+
+    KIND: ClassVar[str] = "quiet_for"
+    for_ms: int
+    types: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class WaitNode:
     """Waits `duration_ms`, or until the next `until_min` local time (on `weekday`)."""
 
@@ -236,7 +247,9 @@ Trigger = (
     | TagTrigger
     | DateTrigger
 )
-Condition = TagCondition | SegmentCondition | FeatureCondition | ScoreCondition | PropCondition
+Condition = (
+    TagCondition | SegmentCondition | FeatureCondition | ScoreCondition | PropCondition | QuietCondition
+)
 Node = WaitNode | SendNode | BranchNode | AbSplitNode | TagNode | TaskNode | TicketNode | ExitNode
 
 
@@ -258,6 +271,18 @@ class Journey:
     nodes: tuple[Node, ...]
     source: str = field(default="<memory>", compare=False)
     version: int = field(default=0, compare=False)
+    # entry conditions (``entry.if``): all must hold when the trigger fires; one that only
+    # time can make true (`QuietCondition`) holds the entry until it does
+    entry_if: tuple[Condition, ...] = ()
+
+
+def quiet_types(conds: tuple[Condition, ...]) -> frozenset[str]:
+    """The event types the quiet conditions among `conds` read ("" for any event)."""
+    out: set[str] = set()
+    for c in conds:
+        if isinstance(c, QuietCondition):
+            out.update(c.types or ("",))
+    return frozenset(out)
 
 
 # --- traversal --------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ listed is an error, and so is a key given twice in one mapping::
     name: Cart abandoned          # required, free text
     priority: 20                  # required, integer 0..100: higher wins when a cap is nearly reached
     entry: {policy: once_per, days: 7}   # required: once | every_time | once_per (with days >= 1)
+    #   optional `if`: conditions (as a branch's, but no `prop`) that must hold at entry, e.g.
+    #   entry: {policy: once_per, days: 30, if: [{quiet_for: 30d, types: [order_paid]}]}
     max_active: 1                 # optional (default 1): instances running at once per profile
     quiet_hours:                  # optional: no sends in this local window (the profile's timezone)
       start: "21:00"              # HH:MM, quoted (YAML reads an unquoted 21:00 as the number 1260)
@@ -59,7 +61,13 @@ Values:
   ``{not_tag: NAME}``, ``{segment: NAME}``, ``{feature: NAME, op, value}`` and
   ``{score: MODEL, op, value}`` (op one of ``flows.core.conditions.COMPARE``, a number; a score is a
   probability 0..1), ``{prop: FIELD, op, value}`` (the trigger event's fields, as in
-  ``where``).
+  ``where``), ``{quiet_for: DURATION, types: [...]}`` (below).
+* ``{quiet_for: DURATION, types: [...]}`` (a branch or entry condition): the profile's own
+  events of ``types`` (omitted or ``[]``: any of its own events) have all been at least
+  that long ago; a profile with none yet is quiet. As an entry condition it defers
+  rather than refuses: a trigger that fires while every other entry condition holds but
+  the profile is not quiet yet enters once it is (the conditions read again then), unless
+  such an event comes first; one deferred entry per journey, the latest trigger's.
 * Triggers. ``absence``: an ``after`` event not followed by a ``missing`` one within
   ``within`` (they must differ). ``date``: ``field`` is a dotted path to a date the profile
   carries, in ``format`` ``MM-DD`` (every year) or ``YYYY-MM-DD`` (once); the journey
@@ -123,18 +131,20 @@ from rules.journeys.model import (
     ENTRY_POLICIES,
     QUIET_ACTIONS,
     AbsenceTrigger,
+    Condition,
     DateTrigger,
     EventTrigger,
     InactivityTrigger,
     Journey,
     JourneyCap,
+    PropCondition,
     QuietHours,
     ScoreTrigger,
     SegmentTrigger,
     TagTrigger,
     Trigger,
 )
-from rules.journeys.parse_nodes import _Ids, _nodes
+from rules.journeys.parse_nodes import _condition, _Ids, _nodes
 
 TRIGGER_KINDS = ("event", "absence", "inactivity", "score", "segment", "tag", "date")
 PATH_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -220,16 +230,21 @@ def _trigger(raw: Any, at: _At) -> Trigger:
 # --- the journey ------------------------------------------------------------------------------
 
 
-def _entry(raw: Any, at: _At) -> tuple[str, int]:
-    f = _fields(raw, at, ("policy",), ("days",))
+def _entry(raw: Any, at: _At) -> tuple[str, int, tuple[Condition, ...]]:
+    f = _fields(raw, at, ("policy",), ("days", "if"))
     policy = _choice(f["policy"], at.key("policy"), ENTRY_POLICIES)
+    raw_if = _list(f.get("if", []), at.key("if"))
+    conds = tuple(_condition(c, at.key("if").item(j)) for j, c in enumerate(raw_if))
+    for j, c in enumerate(conds):
+        if isinstance(c, PropCondition):
+            raise at.key("if").item(j).error("an entry condition reads the profile, not the trigger's props")
     if policy == "once_per":
         if "days" not in f:
             raise at.error("once_per needs days: N (how long before the profile may enter again)")
-        return policy, _int(f["days"], at.key("days"), 1, 3650)
+        return policy, _int(f["days"], at.key("days"), 1, 3650), conds
     if "days" in f:
         raise at.key("days").error(f"only once_per takes days, not {policy}")
-    return policy, 0
+    return policy, 0, conds
 
 
 def _quiet_hours(raw: Any, at: _At) -> QuietHours:
@@ -275,7 +290,7 @@ def parse_journey(data: Mapping[str, Any], source: str = "<memory>") -> Journey:
     if not isinstance(data, Mapping):
         raise at.error(f"must be a mapping (one journey per file), got {_show(data)}")
     f = _fields(data, at, _JOURNEY_REQUIRED, _JOURNEY_OPTIONAL)
-    entry, entry_days = _entry(f["entry"], at.key("entry"))
+    entry, entry_days, entry_if = _entry(f["entry"], at.key("entry"))
     return Journey(
         id=_name(f["id"], at.key("id")),
         name=_str(f["name"], at.key("name")),
@@ -288,4 +303,5 @@ def parse_journey(data: Mapping[str, Any], source: str = "<memory>") -> Journey:
         trigger=_trigger(f["trigger"], at.key("trigger")),
         nodes=_nodes(f["nodes"], at.key("nodes"), 1, _Ids()),
         source=source,
+        entry_if=entry_if,
     )

@@ -16,6 +16,7 @@ from rules.journeys.checks import (
     _choice,
     _compared,
     _duration,
+    _event_type,
     _field_path,
     _fields,
     _hhmm,
@@ -38,6 +39,7 @@ from rules.journeys.model import (
     FeatureCondition,
     Node,
     PropCondition,
+    QuietCondition,
     ScoreCondition,
     SegmentCondition,
     SendNode,
@@ -60,9 +62,14 @@ VAR_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 def _condition(raw: Any, at: _At) -> Condition:
-    kinds = ("tag", "not_tag", "segment", "feature", "score", "prop")
-    _fields(raw, at, (), (*kinds, "op", "value"))
+    kinds = ("tag", "not_tag", "segment", "feature", "score", "prop", "quiet_for")
+    _fields(raw, at, (), (*kinds, "op", "value", "types"))
     kind = _one_of(raw, kinds, at, "the kind of condition")
+    if kind == "quiet_for":
+        f = _fields(raw, at, ("quiet_for",), ("types",))
+        types = _list(f.get("types", []), at.key("types"))
+        names = frozenset(_event_type(t, at.key("types").item(j)) for j, t in enumerate(types))
+        return QuietCondition(_duration(f["quiet_for"], at.key("quiet_for")), names)
     if kind in ("tag", "not_tag", "segment"):
         f = _fields(raw, at, (kind,))
         name = _name(f[kind], at.key(kind))

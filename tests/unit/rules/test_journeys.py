@@ -26,7 +26,9 @@ from rules.journeys.model import (
     FeatureCondition,
     Journey,
     PropCondition,
+    QuietCondition,
     QuietHours,
+    ScoreCondition,
     ScoreTrigger,
     SendNode,
     TagCondition,
@@ -152,6 +154,8 @@ def test_cart_abandoned_and_churn_winback():
     task, send, tag = churn.nodes
     assert isinstance(task, TaskNode) and (task.assignee, task.due_ms) == ("owner", 600_000)
     assert (send.channel, send.template, tag.action, tag.tag) == ("email", "winback", "add", "winback_sent")
+    # no win-back right after activity: 30 days without any of the customer's own events
+    assert churn.entry_if == (QuietCondition(30 * 86_400_000), ScoreCondition("churn", ">=", 0.7))
 
 
 # --- parsing ---------------------------------------------------------------------------------
@@ -217,12 +221,24 @@ def test_branch_conditions_of_every_kind_round_trip():
     conds = [
         {"not_tag": "vip"}, {"segment": "at_risk"}, {"score": "churn", "op": ">", "value": 0.7},
         {"prop": "props.amount", "op": "in", "value": [100, 200]}, {"prop": "type", "op": "==", "value": "x"},
+        {"quiet_for": "14d", "types": ["order_paid", "order_created"]},
     ]  # fmt: skip
     wait = {"type": "wait", "until": "09:00", "weekday": "mon"}
     j = parse_journey(ed("nodes.2.if", conds, "nodes.0", wait), "t.yaml")
     assert j.nodes[2].when[3] == PropCondition("props.amount", "in", frozenset({100, 200}))
     assert (j.nodes[0].until_min, j.nodes[0].weekday) == (540, "mon")
+    assert j.nodes[2].when[5] == QuietCondition(14 * 86_400_000, frozenset({"order_paid", "order_created"}))
     assert parse_journey(to_canonical(j), "<redis>") == j
+
+
+def test_entry_conditions_round_trip_and_leave_other_fingerprints_alone():
+    base = load_journey(JOURNEYS / "cart_abandoned.yaml")
+    assert "if" not in to_canonical(base)["entry"]
+    data = to_canonical(base)
+    data["entry"]["if"] = [{"quiet_for": "7d"}, {"tag": "vip"}]
+    j = parse_journey(data, "t.yaml")
+    assert j.entry_if == (QuietCondition(7 * 86_400_000), TagCondition("vip"))
+    assert parse_journey(to_canonical(j), "<redis>") == j and j != base
 
 
 def test_nesting_up_to_the_limit_is_fine():
@@ -263,6 +279,10 @@ BAD = [
      "trigger.absence.within", "does not parse"),
     (ed("trigger.tag", {"added": "x"}), "trigger", "needs exactly one of event, absence"),
     (ed("trigger", {}), "trigger", "it has none"),
+    (ed("entry.if", [{"prop": "type", "op": "==", "value": "x"}]), "entry.if[0]", "not the trigger's props"),
+    (ed("entry.if", [{"quiet_for": "a while"}]), "entry.if[0].quiet_for", "does not parse"),
+    (ed("entry.if", [{"quiet_for": "1d", "types": ["Order Paid"]}]), "entry.if[0].types[0]", "an event type"),
+    (ed("entry.if", {"quiet_for": "1d"}), "entry.if", "must be a list"),
     (ed("trigger", {"evnt": {"type": "signup"}}), "trigger", "unknown keys ['evnt']"),
     (ed("trigger.event.type", "Sign Up"), "trigger.event.type", "an event type"),
     (ed("trigger.event.where", [["amount", ">=", 1]]), "trigger.event.where[0]", "cannot exist"),

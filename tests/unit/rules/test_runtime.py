@@ -300,3 +300,68 @@ def test_what_is_due_is_decided_earliest_first_however_late_the_profile_wakes() 
     assert [t for t, _ in once] == ["cart", "welcome", "new_user_guide"]
     assert once == decided([T0 + 40 * 60_000, T0 + 2 * HOUR]) == decided([T0 + HOUR, T0 + 2 * HOUR])
     assert [ts for _, ts in once] == sorted(ts for _, ts in once)
+
+
+def _crossed(ts: int, eid: str) -> Event:
+    props = {"model": "churn", "threshold": "churn_risk_high", "direction": "up", "score": 0.8, "version": 4}
+    return Event(eid, "p1", "score_crossed", ts, "engine", props, {}, {}, ts, "engine", 0, -1)
+
+
+def _intents(out: list[Any]) -> list[tuple[str, int]]:
+    return [(i.kind, i.ts_ms) for i in out if isinstance(i, Intent)]
+
+
+def test_winback_waits_for_a_quiet_customer_and_never_follows_a_purchase() -> None:
+    """The shipped churn_winback: entry needs 30 days without any of the customer's own
+    events and a churn score of 0.7 or more; a risk crossing at a purchase waits."""
+    cat = Catalog(replace(load_journey(config_dir() / "journeys" / "churn_winback.json"), version=1))
+    day = 24 * HOUR
+    risky = Context(scores={"churn": 0.8})
+    # 1. the score crosses at a purchase: not now; the customer buys again 10 days later
+    pj = ProfileJourneys()
+    assert _intents(pj.on_events("p1", [ev("order_paid", T0), _crossed(T0, "c1")], cat, risky, T0)) == []
+    assert pj.next_due(cat) == T0 + 30 * day  # deferred to when the customer will be quiet
+    assert _intents(pj.on_events("p1", [ev("order_paid", T0 + 10 * day)], cat, risky, 0)) == []
+    out: list[Any] = []
+    pj.advance("p1", T0 + 90 * day, cat, risky, 0, out)
+    assert _intents(out) == [] and pj.pending == {}  # came back: no win-back
+    # 2. the same crossing, then silence: it enters when the silence reaches 30 days
+    pj = ProfileJourneys()
+    pj.on_events("p1", [ev("order_paid", T0), _crossed(T0, "c1")], cat, risky, T0)
+    out = []
+    pj.advance("p1", T0 + 30 * day - 1, cat, risky, 0, out)
+    assert out == []
+    pj.advance("p1", T0 + 31 * day, cat, risky, 0, out)
+    assert _intents(out) == [("task", T0 + 30 * day), ("send", T0 + 30 * day)]
+    # ... unless the risk has fallen by then
+    pj = ProfileJourneys()
+    pj.on_events("p1", [ev("order_paid", T0), _crossed(T0, "c1")], cat, risky, T0)
+    out = []
+    pj.advance("p1", T0 + 31 * day, cat, Context(scores={"churn": 0.5}), 0, out)
+    assert _intents(out) == [] and pj.pending == {}
+    # 3. risk that rose while the customer was silent enters at once
+    pj = ProfileJourneys()
+    pj.on_events("p1", [ev("page_view", T0)], cat, Context(), T0)
+    out = pj.on_events("p1", [_crossed(T0 + 45 * day, "c2")], cat, risky, 0)
+    assert _intents(out) == [("task", T0 + 45 * day), ("send", T0 + 45 * day)]
+
+
+def test_quiet_for_reads_the_types_it_names_in_branches_too() -> None:
+    j = parse_journey(
+        {"id": "nudge", "name": "n", "priority": 5, "entry": {"policy": "every_time"},
+         "trigger": {"event": {"type": "page_view"}},
+         "nodes": [{"type": "branch", "if": [{"quiet_for": "7d", "types": ["order_paid"]}],
+                    "then": [{"id": "nudge", "type": "send", "channel": "push", "template": "nudge"}]}]},
+        "t",
+    )  # fmt: skip
+    cat = Catalog(j)
+    assert cat.triggers.quiet_types == frozenset({"order_paid"})
+    pj = ProfileJourneys()
+    day = 24 * HOUR
+    # never bought: quiet; bought 2 days ago: not; 8 days ago: quiet again (page views count not)
+    assert sends(pj.on_events("p1", [ev("page_view", T0)], cat, Context(), 0)) == [("send", "nudge", "nudge")]
+    pj.on_events("p1", [ev("order_paid", T0 + day)], cat, Context(), 0)
+    assert sends(pj.on_events("p1", [ev("page_view", T0 + 3 * day)], cat, Context(), 0)) == []
+    assert sends(pj.on_events("p1", [ev("page_view", T0 + 9 * day)], cat, Context(), 0)) == [
+        ("send", "nudge", "nudge")
+    ]

@@ -3,7 +3,9 @@ synthetic customers' hidden propensities; thresholds fire once with hysteresis."
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Iterator
 
 import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
@@ -69,8 +71,14 @@ def test_win_model_learns_the_hidden_propensity(seeded_run) -> None:
 def test_scores_carry_version_and_explanations(seeded_run) -> None:
     scores, _, events = seeded_run
     assert {s.model for s in scores} == {"churn", "win"}
-    assert all(0.0 <= s.score <= 1.0 and s.version >= 1 and len(s.explanation) == 3 for s in scores)
-    versions = [s.version for s in scores if s.model == "churn"]
+    served = [s for s in scores if s.version >= 1]
+    assert all(0.0 <= s.score <= 1.0 and len(s.explanation) == 3 for s in served)
+    # before min_learned: the recency fallback, version 0, explained by the silence
+    fallback = [s for s in scores if s.version == 0]
+    assert fallback and all(s.model == "churn" for s in fallback)
+    assert all(s.explanation[0][0] == "days_since_last_activity" for s in fallback)
+    assert {s.profile_id for s in fallback} <= {s.profile_id for s in scores if s.model == "churn"}
+    versions = [s.version for s in served if s.model == "churn"]
     assert max(versions) > min(versions)  # scorers picked up newer versions as they came
     crossed = [e for e in events if e.type == "score_crossed"]
     assert all(e.origin == "engine" and e.props["model"] in ("churn", "win") for e in crossed)
@@ -123,3 +131,50 @@ def test_observations_daily_scores_hourly_thresholds_with_hysteresis() -> None:
     assert st.on_refresh(plan, "p1", 12 * hour + hour // 2, lambda: {"days_since_last_order": 9}) == []
     again = st.on_refresh(plan, "p1", 14 * hour, lambda: {"days_since_last_order": 9})
     assert [type(o).__name__ for o in again] == ["Score"]
+
+
+def test_every_profile_is_scored_and_its_latest_score_is_as_of_the_end(seeded_run) -> None:
+    scores, _, events = seeded_run
+    end = max(e.ts_ms for e in events if e.origin != "engine")
+    latest: dict[str, Score] = {}
+    for s in scores:
+        if s.model == "churn" and s.as_of_ms >= latest.get(s.profile_id, s).as_of_ms:
+            latest[s.profile_id] = s
+    customers = {e.profile_id for e in events if e.origin != "engine"}
+    assert set(latest) == customers  # fallback before min_learned: nobody goes unscored
+    # on_eof rescored everyone as of the end (this history ends now: stream time follows the
+    # wall clock while the input is quiet, so "the end" is a few ms later for some)
+    as_of = [s.as_of_ms for s in latest.values()]
+    assert min(as_of) >= end and max(as_of) - min(as_of) < 10_000
+
+
+def test_a_silent_profile_is_rescored_as_stream_time_passes_and_its_risk_rises() -> None:
+    """A full-speed replay: one customer buys once, then only others' events move time."""
+    t0 = 1_700_000_000_000
+    hour = 3_600_000
+
+    def rec(i: int, pid: str, ts: int, etype: str) -> RawRecord:
+        body = f'{{"eventId":"e{i}","profileId":"{pid}","type":"{etype}","ts":{ts}}}'
+        return RawRecord(body.encode(), "t", 0, i, None, ts)
+
+    recs = [rec(0, "silent", t0, "order_paid")]
+    recs += [rec(i, f"busy{i % 3}", t0 + i * hour, "page_view") for i in range(1, 40 * 24)]
+
+    def paced() -> Iterator[RawRecord]:  # 40 days in about 4 s: a replay, at its own pace
+        for i, r in enumerate(recs):
+            if i % 10 == 0:
+                time.sleep(0.04)
+            yield r
+
+    scores: list[Score] = []
+    sinks = FlowSinks(scores=[TestingSink(scores)])
+    run_main(build_flow(load_settings(env={}), TestingSource(paced(), batch_size=10), sinks))
+    mine = sorted((s.as_of_ms, s.score) for s in scores if s.profile_id == "silent" and s.model == "churn")
+    times = [t for t, _ in mine]
+    assert times[0] == t0 and times[-1] == recs[-1].received_ms  # ... up to the end of the replay
+    assert len(mine) >= 6  # rescored while silent, after its windows emptied too
+    assert [p for _, p in mine] == sorted(p for _, p in mine) and mine[-1][1] > mine[0][1] + 0.3
+    # backing off once the replay's pace is known (after its first second): each gap about
+    # a quarter of the silence so far; far fewer rescorings than days
+    gaps = [b - a for a, b in itertools.pairwise(times[2:-1])]
+    assert len(gaps) >= 3 and gaps == sorted(gaps) and len(mine) / 40 < 0.5
