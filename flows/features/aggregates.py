@@ -134,9 +134,16 @@ def _count(d: FeatureDef) -> Kernel:
         if not n:
             return 0.0
         top = as_of // w
-        if top - nb < data[p] and top >= data[p + n - 2]:
-            return data[p + 1] if n == 2 else math.fsum(data[p + 1 : p + n : 2])
-        return math.fsum([data[k + 1] for k in range(p, p + n, 2) if top - nb < data[k] <= top])
+        end = p + n
+        if top >= data[end - 2]:  # every bucket at or before as_of: the window is a suffix
+            lo = top - nb
+            if lo < data[p]:
+                return data[p + 1] if n == 2 else sum(data[p + 1 : end : 2])
+            k = end - 2
+            while k >= p and data[k] > lo:
+                k -= 2
+            return sum(data[k + 3 : end : 2]) if k + 2 < end else 0.0
+        return math.fsum([data[k + 1] for k in range(p, end, 2) if top - nb < data[k] <= top])
 
     return Kernel(array("d"), add, value, _evict_pairs, 0, 2)
 
@@ -179,9 +186,15 @@ def _total(data: array[float], p: int, n: int, first: float, last: float) -> flo
     """The sum of the (b, acc) pairs' accs with first <= b <= last, after one total."""
     if n == 1:
         return 0.0
-    if first <= data[p + 1] and last >= data[p + n - 2]:
+    end = p + n
+    if first <= data[p + 1] and last >= data[end - 2]:
         return data[p]
-    return math.fsum([data[k + 1] for k in range(p + 1, p + n, 2) if first <= data[k] <= last])
+    i, j = p + 1, end  # the buckets are sorted: those in [first, last] are one run
+    while i < j and data[i] < first:
+        i += 2
+    while j > i and data[j - 2] > last:
+        j -= 2
+    return math.fsum(data[i + 1 : j : 2]) if i < j else 0.0
 
 
 def _sum(d: FeatureDef) -> Kernel:
