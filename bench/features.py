@@ -136,10 +136,10 @@ def memory(events: list[Event], s: Settings, update: bool = False) -> tuple[int,
 def end_to_end(raw: list[bytes], tmp: Path, broker: Broker, url: str) -> tuple[float, float]:
     """Events/s through Kafka, one worker, features off and on, over one topic (after a warm-up)."""
     warm = broker.create_topic(f"warm_{uuid.uuid4().hex[:6]}", partitions=2)
-    broker.produce(warm, [(None, v) for v in raw[:5000]])
+    broker.produce(warm, base.keyed_by_profile(raw[:5000]))
     run_once(settings_for(broker, warm, tmp / "ch", url, True))
     topic = broker.create_topic(f"feat_{uuid.uuid4().hex[:6]}", partitions=2)
-    broker.produce(topic, [(None, v) for v in raw])
+    broker.produce(topic, base.keyed_by_profile(raw))
     off = len(raw) / run_once(settings_for(broker, topic, tmp / "ch", url, False))
     on = len(raw) / run_once(settings_for(broker, topic, tmp / "ch", url, True))
     return off, on

@@ -173,11 +173,24 @@ def settings_for(broker: Broker, topic: str, chdb: Path, workers: int, db: str) 
     )
 
 
+def keyed_by_profile(events: list[bytes]) -> list[tuple[bytes | None, bytes]]:
+    """Messages keyed by profileId, as producers send them (so a profile's events share a
+    partition and the partitions are even); an event without one (malformed) goes unkeyed."""
+    out: list[tuple[bytes | None, bytes]] = []
+    for v in events:
+        try:
+            pid = orjson.loads(v).get("profileId")
+        except (orjson.JSONDecodeError, AttributeError):
+            pid = None
+        out.append((pid.encode() if isinstance(pid, str) else None, v))
+    return out
+
+
 def fill_topic(broker: Broker, events: list[bytes], prefix: str = "bench") -> str:
     """A new 2-partition topic holding `events` (every one acknowledged)."""
     topic = broker.create_topic(f"{prefix}_{uuid.uuid4().hex[:8]}", partitions=2)
     t0 = time.perf_counter()
-    broker.produce(topic, [(None, v) for v in events])
+    broker.produce(topic, keyed_by_profile(events))
     produce_s = time.perf_counter() - t0
     print(
         f"produced {len(events):,} events to {topic} (2 partitions) in {produce_s:.1f}s "
@@ -195,7 +208,7 @@ def passthrough(broker: Broker, topic: str, chdb: Path, n: int) -> float:
 def warm_up(broker: Broker, events: list[bytes], chdb: Path) -> None:
     """The ingest flow over a small topic: one-time imports and connections stay out of the figures."""
     warm = broker.create_topic(f"warm_{uuid.uuid4().hex[:8]}", partitions=2)
-    broker.produce(warm, [(None, v) for v in events[:5000]])
+    broker.produce(warm, keyed_by_profile(events[:5000]))
     ingest_run(broker, warm, chdb, 1)
 
 
@@ -227,7 +240,9 @@ def throughput(broker: Broker, events: list[bytes], chdb: Path) -> dict[str, flo
     return rates
 
 
-def scrm_env(broker: Broker, topic: str, data: Path) -> dict[str, str]:
+def scrm_env(
+    broker: Broker, topic: str, data: Path, features: bool = False, redis_url: str | None = None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
     env.update(
         {
@@ -237,17 +252,22 @@ def scrm_env(broker: Broker, topic: str, data: Path) -> dict[str, str]:
             "SCRM_ENGINE__DATA_DIR": str(data),
             "SCRM_CLICKHOUSE__URL": f"chdb://{data}/clickhouse",
             "SCRM_METRICS__PORT": "0",
-            "SCRM_FEATURES__ENABLED": "false",
+            "SCRM_FEATURES__ENABLED": "true" if features else "false",
             "SCRM_ENGINE__PROGRESS_INTERVAL_S": "5",
             "PYTHONPATH": str(ROOT),
             "COLUMNS": "200",
         }
     )
+    if redis_url is not None:  # processes of one cluster share one Redis (caps, catalog, models)
+        env["SCRM_REDIS__URL"] = redis_url
     return env
 
 
-def cluster_run(broker: Broker, topic: str, processes: int) -> tuple[int, float]:
-    """`scrm run -i I -a ...` in `processes` processes over `topic` to its end.
+def cluster_run(
+    broker: Broker, topic: str, processes: int, features: bool = False, redis_url: str | None = None
+) -> tuple[int, float]:
+    """`scrm run -i I -a ...` in `processes` processes over `topic` to its end (the ingest
+    path; with `features`, the full pipeline on the shipped defaults).
 
     Returns (records read by all, the slowest process's flow time), from each process's
     own summary line (flow time only: Valkey start and DDL are not counted). Each process
@@ -260,7 +280,7 @@ def cluster_run(broker: Broker, topic: str, processes: int) -> tuple[int, float]
     data = Path(tempfile.mkdtemp(prefix="scrm-bench-cluster-"))
     procs = []
     for i in range(processes):
-        env = scrm_env(broker, topic, data / f"p{i}")
+        env = scrm_env(broker, topic, data / f"p{i}", features, redis_url)
         env["SCRM_KAFKA__STOP_AT_END"] = "true"
         cmd = [sys.executable, "-m", "flows.app.cli", "run", "--source", "kafka"]
         if processes > 1:

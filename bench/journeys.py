@@ -194,7 +194,7 @@ def throughput(
 ) -> list[tuple[str, float]]:
     """(stage, events/s) without and with journeys over one topic, printed."""
     topic = broker.create_topic(f"tp_{uuid.uuid4().hex[:6]}", partitions=2)
-    broker.produce(topic, [(None, v) for v in events])
+    broker.produce(topic, base.keyed_by_profile(events))
     rates = [
         (label, pipeline_rate(broker, topic, chdb, url, f, len(events)))
         for label, f in (("ingest + features + scoring", None), ("+ journeys and guards", folder))

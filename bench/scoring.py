@@ -156,10 +156,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="scrm-bench-") as tmp, local_servers(Path(tmp)) as (broker, url):
         ch = Path(tmp) / "ch"
         warm = broker.create_topic(f"warm_{uuid.uuid4().hex[:6]}", partitions=2)
-        broker.produce(warm, [(None, v) for v in raw[:5000]])
+        broker.produce(warm, base.keyed_by_profile(raw[:5000]))
         run_once(settings_for(broker, warm, ch, url, True, True))
         topic = broker.create_topic(f"score_{uuid.uuid4().hex[:6]}", partitions=2)
-        broker.produce(topic, [(None, v) for v in raw])
+        broker.produce(topic, base.keyed_by_profile(raw))
         rates = [
             (label, len(raw) / run_once(settings_for(broker, topic, ch, url, f, m)))
             for label, f, m in (
