@@ -6,7 +6,8 @@ Pure and clock-free: event times and a watermark go in, labelled examples come o
 activity at some ``t`` with ``t0 < t <= t0 + horizon`` is reported, and label 1 once the
 watermark (stream time minus the allowed lateness) passes ``t0 + horizon`` without such
 activity — so a profile that went silent resolves too, also in a full-speed replay, because
-the watermark moves with every other profile's events.
+the watermark moves with every other profile's events. Each observation keeps the horizon
+it was added with (an automatic horizon moves as it is learned).
 
 **Outcome** (win). Every observation of an entity waits for its close; the close labels all
 of them at once (1 for a positive close, 0 for a negative one). Entities still open
@@ -39,22 +40,23 @@ class InactivityLabels:
     def __init__(self, horizon_ms: int, max_pending: int) -> None:
         self.horizon_ms = horizon_ms
         self.max_pending = max_pending
-        self._pending: dict[str, deque[tuple[int, Any]]] = {}
+        self._pending: dict[str, deque[tuple[int, int, Any]]] = {}  # profile -> (t0, horizon, payload)
         self._heap: list[tuple[int, str]] = []  # (t0 + horizon, profile); stale entries skipped
         self.size = 0
         self.dropped = 0
 
-    def add(self, profile_id: str, t0: int, payload: Any) -> None:
+    def add(self, profile_id: str, t0: int, payload: Any, horizon_ms: int = 0) -> None:
+        h = horizon_ms or self.horizon_ms
         q = self._pending.get(profile_id)
         if q is None:
             q = self._pending[profile_id] = deque()
         if q and t0 < q[-1][0]:  # keep each profile's queue in time order (rare: late observation)
-            items = sorted([*q, (t0, payload)], key=lambda it: it[0])
+            items = sorted([*q, (t0, h, payload)], key=lambda it: it[0])
             q.clear()
             q.extend(items)
         else:
-            q.append((t0, payload))
-        heapq.heappush(self._heap, (t0 + self.horizon_ms, profile_id))
+            q.append((t0, h, payload))
+        heapq.heappush(self._heap, (t0 + h, profile_id))
         self.size += 1
         while self.size > self.max_pending:
             self._drop_oldest()
@@ -66,14 +68,14 @@ class InactivityLabels:
         if not q:
             return []
         ts = sorted(times)
-        h = self.horizon_ms
         out: list[Labelled] = []
-        keep: deque[tuple[int, Any]] = deque()
-        for t0, payload in q:
+        keep: deque[tuple[int, int, Any]] = deque()
+        for item in q:
+            t0, h, payload = item
             if any(t0 < t <= t0 + h for t in ts):
                 out.append((payload, 0))
             else:
-                keep.append((t0, payload))
+                keep.append(item)
         self.size -= len(out)
         if keep:
             self._pending[profile_id] = keep
@@ -85,15 +87,19 @@ class InactivityLabels:
         """Label 1 every observation whose horizon ended before `watermark_ms`."""
         out: list[Labelled] = []
         heap = self._heap
-        h = self.horizon_ms
         while heap and heap[0][0] < watermark_ms:
             _, pid = heapq.heappop(heap)
             q = self._pending.get(pid)
-            while q and q[0][0] + h < watermark_ms:
-                out.append((q.popleft()[1], 1))
-                self.size -= 1
-            if q is not None and not q:
-                del self._pending[pid]
+            if not q:
+                continue
+            keep = [it for it in q if it[0] + it[1] >= watermark_ms]
+            if len(keep) < len(q):
+                out.extend((it[2], 1) for it in q if it[0] + it[1] < watermark_ms)
+                self.size -= len(q) - len(keep)
+                if keep:
+                    self._pending[pid] = deque(keep)
+                else:
+                    del self._pending[pid]
         return out
 
     def _drop_oldest(self) -> None:

@@ -32,12 +32,17 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from river import metrics, utils
+from river import metrics, stats, utils
 
 from flows.core.messages import Activity, ModelMetric, ModelVersion, Observation, Outcome
+from scoring.calibration import Calibrator, Knots, apply
 from scoring.labels import InactivityLabels, OutcomeLabels
 from scoring.modeldefs import ModelDef, ModelSettings
 from scoring.scorer import predict
+
+DAY_MS = 86_400_000
+AUTO_START_MS = 30 * DAY_MS  # an automatic horizon before enough gaps were seen
+MIN_GAPS = 50
 
 
 @dataclass
@@ -52,6 +57,8 @@ class PublishedModel:
     published_ms: int
     model: Any
     baseline: Any | None
+    horizon_ms: int = 0  # inactivity: the label horizon the model learns now (it moves when auto)
+    calibration: Knots = ((), ())  # raw score -> probability (`scoring.calibration`); () = identity
 
     def to_bytes(self) -> bytes:
         return pickle.dumps(self, protocol=5)
@@ -108,10 +115,17 @@ class Learner:
         self.base_metric = _Rolling(settings.metrics_window)
         lab = mdef.label
         self.labels: InactivityLabels | OutcomeLabels = (
-            InactivityLabels(lab.horizon_ms, settings.max_pending)
+            InactivityLabels(lab.horizon_ms or AUTO_START_MS, settings.max_pending)
             if lab.kind == "inactivity"
             else OutcomeLabels(lab.max_open_ms, settings.max_pending)
         )
+        # automatic horizon: a streaming quantile (P²) of the gaps between activity days
+        auto = lab.kind == "inactivity" and not lab.horizon_ms
+        self.gaps: stats.Quantile | None = stats.Quantile(lab.horizon_quantile) if auto else None
+        self.n_gaps = 0
+        self.start_horizon_ms = (getattr(start, "horizon_ms", 0) or 0) if usable else 0
+        self.calibrator = Calibrator(min(500, max(50, mdef.min_learned)))
+        self.calibration: Knots = getattr(start, "calibration", ((), ())) if usable else ((), ())
 
     # ---------------------------------------------------------------- stream side
 
@@ -123,15 +137,34 @@ class Learner:
         learned = 0
         for it in items:
             if type(it) is Observation:
-                self.labels.add(it.entity_id, it.ts_ms, it.x)
+                if type(self.labels) is InactivityLabels:
+                    self.labels.add(it.entity_id, it.ts_ms, it.x, self.horizon_ms())
+                else:
+                    self.labels.add(it.entity_id, it.ts_ms, it.x)
                 if it.ts_ms > self.stream_ms:
                     self.stream_ms = it.ts_ms
             elif type(it) is Activity:
+                if self.gaps is not None:
+                    for g in it.gaps_ms:
+                        self.gaps.update(g)
+                        self.n_gaps += 1
                 if it.ts_ms:
                     learned += self._learn(self.labels.activity(it.profile_id, it.ts_ms))  # type: ignore[union-attr]
             else:
                 learned += self._learn(self.labels.close(it.entity_id, it.label))  # type: ignore[union-attr]
         return learned
+
+    def horizon_ms(self) -> int:
+        """The inactivity label's horizon now: the declared one, or the automatic one
+        (``horizon_multiple`` x the ``horizon_quantile`` of the gaps seen, within 1 to 365
+        days; before `MIN_GAPS` gaps, the published one or `AUTO_START_MS`)."""
+        lab = self.mdef.label
+        if lab.horizon_ms or lab.kind != "inactivity":
+            return lab.horizon_ms
+        if self.gaps is None or self.n_gaps < MIN_GAPS:
+            return self.start_horizon_ms or AUTO_START_MS
+        h = lab.horizon_multiple * float(self.gaps.get() or AUTO_START_MS)
+        return int(min(max(h, DAY_MS), 365 * DAY_MS))
 
     def advance(self, watermark_ms: int) -> int:
         """Resolve what the watermark decides (label 1 for inactivity, expiry for outcomes)."""
@@ -139,8 +172,11 @@ class Learner:
 
     def _learn(self, labelled: list[tuple[Any, int]]) -> int:
         model, base = self.model, self.baseline
+        cal = self.calibrator
         for x, y in labelled:
-            self.metric.update(y, predict(model, x))
+            p = predict(model, x)
+            self.metric.update(y, apply(self.calibration, p))  # what a scorer would serve now
+            cal.update(p, y)
             if base is not None:
                 bx = self._baseline_x(x)
                 self.base_metric.update(y, predict(base, bx))
@@ -165,6 +201,8 @@ class Learner:
         self.version += 1
         self.published_n = self.n_learned
         self.last_publish = now
+        if self.calibrator.seen >= self.calibrator.min_labels:
+            self.calibration = self.calibrator.knots()
         return PublishedModel(
             self.mdef.name,
             self.mdef.fingerprint(),
@@ -174,6 +212,8 @@ class Learner:
             int(now * 1000),
             copy.deepcopy(self.model),
             copy.deepcopy(self.baseline),
+            self.horizon_ms() if self.mdef.label.kind == "inactivity" else 0,
+            self.calibration,
         )
 
     def maybe_metrics(self, now: float) -> ModelMetric | None:

@@ -23,7 +23,9 @@ A model is one table in the ``[[model]]`` array::
     explain_top = 3                     # contributions kept with every score
     [model.label]                       # how an observation gets its label
     kind = "inactivity"                 # profile: 1 = no activity within `horizon` after it
-    horizon = "30d"
+    horizon = "auto"                    # or a duration ("30d"); auto: horizon_multiple x the
+    horizon_quantile = 0.9              #   horizon_quantile of the gaps (a day or more) between a
+    horizon_multiple = 1.0              #   profile's activities, learned in the stream
     activity_types = []                 # [] = any customer event counts as activity
     # kind = "outcome"                  # opportunity: 1 = won, 0 = lost, at close
     # positive = ["opportunity_won"]; negative = ["opportunity_lost"]; max_open = "180d"
@@ -81,7 +83,9 @@ class Threshold:
 @dataclass(frozen=True)
 class LabelDef:
     kind: str  # "inactivity" | "outcome"
-    horizon_ms: int = 0  # inactivity: how long after an observation activity must show
+    horizon_ms: int = 0  # inactivity: how long after an observation activity must show (0: auto)
+    horizon_quantile: float = 0.9  # auto: which quantile of the gaps between activity days
+    horizon_multiple: float = 1.0  # auto: times that quantile
     activity_types: frozenset[str] = frozenset()  # inactivity: [] = any customer event
     positive: frozenset[str] = frozenset()  # outcome: closing event types with label 1
     negative: frozenset[str] = frozenset()  # outcome: closing event types with label 0
@@ -226,15 +230,24 @@ def _label(raw: Any, entity: str, source: str, where: str) -> LabelDef:
             source, f"{where}.kind", f"a {entity} model's label kind is {want!r}, not {kind!r}"
         )
     if kind == "inactivity":
-        extra = set(raw) - {"kind", "horizon", "activity_types"}
+        extra = set(raw) - {"kind", "horizon", "horizon_quantile", "horizon_multiple", "activity_types"}
         if extra:
             raise ConfigError.at(source, where, f"unknown keys {sorted(extra)}")
+        auto = raw.get("horizon", "auto") == "auto"
+        q, mult = raw.get("horizon_quantile", 0.9), raw.get("horizon_multiple", 1.0)
+        for key, v, top in (("horizon_quantile", q, 1.0), ("horizon_multiple", mult, 100.0)):
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= top:
+                raise ConfigError.at(source, f"{where}.{key}", f"{v!r} must be a number in (0, {top:g}]")
+            if key in raw and not auto:
+                raise ConfigError.at(source, f"{where}.{key}", 'only an automatic horizon ("auto") takes it')
         return LabelDef(
             kind,
-            horizon_ms=_duration(raw, "horizon", "30d", source, where),
+            horizon_ms=0 if auto else _duration(raw, "horizon", "30d", source, where),
             activity_types=frozenset(
                 _names(raw.get("activity_types", []), source, f"{where}.activity_types")
             ),
+            horizon_quantile=float(q),
+            horizon_multiple=float(mult),
         )
     extra = set(raw) - {"kind", "positive", "negative", "max_open"}
     if extra:

@@ -26,7 +26,7 @@ import redis
 
 from scoring.learner import PublishedModel
 from scoring.modeldefs import ModelDef
-from scoring.scorer import GenericScorer, LinearScorer, make_scorer
+from scoring.scorer import CalibratedScorer, GenericScorer, LinearScorer, make_scorer
 from sinks.redis_store import REDIS_ERRORS, Poller
 
 _POLL_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, ValueError)
@@ -48,7 +48,7 @@ class Served:
     version: int
     uid: str
     n_learned: int
-    scorer: LinearScorer | GenericScorer
+    scorer: LinearScorer | GenericScorer | CalibratedScorer
     published: PublishedModel
 
 
@@ -70,8 +70,10 @@ class ModelRegistry:
             cur = self._served.get(pm.name)
             if cur is not None and (cur.uid == pm.uid or pm.version < cur.version):
                 return False
+            scorer = make_scorer(pm.model, mdef.explain_top)
+            knots = getattr(pm, "calibration", ((), ()))  # versions published before calibration: none
             self._served[pm.name] = Served(
-                pm.version, pm.uid, pm.n_learned, make_scorer(pm.model, mdef.explain_top), pm
+                pm.version, pm.uid, pm.n_learned, CalibratedScorer(scorer, knots) if knots[0] else scorer, pm
             )
         return True
 

@@ -25,6 +25,8 @@ from typing import Any
 
 from river import compose, linear_model, preprocessing
 
+from scoring.calibration import Knots, apply
+
 Explanation = tuple[tuple[str, float], ...]
 
 
@@ -120,6 +122,22 @@ class GenericScorer:
             return p, ()
         contribs = {name: p - self._p({n: v for n, v in x.items() if n != name}) for name in x}
         return p, _top(contribs, self.k)
+
+
+class CalibratedScorer:
+    """A scorer whose probability goes through the version's calibration map
+    (`scoring.calibration`); the explanation stays the model's own (logit units for a
+    linear model: the map is monotone, so the order of the contributions holds)."""
+
+    __slots__ = ("inner", "knots")
+
+    def __init__(self, inner: LinearScorer | GenericScorer, knots: Knots) -> None:
+        self.inner = inner
+        self.knots = knots
+
+    def score(self, x: Mapping[str, float]) -> tuple[float, Explanation]:
+        p, why = self.inner.score(x)
+        return apply(self.knots, p), why
 
 
 def make_scorer(model: Any, k: int) -> LinearScorer | GenericScorer:

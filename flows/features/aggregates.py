@@ -16,7 +16,11 @@ avg                  count total, sum total, then ``(b, count, sum)`` by ascendi
 min, max             ``(b, extreme)`` pairs in the order their buckets were first seen
 last                 ts, value (ts -1: no value yet)
 recency, first_seen  ts (-1: no event yet)
+age                  ts of the oldest matching event (-1: none yet)
 decayed_sum          acc, reference ts (-1: no event yet)
+lifetime count       count
+lifetime sum         sum
+lifetime avg         count, sum
 ===================  ======================================================================
 
 Kernels take times as floats: timestamps and bucket indices are integers below 2**53,
@@ -436,15 +440,68 @@ def _decayed(d: FeatureDef) -> Kernel:
     return Kernel(array("d", [0.0, -1.0]), add, value, None, 0, 0)
 
 
+def _age(d: FeatureDef) -> Kernel:
+    unit = float(d.unit_ms)
+    add = _first_seen(d).add
+
+    def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
+        seen = data[p]
+        return (as_of - seen) / unit if seen >= 0.0 else None
+
+    return Kernel(array("d", [-1.0]), add, value, None, 0, 0)
+
+
+# Lifetime (``window = "lifetime"``): running totals, nothing ever leaves.
+
+
+def _life_count(d: FeatureDef) -> Kernel:
+    def add(data: array[float], p: int, n: int, ts: float, v: Any, newest: float) -> int:
+        data[p] += 1.0
+        return 1
+
+    def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
+        return data[p]
+
+    return Kernel(array("d", [0.0]), add, value, None, 0, 0)
+
+
+def _life_sum(d: FeatureDef) -> Kernel:
+    def add(data: array[float], p: int, n: int, ts: float, v: Any, newest: float) -> int:
+        if is_number(v):
+            data[p] += v
+        return 1
+
+    return Kernel(array("d", [0.0]), add, _life_count(d).value, None, 0, 0)
+
+
+def _life_avg(d: FeatureDef) -> Kernel:
+    def add(data: array[float], p: int, n: int, ts: float, v: Any, newest: float) -> int:
+        if is_number(v):
+            data[p] += 1.0
+            data[p + 1] += v
+        return 2
+
+    def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
+        return data[p + 1] / data[p] if data[p] else None
+
+    return Kernel(array("d", [0.0, 0.0]), add, value, None, 0, 0)
+
+
+LIFETIME: dict[str, Callable[[FeatureDef], Kernel]] = {
+    "count": _life_count, "sum": _life_sum, "avg": _life_avg,
+}  # fmt: skip
+
 KERNELS: dict[str, Callable[[FeatureDef], Kernel]] = {
     "count": _count, "sum": _sum, "avg": _avg, "min": _extreme, "max": _extreme,
     "distinct": _distinct, "trend": _trend, "last": _last, "recency": _recency,
-    "first_seen": _first_seen, "decayed_sum": _decayed,
+    "first_seen": _first_seen, "decayed_sum": _decayed, "age": _age,
 }  # fmt: skip
 
 
 def kernel(d: FeatureDef) -> Kernel:
     """The kernel of feature `d` (not an expr)."""
+    if d.agg in LIFETIME and not d.window_ms:
+        return LIFETIME[d.agg](d)
     return KERNELS[d.agg](d)
 
 

@@ -8,7 +8,8 @@ A feature is one table in the ``[[feature]]`` array::
     types = ["order_paid"]        # event types it reads ([] or absent = every type)
     where = [["props.channel", "==", "app"]]   # optional property filters, all must hold
     value = "props.amount"        # the field it aggregates (numeric unless agg = distinct)
-    window = "30d"                # sliding window in event time (windowed aggregations)
+    window = "30d"                # sliding window in event time (windowed aggregations);
+                                  # "lifetime" (count, sum, avg): every event ever, no window
     buckets = 30                  # ring size: the window moves in steps of window / buckets
 
 Semantics (``flows.features.windows`` implements them; the property tests recompute them from
@@ -29,12 +30,16 @@ raw events):
   one value, strings apart from numbers; lists and objects are not counted);
   ``last`` — the numeric ``value`` of the matching event with the greatest ``ts`` (ties:
   the later arrival), over all time; ``recency`` — ``(T - ts of the newest matching
-  event) / unit``; ``first_seen`` — epoch seconds of the oldest matching event;
+  event) / unit``; ``first_seen`` — epoch seconds of the oldest matching event; ``age``
+  — ``(T - ts of the oldest matching event) / unit``;
   ``decayed_sum`` — sum over all matching events of ``value`` (1 without a value field)
   times ``2 ** (-(T - ts) / half_life)``; ``trend`` — ``of`` (count or sum) over the
   current window minus the same over the window before it; ``expr`` — arithmetic
   (``+ - * /``, numbers, parentheses) over other features' names.
-* A feature with nothing to say (``avg``/``min``/``max``/``last``/``recency``/
+* ``count``, ``sum`` and ``avg`` with ``window = "lifetime"`` read every matching event the
+  profile ever had (that was not late): the buy-till-you-die inputs (purchases over a
+  customer's life, average order value) that a window would forget.
+* A feature with nothing to say (``avg``/``min``/``max``/``last``/``recency``/``age``/
   ``first_seen`` with no matching event, an ``expr`` with such an operand, division by
   zero) has no value: it is absent from the feature map.
 """
@@ -56,8 +61,9 @@ from flows.features.rfm import RfmConfig, SegmentDef
 
 AGGREGATIONS = (
     "count", "sum", "avg", "min", "max", "distinct", "last", "recency", "first_seen",
-    "decayed_sum", "trend", "expr",
+    "decayed_sum", "trend", "expr", "age",
 )  # fmt: skip
+LIFETIME_OK = frozenset({"count", "sum", "avg"})  # may take window = "lifetime"
 WINDOWED = frozenset({"count", "sum", "avg", "min", "max", "distinct", "trend"})
 NEEDS_VALUE = frozenset({"sum", "avg", "min", "max", "distinct", "last"})
 NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -200,7 +206,10 @@ def parse_features(data: Mapping[str, Any], source: str = "<memory>") -> Feature
                 source, f"{label}.value", f"agg {agg!r} needs a value field (e.g. props.amount)"
             )
         window_ms = buckets = half_life_ms = 0
-        if agg in WINDOWED:
+        if agg in LIFETIME_OK and raw.get("window") == "lifetime":
+            if "buckets" in raw:
+                raise ConfigError.at(source, f"{label}.buckets", "a lifetime aggregate has no buckets")
+        elif agg in WINDOWED:
             if "window" not in raw:
                 raise ConfigError.at(source, f"{label}.window", f"agg {agg!r} needs a window (e.g. '24h')")
             try:
@@ -227,8 +236,8 @@ def parse_features(data: Mapping[str, Any], source: str = "<memory>") -> Feature
                 raise ConfigError.at(source, f"{label}.half_life", str(exc)) from None
         unit_ms = 1000
         if "unit" in raw:
-            if agg != "recency":
-                raise ConfigError.at(source, f"{label}.unit", "only recency takes a unit")
+            if agg not in ("recency", "age"):
+                raise ConfigError.at(source, f"{label}.unit", "only recency and age take a unit")
             try:
                 unit_ms = (
                     parse_duration("1" + raw["unit"])

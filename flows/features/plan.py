@@ -60,7 +60,7 @@ class FeaturePlan:
         }
         # Features that move with time (recency, decay), and the windowed ones by bucket width.
         self.continuous = sum(
-            1 << i for i, d in enumerate(fs.features) if d.agg in ("recency", "decayed_sum")
+            1 << i for i, d in enumerate(fs.features) if d.agg in ("recency", "decayed_sum", "age")
         )
         widths: dict[int, int] = {}
         for i, d in enumerate(fs.features):

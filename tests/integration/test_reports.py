@@ -3,6 +3,8 @@ computed independently in plain Python from the same rows; and the `scrm report`
 
 from __future__ import annotations
 
+import itertools
+import math
 import random
 import statistics
 from collections import Counter, defaultdict
@@ -434,7 +436,7 @@ def seeded_churn(ch, names):
 @pytest.mark.parametrize("any_event", [False, True])
 def test_churn_calibration(seeded_churn, ch, any_event) -> None:
     db, events, scores, acts = seeded_churn
-    given = {"activity_types": "" if any_event else ",".join(acts)}  # [] = any customer event
+    given = {"activity_types": "" if any_event else ",".join(acts), "horizon_s": str(30 * 86_400)}
     names, rows = run_report(ch, reports()["churn_calibration"], db, given)
     horizon = 30 * DAY
     latest = max(e.ts_ms for e in events if e.origin != "engine")
@@ -476,8 +478,26 @@ def test_churn_calibration_defaults_follow_the_churn_model() -> None:
     )
     params = {p.name: p.default for p in reports()["churn_calibration"].params}
     assert params["model"] == churn.name and churn.label.kind == "inactivity"
-    assert params["horizon_s"] * 1000 == churn.label.horizon_ms
+    assert params["horizon_s"] * 1000 == churn.label.horizon_ms  # 0: automatic
+    assert params["horizon_quantile"] == churn.label.horizon_quantile
+    assert params["horizon_multiple"] == churn.label.horizon_multiple
     assert set(params["activity_types"]) == set(churn.label.activity_types)
+
+
+def test_churn_calibration_with_the_automatic_horizon(seeded_churn, ch) -> None:
+    """horizon_s = 0: the 0.9 quantile of the gaps of a day or more between a profile's
+    activity events, here over all customer events; fallback scores (version 0) left out."""
+    db, events, _, _ = seeded_churn
+    _, rows = run_report(ch, reports()["churn_calibration"], db, {"activity_types": ""})
+    times: dict[str, list[int]] = defaultdict(list)
+    for e in events:
+        if e.origin != "engine":
+            times[e.profile_id].append(e.ts_ms)
+    gaps = sorted(b - a for ts in times.values() for a, b in itertools.pairwise(sorted(ts)) if b - a >= DAY)
+    horizon = min(max(gaps[max(0, math.ceil(0.9 * len(gaps)) - 1)], DAY), 365 * DAY)
+    given = {"activity_types": "", "horizon_s": str(horizon // 1000)}
+    _, fixed = run_report(ch, reports()["churn_calibration"], db, given)
+    assert rows == fixed and len(gaps) >= 50 and sum(r[1] for r in rows) > 0
 
 
 def test_models(seeded_more, ch) -> None:

@@ -16,6 +16,7 @@ from flows.features.declarations import load_features
 from scoring.labels import InactivityLabels, OutcomeLabels
 from scoring.learner import Learner, PublishedModel
 from scoring.modeldefs import ModelSettings, load_models, parse_models
+from scoring.registry import ModelRegistry
 from scoring.scorer import GenericScorer, LinearScorer, make_scorer, predict
 
 FEATURES = load_features(config_dir() / "features.toml")
@@ -43,7 +44,8 @@ def _parse(*models: dict[str, object]) -> object:
 def test_shipped_models_load_and_build() -> None:
     assert [m.name for m in MODELS.models] == ["churn", "win"]
     churn = MODELS.by_name("churn")
-    assert churn.label.horizon_ms == 30 * 86_400_000
+    assert churn.label.horizon_ms == 0 and churn.label.horizon_quantile == 0.9  # automatic
+    assert {"orders_life", "avg_order_value_life", "days_since_first_order"} <= set(churn.log1p)
     assert churn.thresholds[0].above == 0.7 and churn.thresholds[0].reset_below == 0.6
     assert "profile_age_days" in churn.inputs
     assert MODELS.by_name("win").label.positive == frozenset({"opportunity_won"})
@@ -69,6 +71,13 @@ def test_shipped_models_load_and_build() -> None:
         ),
         ({"label": {"kind": "outcome"}}, "label.kind", "is 'inactivity'"),
         ({"label": {"kind": "inactivity", "horizon": "30 days"}}, "label.horizon", "does not parse"),
+        (
+            {"label": {"kind": "inactivity", "horizon": "30d", "horizon_quantile": 0.5}},
+            "label.horizon_quantile",
+            "only an automatic horizon",
+        ),
+        ({"label": {"kind": "inactivity", "horizon_quantile": 1.5}}, "label.horizon_quantile", "(0, 1]"),
+        ({"score_backoff": -1}, "score_backoff", "from 0 to 10"),
         ({"extras": ["opp_amount_log"]}, "extras[0]", "not an engine input for profile"),
         ({"log1p": ["revenue_30d"]}, "log1p[0]", "not one of this model's inputs"),
         (
@@ -259,3 +268,63 @@ def test_outcome_learner_learns_at_close() -> None:
     n = learner.handle([Observation("win", "o1", "p1", 1, x), Observation("win", "o1", "p1", 2, x),
                         Outcome("win", "o1", 3, 1)])  # fmt: skip
     assert n == 2 and learner.positives == 2
+
+
+def test_inactivity_labels_keep_each_observations_own_horizon() -> None:
+    q = InactivityLabels(horizon_ms=100, max_pending=100)
+    q.add("p", 0, "short", 50)
+    q.add("p", 10, "long", 500)
+    q.add("p", 20, "default")
+    assert q.activity("p", (80,)) == [("long", 0), ("default", 0)]  # 80 is past 0 + 50
+    assert q.advance(51) == [("short", 1)] and q.size == 0
+
+
+def test_automatic_horizon_is_a_quantile_of_the_gaps_between_activity_days() -> None:
+    mdef = MODELS.by_name("churn")
+    learner = Learner(mdef, ModelSettings())
+    day = 86_400_000
+    assert learner.horizon_ms() == 30 * day  # before 50 gaps
+    rng = random.Random(3)
+    gaps = [int(rng.expovariate(1 / 20) * day) + day for _ in range(2000)]
+    learner.handle([Activity("churn", f"p{i}", (), (g,)) for i, g in enumerate(gaps)])  # type: ignore[arg-type]
+    want = sorted(gaps)[int(0.9 * len(gaps))]
+    assert abs(learner.horizon_ms() - want) < 0.1 * want
+    learner.handle([Observation("churn", "p", "p", 0, {"orders_30d": 1.0})])
+    assert learner.labels.advance(want // 2) == []  # each observation waits its own horizon
+    pm = learner.publish(1.0)
+    assert pm.horizon_ms == learner.horizon_ms()  # scorers' fallback reads it
+    assert Learner(mdef, ModelSettings(), pm).horizon_ms() == pm.horizon_ms  # resumed
+
+
+def test_served_scores_are_calibrated_from_resolved_labels() -> None:
+    """A model whose raw scores say 0.5 and 0.9 for groups that churn at 10 % and 40 %:
+    once labels resolve, the published version serves about 0.1 and 0.4, same order."""
+    mdef = MODELS.by_name("churn")
+    learner = Learner(mdef, ModelSettings())
+    learner.model = _Const()
+    rng = random.Random(2)
+    items: list[object] = []
+    for i in range(4000):
+        risky = i % 2 == 1
+        items.append(Observation("churn", f"p{i}", f"p{i}", 0, {"x": 0.9 if risky else 0.5}))
+        if rng.random() >= (0.4 if risky else 0.1):
+            items.append(Activity("churn", f"p{i}", (1,)))
+    learner.handle(items)  # type: ignore[arg-type]
+    learner.advance(10**12)
+    reg = ModelRegistry({"churn": mdef})
+    reg.install(learner.publish(1.0))
+    served = reg.serving("churn")
+    assert served is not None
+    low, high = served.scorer.score({"x": 0.5})[0], served.scorer.score({"x": 0.9})[0]
+    assert abs(low - 0.1) < 0.03 and abs(high - 0.4) < 0.04 and low < high
+
+
+class _Const:
+    """A classifier whose probability is its input 'x' and that learns nothing."""
+
+    def predict_proba_one(self, x: dict[str, float]) -> dict[bool, float]:
+        p = x.get("x", 0.5)
+        return {True: p, False: 1 - p}
+
+    def learn_one(self, x: dict[str, float], y: bool) -> None:
+        pass

@@ -91,7 +91,7 @@ class _Fixed:
     """A served model whose score is the input 'x' (a stand-in scorer, pure logic only)."""
 
     def score(self, x: dict[str, float]) -> tuple[float, tuple[tuple[str, float], ...]]:
-        return x.get("days_since_last_order", 0.0) / 10, (("days_since_last_order", 1.0),)
+        return x.get("tickets_30d", 0.0) / 10, (("tickets_30d", 1.0),)
 
 
 def _plan() -> ScoringPlan:
@@ -119,7 +119,7 @@ def test_observations_daily_scores_hourly_thresholds_with_hysteresis() -> None:
     hour = 3_600_000
     for i, orders in enumerate([1, 8, 7.5, 6.5, 5, 7, 9]):  # score = orders / 10
         ts = i * 2 * hour
-        out += st.on_events(plan, "p1", [_ev(ts)], ts, lambda o=orders: {"days_since_last_order": o}, ts)
+        out += st.on_events(plan, "p1", [_ev(ts)], ts, lambda o=orders: {"tickets_30d": o}, ts)
     obs = [o for o in out if isinstance(o, Observation)]
     assert [o.ts_ms for o in obs] == [0]  # one per day
     crossed = [(e.props["direction"], e.props["score"]) for e in out if isinstance(e, Event)]
@@ -128,8 +128,8 @@ def test_observations_daily_scores_hourly_thresholds_with_hysteresis() -> None:
     scores = [o for o in out if isinstance(o, Score)]
     assert len(scores) == 7
     # a silent profile is rescored by its timer once score_every has passed
-    assert st.on_refresh(plan, "p1", 12 * hour + hour // 2, lambda: {"days_since_last_order": 9}) == []
-    again = st.on_refresh(plan, "p1", 14 * hour, lambda: {"days_since_last_order": 9})
+    assert st.on_refresh(plan, "p1", 12 * hour + hour // 2, lambda: {"tickets_30d": 9}) == []
+    again = st.on_refresh(plan, "p1", 14 * hour, lambda: {"tickets_30d": 9})
     assert [type(o).__name__ for o in again] == ["Score"]
 
 
