@@ -237,14 +237,16 @@ class StreamClock:
             return now + 1.0
         if ts_ms <= cur:
             return now
-        newest = self.now_ms()
         aw, am = self._anchor
-        if am < 0:
-            self._anchor = (now, newest)
-        elif now - aw >= 1.0:
-            self._speed = max(1.0, (newest - am) / ((now - aw) * 1000))
-            self._anchor = (now, newest)
-            self._paced = True
+        newest = -1  # read only when the pace is sampled (it scans every partition)
+        if am < 0 or now - aw >= 1.0 or not self._paced:
+            newest = self.now_ms()
+            if am < 0:
+                self._anchor = (now, newest)
+            elif now - aw >= 1.0:
+                self._speed = max(1.0, (newest - am) / ((now - aw) * 1000))
+                self._anchor = (now, newest)
+                self._paced = True
         at = now + (ts_ms - cur) / 1000 / self._speed
         if not self._paced and now * 1000 - newest > LIVE_WINDOW_MS:
             at = min(at, now + 1.0)  # a replay whose pace is not measured yet: look again in a second

@@ -97,6 +97,8 @@ class ProfileOut(NamedTuple):
     intents: list[Intent]
 
 
+NO_SNAPSHOT = 1 << 62  # a snapshot interval never reached: time alone writes no snapshot row
+
 # Which `ProfileOut` list each kind of item the profile state emits goes to.
 _SLOT = {Event: 0, FeatureUpdate: 1, Score: 2, Observation: 3, Activity: 3, Outcome: 3, Intent: 4}
 
@@ -126,7 +128,7 @@ class _ProfileLogic(StatefulBatchLogic[Event, ProfileOut, bytes | None]):
         self._cfg = cfg
         self._deadline_at = 0.0
         self._deadline: datetime | None = None
-        self._rescore = (-1, 0.0)  # (event time a silent rescore is due, its wall time)
+        self._due = (-1, 0.0)  # (the next event-time deadline, when it is expected in wall time)
         if restored:  # a new profile is scheduled after its first batch
             self._schedule()
 
@@ -140,28 +142,27 @@ class _ProfileLogic(StatefulBatchLogic[Event, ProfileOut, bytes | None]):
         elif now + interval - self._deadline_at > interval / 10:
             self._deadline_at = now + interval
             self._deadline = datetime.fromtimestamp(self._deadline_at, UTC)
-        sc = self._state.scoring
+        # Event-time deadlines (a silent profile's rescoring, also once its windows are
+        # empty; a journey's wait or absence window): the earliest, turned into wall-clock
+        # time only when it changes.
+        st = self._state
+        due = -1
+        sc = st.scoring
         if cfg.scoring is not None and sc is not None and sc.last_score:
-            # a silent profile's rescoring, in event time (also once its windows are empty)
             due = sc.next_rescore(cfg.scoring)
-            if due != self._rescore[0]:
-                self._rescore = (due, max(cfg.stream.wall_of(due, self._state.partition), now + 0.01))
-            at = self._rescore[1]
+        js = st.journeys
+        live = cfg.journeys
+        if live is not None and js is not None and (js.instances or js.watches or js.last_event_ms >= 0):
+            d = js.next_due(live)
+            if d >= 0 and (due < 0 or d < due):
+                due = d
+        if due >= 0:
+            if due != self._due[0]:
+                self._due = (due, max(cfg.stream.wall_of(due, st.partition), now + 0.01))
+            at = self._due[1]
             if self._deadline is None or at < self._deadline_at:
                 self._deadline_at = at
                 self._deadline = datetime.fromtimestamp(at, UTC)
-        js = self._state.journeys
-        if (
-            cfg.journeys is not None
-            and js is not None
-            and (js.instances or js.watches or js.last_event_ms >= 0)
-        ):
-            due = js.next_due(cfg.journeys)
-            if due >= 0:  # an event-time deadline (a wait, an absence window): wake for it
-                at = max(cfg.stream.wall_of(due, self._state.partition), now + 0.01)
-                if self._deadline is None or at < self._deadline_at:
-                    self._deadline_at = at
-                    self._deadline = datetime.fromtimestamp(at, UTC)
 
     def on_batch(self, values: list[Event]) -> tuple[list[ProfileOut], bool]:
         # Stream time moves where events reach their profiles (see `flows.core.streamtime`).
@@ -249,23 +250,26 @@ class _ProfileLogic(StatefulBatchLogic[Event, ProfileOut, bytes | None]):
         # What fell due since the last event first, exactly as the next event would have
         # fired it (see on_batch); then the windows move to stream time.
         self._fire_due(as_of, 0, out)
+        full_map = _values_of(st, as_of)  # computed at most once, for all that read it
         # Windows that held data move; once empty (and updated so), only time moves: no
-        # feature update, only a rescore when due.
+        # feature update, only a rescore when due. Time alone writes no snapshot row (the
+        # store has the drifting values); a segment change still does.
         moved = st.profile_id and (st.live(as_of) or st.live(st.last_as_of))
-        upd = st.update(st.profile_id, as_of, cfg.snapshot_ms, 0) if moved else None
+        upd = st.update(st.profile_id, as_of, NO_SNAPSHOT, 0, full_map) if moved else None
         if upd is not None:
             out.extend([upd, *st.change_events(upd)])
         if cfg.scoring is not None and st.scoring is not None and st.profile_id:
-            out.extend(st.scoring.on_refresh(cfg.scoring, st.profile_id, as_of, _values_of(st, as_of)))
+            out.extend(st.scoring.on_refresh(cfg.scoring, st.profile_id, as_of, full_map))
         self._deadline_at = 0.0
-        self._rescore = (-1, 0.0)
+        self._due = (-1, 0.0)
         self._schedule()
         if cfg.journeys is not None and st.journeys is not None and st.profile_id:
             engine = [x for x in out if type(x) is Event]
+            ctx = _context(st, as_of, full_map)
             if engine:
-                out.extend(st.journeys.on_events(st.profile_id, engine, cfg.journeys, _context(st, as_of), 0))
+                out.extend(st.journeys.on_events(st.profile_id, engine, cfg.journeys, ctx, 0))
             else:
-                st.journeys.advance(st.profile_id, as_of, cfg.journeys, _context(st, as_of), 0, out)
+                st.journeys.advance(st.profile_id, as_of, cfg.journeys, ctx, 0, out)
             self._schedule()
         return _route(out), StatefulBatchLogic.RETAIN
 
