@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from itertools import chain
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -84,11 +85,17 @@ class _HashStorePartition(StatelessSinkPartition[T]):
     def _write(self, items: list[T]) -> None:
         writes = self._sink.writes(items)
         started = time.perf_counter()
-        packed = _pack(writes, self._sink.ttl_ms)
+        ttl_ms = self._sink.ttl_ms
+        client = self._client
+        send: Callable[[], None]
+        if isinstance(client, redis.RedisCluster):  # keys on several nodes: redis-py routes them
+            send = partial(_cluster_pipeline, client, writes, ttl_ms)
+        else:
+            send = partial(_pipeline, client, _pack(writes, ttl_ms))
 
         def _once() -> None:
             try:
-                _pipeline(self._client, packed)
+                send()
             except redis.RedisError:
                 self._retries.inc()
                 raise
@@ -119,6 +126,17 @@ def _pack(writes: list[HashWrite], ttl_ms: int) -> list[bytes]:
         if w.expire:
             out.append(pack(("PEXPIRE", w.key, ttl_ms)))
     return out
+
+
+def _cluster_pipeline(client: redis.RedisCluster, writes: list[HashWrite], ttl_ms: int) -> None:
+    pipe = client.pipeline()
+    for w in writes:
+        pipe.hset(w.key, mapping=w.fields)
+        if w.removed:
+            pipe.hdel(w.key, *w.removed)
+        if w.expire:
+            pipe.pexpire(w.key, ttl_ms)
+    pipe.execute()
 
 
 def _pipeline(client: redis.Redis, packed: list[bytes]) -> None:
