@@ -93,9 +93,10 @@ class ProfileJourneys:
         self.tz = "UTC"
         self.sent_by: dict[str, tuple[str, int]] = {}  # template -> (journey, version) of the last send
         self.dates: dict[str, tuple[str, int]] = {}  # date-trigger field -> (value, event time learned)
-        self.last_by_type: dict[str, int] = {}  # event type quiet conditions read -> its latest time
+        # event type quiet conditions read -> its latest time; None until one is (memory)
+        self.last_by_type: dict[str, int] | None = None
         # journey id -> (trigger id, props, ts) of an entry waiting for the profile to be quiet
-        self.pending: dict[str, tuple[str, dict[str, Any], int]] = {}
+        self.pending: dict[str, tuple[str, dict[str, Any], int]] | None = None
 
     def __getstate__(self) -> tuple[Any, ...]:
         return (
@@ -108,7 +109,7 @@ class ProfileJourneys:
             self.instances, self.entries, self.watches, self.journey_tags, self.last_event_ms, self.tz,
             self.sent_by, self.dates,
         ) = st[:8]  # fmt: skip
-        self.last_by_type, self.pending = st[8:10] if len(st) >= 10 else ({}, {})  # older snapshots
+        self.last_by_type, self.pending = st[8:10] if len(st) >= 10 else (None, None)  # older snapshots
 
     # ------------------------------------------------------------------ quiet
 
@@ -116,7 +117,7 @@ class ProfileJourneys:
         """The latest of the profile's own events a quiet condition reads (-1: none)."""
         if not c.types:
             return self.last_event_ms
-        got = self.last_by_type
+        got = self.last_by_type or {}
         return max((got.get(t, -1) for t in c.types), default=-1)
 
     def _quiet_due(self, conds: tuple[Condition, ...]) -> int:
@@ -147,7 +148,7 @@ class ProfileJourneys:
                 if lj is not None and isinstance(lj.journey.trigger, AbsenceTrigger):
                     due.append(ts + lj.journey.trigger.within_ms)
         current = live.current
-        for jid in self.pending:
+        for jid in self.pending or ():
             lj = current.get(jid)
             if lj is not None:
                 due.append(self._quiet_due(lj.journey.entry_if))
@@ -180,7 +181,10 @@ class ProfileJourneys:
             if e.origin != ENGINE:
                 self.last_event_ms = max(self.last_event_ms, e.ts_ms)
                 if e.type in live.triggers.quiet_types:
-                    self.last_by_type[e.type] = max(self.last_by_type.get(e.type, -1), e.ts_ms)
+                    seen = self.last_by_type
+                    if seen is None:
+                        seen = self.last_by_type = {}
+                    seen[e.type] = max(seen.get(e.type, -1), e.ts_ms)
                 if self.pending:
                     self._unpend(e, live)
                 if e.type in SUPPRESSING:
@@ -207,13 +211,14 @@ class ProfileJourneys:
     def _unpend(self, e: Event, live: LiveJourneys) -> None:
         """Activity after a deferred entry's trigger, of a kind its quiet conditions read:
         the entry is dropped (the customer came back before the silence was long enough)."""
-        for jid, (_, _, ts) in list(self.pending.items()):
+        pending = self.pending or {}
+        for jid, (_, _, ts) in list(pending.items()):
             lj = live.current.get(jid)
             conds = lj.journey.entry_if if lj is not None else ()
             if e.ts_ms > ts and any(
                 isinstance(c, QuietCondition) and (not c.types or e.type in c.types) for c in conds
             ):
-                del self.pending[jid]
+                del pending[jid]
 
     def _date_fire(self, jid: str, trig: DateTrigger) -> int | None:
         """The next instant the date trigger fires for this profile (None: no date known)."""
@@ -290,14 +295,15 @@ class ProfileJourneys:
                 if lj.state == "enabled":
                     at = xts + lj.journey.trigger.within_ms
                     self._enter(pid, lj.journey, xid, props, at, ctx, received_ms, live, out)
-        for jid, (tid, props, ts) in list(self.pending.items()):
+        pending = self.pending or {}
+        for jid, (tid, props, ts) in list(pending.items()):
             lj = live.current.get(jid)
             if lj is None or lj.state == "disabled":
-                del self.pending[jid]
+                del pending[jid]
                 continue
             due = self._quiet_due(lj.journey.entry_if)
             if due <= now_ms and lj.state == "enabled":
-                del self.pending[jid]
+                del pending[jid]
                 self._enter(pid, lj.journey, tid, props, max(due, ts), ctx, received_ms, live, out)
         index = live.triggers
         for jid, lj, trig in index.inactivity:
@@ -345,6 +351,8 @@ class ProfileJourneys:
                         return  # refused
                     waiting = True
             if waiting:  # enters once the profile has been quiet long enough (see `advance`)
+                if self.pending is None:
+                    self.pending = {}
                 self.pending[j.id] = (trigger_id, dict(props), ts)
                 return
         self.entries[j.id] = ts

@@ -44,13 +44,17 @@ def test_scores_land_and_the_model_survives_a_restart(engine_settings, ch, names
 
     db = names["database"]
     rows = ch.query(
-        f"SELECT model, count(), min(model_version), max(length(mapKeys(explanation))), "
-        f"countIf(score < 0 OR score > 1) FROM {db}.scores FINAL GROUP BY model ORDER BY model"
+        f"SELECT model, countIf(model_version > 0), maxIf(length(mapKeys(explanation)), model_version > 0), "
+        f"countIf(score < 0 OR score > 1), countIf(model_version = 0), "
+        f"countIf(model_version = 0 AND mapKeys(explanation) != ['days_since_last_activity']) "
+        f"FROM {db}.scores FINAL GROUP BY model ORDER BY model"
     ).result_rows
     by_model = {r[0]: r for r in rows}
     assert set(by_model) == {"churn", "win"}, rows
-    for model, n, min_version, top, out_of_range in rows:
-        assert n > 100 and min_version >= 1 and top == 3 and out_of_range == 0, (model, n, min_version, top)
+    for model, n, top, out_of_range, fallback, odd in rows:
+        assert n > 100 and top == 3 and out_of_range == 0 and odd == 0, (model, n, top)
+        # before min_learned, churn serves the recency fallback (version 0); win serves nothing
+        assert (fallback > 0) == (model == "churn"), (model, fallback)
     r = redis.Redis.from_url(valkey)
     pm = read_version(r, "churn")
     assert pm is not None and pm.n_learned > 1000

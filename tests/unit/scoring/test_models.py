@@ -275,8 +275,9 @@ def test_inactivity_labels_keep_each_observations_own_horizon() -> None:
     q.add("p", 0, "short", 50)
     q.add("p", 10, "long", 500)
     q.add("p", 20, "default")
-    assert q.activity("p", (80,)) == [("long", 0), ("default", 0)]  # 80 is past 0 + 50
-    assert q.advance(51) == [("short", 1)] and q.size == 0
+    assert q.activity("p", (80,)) == []  # 0s for "long" and "default"; 80 is past 0 + 50
+    assert q.advance(51) == [("short", 1)]
+    assert q.advance(121) == [("default", 0)] and q.advance(511) == [("long", 0)] and q.size == 0
 
 
 def test_automatic_horizon_is_a_quantile_of_the_gaps_between_activity_days() -> None:
