@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from operator import attrgetter
 from typing import Any, NamedTuple
 
@@ -220,9 +221,9 @@ class _ProfileLogic(StatefulBatchLogic[Event, ProfileOut, bytes | None]):
             return emitted
         as_of = st.as_of(own_newest)
         newest = max(e.received_ms for e in out)
-        full_map = _values_of(st, as_of)  # computed at most once, for all that read it
+        reads = _Reads(st, as_of)  # each read at most once, for all that read it
         if len(out) > late:
-            upd = st.update(out[0].profile_id, as_of, cfg.snapshot_ms, newest, full_map)
+            upd = st.update(out[0].profile_id, as_of, cfg.snapshot_ms, newest, reads.full)
             if upd is not None:
                 emitted.append(upd)
                 if upd.tags is not None or upd.segment is not None:
@@ -230,12 +231,12 @@ class _ProfileLogic(StatefulBatchLogic[Event, ProfileOut, bytes | None]):
             if cfg.scoring is not None and st.scoring is not None:
                 emitted.extend(
                     st.scoring.on_events(
-                        cfg.scoring, st.profile_id, out, as_of, full_map, newest
+                        cfg.scoring, st.profile_id, out, as_of, partial(reads.some, cfg.score_bits), newest
                     )
                 )
         if cfg.journeys is not None and st.journeys is not None:
             engine = [x for x in emitted if type(x) is Event and x.origin == ENGINE]
-            ctx = _context(st, as_of, full_map)
+            ctx = _context(st, as_of, reads)
             js = st.journeys.on_events(st.profile_id, out + engine, cfg.journeys, ctx, newest)
             emitted.extend(js)
         return emitted
@@ -250,22 +251,24 @@ class _ProfileLogic(StatefulBatchLogic[Event, ProfileOut, bytes | None]):
         # What fell due since the last event first, exactly as the next event would have
         # fired it (see on_batch); then the windows move to stream time.
         self._fire_due(as_of, 0, out)
-        full_map = _values_of(st, as_of)  # computed at most once, for all that read it
+        reads = _Reads(st, as_of)  # each read at most once, for all that read it
         # Windows that held data move; once empty (and updated so), only time moves: no
         # feature update, only a rescore when due. Time alone writes no snapshot row (the
         # store has the drifting values); a segment change still does.
         moved = st.profile_id and (st.live(as_of) or st.live(st.last_as_of))
-        upd = st.update(st.profile_id, as_of, NO_SNAPSHOT, 0, full_map) if moved else None
+        upd = st.update(st.profile_id, as_of, NO_SNAPSHOT, 0, reads.full) if moved else None
         if upd is not None:
             out.extend([upd, *st.change_events(upd)])
         if cfg.scoring is not None and st.scoring is not None and st.profile_id:
-            out.extend(st.scoring.on_refresh(cfg.scoring, st.profile_id, as_of, full_map))
+            out.extend(
+                st.scoring.on_refresh(cfg.scoring, st.profile_id, as_of, partial(reads.some, cfg.score_bits))
+            )
         self._deadline_at = 0.0
         self._due = (-1, 0.0)
         self._schedule()
         if cfg.journeys is not None and st.journeys is not None and st.profile_id:
             engine = [x for x in out if type(x) is Event]
-            ctx = _context(st, as_of, full_map)
+            ctx = _context(st, as_of, reads)
             if engine:
                 out.extend(st.journeys.on_events(st.profile_id, engine, cfg.journeys, ctx, 0))
             else:
@@ -286,11 +289,15 @@ class _ProfileLogic(StatefulBatchLogic[Event, ProfileOut, bytes | None]):
             self._fire_due(as_of, 0, out)
         if cfg.scoring is not None and st.scoring is not None and st.profile_id:
             # every scored profile's latest score is as of the end
-            scored = st.scoring.on_refresh(cfg.scoring, st.profile_id, as_of, _values_of(st, as_of), True)
+            reads = _Reads(st, as_of)
+            scored = st.scoring.on_refresh(
+                cfg.scoring, st.profile_id, as_of, partial(reads.some, cfg.score_bits), True
+            )
             out.extend(scored)
             engine = [x for x in scored if type(x) is Event]
             if engine and cfg.journeys is not None and st.journeys is not None:
-                out.extend(st.journeys.on_events(st.profile_id, engine, cfg.journeys, _context(st, as_of), 0))
+                ctx = _context(st, as_of, reads)
+                out.extend(st.journeys.on_events(st.profile_id, engine, cfg.journeys, ctx, 0))
         return _route(out), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
@@ -318,6 +325,7 @@ class _ProfileConfig:
     recovery: bool
     scoring: ScoringPlan | None = None
     journeys: LiveJourneys | None = None  # the live journeys (rules.store.JourneyCatalog or alike)
+    score_bits: int = 0  # the features the models read, as plan bits
 
 
 class _Lazy(Mapping[str, float]):
@@ -336,23 +344,46 @@ class _Lazy(Mapping[str, float]):
         return len(self._get())
 
 
-def _context(
-    st: ProfileState, as_of: int, full_map: Callable[[], dict[str, float]] | None = None
-) -> Context:
+def _context(st: ProfileState, as_of: int, reads: _Reads | None = None) -> Context:
     scores = st.scoring.values if st.scoring is not None else {}
-    return Context(st.tags, st.segment, _Lazy(full_map or _values_of(st, as_of)), scores)
+    return Context(st.tags, st.segment, _Lazy((reads or _Reads(st, as_of)).full), scores)
 
 
-def _values_of(st: ProfileState, as_of: int) -> Callable[[], dict[str, float]]:
-    """The profile's full feature map as of `as_of`, computed on first use only."""
-    cache: list[dict[str, float]] = []
+class _Reads:
+    """A profile's features as of one time, each read at most once and shared by all that
+    read them: the full map (a snapshot, a branch condition) or, when nothing needed that,
+    only the models' inputs (a rescoring reads a third of the features)."""
 
-    def get() -> dict[str, float]:
-        if not cache:
-            cache.append(st.features.values(as_of) if st.features is not None else {})
-        return cache[0]
+    __slots__ = ("_as_of", "_full", "_some", "_st")
 
-    return get
+    def __init__(self, st: ProfileState, as_of: int) -> None:
+        self._st = st
+        self._as_of = as_of
+        self._full: dict[str, float] | None = None
+        self._some: tuple[int, dict[str, float]] | None = None
+
+    def full(self) -> dict[str, float]:
+        if self._full is None:
+            f = self._st.features
+            self._full = f.values(self._as_of) if f is not None else {}
+        return self._full
+
+    def some(self, bits: int) -> Mapping[str, float]:
+        """At least the features in `bits` (the full map when it is already read)."""
+        f = self._st.features
+        if self._full is not None or f is None:
+            return self.full()
+        if self._some is None or self._some[0] != bits:
+            self._some = (bits, f.read(bits, self._as_of))
+        return self._some[1]
+
+
+def _model_inputs(plan: FeaturePlan | None, scoring: ScoringPlan | None) -> int:
+    """The features the models' input vectors read (`scoring.vectors`), as plan bits."""
+    if plan is None or scoring is None:
+        return 0
+    models = (*scoring.profile_models, *scoring.opp_models)
+    return plan.bits([*(n for m in models for n in m.features), *filter(None, [scoring.first_seen])])
 
 
 def _profile_of(event: Event) -> str:
@@ -378,8 +409,9 @@ def ingest(
     parsed = op.flat_map_batch("parse", up, _ParseBatch(validator, clock))
     dead_letters = op.flat_map("dead_letters", parsed, attrgetter("dead_letters"))
     keyed = op.key_on("key_by_profile", op.flat_map("accepted", parsed, attrgetter("events")), _profile_of)
+    plan = FeaturePlan(feature_set) if feature_set is not None and feature_settings.enabled else None
     cfg = _ProfileConfig(
-        features=FeaturePlan(feature_set) if feature_set is not None and feature_settings.enabled else None,
+        features=plan,
         sketch=RfmSketch(),
         ttl_ms=int(dedupe.ttl_s * 1000),
         max_ids=dedupe.max_ids_per_profile,
@@ -391,6 +423,7 @@ def ingest(
         clock=clock,
         recovery=recovery,
         scoring=scoring if feature_settings.enabled else None,
+        score_bits=_model_inputs(plan, scoring),
         journeys=journeys if feature_settings.enabled else None,
     )
 

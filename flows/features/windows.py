@@ -185,6 +185,40 @@ class ProfileFeatures:
                 out[names[i]] = v
         return out
 
+    def read(self, bits: int, as_of: int) -> dict[str, float]:
+        """The features in `bits` that have a value as of `as_of`, as `values` gives them
+        (with an expr among them, every expr and its inputs are read too): a model's
+        inputs without the whole map."""
+        plan = self._plan
+        if bits & plan.expr_bits:
+            bits |= plan.expr_bits | plan.expr_inputs
+        out: dict[str, float] = {}
+        data, objs = self.data, self.objs
+        held = self.held
+        at = float(as_of)  # kernels take times as floats
+        pos = 0
+        v: float | None
+        for (_, bit, name, value, j), n in zip(plan.held(held), self.lens, strict=True):
+            if bits & bit:
+                v = value(objs[j], 0, 0, at) if j >= 0 else value(data, pos, n, at)  # type: ignore[index]
+                if v is not None:
+                    out[name] = v
+            pos += n
+        rest = bits & ~held & ~plan.expr_bits
+        names, empty = plan.names, plan.empty
+        while rest:  # features without state: their empty values
+            low = rest & -rest
+            rest ^= low
+            name = names[low.bit_length() - 1]
+            if name in empty:
+                out[name] = empty[name]
+        for i, fn in plan.exprs:
+            if bits >> i & 1:
+                v = fn(out)
+                if v is not None:
+                    out[names[i]] = v
+        return out
+
     @property
     def plan(self) -> FeaturePlan:
         return self._plan

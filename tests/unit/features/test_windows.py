@@ -853,3 +853,21 @@ def test_changed_read_from_the_full_map_is_the_same_answer(events, offsets):
         want = a.changed(as_of, since)
         assert list(got[0].items()) == list(want[0].items()) and got[1] == want[1]
         since = as_of
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams(), st.lists(st.integers(0, 3 * D), min_size=1, max_size=30), st.integers(0, 2**40))
+def test_a_partial_read_is_the_full_map_cut_to_the_features_asked(events, offsets, pick):
+    """read(bits, as_of) gives the asked features exactly as values(as_of) does (exprs too)."""
+    plan = FeaturePlan(FEATURES)
+    pf = ProfileFeatures(plan, lateness_ms=LATENESS)
+    bits = pick & ((1 << len(plan.names)) - 1)
+    asked = set(plan.names_of(bits))
+    newest = None
+    for k, e in enumerate(events):
+        pf.add(e)
+        newest = e.ts_ms if newest is None else max(newest, e.ts_ms)
+        as_of = newest + offsets[k % len(offsets)]
+        full = pf.values(as_of)
+        got = pf.read(bits, as_of)
+        assert {n: v for n, v in got.items() if n in asked} == {n: v for n, v in full.items() if n in asked}
