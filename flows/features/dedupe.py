@@ -15,22 +15,24 @@ goes silent is dropped by the stage after ``dedupe.idle_evict_s`` (see `flows.da
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SeenIds:
     """The eventIds one profile sent recently; pure, picklable, bounded.
 
-    The ids in arrival order are a plain list with a moving head (a deque costs ~600 bytes
-    even when it holds one id; most profiles hold a few)."""
+    One dict, id -> event time, in arrival order (a dict keeps insertion order, and an id
+    is only ever inserted anew): the oldest is its first key. The oldest time is kept
+    aside, so an event that expires nothing never walks the dict."""
 
-    __slots__ = ("_head", "_ids", "_order", "cap", "newest_ms", "ttl_ms")
+    __slots__ = ("_ids", "_oldest_ms", "cap", "newest_ms", "ttl_ms")
 
     def __init__(self, ttl_ms: int, cap: int) -> None:
         self.ttl_ms = ttl_ms
         self.cap = cap
         self.newest_ms = 0
         self._ids: dict[str, int] = {}
-        self._order: list[str] = []
-        self._head = 0  # _order[:_head] is forgotten already
+        self._oldest_ms = 0  # the time of the first (oldest) id held
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -40,33 +42,37 @@ class SeenIds:
         ids = self._ids
         if event_id in ids:
             return False
+        if not ids:
+            self._oldest_ms = ts_ms
         ids[event_id] = ts_ms
-        self._order.append(event_id)
         if ts_ms > self.newest_ms:
             self.newest_ms = ts_ms
-        self._evict()
+        if len(ids) > self.cap or self._oldest_ms < self.newest_ms - self.ttl_ms:
+            self._evict()
         return True
 
     def _evict(self) -> None:
-        ids, order, head = self._ids, self._order, self._head
+        ids = self._ids
         horizon = self.newest_ms - self.ttl_ms
-        while head < len(order):
-            oldest = order[head]
-            if len(ids) > self.cap or ids[oldest] < horizon:
-                head += 1
-                del ids[oldest]
+        over = len(ids) - self.cap
+        expired = []
+        oldest = 0
+        for eid, ts in ids.items():
+            if len(expired) < over or ts < horizon:
+                expired.append(eid)
             else:
+                oldest = ts
                 break
-        if head and head * 2 >= len(order):  # compact: amortised O(1) per id
-            del order[:head]
-            head = 0
-        self._head = head
+        for eid in expired:
+            del ids[eid]
+        self._oldest_ms = oldest
 
-    def __getstate__(self) -> tuple[int, int, int, dict[str, int], list[str]]:
-        return self.ttl_ms, self.cap, self.newest_ms, dict(self._ids), self._order[self._head :]
+    def __getstate__(self) -> tuple[int, int, int, dict[str, int]]:
+        return self.ttl_ms, self.cap, self.newest_ms, self._ids
 
-    def __setstate__(self, state: tuple[int, int, int, dict[str, int], list[str]]) -> None:
-        self.ttl_ms, self.cap, self.newest_ms, ids, order = state
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.ttl_ms, self.cap, self.newest_ms, ids = state[:4]
+        if len(state) > 4:  # snapshots that kept the arrival order in a list beside the dict
+            ids = {i: ids[i] for i in state[4]}
         self._ids = dict(ids)
-        self._order = list(order)
-        self._head = 0
+        self._oldest_ms = next(iter(self._ids.values()), 0)
