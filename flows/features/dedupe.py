@@ -55,7 +55,7 @@ class SeenIds:
         ids = self._ids
         horizon = self.newest_ms - self.ttl_ms
         over = len(ids) - self.cap
-        expired = []
+        expired: list[str] = []
         oldest = 0
         for eid, ts in ids.items():
             if len(expired) < over or ts < horizon:
