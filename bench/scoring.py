@@ -215,7 +215,7 @@ def cdnow_history() -> tuple[list[bytes], int]:
         e = orjson.loads(v)
         e["ts"] += shift
         moved.append(orjson.dumps(e))
-    return moved, cdnow.CALIBRATION_END_MS + shift
+    return moved, cdnow.CALIBRATION_END_MS + cdnow.TS_SHIFT_MS + shift
 
 
 def rescore_cost(s: Settings) -> float:
