@@ -9,7 +9,11 @@ Prints, from one run on this machine:
    activity in the next H after the cut-off" (H = the horizon the model learned; on CDNOW,
    whose only activity is a purchase, also the nine months the data has left): ROC AUC of
    the model beside recency only (days since the last activity) and frequency + recency (a
-   logistic regression on both, fitted at the cut-off minus H), the model's calibration per
+   logistic regression on both, fitted at the cut-off minus H) and hindsight (a logistic
+   regression on what the activity times and order amounts say — recency, frequency, age,
+   mean gap, recent active days, orders, mean amount — fitted on the very labels it is
+   scored on, cross-validated: roughly what a model of the purchase history can reach), the
+   model's calibration per
    score decile, and what rescoring silent customers cost (µs per rescoring, no I/O;
    rescorings per customer per day of event time);
 1. **quality** — simulated history (``--days`` of ``--profiles`` customers, ``--per-day``
@@ -119,6 +123,32 @@ def _replay(raw: list[bytes], s: Settings) -> tuple[list[Score], ModelRegistry, 
     return scores, registry, time.perf_counter() - t
 
 
+def history_inputs(ts: list[int], at: int, amounts: list[float]) -> list[float]:
+    """What a customer's activity times before `at` and order amounts say, log1p: recency,
+    frequency (active days), age, the mean gap between active days, active days in the
+    last 30 and 90, orders and their mean amount."""
+    days = sorted({t // DAY for t in ts if t < at})
+    now = at / DAY
+    rec, age = now - max(t for t in ts if t < at) / DAY, now - days[0]
+    gap = (days[-1] - days[0]) / (len(days) - 1) if len(days) > 1 else age
+    last = [sum(1 for d in days if now - d <= w) for w in (30, 90)]
+    mean = sum(amounts) / len(amounts) if amounts else 0.0
+    return [math.log1p(v) for v in (rec, len(days), age, gap, *last, len(amounts), mean)]
+
+
+def hindsight(xs: list[list[float]], ys: list[int]) -> float:
+    """ROC AUC of a logistic regression fitted on the labels it is scored against (5-fold
+    cross-validated): what the history's inputs allow when the answers are known."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    folds = StratifiedKFold(5, shuffle=True, random_state=0)
+    lr = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    return _auc(list(cross_val_predict(lr, xs, ys, cv=folds, method="predict_proba")[:, 1]), ys)
+
+
 def cutoff_eval(name: str, raw: list[bytes], cutoff_ms: int, acts: frozenset[str], extra_h: int = 0) -> None:
     """Replay what happened before `cutoff_ms`; rank each customer's latest churn score
     against "no activity within H after the cut-off"."""
@@ -129,6 +159,10 @@ def cutoff_eval(name: str, raw: list[bytes], cutoff_ms: int, acts: frozenset[str
     for e in parsed:
         if not acts or e["type"] in acts:
             times[e["profileId"]].append(e["ts"])
+    spent: dict[str, list[float]] = defaultdict(list)  # order amounts before the cut-off
+    for e in parsed:
+        if e["type"] == "order_paid" and e["ts"] < cutoff_ms:
+            spent[e["profileId"]].append(float((e.get("props") or {}).get("amount") or 0.0))
     scores, registry, el = _replay(before, s)
     pm = registry.latest("churn")
     assert pm is not None
@@ -165,7 +199,8 @@ def cutoff_eval(name: str, raw: list[bytes], cutoff_ms: int, acts: frozenset[str
 
     now_rf = recency_freq(cutoff_ms)
     hs = [("learned H", h_model)] + ([(f"{extra_h // DAY} days", extra_h)] if extra_h else [])
-    print(f"  {'target':<34} {'pos rate':>8} {'model':>7} {'recency':>8} {'freq+rec':>9}")
+    hist = [history_inputs(times[p], cutoff_ms, spent.get(p, [])) for p in customers]
+    print(f"  {'target':<34} {'pos rate':>8} {'model':>7} {'recency':>8} {'freq+rec':>9} {'hindsight':>10}")
     for label_name, h in hs:
         from sklearn.linear_model import LogisticRegression
 
@@ -183,7 +218,8 @@ def cutoff_eval(name: str, raw: list[bytes], cutoff_ms: int, acts: frozenset[str
         )
         fr = lr.predict_proba([[math.log1p(now_rf[p][0]), math.log1p(now_rf[p][1])] for p in customers])[:, 1]
         print(f"  no activity in {label_name} ({h / DAY:.0f} d){'':<8} {sum(ys) / len(ys):>8.3f} "
-              f"{_auc(model, ys):>7.3f} {_auc(rec, ys):>8.3f} {_auc(list(fr), ys):>9.3f}")  # fmt: skip
+              f"{_auc(model, ys):>7.3f} {_auc(rec, ys):>8.3f} {_auc(list(fr), ys):>9.3f} "
+              f"{hindsight(hist, ys):>10.3f}")  # fmt: skip
     ys = [label(p, cutoff_ms, h_model) for p in customers]
     print("  calibration (learned H): decile, customers, predicted, observed")
     pairs = [(latest[p].score, y) for p, y in zip(customers, ys, strict=True) if p in latest]
@@ -215,7 +251,7 @@ def cdnow_history() -> tuple[list[bytes], int]:
         e = orjson.loads(v)
         e["ts"] += shift
         moved.append(orjson.dumps(e))
-    return moved, cdnow.CALIBRATION_END_MS + shift
+    return moved, cdnow.CALIBRATION_END_MS + cdnow.TS_SHIFT_MS + shift
 
 
 def rescore_cost(s: Settings) -> float:
