@@ -26,7 +26,6 @@ def test_pickle_round_trip_keeps_memory():
     assert clone.first_time("b", 2)
 
 
-
 def test_a_snapshot_with_the_arrival_order_beside_the_dict_restores_in_that_order():
     # (ttl, cap, newest, ids, order): the state before the order lived in the dict alone
     s = SeenIds.__new__(SeenIds)
@@ -34,6 +33,7 @@ def test_a_snapshot_with_the_arrival_order_beside_the_dict_restores_in_that_orde
     assert not s.first_time("a", 6) and not s.first_time("b", 6)
     assert s.first_time("c", 7)  # over the cap of 2: the oldest to arrive ("a") goes
     assert s.first_time("a", 8) and not s.first_time("c", 8)
+
 
 @settings(max_examples=200, deadline=None)
 @given(
