@@ -13,9 +13,8 @@ Prints, from one run on this machine:
    regression on what the activity times and order amounts say — recency, frequency, age,
    mean gap, recent active days, orders, mean amount — fitted on the very labels it is
    scored on, cross-validated: roughly what a model of the purchase history can reach), the
-   model's calibration per
-   score decile, and what rescoring silent customers cost (µs per rescoring, no I/O;
-   rescorings per customer per day of event time);
+   model's calibration per score decile, and what rescoring silent customers cost (µs per
+   rescoring, no I/O; rescorings per customer per day of event time);
 1. **quality** — simulated history (``--days`` of ``--profiles`` customers, ``--per-day``
    events a day) replayed at full speed through the dataflow in-process; the churn and win
    models' rolling progressive ROC AUC and log loss (every prediction made before its label
@@ -156,11 +155,10 @@ def cutoff_eval(name: str, raw: list[bytes], cutoff_ms: int, acts: frozenset[str
     parsed = [orjson.loads(v) for v in raw]
     before = [v for v, e in zip(raw, parsed, strict=True) if e["ts"] < cutoff_ms]
     times: dict[str, list[int]] = defaultdict(list)
+    spent: dict[str, list[float]] = defaultdict(list)  # order amounts before the cut-off
     for e in parsed:
         if not acts or e["type"] in acts:
             times[e["profileId"]].append(e["ts"])
-    spent: dict[str, list[float]] = defaultdict(list)  # order amounts before the cut-off
-    for e in parsed:
         if e["type"] == "order_paid" and e["ts"] < cutoff_ms:
             spent[e["profileId"]].append(float((e.get("props") or {}).get("amount") or 0.0))
     scores, registry, el = _replay(before, s)
