@@ -469,8 +469,8 @@ SUPPRESSING = frozenset({"unsubscribe", "complaint"})
 def _suppression(pid: str, e: Event, received_ms: int) -> Intent:
     """An unsubscribe or a complaint: suppress the channel it names (every channel when it
     names none or an unknown one) before any later send is guarded."""
-    channel = e.props.get("channel") if e.props else None
-    channel = channel if channel in CHANNELS else ""
+    named = e.props.get("channel") if e.props else None
+    channel = named if isinstance(named, str) and named in CHANNELS else ""
     return Intent(
         "suppress", f"suppress:{e.event_id}", pid, "", 0, "", channel, e.type, "", 0, e.event_id, e.ts_ms,
         received_ms, {},

@@ -26,7 +26,7 @@ import redis
 
 from scoring.learner import PublishedModel
 from scoring.modeldefs import ModelDef
-from scoring.scorer import CalibratedScorer, GenericScorer, LinearScorer, make_scorer
+from scoring.scorer import CalibratedScorer, Scorer, make_scorer
 from sinks.redis_store import REDIS_ERRORS, Poller
 
 _POLL_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, ValueError)
@@ -48,7 +48,7 @@ class Served:
     version: int
     uid: str
     n_learned: int
-    scorer: LinearScorer | GenericScorer | CalibratedScorer
+    scorer: Scorer
     published: PublishedModel
 
 

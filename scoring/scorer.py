@@ -21,13 +21,19 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from river import compose, linear_model, preprocessing
 
 from scoring.calibration import Knots, apply
 
 Explanation = tuple[tuple[str, float], ...]
+
+
+class Scorer(Protocol):
+    """What serving needs of a model: a probability and its explanation for an input."""
+
+    def score(self, x: Mapping[str, float]) -> tuple[float, Explanation]: ...
 
 
 def _sigmoid(z: float) -> float:

@@ -43,27 +43,31 @@ class ProfileState:
         "segment_cuts",
         "sketch",
         "stored",
+        "stored_names",
         "tag_inputs",
         "tags",
     )  # fmt: skip
 
     def __init__(
         self,
-        seen: SeenIds,
-        features: ProfileFeatures | None,
+        seen: SeenIds | None = None,
+        features: ProfileFeatures | None = None,
         scoring: ProfileScoring | None = None,
         journeys: ProfileJourneys | None = None,
         *,
-        sketch: RfmSketch,
+        sketch: RfmSketch | None = None,
     ) -> None:
-        self.sketch = sketch  # the process's RFM quantiles (not pickled)
+        # Every argument has a default: compiled, unpickling calls __init__() bare.
+        if sketch is not None:
+            self.sketch = sketch  # the process's RFM quantiles (not pickled; `bind` sets it)
         self.profile_id = ""
         self.partition = 0  # the source partition its events come through: its stream time
         self.scoring = scoring
         self.journeys = journeys
-        self.seen = seen
+        self.seen = seen if seen is not None else SeenIds()
         self.features = features
         self.stored = 0  # the features the online store holds a value for, as plan bits
+        self.stored_names: Any = None  # restored and not bound yet: `stored` by name
         self.last_snapshot_ms = -1
         self.last_as_of = -1
         self.tags: frozenset[str] = frozenset()
@@ -243,15 +247,16 @@ class ProfileState:
 
     def _stored_names(self) -> Any:
         """What `stored` means by name (a snapshot outlives the plan's positions)."""
-        if isinstance(self.stored, int) and self.features is not None:
+        if self.stored_names is None and self.features is not None:
             return self.features.plan.names_of(self.stored)
-        return self.stored  # restored and not bound yet: the names it was restored with
+        return self.stored_names  # restored and not bound yet: the names it was restored with
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         (
-            self.profile_id, self.seen, self.features, self.stored, self.last_snapshot_ms,
+            self.profile_id, self.seen, self.features, self.stored_names, self.last_snapshot_ms,
             self.last_as_of, self.tags, self.tag_inputs, self.rfm, self.segment, self.scoring, self.journeys,
-        ) = state[:12]  # fmt: skip  # `stored` holds names until `bind`
+        ) = state[:12]  # fmt: skip
+        self.stored = 0  # the bits of `stored_names` once bound to a plan
         self.partition = state[12] if len(state) > 12 else 0  # snapshots before it was kept: 0
         self.pending_tag_events = ((), ())
         self.pending_segment = None  # `sketch` stays unset until `bind`
@@ -263,7 +268,8 @@ class ProfileState:
         sketch its values count in."""
         if self.features is not None and plan is not None:
             self.features.bind(plan)
-            self.stored = plan.bits(self.stored if not isinstance(self.stored, int) else ())
+            self.stored = plan.bits(self.stored_names or ())
+            self.stored_names = None
             self.tags = plan.tag_set(self.tags)
             self.retag_all = True  # the next update re-reads every tag rule
         self.sketch = sketch

@@ -27,7 +27,7 @@ class SeenIds:
 
     __slots__ = ("_ids", "_oldest_ms", "cap", "newest_ms", "ttl_ms")
 
-    def __init__(self, ttl_ms: int, cap: int) -> None:
+    def __init__(self, ttl_ms: int = 0, cap: int = 0) -> None:
         self.ttl_ms = ttl_ms
         self.cap = cap
         self.newest_ms = 0

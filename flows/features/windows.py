@@ -52,8 +52,9 @@ class ProfileFeatures:
 
     __slots__ = ("_plan", "_saved", "data", "dirty", "held", "lateness_ms", "lens", "max_ts", "objs")
 
-    def __init__(self, plan: FeaturePlan, lateness_ms: int) -> None:
-        self._plan = plan
+    def __init__(self, plan: FeaturePlan | None = None, lateness_ms: int = 0) -> None:
+        if plan is not None:  # None: being unpickled, bound to a plan later
+            self._plan = plan
         self._saved: dict[str, tuple[str, Any]] | None = None
         self.lateness_ms = lateness_ms
         self.max_ts = -1

@@ -104,7 +104,7 @@ def _plan() -> ScoringPlan:
     served = reg._served["churn"]
     reg._served["churn"] = served.__class__(
         served.version, served.uid, served.n_learned, _Fixed(), served.published
-    )  # type: ignore[arg-type]
+    )
     return ScoringPlan(models.for_entity("profile"), (), "first_seen", reg)
 
 
