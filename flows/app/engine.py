@@ -32,7 +32,7 @@ from rich.console import Console
 
 from flows.app.gcpolicy import collect_rarely
 from flows.app.progress import ProgressReporter, RunSummary, Snapshot, render_summary
-from flows.core import metrics
+from flows.core import compiled, metrics
 from flows.core.contract import RawRecord
 from flows.core.errors import ConfigError, ScrmError, SinkError
 from flows.core.resources import config_dir
@@ -288,6 +288,7 @@ def run(
             + (f" duration={control.duration_s:g}s" if control.duration_s else ""),
             highlight=False,
         )
+        console.print(f"scrm run: {compiled.describe()}", highlight=False)
         progress = ProgressReporter(console, settings.engine.progress_interval_s)
         base = progress.base
         started = time.monotonic()
