@@ -22,7 +22,7 @@ def ext_modules() -> list:
     # Third-party packages are not analysed (their types are Any to the compiler), so the
     # build needs none of them installed; the project's own mypy run checks them.
     flags = ["--config-file=", "--no-site-packages", "--ignore-missing-imports", "--python-version=3.11"]
-    return mypycify([*flags, *sources], opt_level="3", group_name="flows.native")
+    return mypycify([*flags, *sources], opt_level="3", group_name="flows.native")  # compiled.GROUP
 
 
 setup(ext_modules=ext_modules())

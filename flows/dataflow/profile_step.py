@@ -1,0 +1,370 @@
+"""The per-profile step's logic, and the batch parser: the work between Bytewax's operators.
+
+`ProfileLogic` is the logic of one profile's Bytewax state (`ProfileState` plus its
+timers), `ParseBatch` validates an input batch. `flows.dataflow.stages` wires them into
+the dataflow (a `StatefulBatchLogic` there hands each call to a `ProfileLogic`); nothing
+here is a Bytewax class or operator, so it can be compiled (`flows/core/compiled.py`).
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, NamedTuple
+
+from flows.core import metrics
+from flows.core.contract import ENGINE, DeadLetter, Event, RawRecord, Validator
+from flows.core.messages import Activity, FeatureUpdate, Intent, LearnerItem, Observation, Outcome, Score
+from flows.core.streamtime import Clock, StreamClock
+from flows.dataflow.profile import ProfileState
+from flows.features.plan import FeaturePlan
+from flows.features.rfm import RfmSketch
+from rules.evaluate import Context
+from rules.live import LiveJourneys
+from scoring.observe import ScoringPlan
+
+
+class Parsed(NamedTuple):
+    """One input batch validated: accepted events and dead letters."""
+
+    events: list[Event]
+    dead_letters: list[DeadLetter]
+
+
+class ParseBatch:
+    """Validates a batch against the contract with one clock reading; counts the outcome."""
+
+    def __init__(self, validator: Validator, clock: Clock) -> None:
+        self._validator = validator
+        self._clock = clock
+        self._accepted = metrics.EVENTS_ACCEPTED
+        self._lag = metrics.EVENT_TIME_LAG
+        self._newest = metrics.EVENT_TIME
+
+    def __call__(self, batch: list[RawRecord]) -> list[Parsed]:
+        now = self._clock()
+        now_ms = int(now * 1000)
+        parse = self._validator.parse
+        events: list[Event] = []
+        dead: list[DeadLetter] = []
+        newest = 0
+        for rec in batch:
+            item = parse(rec, now_ms)
+            if isinstance(item, Event):
+                events.append(item)
+                if item.ts_ms > newest:
+                    newest = item.ts_ms
+            else:
+                dead.append(item)
+                metrics.EVENTS_REJECTED.labels(reason=item.reason).inc()
+        if events:
+            self._accepted.inc(len(events))
+            self._lag.set(max(0.0, now - newest / 1000))
+            self._newest.set(newest / 1000)
+        return [Parsed(events, dead)]
+
+
+class ProfileOut(NamedTuple):
+    """What the per-profile step emits for one batch or timer, by kind (each becomes its
+    own typed stream)."""
+
+    events: list[Event]  # accepted (marked late or not) and the engine's own
+    updates: list[FeatureUpdate]
+    scores: list[Score]
+    learner_items: list[LearnerItem]
+    intents: list[Intent]
+
+
+# Bytewax's StatefulBatchLogic.RETAIN / DISCARD: keep the state, or drop it.
+RETAIN = False
+DISCARD = True
+
+NO_SNAPSHOT = 1 << 62  # a snapshot interval never reached: time alone writes no snapshot row
+
+# Which `ProfileOut` list each kind of item the profile state emits goes to.
+_SLOT = {Event: 0, FeatureUpdate: 1, Score: 2, Observation: 3, Activity: 3, Outcome: 3, Intent: 4}
+
+
+def _route(items: list[Any]) -> list[ProfileOut]:
+    """The profile state's outputs, in order, sorted into their streams (one pass)."""
+    if not items:
+        return []
+    parts: tuple[list[Any], ...] = ([], [], [], [], [])
+    slot = _SLOT
+    for x in items:
+        parts[slot[type(x)]].append(x)
+    return [ProfileOut(*parts)]
+
+
+class ProfileLogic:
+    """One profile: dedupe, features, and a wall-clock timer that refreshes a silent
+    profile's windows as of stream time (see `flows.core.streamtime`).
+
+    With features on, the timer runs while a windowed feature still holds data; with them
+    off, it drops the (dedupe-only) state after ``dedupe.idle_evict_s``. The deadline is
+    recomputed at most every tenth of the interval, so it costs next to nothing per event.
+    """
+
+    def __init__(self, state: ProfileState, cfg: ProfileConfig, restored: bool) -> None:
+        self._state = state
+        self._cfg = cfg
+        self._deadline_at = 0.0
+        self._deadline: datetime | None = None
+        self._due = (-1, 0.0)  # (the next event-time deadline, when it is expected in wall time)
+        if restored:  # a new profile is scheduled after its first batch
+            self._schedule()
+
+    def _schedule(self) -> None:
+        cfg = self._cfg
+        interval = cfg.refresh_s if cfg.features else cfg.idle_s
+        now = cfg.clock()
+        if cfg.features and not self._state.live(self._state.as_of(cfg.stream.now_ms(self._state.partition))):
+            self._deadline = None
+            self._deadline_at = 0.0
+        elif now + interval - self._deadline_at > interval / 10:
+            self._deadline_at = now + interval
+            self._deadline = datetime.fromtimestamp(self._deadline_at, UTC)
+        # Event-time deadlines (a silent profile's rescoring, also once its windows are
+        # empty; a journey's wait or absence window): the earliest, turned into wall-clock
+        # time only when it changes.
+        st = self._state
+        due = -1
+        sc = st.scoring
+        if cfg.scoring is not None and sc is not None and sc.last_score:
+            due = sc.next_rescore(cfg.scoring)
+        js = st.journeys
+        live = cfg.journeys
+        if live is not None and js is not None and (js.instances or js.watches or js.last_event_ms >= 0):
+            d = js.next_due(live)
+            if d >= 0 and (due < 0 or d < due):
+                due = d
+        if due >= 0:
+            if due != self._due[0]:
+                self._due = (due, max(cfg.stream.wall_of(due, st.partition), now + 0.01))
+            at = self._due[1]
+            if self._deadline is None or at < self._deadline_at:
+                self._deadline_at = at
+                self._deadline = datetime.fromtimestamp(at, UTC)
+
+    def on_batch(self, values: list[Event]) -> tuple[list[ProfileOut], bool]:
+        # Stream time moves where events reach their profiles (see `flows.core.streamtime`).
+        last = values[-1]
+        self._cfg.stream.observe(
+            max(e.ts_ms for e in values) if len(values) > 1 else last.ts_ms, last.partition
+        )
+        if not self._cfg.features or len(values) == 1:
+            emitted: list[Any] = []
+            self._fire_due(last.ts_ms, last.received_ms, emitted)
+            emitted.extend(self._fold(values))
+        else:
+            # Each event is folded on its own, after what fell due before it: every
+            # decision sees the profile exactly as it was at its moment (a journey entered
+            # or a branch taken at an event sees that event and none after it; a step due
+            # between two events sees the first and not the second), and a tag or segment
+            # change is stamped with the event that caused it. So how events happen to be
+            # batched — live, in a replay, in a catch-up after a restart — changes no
+            # decision and no engine event (their ids carry that time).
+            emitted = []
+            for e in values:
+                self._fire_due(e.ts_ms, e.received_ms, emitted)
+                emitted.extend(self._fold([e]))
+        self._schedule()
+        return _route(emitted), RETAIN
+
+    def _fire_due(self, until_ms: int, received_ms: int, out: list[Any]) -> None:
+        """Fire the journey steps due by event time `until_ms`, earliest first, each with
+        the profile as its events left it and its features as of the step's due time."""
+        st, live = self._state, self._cfg.journeys
+        js = st.journeys
+        if live is None or js is None or not st.profile_id:
+            return
+        due = js.next_due(live)
+        if 0 <= due <= until_ms:
+            js.advance(st.profile_id, until_ms, live, lambda t: _context(st, st.as_of(t)), received_ms, out)
+
+    def _fold(self, values: list[Event]) -> list[Any]:
+        """Dedupe, features, scores and journeys for some of the profile's events, in order.
+
+        Everything here is as of the profile's own newest event, not stream time: stream
+        time depends on how the partition happened to be batched (and may already be past
+        the profile's next events, still in this batch), so reading it here would make the
+        features, the change events' times and the decisions depend on batching."""
+        st = self._state
+        own_newest = max(e.ts_ms for e in values)
+        out, dups, late = st.ingest(values)
+        if dups:
+            metrics.EVENTS_DUPLICATE.inc(dups)
+        if late:
+            metrics.EVENTS_LATE.inc(late)
+        emitted: list[Any] = list(out)
+        cfg = self._cfg
+        if not out or not cfg.features:  # journeys and scoring run only with features on
+            return emitted
+        as_of = st.as_of(own_newest)
+        newest = max(e.received_ms for e in out)
+        reads = _Reads(st, as_of)  # each read at most once, for all that read it
+        if len(out) > late:
+            upd = st.update(out[0].profile_id, as_of, cfg.snapshot_ms, newest, reads.full)
+            if upd is not None:
+                emitted.append(upd)
+                if upd.tags is not None or upd.segment is not None:
+                    emitted.extend(st.change_events(upd))
+            if cfg.scoring is not None and st.scoring is not None:
+                emitted.extend(
+                    st.scoring.on_events(
+                        cfg.scoring, st.profile_id, out, as_of, partial(reads.some, cfg.score_bits), newest
+                    )
+                )
+        if cfg.journeys is not None and st.journeys is not None:
+            engine = [x for x in emitted if type(x) is Event and x.origin == ENGINE]
+            ctx = _context(st, as_of, reads)
+            js = st.journeys.on_events(st.profile_id, out + engine, cfg.journeys, ctx, newest)
+            emitted.extend(js)
+        return emitted
+
+    def on_notify(self) -> tuple[list[ProfileOut], bool]:
+        cfg = self._cfg
+        st = self._state
+        if not cfg.features:
+            return [], DISCARD
+        as_of = st.as_of(cfg.stream.now_ms(st.partition))
+        out: list[Any] = []
+        # What fell due since the last event first, exactly as the next event would have
+        # fired it (see on_batch); then the windows move to stream time.
+        self._fire_due(as_of, 0, out)
+        reads = _Reads(st, as_of)  # each read at most once, for all that read it
+        # Windows that held data move; once empty (and updated so), only time moves: no
+        # feature update, only a rescore when due. Time alone writes no snapshot row (the
+        # store has the drifting values); a segment change still does.
+        moved = st.profile_id and (st.live(as_of) or st.live(st.last_as_of))
+        upd = st.update(st.profile_id, as_of, NO_SNAPSHOT, 0, reads.full) if moved else None
+        if upd is not None:
+            out.extend([upd, *st.change_events(upd)])
+        if cfg.scoring is not None and st.scoring is not None and st.profile_id:
+            out.extend(
+                st.scoring.on_refresh(cfg.scoring, st.profile_id, as_of, partial(reads.some, cfg.score_bits))
+            )
+        self._deadline_at = 0.0
+        self._due = (-1, 0.0)
+        self._schedule()
+        if cfg.journeys is not None and st.journeys is not None and st.profile_id:
+            engine = [x for x in out if type(x) is Event]
+            ctx = _context(st, as_of, reads)
+            if engine:
+                out.extend(st.journeys.on_events(st.profile_id, engine, cfg.journeys, ctx, 0))
+            else:
+                st.journeys.advance(st.profile_id, as_of, cfg.journeys, ctx, 0, out)
+            self._schedule()
+        return _route(out), RETAIN
+
+    def on_eof(self) -> tuple[list[ProfileOut], bool]:
+        """End of a bounded input (a replay): what is due by stream time happens now
+        (absence windows that passed, waits that ended), since no timer will fire later,
+        and every scored profile is rescored as of that time."""
+        cfg = self._cfg
+        st = self._state
+        out: list[Any] = []
+        # Every partition has been read to its end: the newest time of them all holds.
+        as_of = st.as_of(cfg.stream.now_ms())
+        if cfg.journeys is not None and st.journeys is not None and st.profile_id:
+            self._fire_due(as_of, 0, out)
+        if cfg.scoring is not None and st.scoring is not None and st.profile_id:
+            # every scored profile's latest score is as of the end
+            reads = _Reads(st, as_of)
+            scored = st.scoring.on_refresh(
+                cfg.scoring, st.profile_id, as_of, partial(reads.some, cfg.score_bits), True
+            )
+            out.extend(scored)
+            engine = [x for x in scored if type(x) is Event]
+            if engine and cfg.journeys is not None and st.journeys is not None:
+                ctx = _context(st, as_of, reads)
+                out.extend(st.journeys.on_events(st.profile_id, engine, cfg.journeys, ctx, 0))
+        return _route(out), RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return self._deadline
+
+    def snapshot(self) -> bytes | None:
+        # Bytewax asks for snapshots at every epoch even without recovery: then there is
+        # nothing to save. With recovery, pickled bytes are the immutable copy (and far
+        # cheaper than a deep copy).
+        return pickle.dumps(self._state, protocol=5) if self._cfg.recovery else None
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    features: FeaturePlan | None  # None: features off (dedupe only)
+    sketch: RfmSketch  # the RFM quantiles of every profile in this process
+    ttl_ms: int
+    max_ids: int
+    lateness_ms: int
+    refresh_s: float
+    idle_s: float
+    snapshot_ms: int
+    stream: StreamClock
+    clock: Clock
+    recovery: bool
+    scoring: ScoringPlan | None = None
+    journeys: LiveJourneys | None = None  # the live journeys (rules.store.JourneyCatalog or alike)
+    score_bits: int = 0  # the features the models read, as plan bits
+
+
+class _Lazy(Mapping[str, float]):
+    """A mapping computed on first read (branch conditions rarely read features)."""
+
+    def __init__(self, get: Callable[[], dict[str, float]]) -> None:
+        self._get = get
+
+    def __getitem__(self, key: str) -> float:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
+def _context(st: ProfileState, as_of: int, reads: _Reads | None = None) -> Context:
+    scores = st.scoring.values if st.scoring is not None else {}
+    return Context(st.tags, st.segment, _Lazy((reads or _Reads(st, as_of)).full), scores)
+
+
+class _Reads:
+    """A profile's features as of one time, each read at most once and shared by all that
+    read them: the full map (a snapshot, a branch condition) or, when nothing needed that,
+    only the models' inputs (a rescoring reads a third of the features)."""
+
+    __slots__ = ("_as_of", "_full", "_some", "_st")
+
+    def __init__(self, st: ProfileState, as_of: int) -> None:
+        self._st = st
+        self._as_of = as_of
+        self._full: dict[str, float] | None = None
+        self._some: tuple[int, dict[str, float]] | None = None
+
+    def full(self) -> dict[str, float]:
+        if self._full is None:
+            f = self._st.features
+            self._full = f.values(self._as_of) if f is not None else {}
+        return self._full
+
+    def some(self, bits: int) -> Mapping[str, float]:
+        """At least the features in `bits` (the full map when it is already read)."""
+        f = self._st.features
+        if self._full is not None or f is None:
+            return self.full()
+        if self._some is None or self._some[0] != bits:
+            self._some = (bits, f.read(bits, self._as_of))
+        return self._some[1]
+
+
+def model_inputs(plan: FeaturePlan | None, scoring: ScoringPlan | None) -> int:
+    """The features the models' input vectors read (`scoring.vectors`), as plan bits."""
+    if plan is None or scoring is None:
+        return 0
+    models = (*scoring.profile_models, *scoring.opp_models)
+    return plan.bits([*(n for m in models for n in m.features), *filter(None, [scoring.first_seen])])
