@@ -13,3 +13,5 @@ action passes before it leaves.
 * `rules.actions`: the dataflow's guard step, from intents to `ActionRecord`s and action
   messages; `rules.breaker` pauses a journey whose complaint rate is too high.
 """
+
+import flows  # noqa: F401  # first: under SCRM_PURE, compiled modules load from source

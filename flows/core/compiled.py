@@ -1,14 +1,22 @@
 """The per-event path's modules that an install compiles with mypyc, and whether it did.
 
-`setup.py` builds these modules as C extensions from the same typed source (``SCRM_PURE=1``
-skips it); Python imports the extension before the ``.py`` beside it. Nothing here
-imports them: the answers come from where each module would be loaded from.
+`setup.py` builds these modules as C extensions from the same typed source; Python
+imports the extension before the ``.py`` beside it. ``SCRM_PURE=1`` at install builds
+none; at run time it loads these modules from their source even where they are compiled
+(`honour_pure`, called by the packages' ``__init__``), so one checkout runs either way.
+Nothing here imports them: the answers come from where each module would be loaded from.
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import importlib.util
+import os
+import sys
+from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 # Every event goes through these. Each is plain typed Python that mypyc accepts: no class
 # that an interpreted class inherits from, no function whose signature a framework
@@ -76,8 +84,30 @@ def describe() -> str:
     """One line for a start-up log: how the per-event path runs."""
     done = compiled()
     if not done:
-        return "per-event path interpreted (not compiled: SCRM_PURE or no build)"
+        why = "SCRM_PURE is set" if os.environ.get("SCRM_PURE") else "not built: run make"
+        return f"per-event path interpreted ({why})"
     if len(done) == len(MODULES):
         return f"per-event path compiled (mypyc, {len(done)} modules)"
     missing = sorted(set(MODULES) - set(done))
     return f"per-event path partly compiled ({len(done)}/{len(MODULES)}; interpreted: {', '.join(missing)})"
+
+
+class _FromSource(importlib.abc.MetaPathFinder):
+    """Finds the listed modules' ``.py`` files, ahead of their compiled extensions."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in MODULES or not path:
+            return None
+        for folder in path:
+            source = Path(folder) / (fullname.rpartition(".")[2] + ".py")
+            if source.is_file():
+                return importlib.util.spec_from_file_location(fullname, source)
+        return None
+
+
+def honour_pure() -> None:
+    """With ``SCRM_PURE`` set, load the listed modules from source from now on."""
+    if os.environ.get("SCRM_PURE") and not any(isinstance(f, _FromSource) for f in sys.meta_path):
+        sys.meta_path.insert(0, _FromSource())

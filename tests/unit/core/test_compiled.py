@@ -7,6 +7,7 @@ import doctest
 import importlib.util
 import io
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -26,6 +27,19 @@ def test_every_module_is_compiled_unless_the_install_was_asked_not_to():
         assert compiled() == list(MODULES), describe()
         assert describe() == f"per-event path compiled (mypyc, {len(MODULES)} modules)"
     assert stale() == []
+
+
+def test_scrm_pure_at_run_time_loads_every_listed_module_from_its_source():
+    code = (
+        "import flows.features.windows, scoring.observe, rules.runtime\n"
+        "from flows.core import compiled\n"
+        "print(compiled.compiled(), flows.features.windows.__file__.endswith('.py'),"
+        " scoring.observe.__file__.endswith('.py'), rules.runtime.__file__.endswith('.py'))"
+    )
+    env = {**os.environ, "SCRM_PURE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[]", "True", "True", "True"]
 
 
 def test_the_listed_sources_exist_and_are_what_setup_compiles():
