@@ -128,8 +128,10 @@ def test_redis_then_clickhouse_down_loses_nothing(broker, engine_settings, ch, n
                 peak["outage"] = max(peak["outage"], rows)
             time.sleep(0.05)
 
-    def on_redis(msg: str) -> bool:  # the guards' calls (or one naming Redis)
-        return "Redis" in msg or "guard" in msg
+    address = f"{server.host}:{server.port}"  # named in socket errors
+
+    def on_redis(msg: str) -> bool:  # any call to this Valkey: guards, breaker, feature store
+        return address in msg or "Redis" in msg or "guard" in msg or "breaker" in msg
 
     def on_clickhouse(msg: str) -> bool:  # the events table's inserts
         return f"into {db}.events" in msg
