@@ -28,6 +28,7 @@ from flows.core.errors import ConfigError
 from flows.core.resources import config_dir
 
 ENV_PREFIX = "SCRM_"
+NOT_SETTINGS = frozenset({"SCRM_PURE"})  # read by `flows.core.compiled`, not a setting
 ENV_NESTED = "__"
 
 
@@ -298,12 +299,12 @@ def env_layer(env: Mapping[str, str]) -> dict[str, Any]:
 
     Values that look like TOML/JSON lists or tables (``[..]``, ``{..}``) are parsed as TOML.
 
-    >>> env_layer({"SCRM_KAFKA__BOOTSTRAP": "h:9092", "HOME": "/root"})
+    >>> env_layer({"SCRM_KAFKA__BOOTSTRAP": "h:9092", "HOME": "/root", "SCRM_PURE": "1"})
     {'kafka': {'bootstrap': 'h:9092'}}
     """
     out: dict[str, Any] = {}
     for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS:
             continue
         path = name[len(ENV_PREFIX) :].lower().split(ENV_NESTED)
         if not all(path):
