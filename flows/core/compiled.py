@@ -25,6 +25,7 @@ from types import ModuleType
 MODULES = (
     "flows.core.conditions",
     "flows.core.contract",
+    "flows.core.digests",
     "flows.core.messages",
     "flows.core.streamtime",
     "flows.dataflow.profile",

@@ -1,10 +1,14 @@
 """eventId dedupe: a bounded memory of the ids a profile has sent.
 
 Each profile remembers its eventIds for `ttl_ms` of event time behind the newest event
-it sent, and at most `cap` of them (oldest forgotten first). A repeat inside that window
-is dropped; a repeat after it gets through and is absorbed by the ``events`` table's
+it sent (up to a sixteenth longer: expiry runs in steps), and at most `cap` of them (the
+oldest forgotten first, a sixteenth of the cap at once). A repeat inside that window is
+dropped; a repeat after it gets through and is absorbed by the ``events`` table's
 ReplacingMergeTree key. Memory per profile is therefore bounded by `cap`; a profile that
 goes silent is dropped by the stage after ``dedupe.idle_evict_s`` (see `flows.dataflow.stages`).
+
+Ids are held as 64-bit digests (`flows.core.digests`), not as strings: 16 bytes per id
+(digest and time) in one flat array, where a dict of strings held about 120.
 
 >>> seen = SeenIds(ttl_ms=1000, cap=3)
 >>> [seen.first_time(i, ts) for i, ts in [("a", 0), ("b", 10), ("a", 20)]]
@@ -15,64 +19,73 @@ goes silent is dropped by the stage after ``dedupe.idle_evict_s`` (see `flows.da
 
 from __future__ import annotations
 
+from array import array
+from bisect import bisect_left
 from typing import Any
+
+from flows.core.digests import key64
 
 
 class SeenIds:
     """The eventIds one profile sent recently; pure, picklable, bounded.
 
-    One dict, id -> event time, in arrival order (a dict keeps insertion order, and an id
-    is only ever inserted anew): the oldest is its first key. The oldest time is kept
-    aside, so an event that expires nothing never walks the dict."""
+    One ``array('q')``: the digests of the ids held, sorted (a lookup is a bisection),
+    then their times in the same order. The oldest time is kept aside, so an event that
+    expires nothing never walks them; expiry rebuilds the array, so it runs in steps (a
+    sixteenth of the window or of the cap at once) and costs O(1) per event over time."""
 
-    __slots__ = ("_ids", "_oldest_ms", "cap", "newest_ms", "ttl_ms")
+    __slots__ = ("_held", "_oldest_ms", "cap", "newest_ms", "ttl_ms")
 
     def __init__(self, ttl_ms: int = 0, cap: int = 0) -> None:
         self.ttl_ms = ttl_ms
         self.cap = cap
         self.newest_ms = 0
-        self._ids: dict[str, int] = {}
-        self._oldest_ms = 0  # the time of the first (oldest) id held
+        self._held: Any = array("q")  # n sorted digests, then their n times
+        self._oldest_ms = 0  # the oldest time held
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._held) >> 1
 
     def first_time(self, event_id: str, ts_ms: int) -> bool:
         """True the first time an id is seen within the window; records it."""
-        ids = self._ids
-        if event_id in ids:
+        key = key64(event_id)
+        held = self._held
+        n = len(held) >> 1
+        i = bisect_left(held, key, 0, n)
+        if i < n and held[i] == key:
             return False
-        if not ids:
+        if n == 0 or ts_ms < self._oldest_ms:
             self._oldest_ms = ts_ms
-        ids[event_id] = ts_ms
+        held.insert(n + i, ts_ms)  # the time first: inserting the key moves it into place
+        held.insert(i, key)
         if ts_ms > self.newest_ms:
             self.newest_ms = ts_ms
-        if len(ids) > self.cap or self._oldest_ms < self.newest_ms - self.ttl_ms:
+        if n >= self.cap or self._oldest_ms < self.newest_ms - self.ttl_ms - (self.ttl_ms >> 4):
             self._evict()
         return True
 
     def _evict(self) -> None:
-        ids = self._ids
+        """Forget the ids behind the window, then the oldest while over the cap (down to
+        a sixteenth below it)."""
+        held = self._held
+        n = len(held) >> 1
         horizon = self.newest_ms - self.ttl_ms
-        over = len(ids) - self.cap
-        expired: list[str] = []
-        oldest = 0
-        for eid, ts in ids.items():
-            if len(expired) < over or ts < horizon:
-                expired.append(eid)
-            else:
-                oldest = ts
-                break
-        for eid in expired:
-            del ids[eid]
-        self._oldest_ms = oldest
+        keep = [j for j in range(n) if held[n + j] >= horizon]
+        if len(keep) > self.cap:
+            keep.sort(key=lambda j: held[n + j])
+            keep = sorted(keep[len(keep) - (self.cap - (self.cap >> 4)) :])
+        times = [held[n + j] for j in keep]
+        self._held = array("q", [held[j] for j in keep] + times)
+        self._oldest_ms = min(times, default=0)
 
-    def __getstate__(self) -> tuple[int, int, int, dict[str, int]]:
-        return self.ttl_ms, self.cap, self.newest_ms, self._ids
+    def __getstate__(self) -> tuple[int, int, int, Any]:
+        return self.ttl_ms, self.cap, self.newest_ms, self._held
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.ttl_ms, self.cap, self.newest_ms, ids = state[:4]
-        if len(state) > 4:  # snapshots that kept the arrival order in a list beside the dict
-            ids = {i: ids[i] for i in state[4]}
-        self._ids = dict(ids)
-        self._oldest_ms = next(iter(self._ids.values()), 0)
+        self.ttl_ms, self.cap, self.newest_ms, held = state[:4]
+        if isinstance(held, dict):  # snapshots that held the ids themselves, id -> time
+            pairs = sorted((key64(eid), ts) for eid, ts in held.items())
+            held = array("q", [k for k, _ in pairs] + [ts for _, ts in pairs])
+        self._held = held
+        n = len(held) >> 1
+        self._oldest_ms = min(held[n:], default=0)

@@ -26,12 +26,12 @@ def test_pickle_round_trip_keeps_memory():
     assert clone.first_time("b", 2)
 
 
-def test_a_snapshot_with_the_arrival_order_beside_the_dict_restores_in_that_order():
-    # (ttl, cap, newest, ids, order): the state before the order lived in the dict alone
+def test_a_snapshot_holding_the_ids_themselves_restores_and_forgets_the_oldest_first():
+    # (ttl, cap, newest, id -> time, arrival order): the state before the ids were digests
     s = SeenIds.__new__(SeenIds)
     s.__setstate__((60_000, 2, 5, {"b": 5, "a": 1}, ["a", "b"]))
     assert not s.first_time("a", 6) and not s.first_time("b", 6)
-    assert s.first_time("c", 7)  # over the cap of 2: the oldest to arrive ("a") goes
+    assert s.first_time("c", 7)  # over the cap of 2: the oldest ("a") goes
     assert s.first_time("a", 8) and not s.first_time("c", 8)
 
 
