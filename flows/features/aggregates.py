@@ -2,8 +2,8 @@
 
 A profile keeps no object per feature. Every aggregation but `distinct` keeps its numbers
 in one *segment* of the profile's ``array('d')`` (`flows.features.windows`): the ``n``
-numbers from ``p``. A `distinct` feature keeps a list of buckets and their sets of
-values instead (an object state; ``p`` and ``n`` unused). The plan picks one `Kernel`
+numbers from ``p``. A `distinct` feature keeps a list of buckets and the sorted 64-bit
+digests of their values instead (an object state; ``p`` and ``n`` unused). The plan picks one `Kernel`
 per feature; it adds an event to that state, reads its value as of a time, and evicts
 the buckets no read or write can reach any more.
 
@@ -33,10 +33,12 @@ from __future__ import annotations
 
 import math
 from array import array
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from flows.core.conditions import is_number
+from flows.core.digests import key64
 from flows.features.declarations import FeatureDef
 from flows.features.legacy_states import (  # noqa: F401  # old snapshots name them here
     _Avg,
@@ -330,9 +332,23 @@ def _extreme(d: FeatureDef) -> Kernel:
 
 
 # --------------------------------------------------------------------------------------
-# distinct: an object state, a list [b, set of values, b, set of values, ...] (at most
-# max_distinct values a bucket); a list, not a dict: profiles hold one bucket or a few.
+# distinct: an object state, a list [b, digests, b, digests, ...]: each bucket's values
+# as sorted 64-bit digests in an array('q') (at most max_distinct a bucket; 8 bytes a
+# value where a set of the values held 60 or more); a list, not a dict: profiles hold one
+# bucket or a few.
 # --------------------------------------------------------------------------------------
+
+
+def value_key(v: Any) -> int:
+    """The digest a distinct bucket holds for `v`: numbers by their float value (3 and
+    3.0 are one value), strings by their text.
+
+    >>> value_key(3) == value_key(3.0), value_key(3) == value_key("3")
+    (True, False)
+    """
+    if isinstance(v, str):
+        return key64(v)
+    return key64(f"\0{float(v)!r}" if is_number(v) else f"\1{v!r}")
 
 
 def _evict_keys(buckets: list[Any], p: int, n: int, first: float) -> int:
@@ -356,13 +372,16 @@ def _distinct(d: FeatureDef) -> Kernel:
         _evict_keys(buckets, p, n, first)
         for k in range(0, len(buckets), 2):
             if buckets[k] == b:
-                values = buckets[k + 1]
+                keys = buckets[k + 1]
                 break
         else:
-            values = set()
-            buckets += (b, values)
-        if len(values) < most:
-            values.add(float(v) if is_number(v) else v)
+            keys = array("q")
+            buckets += (b, keys)
+        if len(keys) < most:
+            key = value_key(v)
+            i = bisect_left(keys, key)
+            if i == len(keys) or keys[i] != key:
+                keys.insert(i, key)
         return 0
 
     def value(buckets: list[Any], p: int, n: int, as_of: float) -> float | None:
@@ -526,4 +545,8 @@ EMPTY_VALUE = {"count": 0.0, "sum": 0.0, "distinct": 0.0, "trend": 0.0, "decayed
 def restored(state: Any) -> Any:
     """One feature's state from a snapshot, as its kernel keeps it: a segment's numbers
     (an ``array('d')``), or the object of an object state."""
-    return state.plain() if isinstance(state, _Restored) else state
+    state = state.plain() if isinstance(state, _Restored) else state
+    if isinstance(state, list) and any(isinstance(x, set) for x in state[1::2]):  # distinct: values
+        pairs = zip(state[0::2], state[1::2], strict=True)
+        return [x for b, vs in pairs for x in (b, array("q", sorted({value_key(v) for v in vs})))]
+    return state

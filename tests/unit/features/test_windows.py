@@ -686,6 +686,33 @@ SMALL_DISTINCT = parse_features(
 )  # fmt: skip
 
 
+def test_a_snapshot_holding_distinct_values_as_sets_restores_as_digests():
+    """Snapshots written before the digests held each bucket's values in a set."""
+    skus_4h = {"name": "skus_4h", "agg": "distinct", "value": "props.sku", "window": "4h", "buckets": 4}
+    fs = parse_features({"feature": [skus_4h]})
+    plan = FeaturePlan(fs)
+    skus = [("A", 0), (7, 10 * M), ("B", 2 * H), (7.0, 2 * H + M), ("A", 2 * H + 2 * M)]
+    events = [ev(i, "cart_add", BASE_TS + dt, {"sku": v}) for i, (v, dt) in enumerate(skus)]
+    live = ProfileFeatures(plan, lateness_ms=LATENESS)
+    for e in events:
+        assert live.add(e)
+    lateness, newest, states = live.__getstate__()
+    buckets: dict[int, set[Any]] = {}  # rebuilt the old way: bucket, set of values, ...
+    for e in events:
+        buckets.setdefault(e.ts_ms // H, set()).add(e.props["sku"])
+    fp = states["skus_4h"][0]
+    old = {"skus_4h": (fp, [x for b, vs in sorted(buckets.items()) for x in (b, vs)])}
+    restored = ProfileFeatures()
+    restored.__setstate__((lateness, newest, old))
+    restored.bind(plan)
+    assert restored.values(newest) == live.values(newest) == {"skus_4h": 3.0}
+    for sku in ("A", 7, "C"):  # into the newest bucket: a value it holds, then a new one
+        e = ev(9, "cart_add", newest + M, {"sku": sku})
+        assert restored.add(e) and live.add(e)
+        assert restored.values(newest + M) == live.values(newest + M)
+    assert live.values(newest + M) == {"skus_4h": 4.0}
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams())
 def test_distinct_is_exact_within_max_distinct_and_a_lower_bound_beyond(events):
