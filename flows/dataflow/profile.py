@@ -16,7 +16,7 @@ from flows.core.contract import Event, engine_event
 from flows.core.messages import FeatureUpdate
 from flows.features import rfm
 from flows.features.dedupe import SeenIds
-from flows.features.plan import FeaturePlan
+from flows.features.plan import NAN, FeaturePlan
 from flows.features.rfm import RfmSketch
 from flows.features.windows import ProfileFeatures
 from rules.runtime import ProfileJourneys
@@ -40,7 +40,7 @@ class ProfileState:
         "scoring",
         "seen",
         "segment",
-        "segment_cuts",
+        "segment_gen",
         "sketch",
         "stored",
         "stored_names",
@@ -71,12 +71,14 @@ class ProfileState:
         self.last_snapshot_ms = -1
         self.last_as_of = -1
         self.tags: frozenset[str] = frozenset()
-        self.tag_inputs: dict[str, float] = {}  # current values of the features tags read
+        # The values of the features tags and RFM read (`FeaturePlan.tag_vector`): None
+        # before the first update, a map by name when restored and not bound yet.
+        self.tag_inputs: Any = None
         self.retag_all = False
         self.pending_tag_events: tuple[Any, Any] = ((), ())
         self.rfm: tuple[float, float, float] | None = None  # this profile's share of the sketch
         self.segment = ""
-        self.segment_cuts: Any = None  # the sketch's boundaries `segment` was computed with
+        self.segment_gen = -1  # the generation of the sketch's boundaries `segment` was computed with
         self.pending_segment: tuple[str, str] | None = None
 
     def ingest(self, events: list[Event]) -> tuple[list[Event], int, int]:
@@ -163,14 +165,17 @@ class ProfileState:
         if cfg is None:
             return None
         inputs = self.tag_inputs
-        r = inputs.get(cfg.recency)
-        new = None if r is None else (r, inputs.get(cfg.frequency, 0.0), inputs.get(cfg.monetary, 0.0))
+        ri, fi, mi = plan.rfm_at
+        r: float = inputs[ri]
+        f: float = inputs[fi]
+        m: float = inputs[mi]
+        new = None if r != r else (r, 0.0 if f != f else f, 0.0 if m != m else m)
         if new != self.rfm:
             self.sketch.move(self.rfm, new)
             self.rfm = new
-        elif self.segment_cuts is self.sketch.cuts():  # same values, same boundaries
+        elif self.segment_gen == self.sketch.generation():  # same values, same boundaries
             return None
-        self.segment_cuts = self.sketch.cuts()
+        self.segment_gen = self.sketch.generation()
         scores = self.sketch.scores(new)
         seg = rfm.segment_of(scores, plan.segments)
         if seg == self.segment:
@@ -181,22 +186,26 @@ class ProfileState:
 
     def _retag(self, values: dict[str, float], gone: list[str]) -> bool:
         plan = self.features.plan  # type: ignore[union-attr]
-        if not plan.tags:
-            return False
         inputs = self.tag_inputs
+        if inputs is None:
+            inputs = self.tag_inputs = plan.tag_vector()
+        at = plan.tag_input_at
         moved = self.retag_all  # after a restore, the rules may have changed
         for name in plan.tag_inputs.intersection(values):
+            i = at[name]
             v = values[name]
-            if inputs.get(name) != v:
-                inputs[name] = v
+            if inputs[i] != v:
+                inputs[i] = v
                 moved = True
         for name in plan.tag_inputs.intersection(gone):
-            if inputs.pop(name, None) is not None:
+            i = at[name]
+            if inputs[i] == inputs[i]:
+                inputs[i] = NAN
                 moved = True
-        if not moved:  # the rules read only these values: nothing can have changed
+        if not moved or not plan.tags:  # the rules read only these values: nothing can have changed
             return False
         self.retag_all = False
-        now = plan.tag_set(frozenset(t.name for t in plan.tags if t.holds(inputs)))
+        now = plan.tags_holding(inputs)
         if now == self.tags:
             return False
         self.pending_tag_events = (now - self.tags, self.tags - now)
@@ -241,9 +250,18 @@ class ProfileState:
     def __getstate__(self) -> tuple[Any, ...]:
         return (
             self.profile_id, self.seen, self.features, self._stored_names(), self.last_snapshot_ms,
-            self.last_as_of, self.tags, self.tag_inputs, self.rfm, self.segment, self.scoring, self.journeys,
-            self.partition,
+            self.last_as_of, self.tags, self._tag_values(), self.rfm, self.segment, self.scoring,
+            self.journeys, self.partition,
         )  # fmt: skip
+
+    def _tag_values(self) -> dict[str, float]:
+        """The tag and RFM inputs by name (a snapshot outlives the plan's positions)."""
+        inputs = self.tag_inputs
+        if inputs is None:
+            return {}
+        if isinstance(inputs, dict) or self.features is None:
+            return inputs  # restored and not bound yet
+        return self.features.plan.tag_values(inputs)
 
     def _stored_names(self) -> Any:
         """What `stored` means by name (a snapshot outlives the plan's positions)."""
@@ -260,7 +278,7 @@ class ProfileState:
         self.partition = state[12] if len(state) > 12 else 0  # snapshots before it was kept: 0
         self.pending_tag_events = ((), ())
         self.pending_segment = None  # `sketch` stays unset until `bind`
-        self.segment_cuts = None
+        self.segment_gen = -1
         self.retag_all = True
 
     def bind(self, plan: FeaturePlan | None, sketch: RfmSketch) -> None:
@@ -270,6 +288,8 @@ class ProfileState:
             self.features.bind(plan)
             self.stored = plan.bits(self.stored_names or ())
             self.stored_names = None
+            if isinstance(self.tag_inputs, dict):
+                self.tag_inputs = plan.tag_vector(self.tag_inputs)
             self.tags = plan.tag_set(self.tags)
             self.retag_all = True  # the next update re-reads every tag rule
         self.sketch = sketch

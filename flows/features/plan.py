@@ -13,10 +13,12 @@ from collections.abc import Callable, Iterable
 from functools import cached_property
 from typing import Any
 
-from flows.core.conditions import field_getter, matcher
+from flows.core.conditions import COMPARE, field_getter, matcher
 from flows.features.aggregates import EMPTY_VALUE, AddFn, Kernel, ValueFn, kernel
 from flows.features.declarations import FeatureDef, FeatureSet
 from flows.features.expressions import compile_expr, expr_refs
+
+NAN = float("nan")
 
 # One feature an event type touches: (position, its bit, the bits of the features between
 # the type's previous one and it, matcher, value getter, kernel add, a new state's segment
@@ -82,6 +84,15 @@ class FeaturePlan:
         self.segments = fs.segments
         rfm_inputs = (fs.rfm.recency, fs.rfm.frequency, fs.rfm.monetary) if fs.rfm else ()
         self.tag_inputs = frozenset([*(f for t in fs.tags for f, _, _ in t.when), *rfm_inputs])
+        # A profile holds the values tags and RFM read as one array('d') in this order, NaN
+        # for a feature without a value; the tag rules and RFM read it by position.
+        self.tag_input_names = tuple(sorted(self.tag_inputs))
+        at = {n: i for i, n in enumerate(self.tag_input_names)}
+        self.tag_input_at = at
+        self.tag_tests = tuple(
+            (t.name, tuple((at[f], COMPARE[op], float(limit)) for f, op, limit in t.when)) for t in fs.tags
+        )
+        self.rfm_at = (at[rfm_inputs[0]], at[rfm_inputs[1]], at[rfm_inputs[2]]) if rfm_inputs else (0, 0, 0)
         # Values of features no event touched yet: one dict, copied per read.
         self.empty = {d.name: EMPTY_VALUE[d.agg] for d in fs.features if d.agg in EMPTY_VALUE}
         index = {d.name: i for i, d in enumerate(fs.features)}
@@ -166,6 +177,38 @@ class FeaturePlan:
         """The names of the features in a bit mask, in plan order."""
         names = self.names
         return tuple(names[i] for i in range(len(names)) if bits >> i & 1)
+
+    def tag_vector(self, values: dict[str, float] | None = None) -> Any:
+        """The array of tag and RFM inputs, from a map by name (NaN where it has none).
+
+        >>> from flows.features.declarations import parse_features
+        >>> plan = FeaturePlan(parse_features({"feature": [
+        ...     {"name": "orders", "agg": "count", "types": ["order_paid"], "window": "90d"}],
+        ...     "tag": [{"name": "buyer", "when": [["orders", ">=", 1]]}]}))
+        >>> plan.tag_vector({"orders": 2.0}), plan.tag_vector()
+        (array('d', [2.0]), array('d', [nan]))
+        >>> plan.tags_holding(plan.tag_vector({"orders": 2.0})), plan.tags_holding(plan.tag_vector())
+        (frozenset({'buyer'}), frozenset())
+        """
+        values = values or {}
+        return array("d", [values.get(n, NAN) for n in self.tag_input_names])
+
+    def tag_values(self, inputs: Any) -> dict[str, float]:
+        """The inverse of `tag_vector`: the inputs that have a value, by name."""
+        return {n: v for n, v in zip(self.tag_input_names, inputs, strict=True) if v == v}
+
+    def tags_holding(self, inputs: Any) -> frozenset[str]:
+        """The tags whose every condition holds on `inputs` (a `tag_vector`); an input
+        without a value fails its conditions."""
+        out: list[str] = []
+        for name, tests in self.tag_tests:
+            for i, compare, limit in tests:
+                v: float = inputs[i]
+                if v != v or not compare(v, limit):
+                    break
+            else:
+                out.append(name)
+        return self.tag_set(frozenset(out))
 
     def tag_set(self, tags: frozenset[str]) -> frozenset[str]:
         """One shared instance per distinct set of tags (profiles hold few distinct sets)."""

@@ -139,6 +139,7 @@ class RfmSketch:
         self.m = LogHistogram()
         self._changes = 0
         self._cuts: tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]] | None = None
+        self._generation = 0  # moves each time the cuts are computed again
 
     def move(self, old: tuple[float, float, float] | None, new: tuple[float, float, float] | None) -> None:
         with self._lock:
@@ -159,7 +160,13 @@ class RfmSketch:
             if self._cuts is None:
                 self._cuts = (self.r.cuts(), self.f.cuts(), self.m.cuts())
                 self._changes = 0
+                self._generation += 1
             return self._cuts
+
+    def generation(self) -> int:
+        """Which boundaries are current: equal numbers, equal boundaries."""
+        self.cuts()
+        return self._generation
 
     def scores(self, rfm: tuple[float, float, float] | None) -> dict[str, int]:
         if rfm is None:
