@@ -181,7 +181,7 @@ class Run:
         loads_us = (time.perf_counter() - t) / len(raw) * 1e6
         us = features.compute_only(events, s)
         self.progress(f"    {us:.1f} µs/event (orjson.loads {loads_us:.2f} µs); (3) memory (tracemalloc)")
-        profiles, traced, _ = features.memory(events, s, update=True)
+        profiles, traced, _ = features.memory(raw, s, update=True)
         gib = traced * 1e6 / 2**30
         self.progress(f"    {traced:,.0f} B per profile over {profiles:,} profiles")
         self.rows += [
