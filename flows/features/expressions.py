@@ -39,11 +39,16 @@ def compile_expr(expr: str) -> Callable[[dict[str, float]], float | None]:
     tree = ast.fix_missing_locations(ast.Expression(ast.Lambda(args, body)))
     code = compile(tree, f"<expr {expr}>", "eval")
     fn: Callable[[dict[str, float]], float] = eval(code, {"__builtins__": {}})
+    names = tuple(sorted(expr_refs(expr)))
 
     def run(env: dict[str, float]) -> float | None:
+        # An absent operand is common (no cart in 24 h): looked up, not raised and caught.
+        for name in names:
+            if name not in env:
+                return None
         try:
             return fn(env)
-        except (KeyError, ZeroDivisionError):
+        except ZeroDivisionError:
             return None
 
     return run
