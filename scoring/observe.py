@@ -15,8 +15,8 @@ state without a second copy. Pure: events, feature values and the served models 
   silence has grown by ``1 + score_backoff``, at least every ``score_every_max``; so its
   risk rises with time at a cost that shrinks as the silence grows. Each score of a model
   with thresholds also looks ahead to the next rescoring: when the score would cross a
-  threshold by then, the profile is rescored where it crosses instead (to within
-  ``score_every``; `ProfileScoring.cross_at`). The end of a bounded input rescores every
+  threshold by then, the profile is rescored where it crosses instead (to within a
+  sixteenth of the interval; `ProfileScoring.cross_at`). The end of a bounded input rescores every
   scored profile as of the end.
 * **Fallback**: before a model has learned ``min_learned`` examples a profile model
   serves the recency fallback ``s / (s + H)`` (``s`` days since the last qualifying
@@ -41,6 +41,7 @@ from flows.core.contract import Event, engine_event
 from flows.core.messages import Activity, Observation, Outcome, Score
 from scoring.modeldefs import ModelDef, ModelSet, first_seen_feature
 from scoring.registry import ModelRegistry
+from scoring.scorer import Scorer
 from scoring.vectors import Opportunity, opportunity_vector, profile_vector
 
 MAX_OPEN_OPPORTUNITIES = 20
@@ -362,24 +363,26 @@ def rescore_due(m: ModelDef, last_act_ms: int, last_score_ms: int) -> int:
 def _crossing(
     plan: ScoringPlan,
     m: ModelDef,
-    scorer: Any,
+    scorer: Scorer,
     above: frozenset[str],
     last_ms: int,
     last_act_ms: int,
     ahead: Callable[[int], Mapping[str, float]],
 ) -> int:
-    """The first time (to within ``score_every``, bisecting) after `last_ms` and by the
-    next scheduled rescoring where the score, with no new event, is past a threshold it
-    is not past now (or back under the reset of one it is above); -1: none by then."""
+    """The first time after `last_ms` and by the next scheduled rescoring where the score,
+    with no new event, is past a threshold it is not past now (or back under the reset of
+    one it is above), bisected to within a sixteenth of that interval or ``score_every``,
+    whichever is longer (the schedule's own log scale); -1: none by then."""
 
     def crosses(t: int) -> bool:
-        p = scorer.score(profile_vector(m, ahead(t), t, plan.first_seen))[0]
+        p = scorer.prob(profile_vector(m, ahead(t), t, plan.first_seen))
         return any(p < th.reset_below if th.name in above else p >= th.above for th in m.thresholds)
 
     lo, hi = last_ms, rescore_due(m, last_act_ms, last_ms)
     if not crosses(hi):
         return -1
-    while hi - lo > m.score_every_ms:
+    within = max(m.score_every_ms, (hi - lo) // 16)
+    while hi - lo > within:
         mid = (lo + hi) // 2
         if crosses(mid):
             hi = mid

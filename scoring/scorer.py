@@ -35,6 +35,10 @@ class Scorer(Protocol):
 
     def score(self, x: Mapping[str, float]) -> tuple[float, Explanation]: ...
 
+    def prob(self, x: Mapping[str, float]) -> float:
+        """The probability alone (no explanation): for looking ahead."""
+        ...
+
 
 def _sigmoid(z: float) -> float:
     # River's `utils.math.sigmoid`, saturating the same way.
@@ -108,6 +112,24 @@ class LinearScorer:
                     z += c
         return _sigmoid(z), _top(contribs, self.k)
 
+    def prob(self, x: Mapping[str, float]) -> float:
+        w = self.weights
+        means = self.means
+        z = self.intercept
+        if means is None:
+            for name, v in x.items():
+                wi = w.get(name)
+                if wi:
+                    z += wi * v
+        else:
+            stds = self.stds
+            for name, v in x.items():
+                wi = w.get(name)
+                sd = stds.get(name)
+                if wi and sd:
+                    z += wi * (v - means[name]) / sd
+        return _sigmoid(z)
+
 
 class GenericScorer:
     """Any River classifier, explained by occlusion."""
@@ -121,6 +143,9 @@ class GenericScorer:
     def _p(self, x: Mapping[str, float]) -> float:
         proba = self.model.predict_proba_one(dict(x))
         return float(proba.get(True, proba.get(1, 0.0)))
+
+    def prob(self, x: Mapping[str, float]) -> float:
+        return self._p(x)
 
     def score(self, x: Mapping[str, float]) -> tuple[float, Explanation]:
         p = self._p(x)
@@ -144,6 +169,9 @@ class CalibratedScorer:
     def score(self, x: Mapping[str, float]) -> tuple[float, Explanation]:
         p, why = self.inner.score(x)
         return apply(self.knots, p), why
+
+    def prob(self, x: Mapping[str, float]) -> float:
+        return apply(self.knots, self.inner.prob(x))
 
 
 def make_scorer(model: Any, k: int) -> LinearScorer | GenericScorer:
