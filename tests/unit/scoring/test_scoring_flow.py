@@ -3,6 +3,7 @@ synthetic customers' hidden propensities; thresholds fire once with hysteresis."
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections.abc import Iterator
 
@@ -18,7 +19,7 @@ from flows.features.declarations import load_features
 from flows.synthetic.customers import SyntheticConfig, SyntheticCustomers
 from scoring.learner import Learner
 from scoring.modeldefs import ModelSettings, load_models
-from scoring.observe import ProfileScoring, ScoringPlan
+from scoring.observe import ProfileScoring, ScoringPlan, rescore_due
 from scoring.registry import ModelRegistry
 
 DAY = 86_400_000
@@ -207,3 +208,22 @@ def test_a_silent_profile_is_rescored_as_stream_time_passes_and_its_risk_rises()
     assert times == [t0 + d * day for d in (0, 1, 2, 4, 8, 16, 32)] + [recs[-1].received_ms]
     assert [p for _, p in mine] == sorted(p for _, p in mine) and mine[-1][1] > mine[0][1] + 0.3
     assert silent_scores(1)[:-1] == mine[:-1]  # the same one record per batch (the end aside)
+
+
+def test_scoring_memory_round_trips_and_older_snapshots_restore() -> None:
+    plan = _plan()
+    st = ProfileScoring()
+    day = 86_400_000
+
+    def ahead(t: int) -> dict[str, float]:
+        return {"tickets_30d": t / day}
+
+    st.on_events(plan, "p1", [_ev(0)], 0, lambda: ahead(0), 0, ahead)
+    for t in (day, 2 * day, 4 * day):
+        st.on_refresh(plan, "p1", t, lambda t=t: ahead(t), ahead=ahead)
+    assert 7 * day <= st.cross_at < 8 * day == rescore_due(plan.profile_models[0], 0, 4 * day)
+    back = pickle.loads(pickle.dumps(st))
+    assert back.__getstate__() == st.__getstate__() and back.next_rescore(plan) == st.cross_at
+    old = ProfileScoring()
+    old.__setstate__(st.__getstate__()[:7])  # a snapshot from before `cross_at` was kept
+    assert old.cross_at == -1 and old.next_rescore(plan) == 8 * day
