@@ -172,7 +172,7 @@ class FeatureSettings(_Section):
     # A silent profile's windows are recomputed (as of stream time) this often, wall clock.
     idle_refresh_s: float = Field(300.0, gt=0)
     # At most one ClickHouse `features` row per profile per this much event time.
-    snapshot_interval_s: float = Field(60.0, ge=0)
+    snapshot_interval_s: float = Field(300.0, ge=0)
     # Online store hashes expire after this long without an update (profiles gone quiet).
     redis_ttl_s: int = Field(30 * 86400, ge=1)
     # Stream time never runs ahead of the wall clock by more than this.
