@@ -50,28 +50,50 @@ def _sigmoid(z: float) -> float:
 
 
 def _top(contribs: dict[str, float], k: int) -> Explanation:
+    """The `k` largest contributions by size, ties by name: one pass keeping the best k in
+    order (no sort of them all, no key function per item)."""
     if k <= 0:
         return ()
-    items = sorted(contribs.items(), key=lambda kv: (-abs(kv[1]), kv[0]))[:k]
-    return tuple((name, round(v, 6)) for name, v in items)
+    sizes: list[float] = []  # descending
+    names: list[str] = []
+    for name, v in contribs.items():
+        a = abs(v)
+        n = len(sizes)
+        if n == k and (a < sizes[-1] or (a == sizes[-1] and name > names[-1])):
+            continue
+        i = 0
+        while i < n and (sizes[i] > a or (sizes[i] == a and names[i] < name)):
+            i += 1
+        sizes.insert(i, a)
+        names.insert(i, name)
+        if n == k:
+            sizes.pop()
+            names.pop()
+    return tuple([(name, round(contribs[name], 6)) for name in names])
 
 
 class LinearScorer:
-    """Scaler + logistic regression, unrolled into dicts of floats."""
+    """Scaler + logistic regression, unrolled: per input, the contribution to the logit is
+    ``scale * (x - offset)`` (``weight / std`` and the mean with a scaler, else the weight
+    and 0); inputs without weight (or with zero variance) contribute nothing."""
 
-    __slots__ = ("intercept", "k", "means", "stds", "weights")
+    __slots__ = ("coef", "intercept", "k")
 
     def __init__(self, model: Any, k: int) -> None:
         steps = list(model.steps.values()) if isinstance(model, compose.Pipeline) else [model]
         scaler = steps[0] if len(steps) == 2 else None
         lr = steps[-1]
-        self.weights = dict(lr.weights)
         self.intercept = float(lr.intercept)
-        self.means: dict[str, float] | None = None
-        self.stds: dict[str, float] = {}
-        if scaler is not None:
-            self.means = dict(scaler.means)
-            self.stds = {n: (v**0.5 if v else 0.0) for n, v in scaler.vars.items()}
+        self.coef: dict[str, tuple[float, float]] = {}
+        for name, w in lr.weights.items():
+            if not w:
+                continue
+            if scaler is None:
+                self.coef[name] = (float(w), 0.0)
+                continue
+            var = scaler.vars.get(name, 0.0)
+            if var:
+                self.coef[name] = (w / var**0.5, float(scaler.means[name]))
         self.k = k
 
     @staticmethod
@@ -90,44 +112,23 @@ class LinearScorer:
         )
 
     def score(self, x: Mapping[str, float]) -> tuple[float, Explanation]:
-        w = self.weights
-        means = self.means
+        coef = self.coef
         contribs: dict[str, float] = {}
         z = self.intercept
-        if means is None:
-            for name, v in x.items():
-                wi = w.get(name)
-                if wi:
-                    c = wi * v
-                    contribs[name] = c
-                    z += c
-        else:
-            stds = self.stds
-            for name, v in x.items():
-                wi = w.get(name)
-                sd = stds.get(name)
-                if wi and sd:
-                    c = wi * (v - means[name]) / sd
-                    contribs[name] = c
-                    z += c
+        for name, v in x.items():
+            c = coef.get(name)
+            if c is not None:
+                contribs[name] = t = c[0] * (v - c[1])
+                z += t
         return _sigmoid(z), _top(contribs, self.k)
 
     def prob(self, x: Mapping[str, float]) -> float:
-        w = self.weights
-        means = self.means
+        coef = self.coef
         z = self.intercept
-        if means is None:
-            for name, v in x.items():
-                wi = w.get(name)
-                if wi:
-                    z += wi * v
-        else:
-            stds = self.stds
-            for name, v in x.items():
-                wi = w.get(name)
-                sd = stds.get(name)
-                if wi and sd:
-                    z += wi * (v - means[name]) / sd
+        for name, v in x.items():
+            c = coef.get(name)
+            if c is not None:
+                z += c[0] * (v - c[1])
         return _sigmoid(z)
 
 

@@ -7,6 +7,8 @@ import pickle
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from river import checks
 
 from flows.core.errors import ConfigError
@@ -17,7 +19,7 @@ from scoring.labels import InactivityLabels, OutcomeLabels
 from scoring.learner import Learner, PublishedModel
 from scoring.modeldefs import ModelSettings, load_models, parse_models
 from scoring.registry import ModelRegistry
-from scoring.scorer import GenericScorer, LinearScorer, make_scorer, predict
+from scoring.scorer import GenericScorer, LinearScorer, _top, make_scorer, predict
 
 FEATURES = load_features(config_dir() / "features.toml")
 MODELS = load_models(config_dir() / "models.toml", FEATURES)
@@ -330,3 +332,12 @@ class _Const:
 
     def learn_one(self, x: dict[str, float], y: bool) -> None:
         pass
+
+
+_SIZES = st.sampled_from([0.0, 0.5, -0.5, 1.25, -2.0, 3.0])  # repeated sizes: ties
+
+
+@given(st.dictionaries(st.sampled_from("abcdefgh"), _SIZES, max_size=8), st.integers(0, 4))
+def test_top_contributions_are_the_largest_by_size_ties_by_name(contribs: dict[str, float], k: int) -> None:
+    want = sorted(contribs.items(), key=lambda kv: (-abs(kv[1]), kv[0]))[:k]
+    assert _top(contribs, k) == tuple((n, round(v, 6)) for n, v in want)
