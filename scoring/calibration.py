@@ -28,6 +28,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Sequence
+from typing import Any
 
 Knots = tuple[tuple[float, ...], tuple[float, ...]]  # (logits ascending, probabilities)
 LOGIT_LO, LOGIT_HI, BINS = -8.0, 8.0, 40
@@ -51,6 +52,14 @@ class Calibrator:
         self.n = [0.0] * BINS
         self.pos = [0.0] * BINS
         self.seen = 0
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self.decay, self.min_labels, self.n, self.pos, self.seen)
+
+    def __setstate__(self, state: Any) -> None:
+        if state[0] is None:  # pickled by default before this module was compiled: (None, slots)
+            state = tuple(state[1][k] for k in ("decay", "min_labels", "n", "pos", "seen"))
+        self.decay, self.min_labels, self.n, self.pos, self.seen = state
 
     def update(self, p: float, y: int) -> None:
         b = min(BINS - 1, max(0, int((logit(p) - LOGIT_LO) / _WIDTH)))

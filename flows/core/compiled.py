@@ -38,6 +38,7 @@ MODULES = (
     "flows.features.windows",
     "rules.evaluate",
     "rules.runtime",
+    "scoring.calibration",
     "scoring.observe",
     "scoring.scorer",
     "scoring.vectors",

@@ -15,6 +15,7 @@ from flows.core.errors import ConfigError
 from flows.core.messages import Activity, Observation, Outcome
 from flows.core.resources import config_dir
 from flows.features.declarations import load_features
+from scoring.calibration import Calibrator
 from scoring.labels import InactivityLabels, OutcomeLabels
 from scoring.learner import Learner, PublishedModel
 from scoring.modeldefs import ModelSettings, load_models, parse_models
@@ -341,3 +342,13 @@ _SIZES = st.sampled_from([0.0, 0.5, -0.5, 1.25, -2.0, 3.0])  # repeated sizes: t
 def test_top_contributions_are_the_largest_by_size_ties_by_name(contribs: dict[str, float], k: int) -> None:
     want = sorted(contribs.items(), key=lambda kv: (-abs(kv[1]), kv[0]))[:k]
     assert _top(contribs, k) == tuple((n, round(v, 6)) for n, v in want)
+
+
+def test_calibrator_round_trips_and_restores_a_snapshot_from_before_it_was_compiled() -> None:
+    c = Calibrator(min_labels=10)
+    for i in range(60):
+        c.update(0.2 if i % 3 else 0.8, i % 2)
+    assert pickle.loads(pickle.dumps(c)).knots() == c.knots()
+    old = Calibrator()  # the interpreted class pickled its slots by default: (None, {slot: value})
+    old.__setstate__((None, {k: getattr(c, k) for k in ("decay", "min_labels", "n", "pos", "seen")}))
+    assert old.knots() == c.knots() and old.seen == 60
