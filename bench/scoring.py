@@ -72,11 +72,6 @@ from scoring.vectors import profile_vector  # noqa: E402
 from sinks.kafka import ensure_topics  # noqa: E402
 
 DAY = 86_400_000
-CHURN_ACTS = frozenset({
-    "signup", "session_start", "page_view", "search", "product_view", "add_to_cart", "remove_from_cart",
-    "checkout_started", "order_created", "order_paid", "ticket_opened", "message_opened", "message_clicked",
-    "message_replied",
-})  # the churn label's activity types (config/models.toml)
 
 
 def quality(profiles: int, days: float, per_day: int, seed: int) -> dict[str, ModelMetric]:
@@ -358,7 +353,8 @@ def main() -> None:
 
     if not args.skip_cutoff:
         syn, cut = synthetic_history(args.cutoff_profiles, args.cutoff_days, args.cutoff_per_day, args.seed)
-        cutoff_eval("synthetic", syn, cut, CHURN_ACTS)
+        churn = model_set(s0, feature_set(s0)).by_name("churn")  # type: ignore[union-attr]
+        cutoff_eval("synthetic", syn, cut, frozenset(churn.label.activity_types))
         try:
             raw, cut = cdnow_history()
         except (ImportError, SystemExit) as exc:
