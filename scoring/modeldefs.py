@@ -17,10 +17,8 @@ A model is one table in the ``[[model]]`` array::
                                         # in the same run for comparison (optional)
     observe_every = "1d"                # profile: at most one learning example per this much event time
     score_every = "1h"                  # profile: rescored at most this often, silent or not
-    score_silent_after = "1d"           # profile, silent: first rescored after this much silence,
-    score_backoff = 1.0                 #   then each time the silence grew by (1 + score_backoff),
-    score_every_max = "30d"             #   at least every score_every_max, and when a threshold
-                                        #   is about to be crossed (scoring.observe)
+    score_backoff = 0.25                # profile, silent: rescored every max(score_every,
+    score_every_max = "7d"              #   score_backoff x silence), at least every score_every_max
     min_learned = 200                   # nothing is served before this many examples were learned
     explain_top = 3                     # contributions kept with every score
     [model.label]                       # how an observation gets its label
@@ -106,9 +104,8 @@ class ModelDef:
     label: LabelDef
     observe_every_ms: int = 86_400_000
     score_every_ms: int = 3_600_000
-    score_silent_after_ms: int = 86_400_000  # silent profiles: the first rescoring
-    score_backoff: float = 1.0  # silent profiles: the rescoring interval grows with the silence
-    score_every_max_ms: int = 30 * 86_400_000
+    score_backoff: float = 0.25  # silent profiles: the rescoring interval grows with the silence
+    score_every_max_ms: int = 7 * 86_400_000
     observe_on: frozenset[str] = frozenset()  # opportunity: event types that observe and score
     stages: tuple[str, ...] = ("lead", "qualified", "proposal", "negotiation")
     min_learned: int = 200
@@ -288,8 +285,8 @@ def _thresholds(raw: Any, source: str, where: str) -> tuple[Threshold, ...]:
 
 _MODEL_KEYS = {
     "name", "entity", "pipeline", "features", "extras", "log1p", "baseline", "label", "observe_every",
-    "score_every", "score_silent_after", "score_backoff", "score_every_max", "observe_on", "stages",
-    "min_learned", "explain_top", "threshold",
+    "score_every", "score_backoff", "score_every_max", "observe_on", "stages", "min_learned",
+    "explain_top", "threshold",
 }  # fmt: skip
 
 
@@ -373,7 +370,7 @@ def parse_models(data: Mapping[str, Any], features: FeatureSet | None, source: s
         stages = _names(
             raw.get("stages", ["lead", "qualified", "proposal", "negotiation"]), source, f"{where}.stages"
         )
-        backoff = raw.get("score_backoff", 1.0)
+        backoff = raw.get("score_backoff", 0.25)
         if isinstance(backoff, bool) or not isinstance(backoff, int | float) or not 0 <= backoff <= 10:
             raise ConfigError.at(source, f"{where}.score_backoff", "must be a number from 0 to 10")
         for key in ("min_learned", "explain_top"):
@@ -386,9 +383,8 @@ def parse_models(data: Mapping[str, Any], features: FeatureSet | None, source: s
                 log1p=frozenset(log1p), baseline=baseline, label=label,
                 observe_every_ms=_duration(raw, "observe_every", "1d", source, where),
                 score_every_ms=_duration(raw, "score_every", "1h", source, where),
-                score_silent_after_ms=_duration(raw, "score_silent_after", "1d", source, where),
                 score_backoff=float(backoff),
-                score_every_max_ms=_duration(raw, "score_every_max", "30d", source, where),
+                score_every_max_ms=_duration(raw, "score_every_max", "7d", source, where),
                 observe_on=observe_on, stages=stages, min_learned=raw.get("min_learned", 200),
                 explain_top=raw.get("explain_top", 3),
                 thresholds=_thresholds(raw.get("threshold", []), source, f"{where}.threshold"), source=source,

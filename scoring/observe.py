@@ -10,14 +10,10 @@ state without a second copy. Pure: events, feature values and the served models 
   after an open observation is reported as `Activity` (what resolves a label to 0), with
   the gap since the previous active day (what the automatic horizon is learned from).
   The profile is scored at every observation and otherwise at most every ``score_every``
-  of event time. A silent profile is rescored at the event time each rescoring falls due
-  (`rescore_due`): once its silence reaches ``score_silent_after``, then each time the
-  silence has grown by ``1 + score_backoff``, at least every ``score_every_max``; so its
-  risk rises with time at a cost that shrinks as the silence grows. Each score of a model
-  with thresholds also looks ahead to the next rescoring: when the score would cross a
-  threshold by then, the profile is rescored where it crosses instead (to within a
-  sixteenth of the interval; `ProfileScoring.cross_at`). The end of a bounded input rescores every
-  scored profile as of the end.
+  of event time. A silent profile is rescored as of stream time by its timer every
+  ``max(score_every, score_backoff x silence)``, at least every ``score_every_max``
+  (`rescore_every`): its risk rises with time, at a cost that shrinks as the silence
+  grows; the end of a bounded input rescores every scored profile as of the end.
 * **Fallback**: before a model has learned ``min_learned`` examples a profile model
   serves the recency fallback ``s / (s + H)`` (``s`` days since the last qualifying
   activity, ``H`` the label horizon in days), with version 0; it fires no threshold and
@@ -41,7 +37,6 @@ from flows.core.contract import Event, engine_event
 from flows.core.messages import Activity, Observation, Outcome, Score
 from scoring.modeldefs import ModelDef, ModelSet, first_seen_feature
 from scoring.registry import ModelRegistry
-from scoring.scorer import Scorer
 from scoring.vectors import Opportunity, opportunity_vector, profile_vector
 
 MAX_OPEN_OPPORTUNITIES = 20
@@ -71,7 +66,7 @@ class ScoringPlan:
 class ProfileScoring:
     """Per-profile scoring memory (a few small dicts; picklable)."""
 
-    __slots__ = ("above", "cross_at", "last_act", "last_obs", "last_score", "open_since", "opps", "values")
+    __slots__ = ("above", "last_act", "last_obs", "last_score", "open_since", "opps", "values")
 
     def __init__(self) -> None:
         self.last_obs: dict[str, int] = {}  # model -> ts of the last observation
@@ -82,19 +77,15 @@ class ProfileScoring:
         self.values: dict[str, float] = {}  # model -> latest served profile score (journeys read it)
         # model -> ts of the last qualifying activity (the first event until there is one)
         self.last_act: dict[str, int] = {}
-        # when a silent profile's score is next expected to cross a threshold (-1: none ahead)
-        self.cross_at = -1
 
     def __getstate__(self) -> tuple[Any, ...]:
         return (
-            self.last_obs, self.last_score, self.open_since, self.above, self.opps, self.values,
-            self.last_act, self.cross_at,
+            self.last_obs, self.last_score, self.open_since, self.above, self.opps, self.values, self.last_act
         )  # fmt: skip
 
     def __setstate__(self, st: tuple[Any, ...]) -> None:
         self.last_obs, self.last_score, self.open_since, self.above, self.opps, self.values = st[:6]
         self.last_act = st[6] if len(st) > 6 else {}  # snapshots before it was kept
-        self.cross_at = st[7] if len(st) > 7 else -1
 
     # -------------------------------------------------------------- events
 
@@ -106,16 +97,11 @@ class ProfileScoring:
         as_of_ms: int,
         values: Callable[[], Mapping[str, float]],
         received_ms: int,
-        ahead: Callable[[int], Mapping[str, float]] | None = None,
     ) -> list[Out]:
-        """Outputs for a batch of the profile's accepted events (late ones included);
-        `ahead` reads the profile's features as of a later time (for `_look_ahead`)."""
+        """Outputs for a batch of the profile's accepted events (late ones included)."""
         out: list[Out] = []
-        scored = False
         for m in plan.profile_models:
-            scored |= self._profile_model(plan, m, profile_id, events, as_of_ms, values, received_ms, out)
-        if scored:
-            self._look_ahead(plan, ahead)
+            self._profile_model(plan, m, profile_id, events, as_of_ms, values, received_ms, out)
         if plan.opp_models:
             for e in events:
                 oid = e.props.get("opportunityId") if e.props else None
@@ -129,11 +115,9 @@ class ProfileScoring:
         for m in plan.profile_models:
             last = self.last_score.get(m.name)
             if last is not None:
-                t = rescore_due(m, self.last_act.get(m.name, last), last)
+                t = last + rescore_every(m, last - self.last_act.get(m.name, last))
                 if due < 0 or t < due:
                     due = t
-        if self.cross_at >= 0 and (due < 0 or self.cross_at < due):
-            due = self.cross_at
         return due
 
     def on_refresh(
@@ -143,24 +127,17 @@ class ProfileScoring:
         as_of_ms: int,
         values: Callable[[], Mapping[str, float]],
         force: bool = False,
-        ahead: Callable[[int], Mapping[str, float]] | None = None,
     ) -> list[Out]:
-        """A silent profile's rescoring as of `as_of_ms`: the profile models that are due
-        by then (observing them too once ``observe_every`` has passed); with `force` (the
-        end of a bounded input), every scored model not yet scored as of `as_of_ms`."""
+        """A silent profile's timer: rescore the profile models that are due as of stream
+        time (observing them too once ``observe_every`` has passed); with `force` (the end
+        of a bounded input), every scored model not yet scored as of `as_of_ms`."""
         out: list[Out] = []
-        crossing = 0 <= self.cross_at <= as_of_ms
         for m in plan.profile_models:
             name = m.name
             last = self.last_score.get(name)
             if last is None or as_of_ms <= last:
                 continue
-            due = (
-                force
-                or (crossing and m.thresholds)
-                or as_of_ms >= rescore_due(m, self.last_act.get(name, last), last)
-            )
-            if not due:
+            if not force and as_of_ms - last < rescore_every(m, last - self.last_act.get(name, last)):
                 continue
             x = profile_vector(m, values(), as_of_ms, plan.first_seen)
             last_obs = self.last_obs.get(name)
@@ -169,27 +146,7 @@ class ProfileScoring:
                 self.last_obs[name] = as_of_ms
                 self.open_since.setdefault(name, as_of_ms)
             self._score(plan, m, profile_id, profile_id, name, x, as_of_ms, 0, out)
-        if out or crossing:
-            self._look_ahead(plan, ahead)
         return out
-
-    def _look_ahead(self, plan: ScoringPlan, ahead: Callable[[int], Mapping[str, float]] | None) -> None:
-        """After a score: when a model's score, read as of its next rescoring with no new
-        event, is past one of its thresholds, rescore the profile where it crosses instead
-        (`cross_at`), so a silent profile's crossing is not seen up to a whole rescoring
-        interval late."""
-        self.cross_at = -1
-        if ahead is None:
-            return
-        for m in plan.profile_models:
-            last = self.last_score.get(m.name)
-            served = plan.registry.serving(m.name) if m.thresholds else None
-            if served is None or last is None:
-                continue
-            above = self.above.get(m.name, frozenset())
-            t = _crossing(plan, m, served.scorer, above, last, self.last_act.get(m.name, last), ahead)
-            if t >= 0 and (self.cross_at < 0 or t < self.cross_at):
-                self.cross_at = t
 
     def _profile_model(
         self,
@@ -201,8 +158,7 @@ class ProfileScoring:
         values: Callable[[], Mapping[str, float]],
         received_ms: int,
         out: list[Out],
-    ) -> bool:
-        """Observe and score one profile model at the profile's events; True when scored."""
+    ) -> None:
         name = m.name
         acts = m.label.activity_types
         since = self.open_since.get(name)
@@ -228,14 +184,13 @@ class ProfileScoring:
         last_score = self.last_score.get(name)
         due = observe or last_score is None or as_of - last_score >= m.score_every_ms
         if not due:
-            return False
+            return
         x = profile_vector(m, values(), as_of, plan.first_seen)
         if observe:
             out.append(Observation(name, pid, pid, newest, x))
             self.last_obs[name] = newest
             self.open_since.setdefault(name, newest)
         self._score(plan, m, pid, pid, name, x, as_of, received_ms, out)
-        return True
 
     def _opportunity_event(
         self,
@@ -337,58 +292,18 @@ class ProfileScoring:
                 self.above.pop(slot, None)
 
 
-def rescore_due(m: ModelDef, last_act_ms: int, last_score_ms: int) -> int:
-    """Event time a profile silent since `last_act_ms` and last scored at `last_score_ms` is
-    rescored next: once its silence reaches ``score_silent_after``, then each time the
-    silence has grown by ``1 + score_backoff`` (features read on a log scale, like recency,
-    then move by about the same step each time), at least every ``score_every_max``, never
-    within ``score_every`` of the last score.
+def rescore_every(m: ModelDef, silent_ms: int) -> int:
+    """How long after its last score a profile silent for `silent_ms` is rescored: the
+    silence grows geometrically between rescorings (by ``1 + score_backoff``), so features
+    read on a log scale (recency) move by about the same step each time.
 
     >>> from scoring.modeldefs import LabelDef
     >>> m = ModelDef("c", "profile", (), ("x",), (), frozenset(), (), LabelDef("inactivity"))
-    >>> t, days = 0, []
-    >>> for _ in range(8):
-    ...     t = rescore_due(m, 0, t)
-    ...     days.append(t / 86_400_000)
-    >>> days
-    [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 62.0, 92.0]
+    >>> [rescore_every(m, d * 86_400_000) / 3_600_000 for d in (0, 1, 8, 100)]
+    [1.0, 6.0, 48.0, 168.0]
     """
-    silence = last_score_ms - last_act_ms
-    if silence < m.score_silent_after_ms:
-        return max(last_act_ms + m.score_silent_after_ms, last_score_ms + m.score_every_ms)
     longest = max(m.score_every_max_ms, m.score_every_ms)
-    return last_score_ms + min(max(m.score_every_ms, int(silence * m.score_backoff)), longest)
-
-
-def _crossing(
-    plan: ScoringPlan,
-    m: ModelDef,
-    scorer: Scorer,
-    above: frozenset[str],
-    last_ms: int,
-    last_act_ms: int,
-    ahead: Callable[[int], Mapping[str, float]],
-) -> int:
-    """The first time after `last_ms` and by the next scheduled rescoring where the score,
-    with no new event, is past a threshold it is not past now (or back under the reset of
-    one it is above), bisected to within a sixteenth of that interval or ``score_every``,
-    whichever is longer (the schedule's own log scale); -1: none by then."""
-
-    def crosses(t: int) -> bool:
-        p = scorer.prob(profile_vector(m, ahead(t), t, plan.first_seen))
-        return any(p < th.reset_below if th.name in above else p >= th.above for th in m.thresholds)
-
-    lo, hi = last_ms, rescore_due(m, last_act_ms, last_ms)
-    if not crosses(hi):
-        return -1
-    within = max(m.score_every_ms, (hi - lo) // 16)
-    while hi - lo > within:
-        mid = (lo + hi) // 2
-        if crosses(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return min(max(m.score_every_ms, int(silent_ms * m.score_backoff)), longest)
 
 
 def horizon_days(plan: ScoringPlan, m: ModelDef) -> float:

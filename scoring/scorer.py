@@ -35,10 +35,6 @@ class Scorer(Protocol):
 
     def score(self, x: Mapping[str, float]) -> tuple[float, Explanation]: ...
 
-    def prob(self, x: Mapping[str, float]) -> float:
-        """The probability alone (no explanation): for looking ahead."""
-        ...
-
 
 def _sigmoid(z: float) -> float:
     # River's `utils.math.sigmoid`, saturating the same way.
@@ -122,15 +118,6 @@ class LinearScorer:
                 z += t
         return _sigmoid(z), _top(contribs, self.k)
 
-    def prob(self, x: Mapping[str, float]) -> float:
-        coef = self.coef
-        z = self.intercept
-        for name, v in x.items():
-            c = coef.get(name)
-            if c is not None:
-                z += c[0] * (v - c[1])
-        return _sigmoid(z)
-
 
 class GenericScorer:
     """Any River classifier, explained by occlusion."""
@@ -144,9 +131,6 @@ class GenericScorer:
     def _p(self, x: Mapping[str, float]) -> float:
         proba = self.model.predict_proba_one(dict(x))
         return float(proba.get(True, proba.get(1, 0.0)))
-
-    def prob(self, x: Mapping[str, float]) -> float:
-        return self._p(x)
 
     def score(self, x: Mapping[str, float]) -> tuple[float, Explanation]:
         p = self._p(x)
@@ -170,9 +154,6 @@ class CalibratedScorer:
     def score(self, x: Mapping[str, float]) -> tuple[float, Explanation]:
         p, why = self.inner.score(x)
         return apply(self.knots, p), why
-
-    def prob(self, x: Mapping[str, float]) -> float:
-        return apply(self.knots, self.inner.prob(x))
 
 
 def make_scorer(model: Any, k: int) -> LinearScorer | GenericScorer:

@@ -157,7 +157,7 @@ class ProfileLogic:
         )
         if not self._cfg.features or len(values) == 1:
             emitted: list[Any] = []
-            self._fire_due(min(e.ts_ms for e in values), last.received_ms, emitted, before=True)
+            self._fire_due(last.ts_ms, last.received_ms, emitted)
             emitted.extend(self._fold(values))
         else:
             # Each event is folded on its own, after what fell due before it: every
@@ -169,55 +169,21 @@ class ProfileLogic:
             # decision and no engine event (their ids carry that time).
             emitted = []
             for e in values:
-                self._fire_due(e.ts_ms, e.received_ms, emitted, before=True)
+                self._fire_due(e.ts_ms, e.received_ms, emitted)
                 emitted.extend(self._fold([e]))
         self._schedule()
         return _route(emitted), RETAIN
 
-    def _fire_due(self, until_ms: int, received_ms: int, out: list[Any], before: bool = False) -> None:
-        """Fire what fell due by event time `until_ms` without a new event, earliest first,
-        each at its own due time: journey steps (the profile as its events left it, its
-        features as of the step's due time) and silent rescorings (`_rescore`). With
-        `before` (the next event is at `until_ms`), a rescoring due exactly then is left to
-        that event, which scores the profile with itself included."""
-        st, cfg = self._state, self._cfg
-        if not st.profile_id:
+    def _fire_due(self, until_ms: int, received_ms: int, out: list[Any]) -> None:
+        """Fire the journey steps due by event time `until_ms`, earliest first, each with
+        the profile as its events left it and its features as of the step's due time."""
+        st, live = self._state, self._cfg.journeys
+        js = st.journeys
+        if live is None or js is None or not st.profile_id:
             return
-        live, js = cfg.journeys, st.journeys
-        plan, sc = cfg.scoring, st.scoring
-        last = until_ms - 1 if before else until_ms
-        while True:
-            ds = sc.next_rescore(plan) if plan is not None and sc is not None and sc.last_score else -1
-            upto = ds if 0 <= ds <= last else until_ms
-            if live is not None and js is not None:
-                dj = js.next_due(live)
-                if 0 <= dj <= upto:
-                    ctx = lambda t: _context(st, st.as_of(t))  # noqa: E731
-                    js.advance(st.profile_id, upto, live, ctx, received_ms, out)
-            if upto == until_ms and not 0 <= ds <= last:
-                return
-            self._rescore(ds, received_ms, out)
-            if plan is None or sc is None or sc.next_rescore(plan) <= ds:  # nothing moved: never loop
-                return
-
-    def _rescore(self, due_ms: int, received_ms: int, out: list[Any]) -> None:
-        """A silent profile's rescoring at the event time it fell due, so what it decides
-        (a threshold crossed, the journey that starts, a learning example) does not depend
-        on how the input was batched; its features are read as of that time."""
-        st, cfg = self._state, self._cfg
-        plan, sc = cfg.scoring, st.scoring
-        assert plan is not None and sc is not None
-        as_of = st.as_of(due_ms)
-        reads = _Reads(st, as_of)
-        scored = sc.on_refresh(
-            plan, st.profile_id, as_of, partial(reads.some, cfg.score_bits), ahead=self._ahead
-        )
-        out.extend(scored)
-        if cfg.journeys is not None and st.journeys is not None:
-            engine = [x for x in scored if type(x) is Event]
-            if engine:
-                ctx = _context(st, as_of, reads)
-                out.extend(st.journeys.on_events(st.profile_id, engine, cfg.journeys, ctx, received_ms))
+        due = js.next_due(live)
+        if 0 <= due <= until_ms:
+            js.advance(st.profile_id, until_ms, live, lambda t: _context(st, st.as_of(t)), received_ms, out)
 
     def _fold(self, values: list[Event]) -> list[Any]:
         """Dedupe, features, scores and journeys for some of the profile's events, in order.
@@ -249,13 +215,7 @@ class ProfileLogic:
             if cfg.scoring is not None and st.scoring is not None:
                 emitted.extend(
                     st.scoring.on_events(
-                        cfg.scoring,
-                        st.profile_id,
-                        out,
-                        as_of,
-                        partial(reads.some, cfg.score_bits),
-                        newest,
-                        self._ahead,
+                        cfg.scoring, st.profile_id, out, as_of, partial(reads.some, cfg.score_bits), newest
                     )
                 )
         if cfg.journeys is not None and st.journeys is not None:
@@ -265,12 +225,6 @@ class ProfileLogic:
             emitted.extend(js)
         return emitted
 
-    def _ahead(self, t: int) -> Mapping[str, float]:
-        """The models' inputs as of a later event time, if no event came first."""
-        st = self._state
-        f = st.features
-        return f.read(self._cfg.score_bits, st.as_of(t)) if f is not None else {}
-
     def on_notify(self) -> tuple[list[ProfileOut], bool]:
         cfg = self._cfg
         st = self._state
@@ -278,38 +232,45 @@ class ProfileLogic:
             return [], DISCARD
         as_of = st.as_of(cfg.stream.now_ms(st.partition))
         out: list[Any] = []
-        # What fell due since the last event first, each at its own time, exactly as the
-        # next event would have fired it (see on_batch); then the windows move to stream time.
+        # What fell due since the last event first, exactly as the next event would have
+        # fired it (see on_batch); then the windows move to stream time.
         self._fire_due(as_of, 0, out)
+        reads = _Reads(st, as_of)  # each read at most once, for all that read it
         # Windows that held data move; once empty (and updated so), only time moves: no
-        # feature update. Time alone writes no snapshot row (the store has the drifting
-        # values); a segment change still does.
+        # feature update, only a rescore when due. Time alone writes no snapshot row (the
+        # store has the drifting values); a segment change still does.
         moved = st.profile_id and (st.live(as_of) or st.live(st.last_as_of))
-        if moved:
-            reads = _Reads(st, as_of)
-            upd = st.update(st.profile_id, as_of, NO_SNAPSHOT, 0, reads.full)
-            if upd is not None:
-                changes = st.change_events(upd)
-                out.append(upd)
-                out.extend(changes)
-                if changes and cfg.journeys is not None and st.journeys is not None:
-                    ctx = _context(st, as_of, reads)
-                    out.extend(st.journeys.on_events(st.profile_id, changes, cfg.journeys, ctx, 0))
+        upd = st.update(st.profile_id, as_of, NO_SNAPSHOT, 0, reads.full) if moved else None
+        if upd is not None:
+            out.extend([upd, *st.change_events(upd)])
+        if cfg.scoring is not None and st.scoring is not None and st.profile_id:
+            out.extend(
+                st.scoring.on_refresh(cfg.scoring, st.profile_id, as_of, partial(reads.some, cfg.score_bits))
+            )
         self._deadline_at = 0.0
         self._due = (-1, 0.0)
         self._schedule()
+        if cfg.journeys is not None and st.journeys is not None and st.profile_id:
+            engine = [x for x in out if type(x) is Event]
+            ctx = _context(st, as_of, reads)
+            if engine:
+                out.extend(st.journeys.on_events(st.profile_id, engine, cfg.journeys, ctx, 0))
+            else:
+                st.journeys.advance(st.profile_id, as_of, cfg.journeys, ctx, 0, out)
+            self._schedule()
         return _route(out), RETAIN
 
     def on_eof(self) -> tuple[list[ProfileOut], bool]:
         """End of a bounded input (a replay): what is due by stream time happens now
-        (absence windows that passed, waits that ended, rescorings), since no timer will
-        fire later, and every scored profile is rescored as of that time."""
+        (absence windows that passed, waits that ended), since no timer will fire later,
+        and every scored profile is rescored as of that time."""
         cfg = self._cfg
         st = self._state
         out: list[Any] = []
         # Every partition has been read to its end: the newest time of them all holds.
         as_of = st.as_of(cfg.stream.now_ms())
-        self._fire_due(as_of, 0, out)
+        if cfg.journeys is not None and st.journeys is not None and st.profile_id:
+            self._fire_due(as_of, 0, out)
         if cfg.scoring is not None and st.scoring is not None and st.profile_id:
             # every scored profile's latest score is as of the end
             reads = _Reads(st, as_of)

@@ -31,7 +31,6 @@ entity = "profile"
 features = ["days_since_last_order", "orders_30d"]
 baseline = ["days_since_last_order"]
 score_every = "SCORE_EVERY"
-score_silent_after = "SCORE_EVERY"
 score_backoff = 0.25
 min_learned = 1000000
 [model.label]
