@@ -350,11 +350,13 @@ def main() -> None:
     args = ap.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     s0 = load_settings(env={})
+    models0 = model_set(s0, feature_set(s0))
+    assert models0 is not None  # the shipped defaults declare models
 
     if not args.skip_cutoff:
         syn, cut = synthetic_history(args.cutoff_profiles, args.cutoff_days, args.cutoff_per_day, args.seed)
-        churn = model_set(s0, feature_set(s0)).by_name("churn")  # type: ignore[union-attr]
-        cutoff_eval("synthetic", syn, cut, frozenset(churn.label.activity_types))
+        churn_acts = frozenset(models0.by_name("churn").label.activity_types)
+        cutoff_eval("synthetic", syn, cut, churn_acts)
         try:
             raw, cut = cdnow_history()
         except (ImportError, SystemExit) as exc:
@@ -371,7 +373,7 @@ def main() -> None:
         got = quality(args.profiles, args.days, args.per_day, args.seed)
         print(f"{'model':<6} {'labels':>8} {'pos rate':>9} {'ROC AUC':>8} {'log loss':>9} "
               f"{'baseline AUC':>13} {'baseline':>10}")  # fmt: skip
-        base_names = {m.name: ",".join(m.baseline) for m in model_set(s0, feature_set(s0)).models}  # type: ignore[union-attr]
+        base_names = {m.name: ",".join(m.baseline) for m in models0.models}
         for name, r in sorted(got.items()):
             print(f"{name:<6} {r.n_learned:>8,} {r.positive_rate:>9.3f} {r.roc_auc:>8.3f} {r.log_loss:>9.3f} "
                   f"{r.baseline_roc_auc:>13.3f} {base_names[name]:>10}")  # fmt: skip
