@@ -34,6 +34,7 @@ Knots = tuple[tuple[float, ...], tuple[float, ...]]  # (logits ascending, probab
 LOGIT_LO, LOGIT_HI, BINS = -8.0, 8.0, 40
 _WIDTH = (LOGIT_HI - LOGIT_LO) / BINS
 _EPS = 1e-6
+STATE_FIELDS = ("decay", "min_labels", "n", "pos", "seen")  # a Calibrator's pickled state, in order
 
 
 def logit(p: float) -> float:
@@ -58,7 +59,7 @@ class Calibrator:
 
     def __setstate__(self, state: Any) -> None:
         if state[0] is None:  # pickled by default before this module was compiled: (None, slots)
-            state = tuple(state[1][k] for k in ("decay", "min_labels", "n", "pos", "seen"))
+            state = tuple(state[1][k] for k in STATE_FIELDS)
         self.decay, self.min_labels, self.n, self.pos, self.seen = state
 
     def update(self, p: float, y: int) -> None:

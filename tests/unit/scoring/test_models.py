@@ -15,7 +15,7 @@ from flows.core.errors import ConfigError
 from flows.core.messages import Activity, Observation, Outcome
 from flows.core.resources import config_dir
 from flows.features.declarations import load_features
-from scoring.calibration import Calibrator
+from scoring.calibration import STATE_FIELDS, Calibrator
 from scoring.labels import InactivityLabels, OutcomeLabels
 from scoring.learner import Learner, PublishedModel
 from scoring.modeldefs import ModelSettings, load_models, parse_models
@@ -349,5 +349,5 @@ def test_calibrator_round_trips_and_restores_a_snapshot_from_before_it_was_compi
         c.update(0.2 if i % 3 else 0.8, i % 2)
     assert pickle.loads(pickle.dumps(c)).knots() == c.knots()
     old = Calibrator()  # the interpreted class pickled its slots by default: (None, {slot: value})
-    old.__setstate__((None, {k: getattr(c, k) for k in ("decay", "min_labels", "n", "pos", "seen")}))
+    old.__setstate__((None, {k: getattr(c, k) for k in STATE_FIELDS}))
     assert old.knots() == c.knots() and old.seen == 60
