@@ -22,6 +22,7 @@ from flows.core import metrics
 from flows.core.messages import LearnerItem, ModelMetric, ModelVersion
 from flows.core.streamtime import StreamClock
 from scoring.learner import Learner, version_item
+from scoring.learner_host import InProcess, InWorker, Result
 from scoring.modeldefs import ModelSet
 from scoring.registry import ModelRegistry
 
@@ -41,6 +42,7 @@ class _LearnConfig:
     lateness_ms: int
     recovery: bool
     clock: Callable[[], float]
+    own_process: bool  # the learner in a child process (`scoring.learner_host`)
 
 
 class _LearnerLogic(StatefulBatchLogic[LearnerItem, ModelMetric | ModelVersion, bytes | None]):
@@ -54,7 +56,6 @@ class _LearnerLogic(StatefulBatchLogic[LearnerItem, ModelMetric | ModelVersion, 
 
     def _start(self, learner: Learner) -> None:
         cfg = self._cfg
-        self._l = learner
         name = learner.mdef.name
         seen = cfg.registry.latest(name)
         if seen is not None and seen.version > learner.version:
@@ -68,60 +69,46 @@ class _LearnerLogic(StatefulBatchLogic[LearnerItem, ModelMetric | ModelVersion, 
         if learner.n_learned:  # resumed: serve what it knows at once
             cfg.registry.install(learner.publish(cfg.clock()))
             self._version.set(learner.version)
+        self._host: InWorker | InProcess = InProcess(learner) if cfg.own_process else InWorker(learner)
 
-    def _tick(self, out: list[ModelMetric | ModelVersion]) -> None:
-        cfg, learner = self._cfg, self._l
-        now_ms = cfg.stream.now_ms()
-        if now_ms >= 0:
-            self._learned.inc(learner.advance(now_ms - cfg.lateness_ms))
-        now = cfg.clock()
-        pm = learner.maybe_publish(now)
-        if pm is not None:
-            cfg.registry.install(pm)
-            out.append(version_item(pm))
-            self._version.set(pm.version)
-        row = learner.maybe_metrics(now)
-        if row is not None:
-            out.append(row)
-            self._auc.set(row.roc_auc)
-            self._logloss.set(row.log_loss)
-        self._pending.set(learner.labels.size)
+    def _watermark(self) -> int | None:
+        now_ms = self._cfg.stream.now_ms()
+        return now_ms - self._cfg.lateness_ms if now_ms >= 0 else None
+
+    def _emit(self, results: list[Result]) -> list[ModelMetric | ModelVersion]:
+        out: list[ModelMetric | ModelVersion] = []
+        for r in results:
+            self._learned.inc(r.learned)
+            if r.published is not None:
+                self._cfg.registry.install(r.published)
+                out.append(version_item(r.published))
+                self._version.set(r.published.version)
+            if r.metrics is not None:
+                out.append(r.metrics)
+                self._auc.set(r.metrics.roc_auc)
+                self._logloss.set(r.metrics.log_loss)
+            self._pending.set(r.pending)
+        return out
 
     def on_batch(self, values: list[LearnerItem]) -> tuple[list[ModelMetric | ModelVersion], bool]:
-        if not hasattr(self, "_l"):
+        if not hasattr(self, "_host"):
             self._start(self._factory(values[0].model))
-        self._learned.inc(self._l.handle(values))
-        out: list[ModelMetric | ModelVersion] = []
-        self._tick(out)
-        return out, StatefulBatchLogic.RETAIN
+        self._host.feed(values, self._watermark(), self._cfg.clock())
+        return self._emit(self._host.results()), StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list[ModelMetric | ModelVersion], bool]:
-        out: list[ModelMetric | ModelVersion] = []
-        self._tick(out)
-        return out, StatefulBatchLogic.RETAIN
+        self._host.feed([], self._watermark(), self._cfg.clock())
+        return self._emit(self._host.results()), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[ModelMetric | ModelVersion], bool]:
         """End of a bounded run: publish and report what was learned."""
-        learner = self._l
-        now = self._cfg.clock()
-        out: list[ModelMetric | ModelVersion] = []
-        if learner.n_learned != learner.published_n:
-            pm = learner.publish(now)
-            self._cfg.registry.install(pm)
-            out.append(version_item(pm))
-            self._version.set(pm.version)
-        row = learner.metrics_row(now)
-        out.append(row)
-        self._auc.set(row.roc_auc)
-        self._logloss.set(row.log_loss)
-        self._pending.set(learner.labels.size)
-        return out, StatefulBatchLogic.RETAIN
+        return self._emit(self._host.finish(self._cfg.clock())), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         return datetime.fromtimestamp(self._cfg.clock() + TICK_S, UTC)
 
     def snapshot(self) -> bytes | None:
-        return pickle.dumps(self._l, protocol=5) if self._cfg.recovery else None
+        return self._host.state() if self._cfg.recovery else None
 
 
 def _is_metric(item: Any) -> bool:
@@ -138,9 +125,10 @@ def learn(
     lateness_ms: int,
     recovery: bool = False,
     clock: Callable[[], float] = time.time,
+    own_process: bool = False,
 ) -> LearnOut:
     """Route every model's items to its single learner; out come quality rows and versions."""
-    cfg = _LearnConfig(registry, stream, lateness_ms, recovery, clock)
+    cfg = _LearnConfig(registry, stream, lateness_ms, recovery, clock, own_process)
 
     def new_learner(name: str) -> Learner:
         return Learner(models.by_name(name), models.settings, registry.latest(name))

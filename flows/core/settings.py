@@ -190,6 +190,9 @@ class ModelsSettings(_Section):
     sync_interval_s: float = Field(1.0, gt=0)
     # scrm:score:{profileId} expires this long after its last write.
     redis_ttl_s: int = Field(30 * 86400, ge=1)
+    # Where each model learns: "process" (a child process of its own, off the worker's
+    # core and GIL) or "worker" (in the worker's thread).
+    learner: Literal["process", "worker"] = "process"
 
 
 class JourneySettings(_Section):

@@ -127,7 +127,8 @@ def build_flow(
     )  # fmt: skip
     if out.learner_items is not None and models is not None and registry is not None:
         lateness = int(settings.features.allowed_lateness_s * 1000)
-        learned = learn("learn", out.learner_items, models, registry, stream, lateness, recovery, clock)
+        own = settings.models.learner == "process"
+        learned = learn("learn", out.learner_items, models, registry, stream, lateness, recovery, clock, own)
         _outputs("scores", out.scores, sinks.scores, _profile_key)
         _outputs("model_metrics", learned.metrics, sinks.model_metrics, _model_key)
         _outputs("model_versions", learned.versions, sinks.model_versions, _model_key)
