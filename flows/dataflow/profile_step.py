@@ -247,9 +247,6 @@ class ProfileLogic:
             out.extend(
                 st.scoring.on_refresh(cfg.scoring, st.profile_id, as_of, partial(reads.some, cfg.score_bits))
             )
-        self._deadline_at = 0.0
-        self._due = (-1, 0.0)
-        self._schedule()
         if cfg.journeys is not None and st.journeys is not None and st.profile_id:
             engine = [x for x in out if type(x) is Event]
             ctx = _context(st, as_of, reads)
@@ -257,7 +254,9 @@ class ProfileLogic:
                 out.extend(st.journeys.on_events(st.profile_id, engine, cfg.journeys, ctx, 0))
             else:
                 st.journeys.advance(st.profile_id, as_of, cfg.journeys, ctx, 0, out)
-            self._schedule()
+        self._deadline_at = 0.0  # this wake's deadline has passed: the next one from scratch
+        self._due = (-1, 0.0)
+        self._schedule()
         return _route(out), RETAIN
 
     def on_eof(self) -> tuple[list[ProfileOut], bool]:
