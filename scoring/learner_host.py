@@ -21,9 +21,13 @@ import multiprocessing
 import pickle
 import queue
 import signal
+import sys
 import threading
 import traceback
+import types
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
@@ -93,7 +97,8 @@ class InProcess:
             target=serve, args=(requests_r, replies_w, pickle.dumps(learner, protocol=5)),
             name=f"scrm-learner-{self.name}", daemon=True,
         )  # fmt: skip
-        self._proc.start()
+        with _without_main():
+            self._proc.start()
         requests_r.close()
         replies_w.close()
         # A reader thread empties the reply pipe as the child writes it, so neither side
@@ -140,6 +145,26 @@ class InProcess:
     def _check(self) -> None:
         if self._failed:
             raise RuntimeError(f"the learner process of {self.name} failed:\n{self._failed[0]}")
+
+
+_MAIN_LOCK = threading.Lock()
+
+
+@contextmanager
+def _without_main() -> Iterator[None]:
+    """A child started in here does not import the parent's ``__main__``.
+
+    multiprocessing re-runs the main script in a forkserver child, which would run an
+    unguarded script that embeds the engine a second time inside the learner. The child
+    needs nothing from it (a learner pickles only library classes), so the script is
+    hidden while the child's start-up data is taken."""
+    with _MAIN_LOCK:
+        main = sys.modules["__main__"]
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            sys.modules["__main__"] = main
 
 
 def _read(replies: Connection, results: deque[Result], answers: Answers, failed: list[str]) -> None:

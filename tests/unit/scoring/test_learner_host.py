@@ -4,12 +4,14 @@ process ends with its owner (dropped, or killed with SIGKILL)."""
 from __future__ import annotations
 
 import gc
+import os
 import pickle
 import random
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -134,3 +136,22 @@ def test_the_child_ends_when_its_owner_is_killed() -> None:
         assert _gone(child)
     finally:
         owner.kill()
+
+
+def test_an_unguarded_script_is_not_run_again_in_the_child(tmp_path) -> None:
+    script = tmp_path / "embed.py"
+    script.write_text(
+        "print('script ran', flush=True)\n"
+        "from tests.unit.scoring.test_learner_host import _learner\n"
+        "from scoring.learner_host import InProcess\n"
+        "h = InProcess(_learner())\n"
+        "h.feed([], None, 0.0)\n"
+        "print('learner answered', h.finish(0.0)[-1].metrics is not None, flush=True)\n"
+    )
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=root, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["script ran", "learner answered True"]
