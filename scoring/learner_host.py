@@ -107,14 +107,23 @@ class InProcess:
         self._results: deque[Result] = deque()
         self._answers: Answers = queue.SimpleQueue()
         self._failed: list[str] = []
-        threading.Thread(
+        self._reader = threading.Thread(
             target=_read, args=(replies, self._results, self._answers, self._failed),
             name=f"scrm-learner-{self.name}-replies", daemon=True,
-        ).start()  # fmt: skip
+        )  # fmt: skip
+        self._reader.start()
 
     def feed(self, items: list[LearnerItem], watermark_ms: int | None, now: float) -> None:
+        self._send(("feed", items, watermark_ms, now))  # blocks while the child is far behind
+
+    def _send(self, msg: tuple[Any, ...]) -> None:
         self._check()
-        self._requests.send(("feed", items, watermark_ms, now))  # blocks while the child is far behind
+        try:
+            self._requests.send(msg)
+        except OSError as exc:  # the child is gone: say why, once its last words are read
+            self._reader.join(5.0)
+            self._check()
+            raise RuntimeError(f"the learner process of {self.name} ended") from exc
 
     def results(self) -> list[Result]:
         self._check()
@@ -132,8 +141,7 @@ class InProcess:
         return blob
 
     def _ask(self, kind: str, now: float) -> Any:
-        self._check()
-        self._requests.send((kind, now))
+        self._send((kind, now))
         try:
             what, answer = self._answers.get(timeout=WAIT_S)
         except queue.Empty:

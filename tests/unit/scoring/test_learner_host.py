@@ -155,3 +155,18 @@ def test_an_unguarded_script_is_not_run_again_in_the_child(tmp_path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["script ran", "learner answered True"]
+
+
+def test_a_child_that_dies_fails_the_worker_loudly() -> None:
+    host = InProcess(_learner())
+    host.feed([], None, 0.0)
+    host.finish(0.0)
+    pid = host._proc.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert _gone(pid)
+    with pytest.raises(RuntimeError, match="learner process of churn"):
+        for _ in range(100):  # the pipe takes what fits in its buffer before it breaks
+            host.feed(_batches(1)[0], None, 0.0)
+            host.results()
+            time.sleep(0.01)
