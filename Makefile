@@ -11,7 +11,7 @@ NATIVE  := $(shell $(PY) -c 'import runpy; print(*runpy.run_path("flows/core/com
 RUN_ARGS ?= --config config/demo.toml --duration 60
 BENCH_ARGS ?=
 
-.PHONY: run test lint bench clean venv
+.PHONY: run test bench clean venv
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,7 @@ run: $(STAMP) $(NSTAMP)
 ## test: lint, type check and the whole test suite (unit + integration against real engines started by fixtures)
 test: $(STAMP) $(NSTAMP)
 	$(BIN)/ruff check flows scoring rules sinks tests bench setup.py
+	$(BIN)/ruff format --check flows scoring rules sinks tests bench setup.py
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 

@@ -133,4 +133,3 @@ class ModelSync(Poller):
                     "model %s version %d installed (%d examples learned)", name, pm.version, pm.n_learned
                 )
         return installed
-

@@ -87,9 +87,7 @@ def make_sinks(settings: Settings) -> FlowSinks:
     retry = retry_policy(settings)
     dead: list = [ClickHouseSink(settings.clickhouse, DEAD_LETTERS, retry)]
     if settings.source.kind == "kafka":
-        dead.append(
-            KafkaTopicSink(settings.kafka, settings.kafka.dlq_topic, dead_letter_message, retry)
-        )
+        dead.append(KafkaTopicSink(settings.kafka, settings.kafka.dlq_topic, dead_letter_message, retry))
     features_on = settings.features.enabled
     models_on = features_on and settings.models.enabled
     journeys_on = features_on and settings.journeys.enabled

@@ -211,7 +211,7 @@ def render_summary(console: Console, s: RunSummary) -> None:
         console.print(f"feature store: {int(updates):,} profile updates written to Redis")
     models = model_rows()
     if models:
-        mt = Table(title="Models (learned in this process; AUC progressive, rolling)", show_edge=False)
+        mt = Table(title="Models (this process's learners; AUC progressive, rolling)", show_edge=False)
         for col in ("model", "version", "learned", "pending", "ROC AUC", "log loss", "scores served"):
             mt.add_column(col, justify="left" if col == "model" else "right")
         for name, r in sorted(models.items()):

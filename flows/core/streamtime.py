@@ -107,9 +107,7 @@ class StreamClock:
         "source_reports",
     )  # fmt: skip
 
-    def __init__(
-        self, max_skew_ms: int = 60_000, wall: Clock = time.time, idle_ms: int = 2_000
-    ) -> None:
+    def __init__(self, max_skew_ms: int = 60_000, wall: Clock = time.time, idle_ms: int = 2_000) -> None:
         # (worker thread, partition) -> time: a worker's time for a partition is what it has
         # received from it, so every earlier event of that partition bound for this worker
         # has already reached its profile (channels between two workers keep their order).

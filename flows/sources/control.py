@@ -1,5 +1,4 @@
-"""What every source obeys: when to stop reading (`RunControl`) and how fast (`Pacer`).
-"""
+"""What every source obeys: when to stop reading (`RunControl`) and how fast (`Pacer`)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""File replay: JSONL or CSV (mapped to the event contract), one partition per file.
-"""
+"""File replay: JSONL or CSV (mapped to the event contract), one partition per file."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The Kafka source: one partition per topic partition, offsets snapshotted with the state.
-"""
+"""The Kafka source: one partition per topic partition, offsets snapshotted with the state."""
 
 from __future__ import annotations
 

@@ -55,9 +55,8 @@ def test_load_versions_states_and_hot_reload(valkey, tmp_path) -> None:
             time.sleep(0.05)
         assert catalog.current["new_user_warmup"].journey.version == 2
         # the old version stays readable for profiles pinned to it
-        assert (
-            fingerprint(catalog.version("new_user_warmup", 1))
-            != fingerprint(catalog.version("new_user_warmup", 2))
+        assert fingerprint(catalog.version("new_user_warmup", 1)) != fingerprint(
+            catalog.version("new_user_warmup", 2)
         )
 
         paused = runner.invoke(app, ["journeys", "pause", "cart_abandoned"], env=env)

@@ -108,7 +108,7 @@ def test_no_import_cycles() -> None:
         state[m] = 1
         for d in sorted(GRAPH.get(m, ())):
             if state.get(d) == 1:
-                cycles.append(" -> ".join([*path[path.index(d):], d]))
+                cycles.append(" -> ".join([*path[path.index(d) :], d]))
             elif d not in state:
                 visit(d, [*path, d])
         state[m] = 2
