@@ -5,8 +5,8 @@ Prints, from one run on this machine:
 1. events/s through Kafka on one worker with features off (the foundation's ingest) and
    on (the default ``config/features.toml``: dedupe + 49 features + Redis online store +
    ClickHouse snapshots), on the same topic, and the added cost per event in µs;
-2. the added cost of the feature computation alone (no I/O): dedupe, ``ProfileFeatures.add``
-   and the update with tags and RFM, in µs per event;
+2. the added cost of the feature computation alone (no I/O): dedupe, ``ProfileFeatures.add``,
+   the update with tags and RFM and the tag and segment events, in µs per event;
 3. state bytes per profile for the default set, measured with tracemalloc and as the
    pickled snapshot Bytewax would write, and the projection for 1 million profiles: after
    the events alone, and after the engine's fold (events, then the update with tags and
@@ -81,33 +81,33 @@ def parsed_events(raw: list[bytes]) -> list[Event]:
 
 
 def compute_only(events: list[Event], s: Settings) -> float:
-    """µs per event for dedupe + features + the update the profile step makes (the changed
-    features, tags, RFM; the full map once per ``features.snapshot_interval_s`` of event
-    time), no I/O, under the engine's garbage-collector policy (`flows/gcpolicy.py`)."""
+    """µs per event of the profile step's work without I/O (`fold`), under the engine's
+    garbage-collector policy (`flows/gcpolicy.py`)."""
     plan = FeaturePlan(feature_set(s))  # type: ignore[arg-type]  # features are on in this bench
-    sketch = RfmSketch()
-    snapshot_ms = int(s.features.snapshot_interval_s * 1000)  # the full map, as often as the engine reads it
-    states: dict[str, object] = {}
+    states: dict[str, ProfileState] = {}
     with collect_rarely(s.engine.gc_young_threshold):
         started = time.perf_counter()
-        for e in events:
-            st = states.get(e.profile_id)
-            if st is None:
-                st = states[e.profile_id] = new_state(plan, 86_400_000, 10_000, 3_600_000, sketch=sketch)
-            st.ingest([e])  # type: ignore[attr-defined]
-            st.update(e.profile_id, st.as_of(e.ts_ms), snapshot_ms, 0)  # type: ignore[attr-defined]
+        fold(states, events, plan, RfmSketch(), snapshot_ms(s))
         return (time.perf_counter() - started) / len(events) * 1e6
 
 
-def fold(states: dict[str, ProfileState], events: list[Event], plan: FeaturePlan, sketch: RfmSketch) -> None:
+def snapshot_ms(s: Settings) -> int:
+    """How often the engine reads a profile's whole map for a `features` row (event time)."""
+    return int(s.features.snapshot_interval_s * 1000)
+
+
+def fold(
+    states: dict[str, ProfileState], events: list[Event], plan: FeaturePlan, sketch: RfmSketch, every_ms: int
+) -> None:
     """The profile step's work per event without I/O: dedupe and features, then the update
-    (changed features, tags, RFM, segment) and the tag and segment events it implies."""
+    (changed features, tags, RFM, segment; the whole map every `every_ms` of event time)
+    and the tag and segment events it implies."""
     for e in events:
         st = states.get(e.profile_id)
         if st is None:
             st = states[e.profile_id] = new_state(plan, 86_400_000, 10_000, 3_600_000, sketch=sketch)
         st.ingest([e])
-        upd = st.update(e.profile_id, st.as_of(e.ts_ms), 60_000, 0)
+        upd = st.update(e.profile_id, st.as_of(e.ts_ms), every_ms, 0)
         if upd is not None and (upd.tags is not None or upd.segment is not None):
             st.change_events(upd)
 
@@ -131,7 +131,7 @@ def memory(raw: list[bytes], s: Settings, update: bool = False) -> tuple[int, fl
         if type(e) is not Event:
             continue
         if update:
-            fold(states, [e], plan, sketch)
+            fold(states, [e], plan, sketch, snapshot_ms(s))
         else:
             st = states.get(e.profile_id)
             if st is None:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import ingest as base  # noqa: E402
-from features import fold, parsed_events  # noqa: E402
+from features import fold, parsed_events, snapshot_ms  # noqa: E402
 
 from flows.app.gcpolicy import collect_rarely  # noqa: E402
 from flows.core.contract import Event  # noqa: E402
@@ -39,16 +39,18 @@ from flows.features.rfm import RfmSketch  # noqa: E402
 
 def run(profiles: int, stream: list[Event], warm: list[Event], gc_young: int) -> tuple[float, float]:
     """(µs per event of the measured stream, max RSS in GiB) with `profiles` held."""
-    plan = FeaturePlan(feature_set(load_settings(env={})))  # type: ignore[arg-type]
+    settings = load_settings(env={})
+    plan = FeaturePlan(feature_set(settings))  # type: ignore[arg-type]
+    every = snapshot_ms(settings)
     sketch = RfmSketch()
     states: dict[str, ProfileState] = {}
     first = [warm[i % len(warm)]._replace(profile_id=f"s{i}", event_id=f"w{i}") for i in range(profiles)]
     ids = {pid: n for n, pid in enumerate(sorted({e.profile_id for e in stream}))}
     measured = [e._replace(profile_id=f"s{ids[e.profile_id] * 7919 % profiles}") for e in stream]
     with collect_rarely(gc_young):
-        fold(states, first, plan, sketch)
+        fold(states, first, plan, sketch, every)
         started = time.perf_counter()
-        fold(states, measured, plan, sketch)
+        fold(states, measured, plan, sketch, every)
         took = time.perf_counter() - started
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return took / len(measured) * 1e6, rss
