@@ -198,6 +198,7 @@ def serve(requests: Connection, replies: Connection, blob: bytes) -> None:
     """The child process: learn what arrives until the parent closes the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when this ends
     learner: Learner = pickle.loads(blob)
+    pending = -1  # the last count of open observations the parent was told
     try:
         while True:
             try:
@@ -207,8 +208,9 @@ def serve(requests: Connection, replies: Connection, blob: bytes) -> None:
             kind = msg[0]
             if kind == "feed":
                 r = step(learner, msg[1], msg[2], msg[3])
-                if r.learned or r.published is not None or r.metrics is not None:
+                if r.learned or r.published is not None or r.metrics is not None or r.pending != pending:
                     replies.send(("result", r))
+                    pending = r.pending
             elif kind == "finish":
                 replies.send(("finish", final(learner, msg[1])))
             elif kind == "state":
