@@ -3,7 +3,8 @@
 Pure functions, no I/O, the clock passed in. Nothing in here raises on bad input: any
 bytes are either accepted or rejected with a machine-readable reason
 (``invalid_json``, ``not_object``, ``missing_field:ts``, ``bad_type:props``,
-``bad_value:type``, ``ts_out_of_range``, ``too_large``), which is the property the
+``bad_value:type``, ``ts_out_of_range``, ``too_large``, ``invalid_identifiers``: no
+profileId and no identifier with a canonical form, see `flows.core.identifiers`), which is the property the
 Hypothesis tests check.
 
 >>> from flows.core.pii import PiiProtector
@@ -27,7 +28,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from flows.core.pii import PiiProtector
+from flows.core.identifiers import kind_of
+from flows.core.pii import PiiProtector, profile_from_hashes
 
 TYPE_RE = re.compile(r"[a-z0-9_.:-]{1,64}")
 ID_MAX = 128
@@ -125,6 +127,14 @@ class Validator:
         self._min_ts = limits.min_ts_ms
         self._max_future = limits.max_future_ms
         self._pii_props = frozenset(pii.props_fields)
+        # Identifiers refused since the caller last drained this, by (kind, reason).
+        self.invalid_identifiers: dict[tuple[str, str], int] = {}
+
+    def _count_invalid(self, invalid: list[tuple[str, str]]) -> None:
+        counts = self.invalid_identifiers
+        for name, why in invalid:
+            key = (kind_of(name), why)
+            counts[key] = counts.get(key, 0) + 1
 
     def parse(self, rec: RawRecord, now_ms: int) -> Event | DeadLetter:
         try:
@@ -200,16 +210,25 @@ class Validator:
                     raise _Reject("bad_type:identifiers", f"identifiers.{name} is {type(value).__name__}")
         profile_id = get("profileId")
         if type(profile_id) is not str or not profile_id or len(profile_id) > ID_MAX:
-            if profile_id is None or profile_id == "":
-                if not idents:
-                    raise _Reject("missing_field:profileId", "no profileId and no identifiers")
-                profile_id = self.pii.profile_from_identifiers(idents)
-            else:
+            if profile_id is not None and profile_id != "":
                 _bad_str(profile_id, "profileId", ID_MAX)
+            if not idents:
+                raise _Reject("missing_field:profileId", "no profileId and no identifiers")
+            profile_id = ""
         masked: dict[str, str]
         hashes: dict[str, str]
         if idents or (props and not self._pii_props.isdisjoint(props)):
-            masked, hashes, props = self.pii.protect(idents or {}, props)
+            masked, hashes, props, invalid = self.pii.protect(idents or {}, props)
+            if invalid:
+                self._count_invalid(invalid)
+            if not profile_id:
+                profile_id = profile_from_hashes(idents or {}, hashes)
+                if not profile_id:
+                    raise _Reject(
+                        "invalid_identifiers",
+                        "no profileId and no valid identifier: "
+                        + "; ".join(f"identifiers.{n}: {why}" for n, why in invalid),
+                    )
         else:
             masked = hashes = _EMPTY
         return Event(

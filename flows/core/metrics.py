@@ -20,6 +20,11 @@ EVENTS_ACCEPTED = Counter("scrm_events_accepted_total", "Events that passed vali
 EVENTS_REJECTED = Counter(
     "scrm_events_rejected_total", "Input records sent to the dead letters, by reason", ["reason"]
 )
+IDENTIFIERS_INVALID = Counter(
+    "scrm_identifiers_invalid_total",
+    "Identifiers refused by normalisation (masked, not hashed, never linked), by kind and reason",
+    ["kind", "reason"],
+)
 EVENTS_DUPLICATE = Counter(
     "scrm_events_duplicate_total", "Accepted events dropped as repeats of an earlier eventId"
 )

@@ -6,12 +6,20 @@ as PII in settings are replaced by a masked display form (``138****0001``,
 count distinct people without seeing who they are. The same secret gives the same hash
 in every process and every run; rotating the secret breaks joins with older rows.
 
+What is hashed is the identifier's canonical form (`flows.core.identifiers`: phones in
+E.164, emails lower-cased), so ``138 0000 0001`` and ``+86 138-0000-0001`` hash alike.
+An identifier that has no canonical form is masked but not hashed, and reported back
+with the reason; a PII props field without one is hashed as trimmed text.
+
 >>> p = PiiProtector(b"secret", ("phone",))
->>> masked, hashes, props = p.protect({"phone": "13800000001"}, {"phone": "13900000002", "sku": "A1"})
->>> masked, props
-({'phone': '138****0001'}, {'phone': '139****0002', 'sku': 'A1'})
+>>> masked, hashes, props, invalid = p.protect(
+...     {"phone": "13800000001", "email": "no-at-sign"}, {"phone": "13900000002", "sku": "A1"})
+>>> masked, props, invalid
+({'phone': '138****0001', 'email': 'n***'}, {'phone': '139****0002', 'sku': 'A1'}, [('email', 'malformed')])
 >>> sorted(hashes)
 ['phone', 'props.phone']
+>>> hashes["phone"] == p.digest("phone", "+86 138 0000 0001")
+True
 >>> mask_value("email", "zhang.san@example.com")
 'z***@example.com'
 """
@@ -22,30 +30,21 @@ import hmac
 from functools import lru_cache
 from typing import Any
 
+from flows.core.identifiers import IdentifierRules
+
 # Which identifier names the engine derives a profile from when an event has no
 # profileId, in order of preference (most stable first).
 IDENTITY_PRIORITY = ("unionId", "openId", "phone", "email", "deviceId")
 _HASH_HEX = 32  # 128 bits of the HMAC: plenty to join on, half the storage
 
 
-def normalize(name: str, value: object) -> str:
-    """The form that is hashed: trimmed; emails lower-cased; phones digits only (and '+')."""
-    text = str(value).strip()
-    lname = name.lower()
-    if "email" in lname:
-        return text.lower()
-    if "phone" in lname or "mobile" in lname:
-        return "".join(ch for ch in text if ch.isdigit() or ch == "+")
-    return text
-
-
 def mask_value(name: str, value: object) -> str:
     """A display form that keeps enough to recognise, not enough to contact."""
     text = str(value).strip()
     lname = name.lower()
-    if "email" in lname and "@" in text:
-        local, _, domain = text.partition("@")
-        return f"{local[:1]}***@{domain}"
+    if "email" in lname:
+        local, at, domain = text.partition("@")
+        return f"{local[:1]}***@{domain}" if at else f"{local[:1]}***"
     if ("phone" in lname or "mobile" in lname) and len(text) >= 7:
         return f"{text[:3]}****{text[-4:]}"
     if len(text) > 8:
@@ -54,43 +53,55 @@ def mask_value(name: str, value: object) -> str:
 
 
 @lru_cache(maxsize=65536)
-def _digest(secret: bytes, name: str, value: object) -> str:
-    """HMAC-SHA256 of ``name:normalized value``; cached, as a person's identifiers repeat."""
-    msg = f"{name.lower()}:{normalize(name, value)}".encode()
-    return hmac.digest(secret, msg, "sha256").hex()[:_HASH_HEX]
+def _digest(secret: bytes, name: str, text: str) -> str:
+    """HMAC-SHA256 of ``name:text``; cached, as a person's identifiers repeat."""
+    return hmac.digest(secret, f"{name.lower()}:{text}".encode(), "sha256").hex()[:_HASH_HEX]
 
 
 class PiiProtector:
     """Hashes and masks identifiers and PII props with one secret; pure and picklable."""
 
-    __slots__ = ("_props_fields", "_secret")
+    __slots__ = ("_props_fields", "_rules", "_secret")
 
-    def __init__(self, secret: bytes, props_fields: tuple[str, ...] | list[str]) -> None:
+    def __init__(
+        self, secret: bytes, props_fields: tuple[str, ...] | list[str], rules: IdentifierRules | None = None
+    ) -> None:
         self._secret = bytes(secret)
         self._props_fields = tuple(props_fields)
+        self._rules = rules or IdentifierRules()
 
     @property
     def props_fields(self) -> tuple[str, ...]:
         return self._props_fields
 
-    def __getstate__(self) -> tuple[bytes, tuple[str, ...]]:
-        return self._secret, self._props_fields
+    def __getstate__(self) -> tuple[bytes, tuple[str, ...], str]:
+        return self._secret, self._props_fields, self._rules.region
 
-    def __setstate__(self, state: tuple[bytes, tuple[str, ...]]) -> None:
-        self._secret, self._props_fields = state
+    def __setstate__(self, state: tuple[bytes, tuple[str, ...], str]) -> None:
+        self._secret, self._props_fields, region = state
+        self._rules = IdentifierRules(region)
 
     def digest(self, name: str, value: object) -> str:
-        return _digest(self._secret, name, value)
+        """The keyed hash of `value` in its canonical form (trimmed text if it has none)."""
+        text, why = self._rules.canonical(name, value)
+        return _digest(self._secret, name, str(value).strip() if why else text)
 
     def protect(
         self, identifiers: dict[str, Any], props: dict[str, Any]
-    ) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
-        """Return (masked identifiers, hashes, props with PII fields masked)."""
+    ) -> tuple[dict[str, str], dict[str, str], dict[str, Any], list[tuple[str, str]]]:
+        """Return (masked identifiers, hashes, props with PII fields masked, the
+        identifiers refused as (name, reason): masked, not hashed)."""
         masked: dict[str, str] = {}
         hashes: dict[str, str] = {}
+        invalid: list[tuple[str, str]] = []
+        canonical = self._rules.canonical
         for name, value in identifiers.items():
             masked[name] = mask_value(name, value)
-            hashes[name] = self.digest(name, value)
+            text, why = canonical(name, value)
+            if why:
+                invalid.append((name, why))
+            else:
+                hashes[name] = _digest(self._secret, name, text)
         pii_props = [f for f in self._props_fields if f in props]
         if pii_props:
             props = dict(props)
@@ -100,12 +111,15 @@ class PiiProtector:
                     continue
                 hashes[f"props.{f}"] = self.digest(f, value)
                 props[f] = mask_value(f, value)
-        return masked, hashes, props
+        return masked, hashes, props, invalid
 
-    def profile_from_identifiers(self, identifiers: dict[str, Any]) -> str:
-        """A stable profile id for an event that names a person only by identifiers."""
-        for name in IDENTITY_PRIORITY:
-            if identifiers.get(name) not in (None, ""):
-                return f"id:{name}:{self.digest(name, identifiers[name])[:20]}"
-        name = sorted(identifiers)[0]
-        return f"id:{name}:{self.digest(name, identifiers[name])[:20]}"
+
+def profile_from_hashes(identifiers: dict[str, Any], hashes: dict[str, str]) -> str:
+    """A stable profile id for an event that names a person only by identifiers: from the
+    hash of the most stable one that has a canonical form ('' when none has)."""
+    for name in IDENTITY_PRIORITY:
+        h = hashes.get(name)
+        if h is not None:
+            return f"id:{name}:{h[:20]}"
+    names = sorted(n for n in identifiers if n in hashes)
+    return f"id:{names[0]}:{hashes[names[0]][:20]}" if names else ""

@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from flows.core.errors import ConfigError
+from flows.core.identifiers import default_region_error
 from flows.core.resources import config_dir
 
 ENV_PREFIX = "SCRM_"
@@ -225,6 +226,19 @@ class PiiSettings(_Section):
     props_fields: tuple[str, ...] = ("phone", "email", "mobile", "name", "address", "idCard")
 
 
+class IdentitySettings(_Section):
+    # Phones without a country code are read as numbers of this region (ISO 3166 code).
+    default_region: str = "CN"
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        why = default_region_error(v)
+        if why:
+            raise ValueError(why)
+        return v
+
+
 class MetricsSettings(_Section):
     # Prometheus exposition port on 127.0.0.1 / bind; 0 turns the HTTP endpoint off.
     port: int = Field(9464, ge=0, le=65535)
@@ -258,6 +272,7 @@ class Settings(_Section):
     models: ModelsSettings = ModelsSettings()
     journeys: JourneySettings = JourneySettings()
     pii: PiiSettings = PiiSettings()
+    identity: IdentitySettings = IdentitySettings()
     metrics: MetricsSettings = MetricsSettings()
     retry: RetrySettings = RetrySettings()
     recovery: RecoverySettings = RecoverySettings()

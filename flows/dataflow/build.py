@@ -32,6 +32,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import FixedPartitionedSink, Sink
 
 from flows.core.contract import DeadLetter, Event, Limits, RawRecord, Validator
+from flows.core.identifiers import IdentifierRules
 from flows.core.messages import ActionRecord, FeatureUpdate, ModelMetric, ModelVersion, Score
 from flows.core.pii import PiiProtector
 from flows.core.resources import config_dir
@@ -73,7 +74,11 @@ def make_validator(settings: Settings) -> Validator:
         max_future_ms=int(v.max_future_s * 1000),
         dead_letter_raw_bytes=v.dead_letter_raw_bytes,
     )
-    pii = PiiProtector(settings.pii.secret.get_secret_value().encode(), settings.pii.props_fields)
+    pii = PiiProtector(
+        settings.pii.secret.get_secret_value().encode(),
+        settings.pii.props_fields,
+        IdentifierRules(settings.identity.default_region),
+    )
     return Validator(limits, pii)
 
 

@@ -60,6 +60,11 @@ class ParseBatch:
             else:
                 dead.append(item)
                 metrics.EVENTS_REJECTED.labels(reason=item.reason).inc()
+        invalid = self._validator.invalid_identifiers
+        if invalid:
+            for (kind, reason), n in invalid.items():
+                metrics.IDENTIFIERS_INVALID.labels(kind=kind, reason=reason).inc(n)
+            invalid.clear()
         if events:
             self._accepted.inc(len(events))
             self._lag.set(max(0.0, now - newest / 1000))

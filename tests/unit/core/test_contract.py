@@ -123,6 +123,27 @@ def test_missing_profile_is_derived_from_identifiers_without_leaking_them():
     assert "13800000001" not in repr(ev)
     again = parse(good(eventId="e-2", profileId=..., identifiers={"phone": "138 0000 0001"}))
     assert again.profile_id == ev.profile_id  # normalised before hashing
+    e164 = parse(good(eventId="e-3", profileId=..., identifiers={"phone": "+86 138-0000-0001"}))
+    assert e164.profile_id == ev.profile_id and e164.pii_hashes["phone"] == ev.pii_hashes["phone"]
+
+
+def test_an_invalid_identifier_is_masked_not_hashed_and_counted():
+    V.invalid_identifiers.clear()
+    ev = parse(good(profileId=..., identifiers={"phone": "12345", "email": "Z@Example.com"}))
+    assert isinstance(ev, Event)
+    assert ev.profile_id.startswith("id:email:")  # the valid one identifies the event
+    assert ev.identifiers == {"phone": "****", "email": "Z***@Example.com"}
+    assert set(ev.pii_hashes) == {"email"}  # the refused phone joins nothing
+    assert V.invalid_identifiers == {("phone", "invalid_number"): 1}
+    kept = parse(good(identifiers={"deviceId": "  "}))  # a profileId identifies it
+    assert isinstance(kept, Event) and kept.pii_hashes == {}
+    assert V.invalid_identifiers == {("phone", "invalid_number"): 1, ("id", "empty"): 1}
+
+
+def test_an_event_identified_only_by_invalid_identifiers_is_dead_lettered_with_why():
+    dl = parse(good(profileId=..., identifiers={"phone": "12345", "email": "nobody"}))
+    assert isinstance(dl, DeadLetter) and dl.reason == "invalid_identifiers"
+    assert "identifiers.phone: invalid_number" in dl.detail and "identifiers.email: malformed" in dl.detail
 
 
 def test_pii_props_are_masked_and_hashed():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 
+from flows.core.identifiers import IdentifierRules
 from flows.core.pii import PiiProtector, mask_value
 
 
@@ -25,8 +26,22 @@ def test_masks():
 def test_protect_does_not_mutate_its_input_and_pickles():
     p = PiiProtector(b"k", ("email",))
     props = {"email": "a@b.cn", "n": 1}
-    _, hashes, out = p.protect({}, props)
+    _, hashes, out, invalid = p.protect({}, props)
     assert props == {"email": "a@b.cn", "n": 1}
-    assert out["email"] == "a***@b.cn" and "props.email" in hashes
+    assert out["email"] == "a***@b.cn" and "props.email" in hashes and invalid == []
     clone = pickle.loads(pickle.dumps(p))
     assert clone.digest("x", "y") == p.digest("x", "y")
+
+
+def test_a_pii_prop_hashes_like_the_identifier_it_names():
+    p = PiiProtector(b"k", ("phone",))
+    _, hashes, _, _ = p.protect({"phone": "+86 138 0000 0001"}, {"phone": "13800000001"})
+    assert hashes["phone"] == hashes["props.phone"]
+    # a props value without a canonical form is still hashed, as trimmed text
+    assert p.digest("phone", " 12345 ") == p.digest("phone", "12345")
+
+
+def test_the_default_region_decides_what_a_national_number_is():
+    cn, us = PiiProtector(b"k", ()), PiiProtector(b"k", (), IdentifierRules("US"))
+    assert cn.digest("phone", "+16502530000") == us.digest("phone", "(650) 253-0000")
+    assert pickle.loads(pickle.dumps(us)).digest("phone", "6502530000") == us.digest("phone", "+16502530000")

@@ -64,6 +64,31 @@ def test_accepts_dedupes_and_dead_letters(make_settings, workers):
     assert metrics.value("scrm_events_duplicate_total") - dup_before == 2
 
 
+def test_identifiers_are_normalised_in_the_default_region_and_refusals_counted(make_settings, workers):
+    def one(eid: str, ids: dict[str, str]) -> dict[str, object]:
+        return {"eventId": eid, "type": "signup", "ts": 1_700_000_000, "identifiers": ids}
+
+    inputs = [
+        rec(one("e1", {"phone": "(650) 253-0000"}), 0),
+        rec(one("e2", {"phone": "+1 650 253 0000", "email": "nobody"}), 1),
+        rec(one("e3", {"phone": "12"}), 2),  # nothing identifies it: dead-lettered
+    ]
+    labels = {"kind": "email", "reason": "malformed"}
+    before = metrics.value("scrm_identifiers_invalid_total", labels)
+    events, dead = [], []
+    flow = build_flow(
+        make_settings({"identity": {"default_region": "US"}}),
+        TestingSource(inputs, batch_size=2),
+        FlowSinks(events=[TestingSink(events)], dead_letters=[TestingSink(dead)]),
+    )
+    _run(flow, workers)
+    got = {e.event_id: e for e in user(events)}
+    assert got["e1"].profile_id == got["e2"].profile_id  # one number, however written
+    assert set(got["e2"].pii_hashes) == {"phone"}
+    assert [(d.reason, d.offset) for d in dead] == [("invalid_identifiers", 2)]
+    assert metrics.value("scrm_identifiers_invalid_total", labels) - before == 1
+
+
 def test_same_event_id_on_different_profiles_is_not_a_duplicate(make_settings, workers):
     events: list = []
     flow = build_flow(
