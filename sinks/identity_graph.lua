@@ -1,0 +1,112 @@
+-- The identity graph: resolve a batch of events' identifiers to persons, linking and
+-- merging persons, in one atomic call (see sinks/identity_graph.py for the rules).
+--
+-- KEYS[1] owner   HASH identifier -> person
+-- KEYS[2] born    HASH person -> first event time (ms) of any identifier it holds
+-- KEYS[3] members HASH person -> JSON array of [identifier, kind]
+-- KEYS[4] merges  HASH merge id -> JSON [loser, winner, ts]
+-- ARGV[1] JSON {kind: the most identifiers of that kind a person may hold}
+-- ARGV[2] JSON [[ts as text, [[identifier, kind, founder person id], ...]], ...]: per event, its
+--         identifiers most trusted first
+-- Returns JSON, per event: [person, [[merge id, loser, winner], ...], [[identifier, why], ...]]
+
+local owner, born, members, merges = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local limits = cjson.decode(ARGV[1])
+local events = cjson.decode(ARGV[2])
+
+local function members_of(p)
+  local raw = redis.call('HGET', members, p)
+  if raw then return cjson.decode(raw) end
+  return {}
+end
+
+-- The kind whose limit one person holding `persons`' identifiers and `fresh` would
+-- break (nil: none).
+local function over(persons, fresh)
+  local seen, count = {}, {}
+  local function add(id, kind)
+    if seen[id] then return false end
+    seen[id] = true
+    count[kind] = (count[kind] or 0) + 1
+    local most = limits[kind]
+    return most ~= nil and count[kind] > most
+  end
+  for _, p in ipairs(persons) do
+    for _, m in ipairs(members_of(p)) do
+      if add(m[1], m[2]) then return m[2] end
+    end
+  end
+  for _, f in ipairs(fresh) do
+    if add(f[1], f[2]) then return f[2] end
+  end
+  return nil
+end
+
+local out = {}
+for _, ev in ipairs(events) do
+  local ts, ids = ev[1], ev[2]
+  local t = tonumber(ts)
+  local refused = {}
+  local persons, fresh
+  while true do
+    persons, fresh = {}, {}
+    local have = {}
+    for _, id in ipairs(ids) do
+      local p = redis.call('HGET', owner, id[1])
+      if p then
+        if not have[p] then
+          have[p] = true
+          persons[#persons + 1] = p
+        end
+      else
+        fresh[#fresh + 1] = id
+      end
+    end
+    local kind = nil
+    if #ids > 1 then kind = over(persons, fresh) end
+    if kind == nil then break end
+    -- Over a limit: the least trusted identifier does not link (and is not added).
+    local dropped = table.remove(ids)
+    refused[#refused + 1] = {dropped[1], 'limit:' .. kind}
+  end
+  local winner, merged = nil, {}
+  if #persons == 0 then
+    winner = ids[1][3]
+    redis.call('HSET', born, winner, ts)
+  else
+    -- The oldest person wins (first event time, then id): deterministic in any order.
+    local best = nil
+    for _, p in ipairs(persons) do
+      local b = tonumber(redis.call('HGET', born, p))
+      if best == nil or b < best or (b == best and p < winner) then
+        best, winner = b, p
+      end
+    end
+    if t < best then redis.call('HSET', born, winner, ts) end
+    local list = members_of(winner)
+    for _, p in ipairs(persons) do
+      if p ~= winner then
+        for _, m in ipairs(members_of(p)) do
+          redis.call('HSET', owner, m[1], winner)
+          list[#list + 1] = m
+        end
+        redis.call('HDEL', members, p)
+        redis.call('HDEL', born, p)
+        local id = 'm:' .. p .. '>' .. winner
+        redis.call('HSET', merges, id, cjson.encode({p, winner, ts}))
+        merged[#merged + 1] = {id, p, winner}
+      end
+    end
+    if #merged > 0 then redis.call('HSET', members, winner, cjson.encode(list)) end
+  end
+  if #fresh > 0 then
+    local list = members_of(winner)
+    for _, f in ipairs(fresh) do
+      redis.call('HSET', owner, f[1], winner)
+      list[#list + 1] = {f[1], f[2]}
+    end
+    redis.call('HSET', members, winner, cjson.encode(list))
+  end
+  out[#out + 1] = {winner, merged, refused}
+end
+return cjson.encode(out)
