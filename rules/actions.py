@@ -24,7 +24,7 @@ from flows.core.durations import parse_duration
 from flows.core.messages import ActionRecord, Intent
 from flows.core.settings import JourneySettings
 from rules.breaker import Breaker
-from rules.guards import Guards, mark_delivered, unsubscribe
+from rules.guards import Guards, mark_delivered, record_consent, unsubscribe
 from rules.journeys.model import Journey
 from rules.live import LiveJourneys
 from rules.policy import ActionRequest, Cap
@@ -92,8 +92,29 @@ class GuardStep:
             if it.kind == "suppress":
                 # in stream order: sends before the unsubscribe are decided first, later ones see it
                 decide()
-                unsubscribe(guards.client, it.profile_id, it.channel or None, self._retry)
-                metrics.SUPPRESSIONS.labels(kind=it.template).inc()
+                done = unsubscribe(
+                    guards.client,
+                    it.profile_id,
+                    it.channel or None,
+                    self._retry,
+                    it.ts_ms,
+                    it.trigger_event_id,
+                )
+                if done == "applied":
+                    metrics.SUPPRESSIONS.labels(kind=it.template).inc()
+                metrics.CONSENT_RECORDS.labels(op="suppress", outcome=done).inc()
+                out.append(None)
+            elif it.kind == "consent":
+                decide()  # in stream order, like a suppression
+                op = "grant" if it.template == "consent_granted" else "revoke"
+                if op == "grant" and "unknown" in it.detail:
+                    done = "ignored"  # never widen consent on a channel name nobody knows
+                else:
+                    done = record_consent(
+                        guards.client, it.profile_id, op, it.channel or None, it.ts_ms,
+                        str(it.detail.get("version", "")), it.trigger_event_id, self._retry,
+                    )  # fmt: skip
+                metrics.CONSENT_RECORDS.labels(op=op, outcome=done).inc()
                 out.append(None)
             elif it.kind == "complaint":
                 out.append(None)

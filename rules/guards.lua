@@ -4,7 +4,8 @@
 -- key layout and the decisions). Every key the script touches is declared in KEYS and
 -- carries the profile's {hash tag}, so one call runs on one Redis Cluster shard.
 --
--- KEYS[1] = scrm:consent:{pid}   (hash: channel -> "0" refused / "1" granted)
+-- KEYS[1] = scrm:consent:{pid}   (hash: channel or "*" -> "0" refused / "1" granted; a
+--                                  channel without a record of its own follows "*")
 -- KEYS[2] = scrm:suppress:{pid}  (set: "*" do-not-contact, or channel names)
 -- KEYS[3..] = decision, dedupe and cap keys, referred to by index from ARGV[1]
 -- ARGV[1] = JSON array, one object per action, in decision order:
@@ -29,8 +30,12 @@ local out = {}
 local decided_here = {}  -- action ids decided by this call: a repeat is not delivered twice
 
 local function check(a)
-  if redis.call('HGET', consent_key, a.ch) == '0' then
+  local c = redis.call('HGET', consent_key, a.ch)
+  if c == '0' then
     return 'no_consent', 'consent:' .. a.ch
+  end
+  if not c and redis.call('HGET', consent_key, '*') == '0' then
+    return 'no_consent', 'consent:*'
   end
   if redis.call('SISMEMBER', suppress_key, '*') == 1 then
     return 'suppressed', 'dnc'

@@ -2,7 +2,8 @@
 frequency caps, decided and recorded atomically in Redis by one Lua script
 (``rules/guards.lua``). What the requests, decisions, caps and keys are is
 `rules.policy`; this module is the Redis side: `Guards.decide`, `mark_delivered`, and the
-suppression and consent records written from the stream (`unsubscribe`, `set_consent`).
+suppression and consent records written from the stream (`record_consent`, in event time,
+and its shorthands `unsubscribe` and `set_consent`).
 
 Guarantees
 ----------
@@ -39,6 +40,7 @@ never reaches the script.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -52,13 +54,23 @@ from flows.core import metrics
 from flows.core.durations import format_duration
 from flows.core.errors import SinkError
 from rules.journeys.model import CHANNELS
-from rules.policy import ActionRequest, Decision, cap_key, consent_key, decision_key, dedupe_key, suppress_key
+from rules.policy import (
+    ActionRequest,
+    Decision,
+    cap_key,
+    consent_key,
+    decision_key,
+    dedupe_key,
+    suppress_at_key,
+    suppress_key,
+)
 from sinks.redis_store import connect, text
 from sinks.retry import RetryPolicy
 
 log = logging.getLogger("scrm.guards")
 
 SCRIPT_PATH = Path(__file__).with_name("guards.lua")
+CONSENT_SCRIPT = Path(__file__).with_name("consent.lua").read_text(encoding="utf-8")
 T = TypeVar("T")
 
 
@@ -243,36 +255,69 @@ def mark_delivered(
 # --- state from the stream ----------------------------------------------------------------
 
 
+CONSENT_OPS = ("grant", "revoke", "suppress")
+
+
+def record_consent(
+    client: redis.Redis | RedisCluster,
+    profile_id: str,
+    op: str,
+    channel: str | None,
+    ts_ms: int | None = None,
+    version: str = "",
+    event_id: str = "",
+    retry: RetryPolicy | None = None,
+) -> str:
+    """Record, as of event time `ts_ms` (default: now), that the profile granted
+    (``grant``) or refused (``revoke``) contact on `channel` (None: every channel), or that
+    it unsubscribed or complained (``suppress``). One script call (``rules/consent.lua``):
+
+    - per scope the newest record in event time wins: one older than the record already
+      kept for its channel changes nothing and comes back ``"stale"``; a record for every
+      channel replaces the channels' own older ones;
+    - a grant (a re-subscribe) lifts the suppressions older than it, of its channel or,
+      for every channel, all of them: a do-not-contact is lifted only by the latter;
+    - a suppression older than a grant of its channel or of every channel is stale (the
+      customer re-subscribed after it, and that event arrived first);
+    - applying a record again changes nothing.
+
+    Returns ``"applied"`` or ``"stale"``."""
+    if op not in CONSENT_OPS:
+        raise ValueError(f"op must be one of {CONSENT_OPS}, not {op!r}")
+    if channel is not None and channel not in CHANNELS:
+        raise ValueError(f"channel must be one of {CHANNELS} or None, not {channel!r}")
+    when = int(time.time() * 1000) if ts_ms is None else ts_ms
+    keys = [consent_key(profile_id), suppress_key(profile_id), suppress_at_key(profile_id)]
+    args = [op, channel or "*", str(when), version, event_id]
+    script = client.register_script(CONSENT_SCRIPT)
+    what = f"record {op} of {profile_id} on {channel or 'every channel'}"
+    return text(_retried(retry or RetryPolicy(), lambda: script(keys=keys, args=args), what))
+
+
 def unsubscribe(
     client: redis.Redis | RedisCluster,
     profile_id: str,
     channel: str | None = None,
     retry: RetryPolicy | None = None,
-) -> None:
-    """Suppress one channel for the profile, or every channel (do-not-contact) with None."""
-    if channel is not None and channel not in CHANNELS:
-        raise ValueError(f"channel must be one of {CHANNELS} or None, not {channel!r}")
-    key = suppress_key(profile_id)
-    (retry or RetryPolicy()).call(
-        lambda: client.sadd(key, channel or "*"),
-        f"unsubscribe {profile_id} from {channel or 'all channels'}",
-        retry_on=(redis.ConnectionError, redis.TimeoutError),
-    )
+    ts_ms: int | None = None,
+    event_id: str = "",
+) -> str:
+    """Suppress one channel for the profile, or every channel (do-not-contact) with None,
+    as of event time `ts_ms` (see `record_consent`)."""
+    return record_consent(client, profile_id, "suppress", channel, ts_ms, "", event_id, retry)
 
 
 def set_consent(
     client: redis.Redis | RedisCluster,
     profile_id: str,
-    channel: str,
+    channel: str | None,
     granted: bool,
     retry: RetryPolicy | None = None,
-) -> None:
-    """Record the profile's consent (or refusal) for one channel."""
-    if channel not in CHANNELS:
-        raise ValueError(f"channel must be one of {CHANNELS}, not {channel!r}")
-    key = consent_key(profile_id)
-    (retry or RetryPolicy()).call(
-        lambda: client.hset(key, channel, "1" if granted else "0"),
-        f"set the {channel} consent of {profile_id}",
-        retry_on=(redis.ConnectionError, redis.TimeoutError),
+    ts_ms: int | None = None,
+    version: str = "",
+) -> str:
+    """Record the profile's consent (or refusal) for one channel, or every channel with
+    None (see `record_consent`)."""
+    return record_consent(
+        client, profile_id, "grant" if granted else "revoke", channel, ts_ms, version, "", retry
     )

@@ -107,6 +107,16 @@ def suppress_key(profile_id: str) -> str:
     return f"scrm:suppress:{_tag(profile_id)}"
 
 
+def suppress_at_key(profile_id: str) -> str:
+    """When each of the profile's suppressions happened (event time), so a later
+    re-subscribe can lift it and an earlier one cannot.
+
+    >>> suppress_at_key("p42")
+    'scrm:suppress:{p42}:at'
+    """
+    return f"scrm:suppress:{_tag(profile_id)}:at"
+
+
 def dedupe_key(profile_id: str, template: str) -> str:
     """When ``template`` last reached the profile.
 

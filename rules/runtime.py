@@ -189,6 +189,8 @@ class ProfileJourneys:
                     self._unpend(e, live)
                 if e.type in SUPPRESSING:
                     out.append(_suppression(pid, e, received_ms))
+                elif e.type in CONSENTING:
+                    out.append(_consent(pid, e, received_ms))
                 if e.type == "complaint":
                     blamed = self._blame(e)
                     if blamed is not None:
@@ -474,6 +476,29 @@ def _suppression(pid: str, e: Event, received_ms: int) -> Intent:
     return Intent(
         "suppress", f"suppress:{e.event_id}", pid, "", 0, "", channel, e.type, "", 0, e.event_id, e.ts_ms,
         received_ms, {},
+    )  # fmt: skip
+
+
+CONSENTING = frozenset({"consent_granted", "consent_revoked"})
+
+
+def _consent(pid: str, e: Event, received_ms: int) -> Intent:
+    """A consent record from the stream: ``props.channel`` (a channel; missing or ``*``:
+    every channel) and ``props.version`` (the policy text agreed to). A grant naming an
+    unknown channel grants nothing (``detail.unknown``); a refusal naming one refuses every
+    channel, as a suppression does."""
+    props = e.props or {}
+    named = props.get("channel")
+    version = props.get("version")
+    detail: dict[str, Any] = {"version": "" if version is None else str(version)[:64]}
+    channel = ""
+    if isinstance(named, str) and named in CHANNELS:
+        channel = named
+    elif named not in (None, "", "*"):
+        detail["unknown"] = str(named)[:64]
+    return Intent(
+        "consent", f"consent:{e.event_id}", pid, "", 0, "", channel, e.type, "", 0, e.event_id, e.ts_ms,
+        received_ms, detail,
     )  # fmt: skip
 
 

@@ -71,6 +71,11 @@ MODEL_LOG_LOSS = Gauge("scrm_model_log_loss", "Rolling progressive log loss of a
 MODEL_PENDING = Gauge("scrm_model_pending_observations", "Observations waiting for a label", ["model"])
 MODEL_VERSION = Gauge("scrm_model_version", "Version of a model published by its learner", ["model"])
 SCORES = Counter("scrm_scores_total", "Scores served, by model", ["model"])
+CONSENT_RECORDS = Counter(
+    "scrm_consent_records_total",
+    "Consent grants, refusals and suppressions from the stream, by op and outcome (applied, stale, ignored)",
+    ["op", "outcome"],
+)
 SUPPRESSIONS = Counter(
     "scrm_suppressions_total", "Channels suppressed by unsubscribe / complaint events", ["kind"]
 )

@@ -57,3 +57,43 @@ def test_complaints_over_the_threshold_pause_the_journey(valkey) -> None:
     assert step([intent("complaint", pids[3], j.id, T0 + 300, 98)])[0].status == "breaker_tripped"
     store.set_state(client, j.id, "paused")
     assert step([intent("complaint", pids[4], j.id, T0 + 400, 97)]) == []
+
+
+def test_consent_events_reach_the_guards_in_stream_order(valkey) -> None:
+    url = valkey.rsplit("/", 1)[0] + "/8"
+    client = redis.Redis.from_url(url, decode_responses=True)
+    j = load_journey(config_dir() / "journeys" / "cart_abandoned.yaml")
+    store.load(client, [j])
+    catalog = store.JourneyCatalog(client)
+    catalog.refresh()
+    step = GuardStep(url, 2.0, RetryPolicy(3, 0.01, 0.05), JourneySettings(caps=()), catalog)
+    pid = uuid.uuid4().hex[:8]
+    apart = 2 * 86_400_000  # the journey's own caps count per day: events this far apart
+
+    def consent(kind: str, ts: int, n: int, channel: str = "push", **detail: str) -> Intent:
+        return Intent("consent", f"c{n}", pid, "", 0, "", channel, kind, "", 0, f"e{n}", ts, ts, detail)
+
+    def suppress(ts: int, n: int) -> Intent:
+        return Intent("suppress", f"s{n}", pid, "", 0, "", "push", "unsubscribe", "", 0, f"e{n}", ts, ts, {})
+
+    def send(ts: int, n: int) -> Intent:
+        # a template of its own each time: no send is deduplicated
+        return Intent("send", f"a{n}", pid, j.id, 1, "remind", "push", f"t{n}", "a", 5, f"e{n}", ts, ts, {})
+
+    got = step(
+        [
+            suppress(T0, 1),
+            send(T0 + 1 * apart, 2),
+            consent("consent_granted", T0 + 2 * apart, 3, version="v1"),
+            send(T0 + 3 * apart, 4),
+        ]
+    )
+    assert [(r.action_id, r.status) for r in got] == [("a2", "suppressed"), ("a4", "sent")]
+    assert client.hget(f"scrm:consent:{{{pid}}}", "push:at") == f"{T0 + 2 * apart}|v1|e3"
+    # a grant naming a channel nobody knows grants nothing; a refusal of every channel holds
+    got = step(
+        [consent("consent_granted", T0 + 4 * apart, 5, channel="", unknown="fax"), send(T0 + 5 * apart, 6)]
+    )
+    assert [r.status for r in got] == ["sent"] and client.hget(f"scrm:consent:{{{pid}}}", "*") is None
+    got = step([consent("consent_revoked", T0 + 6 * apart, 7, channel=""), send(T0 + 7 * apart, 8)])
+    assert [(r.status, r.reason) for r in got] == [("no_consent", "consent:*")]

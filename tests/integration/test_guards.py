@@ -116,6 +116,52 @@ def test_consent_is_granted_by_default_and_an_explicit_refusal_wins(
     assert one(guards, pid, channel="email").status == "sent"
 
 
+def test_consent_records_apply_in_event_time_with_their_version(
+    guards: Guards, client: redis.Redis, pid: str
+) -> None:
+    assert set_consent(client, pid, "email", False, ts_ms=T0 + 10, version="v2") == "applied"
+    assert client.hget(consent_key(pid), "email:at") == f"{T0 + 10}|v2|"
+    assert set_consent(client, pid, "email", True, ts_ms=T0) == "stale"  # older: changes nothing
+    assert sr(one(guards, pid, channel="email")) == ("no_consent", "consent:email")
+    assert set_consent(client, pid, "email", False, ts_ms=T0 + 10, version="v2") == "applied"  # a replay
+    assert set_consent(client, pid, "email", True, ts_ms=T0 + 20, version="v3") == "applied"
+    assert one(guards, pid, channel="email").status == "sent"
+
+
+def test_a_refusal_of_every_channel_and_the_channels_own_records(
+    guards: Guards, client: redis.Redis, pid: str
+) -> None:
+    set_consent(client, pid, None, False, ts_ms=T0)
+    assert sr(one(guards, pid, channel="sms")) == ("no_consent", "consent:*")
+    set_consent(client, pid, "sms", True, ts_ms=T0 + 1)  # newer, for sms only
+    assert one(guards, pid, channel="sms").status == "sent"
+    assert sr(one(guards, pid, channel="email")) == ("no_consent", "consent:*")
+    set_consent(client, pid, None, False, ts_ms=T0 + 2)  # newer again, for every channel
+    assert sr(one(guards, pid, channel="sms")) == ("no_consent", "consent:*")
+    assert client.hget(consent_key(pid), "sms") is None
+
+
+def test_a_re_subscribe_lifts_older_suppressions_and_not_newer_ones(
+    guards: Guards, client: redis.Redis, pid: str
+) -> None:
+    assert unsubscribe(client, pid, "sms", ts_ms=T0) == "applied"
+    assert sr(one(guards, pid, channel="sms")) == ("suppressed", "suppressed:sms")
+    set_consent(client, pid, "sms", True, ts_ms=T0 + 5)
+    assert one(guards, pid, channel="sms").status == "sent"
+    # an unsubscribe older than the re-subscribe, arriving after it, does not undo it
+    assert unsubscribe(client, pid, "sms", ts_ms=T0 + 3) == "stale"
+    assert one(guards, pid, channel="sms").status == "sent"
+    assert unsubscribe(client, pid, "sms", ts_ms=T0 + 9) == "applied"
+    assert sr(one(guards, pid, channel="sms")) == ("suppressed", "suppressed:sms")
+    # do-not-contact: a channel's re-subscribe does not lift it; one for every channel does
+    unsubscribe(client, pid, None, ts_ms=T0 + 10)
+    set_consent(client, pid, "sms", True, ts_ms=T0 + 11)
+    assert sr(one(guards, pid, channel="sms")) == ("suppressed", "dnc")
+    set_consent(client, pid, None, True, ts_ms=T0 + 12)
+    assert client.smembers(suppress_key(pid)) == set()
+    assert one(guards, pid, channel="sms").status == "sent"
+
+
 def test_suppression_by_channel_and_do_not_contact(guards: Guards, client: redis.Redis, pid: str) -> None:
     unsubscribe(client, pid, "sms")
     assert sr(one(guards, pid, channel="sms")) == ("suppressed", "suppressed:sms")
@@ -147,12 +193,13 @@ def test_dedupe_window_is_measured_in_event_time(guards: Guards, client: redis.R
 def test_checks_run_in_order_first_refusal_wins(guards: Guards, client: redis.Redis, pid: str) -> None:
     kw: dict[str, object] = {"caps": (DAY_SMS,), "dedupe_window_ms": DAY_MS}
     assert one(guards, pid, **kw).status == "sent"  # now the cap is full and t1 is marked
-    unsubscribe(client, pid, "sms")
-    unsubscribe(client, pid, None)
-    set_consent(client, pid, "sms", False)
+    unsubscribe(client, pid, "sms", ts_ms=T0)
+    unsubscribe(client, pid, None, ts_ms=T0)
+    set_consent(client, pid, "sms", False, ts_ms=T0)
     assert sr(one(guards, pid, **kw)) == ("no_consent", "consent:sms")
-    set_consent(client, pid, "sms", True)
+    set_consent(client, pid, "sms", True, ts_ms=T0 + 1)  # a re-subscribe: lifts sms, not the DNC
     assert sr(one(guards, pid, **kw)) == ("suppressed", "dnc")
+    unsubscribe(client, pid, "sms", ts_ms=T0 + 2)
     client.srem(suppress_key(pid), "*")
     assert sr(one(guards, pid, **kw)) == ("suppressed", "suppressed:sms")
     client.srem(suppress_key(pid), "sms")

@@ -222,6 +222,27 @@ def test_unsubscribe_and_complaint_become_suppressions_before_later_sends() -> N
     assert sup == [("suppress", "sms", "unsubscribe"), ("suppress", "", "complaint")]
 
 
+def test_consent_events_become_consent_records_with_channel_and_version() -> None:
+    cat = Catalog(warmup())
+    pj = ProfileJourneys()
+    evs = [
+        ev("consent_granted", T0, "g1", channel="sms", version="2026-01"),
+        ev("consent_revoked", T0 + 1, "r1"),  # no channel: every channel
+        ev("consent_granted", T0 + 2, "g2", channel="fax"),  # unknown: flagged, never widened
+    ]
+    out = pj.on_events("p1", evs, cat, Context(), T0)
+    got = [
+        (i.kind, i.channel, i.template, i.trigger_event_id, i.ts_ms, i.detail)
+        for i in out
+        if isinstance(i, Intent)
+    ]
+    assert got == [
+        ("consent", "sms", "consent_granted", "g1", T0, {"version": "2026-01"}),
+        ("consent", "", "consent_revoked", "r1", T0 + 1, {"version": ""}),
+        ("consent", "", "consent_granted", "g2", T0 + 2, {"version": "", "unknown": "fax"}),
+    ]
+
+
 def test_a_complaint_is_charged_to_the_journey_that_sent_the_template() -> None:
     cat = Catalog(warmup(), absence())
     pj = ProfileJourneys()
