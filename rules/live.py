@@ -105,7 +105,10 @@ def _wakes(trig: object) -> str:
 
 class LiveJourneys(Protocol):
     """The live journeys: `current` by journey id, `triggers` (the same, grouped by what
-    wakes them), and `version` for any version."""
+    wakes them), `version` for any version, and the timezone of profiles without one."""
+
+    @property
+    def default_tz(self) -> str: ...
 
     @property
     def current(self) -> Mapping[str, LiveJourney]: ...

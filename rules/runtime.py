@@ -28,6 +28,9 @@ decide each send atomically in Redis; nothing here talks to a server.
   journey; the holdout arm records a holdout decision and leaves), ``tag`` (journey tags,
   kept here and announced as ``tag_added`` / ``tag_removed`` events), ``task``, ``ticket``,
   ``exit``. After a branch or an arm the journey continues with the next node.
+* **Timezone**: a profile's is the latest valid ``props.timezone`` its events carried, else
+  the catalog's default (``journeys.default_timezone``), read when used, so a changed
+  default applies to every profile without one.
 * A paused journey's instances hold where they are; a disabled journey's exit at their next
   step.
 * Bounded: at most `MAX_INSTANCES` running instances and `MAX_HISTORY` entry records per
@@ -90,7 +93,7 @@ class ProfileJourneys:
         self.watches: dict[str, tuple[str, int, dict[str, Any]]] = {}  # absence: id -> (X id, X ts, props)
         self.journey_tags: set[str] = set()
         self.last_event_ms = -1
-        self.tz = "UTC"
+        self.tz = ""  # the profile's timezone from its events; "" = the catalog's default
         self.sent_by: dict[str, tuple[str, int]] = {}  # template -> (journey, version) of the last send
         self.dates: dict[str, tuple[str, int]] = {}  # date-trigger field -> (value, event time learned)
         # event type quiet conditions read -> its latest time; None until one is (memory)
@@ -159,7 +162,7 @@ class ProfileJourneys:
                     due.append(self.last_event_ms + itrig.for_ms)
         for jid, lj, dtrig in index.date:
             if lj.state == "enabled":
-                f = self._date_fire(jid, dtrig)
+                f = self._date_fire(jid, dtrig, live)
                 if f is not None:
                     due.append(f)
         return min(due) if due else -1
@@ -222,14 +225,17 @@ class ProfileJourneys:
             ):
                 del pending[jid]
 
-    def _date_fire(self, jid: str, trig: DateTrigger) -> int | None:
+    def _tz(self, live: LiveJourneys) -> str:
+        return self.tz or live.default_tz
+
+    def _date_fire(self, jid: str, trig: DateTrigger, live: LiveJourneys) -> int | None:
         """The next instant the date trigger fires for this profile (None: no date known)."""
         got = self.dates.get(trig.field)
         if got is None:
             return None
         value, learned = got
         after = max(learned, self.entries.get(jid, -1))
-        return next_date_fire(value, trig.format, trig.offset_days, trig.at_min, self.tz, after)
+        return next_date_fire(value, trig.format, trig.offset_days, trig.at_min, self._tz(live), after)
 
     def _blame(self, e: Event) -> tuple[str, int, str] | None:
         """The journey a complaint is about: the last one that sent the template it names,
@@ -318,7 +324,7 @@ class ProfileJourneys:
                     )
         for jid, lj, dtrig in index.date:
             if lj.state == "enabled":
-                f = self._date_fire(jid, dtrig)
+                f = self._date_fire(jid, dtrig, live)
                 if f is not None and f <= now_ms:
                     trigger_id = f"date:{dtrig.field}:{f}"
                     self._enter(pid, lj.journey, trigger_id, {}, f, ctx, received_ms, live, out)
@@ -386,7 +392,7 @@ class ProfileJourneys:
             ins = prog[inst.pc]
             node = ins.node
             if ins.kind == "wait":
-                until = wait_until(node, t, self.tz)
+                until = wait_until(node, t, self._tz(live))
                 if until > now_ms:
                     inst.resume_ms = until
                     inst.pc = ins.next
@@ -396,7 +402,7 @@ class ProfileJourneys:
             elif ins.kind == "send":
                 if j.quiet_hours is not None and not inst.deferred:
                     q = j.quiet_hours
-                    quiet, ends = quiet_hours_decision(t, self.tz, q.start_min, q.end_min)
+                    quiet, ends = quiet_hours_decision(t, self._tz(live), q.start_min, q.end_min)
                     if quiet and ends is not None:
                         kind = "quiet_hours_deferred" if q.action == "defer" else "quiet_hours_dropped"
                         out.append(self._intent(kind, pid, j, inst, node, t, received_ms, {"until_ms": ends}))

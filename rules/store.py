@@ -211,9 +211,10 @@ class JourneyCatalog(Poller):
 
     errors = _RELOAD_ERRORS
 
-    def __init__(self, client: RedisClient, interval_s: float = 1.0) -> None:
+    def __init__(self, client: RedisClient, interval_s: float = 1.0, default_tz: str = "UTC") -> None:
         super().__init__("journeys", interval_s, log, "cannot reload definitions (keeping the last ones)")
         self._client = client
+        self.default_tz = default_tz  # of profiles whose events never named theirs
         self._changes = -1
         self.current: Mapping[str, LiveJourney] = {}
         self.triggers = TriggerIndex.of({})  # `current` grouped by what wakes each journey

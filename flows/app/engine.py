@@ -155,7 +155,7 @@ def journey_catalog(settings: Settings, redis: RedisService) -> JourneyCatalog |
         done = journey_store.load(client, load_folder(folder))
         for j, what in done:
             log.info("journey %s v%d: %s", j.id, j.version, what)
-    return JourneyCatalog(client, settings.journeys.reload_interval_s)
+    return JourneyCatalog(client, settings.journeys.reload_interval_s, settings.journeys.default_timezone)
 
 
 def model_registry(settings: Settings) -> ModelRegistry | None:

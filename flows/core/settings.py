@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -218,6 +219,20 @@ class JourneySettings(_Section):
         default_factory=lambda: {"max_complaint_rate": 0.05, "window": "1d", "min_sends": 50}
     )
     decision_ttl_s: float = Field(30 * 86400.0, gt=0)  # decisions kept for replays this long
+    # Quiet hours, waits and date triggers of a profile whose events never said its
+    # timezone (props.timezone) are in this one (an IANA name).
+    default_timezone: str = "Asia/Shanghai"
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{v!r} is not an IANA timezone this machine knows (for example Asia/Shanghai)"
+            ) from None
+        return v
 
 
 class PiiSettings(_Section):

@@ -151,6 +151,8 @@ def test_kill_9_under_load_loses_nothing_and_decides_once(broker, names, tmp_pat
         "SCRM_MODELS__ENABLED": "false",
         "SCRM_JOURNEYS__DIR": str(journeys),
         "SCRM_FEATURES__SNAPSHOT_INTERVAL_S": "0",
+        # T0 is evening in UTC, outside the journeys' quiet hours there: every send decides now
+        "SCRM_JOURNEYS__DEFAULT_TIMEZONE": "UTC",
     }
     killed = scrm_env(
         broker,

@@ -16,7 +16,7 @@ from rules.policy import decision_key
 
 HOUR = 3_600_000
 MIN = 60_000
-T0 = 1_790_000_000_000 - (1_790_000_000_000 % (24 * HOUR)) + 12 * HOUR  # 12:00 UTC: no quiet hours
+T0 = 1_790_000_000_000 - (1_790_000_000_000 % (24 * HOUR)) + 12 * HOUR  # 12:00 UTC: no quiet hours in UTC
 
 
 def ev(pid: str, etype: str, ts: int, eid: str, **props: object) -> bytes:
@@ -34,7 +34,7 @@ def test_triggers_guards_actions_and_replay(broker, engine_settings, ch, names) 
         ev(a, "signup", T0, f"{a}-1", timezone="UTC"),  # warm-up: wait 1 h, sms welcome, email guide
         ev(b, "add_to_cart", T0, f"{b}-1", sku="S1"),  # cart paid in time: nothing
         ev(b, "order_paid", T0 + 10 * MIN, f"{b}-2", amount=10.0),
-        ev(c, "add_to_cart", T0 + 5 * MIN, f"{c}-1", sku="S2"),  # abandoned: fires at +30 min
+        ev(c, "add_to_cart", T0 + 5 * MIN, f"{c}-1", sku="S2", timezone="UTC"),  # abandoned: fires at +30 min
         ev(d, "unsubscribe", T0 - MIN, f"{d}-1", channel="sms"),  # suppression from the stream
         ev(d, "signup", T0, f"{d}-2"),
         ev(a, "page_view", T0 + 3 * HOUR, f"{a}-2"),  # moves stream time on

@@ -49,6 +49,8 @@ def test_settings_are_frozen():
         ({"SCRM_CLICKHOUSE__URL": "ftp://x"}, "clickhouse.url"),
         ({"SCRM_KAFKA__NO_SUCH_KEY": "1"}, "kafka.no_such_key"),
         ({"SCRM_SOURCE__KIND": "carrier-pigeon"}, "source.kind"),
+        ({"SCRM_IDENTITY__DEFAULT_REGION": "Mars"}, "identity.default_region"),
+        ({"SCRM_JOURNEYS__DEFAULT_TIMEZONE": "Asia/Atlantis"}, "journeys.default_timezone"),
     ],
 )
 def test_bad_values_name_the_setting_and_origin(env, where):

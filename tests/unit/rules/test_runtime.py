@@ -24,7 +24,8 @@ T0 = 1_790_000_000_000  # 2026-09-21 ~22:13 UTC
 class Catalog:
     """A stand-in for rules.store.JourneyCatalog (a `rules.live.LiveJourneys`)."""
 
-    def __init__(self, *journeys: Any, state: str = "enabled") -> None:
+    def __init__(self, *journeys: Any, state: str = "enabled", default_tz: str = "UTC") -> None:
+        self.default_tz = default_tz
         self.versions = {(j.id, j.version): j for j in journeys}
         self.current = {j.id: LiveJourney(j, state) for j in journeys}
 
@@ -131,6 +132,24 @@ def test_quiet_hours_defer_to_the_local_window_end() -> None:
     out2: list[Any] = []
     pj2.advance("p1", t + 40 * MIN, cat, Context(), 0, out2)
     assert [i.kind for i in out2] == ["send"]
+
+
+def test_a_profile_without_a_timezone_follows_the_catalog_default() -> None:
+    j = absence(quiet_hours={"start": "21:00", "end": "08:00", "action": "defer"})
+    t = 1_790_000_000_000 - (1_790_000_000_000 % (24 * HOUR)) + 15 * HOUR  # 15:00 UTC = 23:00 Shanghai
+
+    def first(cat: Catalog, *events: Event) -> str:
+        pj = ProfileJourneys()
+        pj.on_events("p1", [*events, ev("add_to_cart", t, "x")], cat, Context(), 0)
+        out: list[Any] = []
+        pj.advance("p1", t + 40 * MIN, cat, Context(), 0, out)
+        return out[0].kind
+
+    assert first(Catalog(j, default_tz="Asia/Shanghai")) == "quiet_hours_deferred"
+    assert first(Catalog(j, default_tz="UTC")) == "send"  # 15:40 in UTC: not quiet
+    # its own timezone, once an event names it, wins over the default
+    named = ev("page_view", t - HOUR, "v", timezone="Europe/Berlin")
+    assert first(Catalog(j, default_tz="Asia/Shanghai"), named) == "send"
 
 
 def test_version_pinning_pause_and_disable() -> None:
