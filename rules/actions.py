@@ -99,6 +99,7 @@ class GuardStep:
                     self._retry,
                     it.ts_ms,
                     it.trigger_event_id,
+                    it.template,  # the event type: unsubscribe or complaint
                 )
                 if done == "applied":
                     metrics.SUPPRESSIONS.labels(kind=it.template).inc()

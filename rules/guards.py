@@ -256,6 +256,7 @@ def mark_delivered(
 
 
 CONSENT_OPS = ("grant", "revoke", "suppress")
+SUPPRESSION_KINDS = ("unsubscribe", "complaint")
 
 
 def record_consent(
@@ -267,18 +268,23 @@ def record_consent(
     version: str = "",
     event_id: str = "",
     retry: RetryPolicy | None = None,
+    kind: str = "unsubscribe",
 ) -> str:
     """Record, as of event time `ts_ms` (default: now), that the profile granted
     (``grant``) or refused (``revoke``) contact on `channel` (None: every channel), or that
-    it unsubscribed or complained (``suppress``). One script call (``rules/consent.lua``):
+    it unsubscribed or complained (``suppress``, `kind` says which). One script call
+    (``rules/consent.lua``):
 
-    - per scope the newest record in event time wins: one older than the record already
-      kept for its channel changes nothing and comes back ``"stale"``; a record for every
-      channel replaces the channels' own older ones;
-    - a grant (a re-subscribe) lifts the suppressions older than it, of its channel or,
-      for every channel, all of them: a do-not-contact is lifted only by the latter;
-    - a suppression older than a grant of its channel or of every channel is stale (the
-      customer re-subscribed after it, and that event arrived first);
+    - consent records are ordered by event time, a refusal after a grant at the same time
+      (a tie never widens contact), then by event id; the newest of a channel's record and
+      the every-channel record decides. An older record changes nothing and comes back
+      ``"stale"``; a record for every channel replaces the channels' own older ones;
+    - a grant (a re-subscribe) lifts the unsubscribes strictly older than it, of its
+      channel or, for every channel, all of them: a do-not-contact is lifted only by the
+      latter. A complaint is never lifted from the stream, nor a suppression recorded
+      without a time;
+    - an unsubscribe older than a grant of its channel or of every channel is stale (the
+      customer re-subscribed after it, and that event arrived first); a complaint never is;
     - applying a record again changes nothing.
 
     Returns ``"applied"`` or ``"stale"``."""
@@ -286,9 +292,11 @@ def record_consent(
         raise ValueError(f"op must be one of {CONSENT_OPS}, not {op!r}")
     if channel is not None and channel not in CHANNELS:
         raise ValueError(f"channel must be one of {CHANNELS} or None, not {channel!r}")
+    if kind not in SUPPRESSION_KINDS:
+        raise ValueError(f"kind must be one of {SUPPRESSION_KINDS}, not {kind!r}")
     when = int(time.time() * 1000) if ts_ms is None else ts_ms
     keys = [consent_key(profile_id), suppress_key(profile_id), suppress_at_key(profile_id)]
-    args = [op, channel or "*", str(when), version, event_id]
+    args = [op, channel or "*", str(when), version, event_id, kind]
     script = client.register_script(CONSENT_SCRIPT)
     what = f"record {op} of {profile_id} on {channel or 'every channel'}"
     return text(_retried(retry or RetryPolicy(), lambda: script(keys=keys, args=args), what))
@@ -301,10 +309,11 @@ def unsubscribe(
     retry: RetryPolicy | None = None,
     ts_ms: int | None = None,
     event_id: str = "",
+    kind: str = "unsubscribe",
 ) -> str:
     """Suppress one channel for the profile, or every channel (do-not-contact) with None,
-    as of event time `ts_ms` (see `record_consent`)."""
-    return record_consent(client, profile_id, "suppress", channel, ts_ms, "", event_id, retry)
+    as of event time `ts_ms`, for an unsubscribe or a complaint (see `record_consent`)."""
+    return record_consent(client, profile_id, "suppress", channel, ts_ms, "", event_id, retry, kind)
 
 
 def set_consent(

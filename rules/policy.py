@@ -37,10 +37,14 @@ Profile ids containing ``{`` or ``}`` are refused: they would break the tag.
     ``|pending`` appended until the actions topic acknowledges its message
     (``rules.guards.mark_delivered`` drops it, TTL kept); a record without it counts as
     delivered.
-``scrm:consent:{pid}``  hash ``<channel> -> "1" | "0"``, no TTL. Only an explicit ``"0"``
-    refuses a channel: a channel without a field is consented by default (opt-out model;
-    the journey layer must record refusals with ``rules.guards.set_consent``).
+``scrm:consent:{pid}``  hash ``<channel> | * -> "1" | "0"`` and ``<channel>:at ->
+    "<event ms>|<version>|<event id>"``, no TTL. Only an explicit ``"0"`` refuses a
+    channel: a channel without a field follows ``*``, and without either it is consented
+    (opt-out model). Written in event time by ``rules.guards.record_consent``.
 ``scrm:suppress:{pid}``  set of channel names, and ``*`` for do-not-contact, no TTL.
+``scrm:suppress:{pid}:at``  hash ``<channel> -> "<event ms>|unsubscribe"`` or
+    ``"|complaint"``: the newest suppression of each, which a newer grant may lift (an
+    unsubscribe only; a member without a time is never lifted).
 ``scrm:dedupe:{pid}:<template>``  string: event time (ms) of the last send of that
     template to the profile, PX the dedupe window.
 ``scrm:cap:{pid}:profile:<channel|*>``  sorted set of the ``action_id`` s sent, scored by

@@ -489,10 +489,10 @@ CONSENTING = frozenset({"consent_granted", "consent_revoked"})
 
 
 def _consent(pid: str, e: Event, received_ms: int) -> Intent:
-    """A consent record from the stream: ``props.channel`` (a channel; missing or ``*``:
-    every channel) and ``props.version`` (the policy text agreed to). A grant naming an
-    unknown channel grants nothing (``detail.unknown``); a refusal naming one refuses every
-    channel, as a suppression does."""
+    """A consent record from the stream: ``props.channel`` (a channel, or ``*`` for every
+    channel) and ``props.version`` (the policy text agreed to). A grant must name its
+    channel: one naming none or an unknown one grants nothing (``detail.unknown``). A
+    refusal naming none or an unknown one refuses every channel, as a suppression does."""
     props = e.props or {}
     named = props.get("channel")
     version = props.get("version")
@@ -500,8 +500,8 @@ def _consent(pid: str, e: Event, received_ms: int) -> Intent:
     channel = ""
     if isinstance(named, str) and named in CHANNELS:
         channel = named
-    elif named not in (None, "", "*"):
-        detail["unknown"] = str(named)[:64]
+    elif named != "*":
+        detail["unknown"] = "" if named is None else str(named)[:64]
     return Intent(
         "consent", f"consent:{e.event_id}", pid, "", 0, "", channel, e.type, "", 0, e.event_id, e.ts_ms,
         received_ms, detail,

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from flows.app.testing import free_port
 from flows.core.durations import DAY_MS
@@ -108,11 +110,11 @@ def test_consent_is_granted_by_default_and_an_explicit_refusal_wins(
     guards: Guards, client: redis.Redis, pid: str
 ) -> None:
     assert one(guards, pid, channel="email").status == "sent"
-    set_consent(client, pid, "email", False)
+    set_consent(client, pid, "email", False, ts_ms=T0)
     assert client.hget(consent_key(pid), "email") == "0"
     assert sr(one(guards, pid, channel="email")) == ("no_consent", "consent:email")
     assert one(guards, pid, channel="sms").status == "sent"
-    set_consent(client, pid, "email", True)
+    set_consent(client, pid, "email", True, ts_ms=T0 + 1)
     assert one(guards, pid, channel="email").status == "sent"
 
 
@@ -160,6 +162,84 @@ def test_a_re_subscribe_lifts_older_suppressions_and_not_newer_ones(
     set_consent(client, pid, None, True, ts_ms=T0 + 12)
     assert client.smembers(suppress_key(pid)) == set()
     assert one(guards, pid, channel="sms").status == "sent"
+
+
+def test_a_channel_record_older_than_the_every_channel_record_is_stale(
+    guards: Guards, client: redis.Redis, pid: str
+) -> None:
+    set_consent(client, pid, None, False, ts_ms=T0 + 10)
+    assert set_consent(client, pid, "sms", True, ts_ms=T0 + 5) == "stale"  # arrived late
+    assert sr(one(guards, pid, channel="sms")) == ("no_consent", "consent:*")
+    set_consent(client, pid, None, True, ts_ms=T0 + 20)
+    assert set_consent(client, pid, "sms", False, ts_ms=T0 + 15) == "stale"
+    assert one(guards, pid, channel="sms").status == "sent"
+
+
+def test_at_the_same_time_a_refusal_beats_a_grant_in_either_order(
+    guards: Guards, client: redis.Redis
+) -> None:
+    for first, second in ((True, False), (False, True)):
+        pid = f"tie-{uuid.uuid4().hex[:8]}"
+        set_consent(client, pid, "sms", first, ts_ms=T0)
+        set_consent(client, pid, "sms", second, ts_ms=T0)
+        assert sr(one(guards, pid)) == ("no_consent", "consent:sms")
+        # an unsubscribe and a re-subscribe at the same time: the unsubscribe holds
+        pid = f"tie-{uuid.uuid4().hex[:8]}"
+        steps = [lambda p: unsubscribe(client, p, "email", ts_ms=T0),
+                 lambda p: set_consent(client, p, "email", True, ts_ms=T0)]  # fmt: skip
+        for step in steps if first else steps[::-1]:
+            step(pid)
+        assert sr(one(guards, pid, channel="email")) == ("suppressed", "suppressed:email")
+
+
+def test_a_complaint_and_a_suppression_without_a_time_are_never_lifted_from_the_stream(
+    guards: Guards, client: redis.Redis, pid: str
+) -> None:
+    assert unsubscribe(client, pid, "sms", ts_ms=T0, kind="complaint") == "applied"
+    set_consent(client, pid, "sms", True, ts_ms=T0 + 5)
+    set_consent(client, pid, None, True, ts_ms=T0 + 6)
+    assert sr(one(guards, pid)) == ("suppressed", "suppressed:sms")
+    # a complaint is never stale: arriving after a newer re-subscribe, it still holds
+    assert unsubscribe(client, pid, "email", ts_ms=T0 + 1, kind="complaint") == "applied"
+    assert sr(one(guards, pid, channel="email")) == ("suppressed", "suppressed:email")
+    # a do-not-contact kept before suppressions had times, and a refusal likewise
+    client.sadd(suppress_key(pid), "*")
+    client.hset(consent_key(pid), "push", "0")
+    set_consent(client, pid, None, True, ts_ms=T0 + 100)
+    assert client.sismember(suppress_key(pid), "*")
+    assert set_consent(client, pid, "push", True, ts_ms=T0 + 100) == "stale"
+    assert sr(one(guards, pid, channel="push")) == ("no_consent", "consent:push")
+
+
+RECORDS = st.lists(
+    st.tuples(
+        st.sampled_from(("grant", "revoke", "unsubscribe", "complaint")),
+        st.sampled_from(("sms", "email", None)),
+        st.integers(0, 3),  # few times: ties are common
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=RECORDS, order=st.randoms(use_true_random=False))
+def test_consent_records_decide_the_same_in_any_order(
+    guards: Guards, client: redis.Redis, records: list[tuple[str, str | None, int]], order: random.Random
+) -> None:
+    def decisions(recs: list[tuple[str, str | None, int]]) -> list[tuple[str, str]]:
+        pid = f"ord-{uuid.uuid4().hex[:8]}"
+        for n, (op, channel, t) in enumerate(recs):
+            ts = T0 + t
+            if op in ("grant", "revoke"):
+                set_consent(client, pid, channel, op == "grant", ts_ms=ts)
+            else:
+                unsubscribe(client, pid, channel, ts_ms=ts, event_id=f"e{n}", kind=op)
+        return [sr(one(guards, pid, channel=c)) for c in ("sms", "email", "push")]
+
+    shuffled = list(records)
+    order.shuffle(shuffled)
+    assert decisions(shuffled) == decisions(sorted(records, key=lambda r: r[2]))
 
 
 def test_suppression_by_channel_and_do_not_contact(guards: Guards, client: redis.Redis, pid: str) -> None:

@@ -248,6 +248,8 @@ def test_consent_events_become_consent_records_with_channel_and_version() -> Non
         ev("consent_granted", T0, "g1", channel="sms", version="2026-01"),
         ev("consent_revoked", T0 + 1, "r1"),  # no channel: every channel
         ev("consent_granted", T0 + 2, "g2", channel="fax"),  # unknown: flagged, never widened
+        ev("consent_granted", T0 + 3, "g3"),  # a grant must name its channel
+        ev("consent_granted", T0 + 4, "g4", channel="*"),  # every channel, said explicitly
     ]
     out = pj.on_events("p1", evs, cat, Context(), T0)
     got = [
@@ -257,8 +259,10 @@ def test_consent_events_become_consent_records_with_channel_and_version() -> Non
     ]
     assert got == [
         ("consent", "sms", "consent_granted", "g1", T0, {"version": "2026-01"}),
-        ("consent", "", "consent_revoked", "r1", T0 + 1, {"version": ""}),
+        ("consent", "", "consent_revoked", "r1", T0 + 1, {"version": "", "unknown": ""}),
         ("consent", "", "consent_granted", "g2", T0 + 2, {"version": "", "unknown": "fax"}),
+        ("consent", "", "consent_granted", "g3", T0 + 3, {"version": "", "unknown": ""}),
+        ("consent", "", "consent_granted", "g4", T0 + 4, {"version": ""}),
     ]
 
 
