@@ -42,6 +42,13 @@ local function over(persons, fresh)
   return nil
 end
 
+local function holds(p, kind)  -- whether person `p` holds an identifier of `kind`
+  for _, m in ipairs(members_of(p)) do
+    if m[2] == kind then return true end
+  end
+  return false
+end
+
 local out = {}
 for _, ev in ipairs(events) do
   local ts, ids = ev[1], ev[2]
@@ -65,8 +72,18 @@ for _, ev in ipairs(events) do
     local kind = nil
     if #ids > 1 then kind = over(persons, fresh) end
     if kind == nil then break end
-    -- Over a limit: the least trusted identifier does not link (and is not added).
-    local dropped = table.remove(ids)
+    -- Over a limit: the least trusted identifier that brings one of that kind (itself,
+    -- or the person holding it) does not link and is not added.
+    local drop = #ids
+    for i = #ids, 1, -1 do
+      local id = ids[i]
+      local p = redis.call('HGET', owner, id[1])
+      if id[2] == kind or (p and holds(p, kind)) then
+        drop = i
+        break
+      end
+    end
+    local dropped = table.remove(ids, drop)
     refused[#refused + 1] = {dropped[1], 'limit:' .. kind}
   end
   local winner, merged = nil, {}

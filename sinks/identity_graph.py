@@ -13,10 +13,12 @@ Rules
   itself, else ``id:<name>:<hash>`` as `flows.core.pii.profile_from_hashes` derives a
   profile id, so a person known by one identifier keeps today's profile id.
 - **Limits against over-merging.** A person holds at most ``limits[name]`` identifiers of
-  each name. When linking an event's identifiers would break a limit, its least trusted
-  identifier (``priority``) is left out (not linked, not added) and reported as refused,
-  until the rest fit: a device shared by two people with different phones merges no one;
-  a second phone for a person is refused, not merged blindly.
+  each name. When linking an event's identifiers would break a limit, the least trusted
+  (``priority``) of those that bring an identifier of that name (itself or through its
+  person) is left out (not linked, not added) and reported as refused, until the rest
+  fit; an identifier that breaks no limit still links. A device shared by two people
+  with different phones merges no one; a second phone for a person is refused, not
+  merged blindly.
 - **Idempotent.** Replaying events resolves them to the same persons and merges nothing
   again; each merge has an id (``m:<loser>><winner>``) recorded with its time.
 - **Atomic.** A batch is one script call over four keys under the hash tag ``{idg}``:
@@ -35,14 +37,15 @@ import orjson
 import redis
 
 from flows.core.errors import SinkError
+from flows.core.identifiers import PRIORITY as IDENTIFIER_PRIORITY
 from sinks.redis_store import text
 from sinks.retry import RetryPolicy
 
 SCRIPT_PATH = Path(__file__).with_name("identity_graph.lua")
 PROFILE_ID = "profileId"
-# Most trusted first: the CRM's own id, then WeChat's unionId, then phone, email, openId
-# and the device; names not listed come after, in name order.
-PRIORITY = (PROFILE_ID, "unionId", "phone", "email", "openId", "deviceId")
+# Most trusted first: the CRM's own id, then the identifiers' order (names not listed come
+# after, in name order).
+PRIORITY = (PROFILE_ID, *IDENTIFIER_PRIORITY)
 LIMITS: Mapping[str, int] = {PROFILE_ID: 1, "unionId": 1, "phone": 1, "email": 3, "openId": 10, "deviceId": 5}
 
 

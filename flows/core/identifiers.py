@@ -1,9 +1,10 @@
 """Identifiers in one canonical form, so a person's phone or email hashes the same however
 a channel wrote it.
 
-An identifier's kind comes from its name: a name containing ``phone`` or ``mobile`` is a
-phone, one containing ``email`` an email, anything else (openId, unionId, deviceId, ...)
-an opaque id.
+An identifier's kind comes from its name, in any case: a name ending in ``phone`` or
+``mobile`` (``homePhone``), or ``phoneNumber``, ``mobileNumber``, ``tel``, is a phone; one
+ending in ``email`` (``workEmail``), or ``emailAddress``, an email; any other name
+(openId, unionId, deviceId, mobileDeviceId, emailOptIn, ...) an opaque id.
 
 - **phone**: E.164 (``+8613800000001``) by libphonenumber; a number without a country
   code is read in the configured default region. Refused when it does not parse or is
@@ -28,18 +29,29 @@ from functools import lru_cache
 import phonenumbers
 
 PHONE, EMAIL, ID = "phone", "email", "id"
+# Identifier names, most trusted first: a profile id is derived from the first an event
+# carries (`flows.core.pii.profile_from_hashes`), and the identity graph leaves out the
+# last when a link would over-merge. WeChat's ids are issued per account; a phone or an
+# email is typed by the customer; a device may be shared.
+PRIORITY = ("unionId", "openId", "phone", "email", "deviceId")
 # Why an identifier was refused (the `reason` label of scrm_identifiers_invalid_total).
 REASONS = ("empty", "too_long", "unparseable", "invalid_number", "malformed")
 EMAIL_MAX = 254  # RFC 5321's path limit
 ID_MAX = 256
 
 
+PHONE_NAMES = frozenset({"phonenumber", "mobilenumber", "tel"})
+EMAIL_NAMES = frozenset({"emailaddress"})
+
+
+@lru_cache(maxsize=1024)
 def kind_of(name: str) -> str:
-    """The kind of the identifier called `name`: phone, email or id."""
+    """The kind of the identifier called `name`: phone, email or id. The name's last word
+    decides, so ``mobileDeviceId`` stays an id."""
     lname = name.lower()
-    if "phone" in lname or "mobile" in lname:
+    if lname.endswith(("phone", "mobile")) or lname in PHONE_NAMES:
         return PHONE
-    if "email" in lname:
+    if lname.endswith("email") or lname in EMAIL_NAMES:
         return EMAIL
     return ID
 

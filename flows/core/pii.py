@@ -30,22 +30,19 @@ import hmac
 from functools import lru_cache
 from typing import Any
 
-from flows.core.identifiers import IdentifierRules
+from flows.core.identifiers import EMAIL, PHONE, PRIORITY, IdentifierRules, kind_of
 
-# Which identifier names the engine derives a profile from when an event has no
-# profileId, in order of preference (most stable first).
-IDENTITY_PRIORITY = ("unionId", "openId", "phone", "email", "deviceId")
 _HASH_HEX = 32  # 128 bits of the HMAC: plenty to join on, half the storage
 
 
 def mask_value(name: str, value: object) -> str:
     """A display form that keeps enough to recognise, not enough to contact."""
     text = str(value).strip()
-    lname = name.lower()
-    if "email" in lname:
+    kind = kind_of(name)
+    if kind == EMAIL:
         local, at, domain = text.partition("@")
         return f"{local[:1]}***@{domain}" if at else f"{local[:1]}***"
-    if ("phone" in lname or "mobile" in lname) and len(text) >= 7:
+    if kind == PHONE and len(text) >= 7:
         return f"{text[:3]}****{text[-4:]}"
     if len(text) > 8:
         return f"{text[:2]}****{text[-2:]}"
@@ -117,7 +114,7 @@ class PiiProtector:
 def profile_from_hashes(identifiers: dict[str, Any], hashes: dict[str, str]) -> str:
     """A stable profile id for an event that names a person only by identifiers: from the
     hash of the most stable one that has a canonical form ('' when none has)."""
-    for name in IDENTITY_PRIORITY:
+    for name in PRIORITY:
         h = hashes.get(name)
         if h is not None:
             return f"id:{name}:{h[:20]}"

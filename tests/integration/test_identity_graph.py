@@ -82,6 +82,15 @@ def test_a_second_phone_is_refused_not_merged_and_two_crm_ids_never_merge(valkey
     assert c2.person == "c2" and c2.refused == ((Identifier("email", "shared@x"), "limit:profileId"),)
 
 
+def test_only_an_identifier_that_breaks_a_limit_is_left_out(valkey):
+    g = graph(valkey)
+    g.resolve([(1, ids(profileId="c1", phone="p1")), (2, ids(phone="p2"))])
+    (r,) = g.resolve([(3, ids(profileId="c1", phone="p2", deviceId="d-new"))])
+    assert r.person == "c1" and not r.merges
+    assert r.refused == ((Identifier("phone", "p2"), "limit:phone"),)  # the device is innocent
+    assert g.person_of(Identifier("deviceId", "d-new")) == "c1"
+
+
 def test_limits_and_priority_are_configurable(valkey):
     g = graph(valkey, limits={"phone": 2}, priority=("email", "phone"))
     g.resolve([(1, ids(phone="p1")), (2, ids(phone="p2"))])

@@ -54,8 +54,17 @@ def test_other_ids_are_trimmed_only():
 
 
 def test_kinds_come_from_names():
-    names = ("phone", "mobilePhone", "Email", "openId")
-    assert [kind_of(n) for n in names] == ["phone", "phone", "email", "id"]
+    names = (
+        "phone",
+        "mobilePhone",
+        "phoneNumber",
+        "Email",
+        "workEmail",
+        "openId",
+        "mobileDeviceId",
+        "emailOptIn",
+    )
+    assert [kind_of(n) for n in names] == ["phone", "phone", "phone", "email", "email", "id", "id", "id"]
 
 
 def test_a_region_is_checked_and_the_rules_pickle():
