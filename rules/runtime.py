@@ -104,7 +104,7 @@ class ProfileJourneys:
     def __getstate__(self) -> tuple[Any, ...]:
         return (
             self.instances, self.entries, self.watches, self.journey_tags, self.last_event_ms, self.tz,
-            self.sent_by, self.dates, self.last_by_type, self.pending,
+            self.sent_by, self.dates, self.last_by_type, self.pending, 1,
         )  # fmt: skip
 
     def __setstate__(self, st: tuple[Any, ...]) -> None:
@@ -113,6 +113,8 @@ class ProfileJourneys:
             self.sent_by, self.dates,
         ) = st[:8]  # fmt: skip
         self.last_by_type, self.pending = st[8:10] if len(st) >= 10 else (None, None)  # older snapshots
+        if len(st) < 11 and self.tz == "UTC":
+            self.tz = ""  # older snapshots wrote UTC for "unknown": follow the configured default
 
     # ------------------------------------------------------------------ quiet
 

@@ -152,6 +152,18 @@ def test_a_profile_without_a_timezone_follows_the_catalog_default() -> None:
     assert first(Catalog(j, default_tz="Asia/Shanghai"), named) == "send"
 
 
+def test_a_snapshot_of_the_older_shape_reads_its_utc_as_unknown_and_the_new_shape_round_trips() -> None:
+    pj = ProfileJourneys()
+    pj.tz = "UTC"
+    st = pj.__getstate__()
+    again = ProfileJourneys.__new__(ProfileJourneys)
+    again.__setstate__(st)
+    assert again.tz == "UTC"  # named by an event: kept
+    old = ProfileJourneys.__new__(ProfileJourneys)
+    old.__setstate__(st[:10])  # written when "unknown" was stored as UTC
+    assert old.tz == ""
+
+
 def test_version_pinning_pause_and_disable() -> None:
     v1 = warmup(1)
     v2 = replace(parse_journey({**_canon(v1), "nodes": [{"id": "other", "type": "send", "channel": "email",
