@@ -30,7 +30,7 @@ import hmac
 from functools import lru_cache
 from typing import Any
 
-from flows.core.identifiers import EMAIL, PHONE, PRIORITY, IdentifierRules, kind_of
+from flows.core.identifiers import EMAIL, ID, PHONE, PRIORITY, IdentifierRules, kind_of
 
 _HASH_HEX = 32  # 128 bits of the HMAC: plenty to join on, half the storage
 
@@ -51,8 +51,12 @@ def mask_value(name: str, value: object) -> str:
 
 @lru_cache(maxsize=65536)
 def _digest(secret: bytes, name: str, text: str) -> str:
-    """HMAC-SHA256 of ``name:text``; cached, as a person's identifiers repeat."""
-    return hmac.digest(secret, f"{name.lower()}:{text}".encode(), "sha256").hex()[:_HASH_HEX]
+    """HMAC-SHA256 of ``<scope>:text``, the scope a phone's or email's kind and any other
+    id's name (so ``mobile`` and ``phone`` join, ``openId`` and ``unionId`` never do);
+    cached, as a person's identifiers repeat."""
+    kind = kind_of(name)
+    scope = kind if kind != ID else name.lower()
+    return hmac.digest(secret, f"{scope}:{text}".encode(), "sha256").hex()[:_HASH_HEX]
 
 
 class PiiProtector:

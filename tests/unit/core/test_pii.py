@@ -41,6 +41,17 @@ def test_a_pii_prop_hashes_like_the_identifier_it_names():
     assert p.digest("phone", " 12345 ") == p.digest("phone", "12345")
 
 
+def test_phones_and_emails_join_whatever_their_names_and_ids_never_cross():
+    p = PiiProtector(b"k", ("mobile",))
+    _, hashes, _, _ = p.protect(
+        {"phone": "13800000001", "homePhone": "+86 138 0000 0001", "workEmail": "A@x.cn", "email": "a@x.cn"},
+        {"mobile": "138-0000-0001"},
+    )
+    assert hashes["phone"] == hashes["homePhone"] == hashes["props.mobile"]
+    assert hashes["email"] == hashes["workEmail"]
+    assert p.digest("openId", "o-1") != p.digest("unionId", "o-1")
+
+
 def test_the_default_region_decides_what_a_national_number_is():
     cn, us = PiiProtector(b"k", ()), PiiProtector(b"k", (), IdentifierRules("US"))
     assert cn.digest("phone", "+16502530000") == us.digest("phone", "(650) 253-0000")
