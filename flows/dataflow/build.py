@@ -66,6 +66,15 @@ class FlowSinks:
     actions_out: Sequence[Sink[ActionRecord]] = field(default_factory=list)
 
 
+def make_pii(settings: Settings) -> PiiProtector:
+    """The engine's hashing and masking of identifiers and PII props."""
+    return PiiProtector(
+        settings.pii.secret.get_secret_value().encode(),
+        settings.pii.props_fields,
+        IdentifierRules(settings.identity.default_region),
+    )
+
+
 def make_validator(settings: Settings) -> Validator:
     v = settings.validation
     limits = Limits(
@@ -74,11 +83,7 @@ def make_validator(settings: Settings) -> Validator:
         max_future_ms=int(v.max_future_s * 1000),
         dead_letter_raw_bytes=v.dead_letter_raw_bytes,
     )
-    pii = PiiProtector(
-        settings.pii.secret.get_secret_value().encode(),
-        settings.pii.props_fields,
-        IdentifierRules(settings.identity.default_region),
-    )
+    pii = make_pii(settings)
     return Validator(limits, pii)
 
 

@@ -4,15 +4,15 @@ Every subcommand takes ``--config FILE``; settings come from ``config/default.to
 that file, ``SCRM_*`` environment variables and the flags, later winning.
 
 This module builds the root command from the modules beside it: ``run`` (run, init,
-produce), ``query`` (query, report), ``config`` and the groups ``recovery``, ``models``
-and ``journeys``; ``common`` holds what they share.
+produce), ``query`` (query, report), ``config`` and the groups ``recovery``, ``models``,
+``journeys`` and ``profile``; ``common`` holds what they share.
 """
 
 from __future__ import annotations
 
 import typer
 
-from flows.app.cli import config, journeys, models, query, recovery, run
+from flows.app.cli import config, journeys, models, profile, query, recovery, run
 
 __all__ = ["app"]
 
@@ -39,3 +39,4 @@ app.command("config")(config.show_config)
 app.add_typer(recovery.app, name="recovery")
 app.add_typer(models.app, name="models")
 app.add_typer(journeys.app, name="journeys")
+app.add_typer(profile.app, name="profile")
