@@ -16,7 +16,9 @@ from typing import Any
 from flows.core.conditions import COMPARE, matcher
 from flows.core.conditions import Condition as EventCondition
 from flows.core.contract import Event
+from rules.attributes import PII, Attributes, value_of
 from rules.journeys.model import (
+    AttributeCondition,
     EventTrigger,
     FeatureCondition,
     PropCondition,
@@ -83,7 +85,22 @@ def event_prop(e: Event, path: str) -> Any:
 # --- branch conditions and A/B arms -----------------------------------------------------------
 
 
-def holds(c: Any, ctx: Context, trigger_props: Mapping[str, Any], journey_tags: set[str]) -> bool:
+def _compare(got: Any, op: str, value: Any) -> bool:
+    """A prop or attribute against a condition's operator and value."""
+    if op == "in":
+        return got in value
+    if op in ("==", "!="):
+        return (got == value) == (op == "==")
+    return isinstance(got, int | float) and not isinstance(got, bool) and COMPARE[op](got, value)
+
+
+def holds(
+    c: Any,
+    ctx: Context,
+    trigger_props: Mapping[str, Any],
+    journey_tags: set[str],
+    attrs: Attributes | None = None,
+) -> bool:
     if isinstance(c, TagCondition):
         return (c.tag in ctx.tags or c.tag in journey_tags) == c.present
     if isinstance(c, SegmentCondition):
@@ -98,11 +115,16 @@ def holds(c: Any, ctx: Context, trigger_props: Mapping[str, Any], journey_tags: 
         got: Any = trigger_props
         for part in c.field.split(".")[1:]:
             got = got.get(part) if isinstance(got, dict) else None
-        if c.op == "in":
-            return got in c.value
-        if c.op in ("==", "!="):
-            return (got == c.value) == (c.op == "==")
-        return isinstance(got, int | float) and not isinstance(got, bool) and COMPARE[c.op](got, c.value)
+        return _compare(got, c.op, c.value)
+    if isinstance(c, AttributeCondition):
+        a: Any = value_of(attrs, c.name)
+        if a is None or a == PII:
+            return False
+        if isinstance(a, list):
+            if c.op == "in":
+                return any(x in c.value for x in a)
+            return c.op in ("==", "!=") and (c.value in a) == (c.op == "==")
+        return _compare(a, c.op, c.value)
     return False
 
 
@@ -128,11 +150,16 @@ _VAR = re.compile(r"\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
 
 
 def render_vars(
-    pairs: tuple[tuple[str, str], ...], pid: str, ctx: Context, trigger: Mapping[str, Any]
+    pairs: tuple[tuple[str, str], ...],
+    pid: str,
+    ctx: Context,
+    trigger: Mapping[str, Any],
+    attrs: Attributes | None = None,
 ) -> dict[str, str]:
-    """Fill ``{{...}}`` placeholders: ``profile.id``, ``segment``, ``tags``,
-    ``features.<name>``, ``score.<model>``, ``trigger.props.<field>``; anything unknown or
-    without a value renders empty (identifiers are hashed in the engine: no names here).
+    """Fill ``{{...}}`` placeholders: ``profile.id``, ``profile.<attribute>``, ``segment``,
+    ``tags``, ``features.<name>``, ``score.<model>``, ``trigger.props.<field>``; anything
+    unknown or without a value renders empty. A PII attribute (masked in the engine) is
+    left as its placeholder for the sender, which holds the contact data, to fill.
 
     >>> render_vars((("hi", "{{ profile.id }}: {{features.orders_30d}} / {{trigger.props.sku}}"),),
     ...             "p1", Context(values={"orders_30d": 2.0}), {"sku": "S1"})
@@ -144,6 +171,12 @@ def render_vars(
         v: Any = None
         if path == ["profile", "id"]:
             v = pid
+        elif len(path) == 2 and path[0] == "profile":
+            v = value_of(attrs, path[1])
+            if v == PII:
+                return m.group(0)
+            if isinstance(v, list):
+                v = ",".join("" if x is None else str(x) for x in v)
         elif path == ["segment"]:
             v = ctx.segment
         elif path == ["tags"]:

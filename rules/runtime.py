@@ -43,9 +43,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flows.core.contract import ENGINE, Event, engine_event
+from flows.core.contract import ENGINE, Event, engine_event, ts_or_none
 from flows.core.durations import DAY_MS
 from flows.core.messages import Intent
+from rules.attributes import PROFILE_TYPES, Attributes, learn
 from rules.calendar import next_date_fire, parse_date, quiet_hours_decision, valid_tz, wait_until
 from rules.evaluate import Context, arm_of, event_prop, fires, holds, render_vars, where_matches
 from rules.journeys.model import (
@@ -83,7 +84,7 @@ class ProfileJourneys:
     """One profile's journeys: running instances, entry history, armed absence watches."""
 
     __slots__ = (
-        "dates", "entries", "instances", "journey_tags", "last_by_type", "last_event_ms", "pending",
+        "attrs", "dates", "entries", "instances", "journey_tags", "last_by_type", "last_event_ms", "pending",
         "sent_by", "tz", "watches",
     )  # fmt: skip
 
@@ -100,11 +101,12 @@ class ProfileJourneys:
         self.last_by_type: dict[str, int] | None = None
         # journey id -> (trigger id, props, ts) of an entry waiting for the profile to be quiet
         self.pending: dict[str, tuple[str, dict[str, Any], int]] | None = None
+        self.attrs: Attributes | None = None  # the profile's record (rules.attributes)
 
     def __getstate__(self) -> tuple[Any, ...]:
         return (
             self.instances, self.entries, self.watches, self.journey_tags, self.last_event_ms, self.tz,
-            self.sent_by, self.dates, self.last_by_type, self.pending, 1,
+            self.sent_by, self.dates, self.last_by_type, self.pending, 1, self.attrs,
         )  # fmt: skip
 
     def __setstate__(self, st: tuple[Any, ...]) -> None:
@@ -115,6 +117,7 @@ class ProfileJourneys:
         self.last_by_type, self.pending = st[8:10] if len(st) >= 10 else (None, None)  # older snapshots
         if len(st) < 11 and self.tz == "UTC":
             self.tz = ""  # older snapshots wrote UTC for "unknown": follow the configured default
+        self.attrs = st[11] if len(st) >= 12 else None
 
     # ------------------------------------------------------------------ quiet
 
@@ -139,7 +142,7 @@ class ProfileJourneys:
         if isinstance(c, QuietCondition):
             last = self._last_of(c)
             return last < 0 or now_ms - last >= c.for_ms
-        return holds(c, ctx, props, self.journey_tags)
+        return holds(c, ctx, props, self.journey_tags, self.attrs)
 
     # ------------------------------------------------------------------ time
 
@@ -196,6 +199,11 @@ class ProfileJourneys:
                     out.append(_suppression(pid, e, received_ms))
                 elif e.type in CONSENTING:
                     out.append(_consent(pid, e, received_ms))
+                elif e.type in PROFILE_TYPES:
+                    self.attrs = learn(self.attrs, e)
+                    agreed = e.props.get("consent") if e.props else None
+                    if isinstance(agreed, dict):
+                        out.append(_agreed(pid, e, agreed, received_ms))
                 if e.type == "complaint":
                     blamed = self._blame(e)
                     if blamed is not None:
@@ -418,7 +426,9 @@ class ProfileJourneys:
                         inst.pc = ins.next
                         continue
                 inst.deferred = False
-                detail: dict[str, Any] = {"vars": render_vars(node.vars, pid, ctx, inst.trigger_props)}
+                detail: dict[str, Any] = {
+                    "vars": render_vars(node.vars, pid, ctx, inst.trigger_props, self.attrs)
+                }
                 detail.update(_why(inst.trigger_props))
                 out.append(self._intent("send", pid, j, inst, node, t, received_ms, detail))
                 self.sent_by[node.template] = (j.id, j.version)
@@ -508,6 +518,19 @@ def _consent(pid: str, e: Event, received_ms: int) -> Intent:
         "consent", f"consent:{e.event_id}", pid, "", 0, "", channel, e.type, "", 0, e.event_id, e.ts_ms,
         received_ms, detail,
     )  # fmt: skip
+
+
+def _agreed(pid: str, e: Event, agreed: Mapping[str, Any], received_ms: int) -> Intent:
+    """The consent a profile record carries (``props.consent``: ``time``, ``ver`` or
+    ``version``, ``channel`` default ``*``): a grant as of its time (the event's when it
+    has none), as a ``consent_granted`` event would record it."""
+    when = agreed.get("time")
+    ts = (ts_or_none(when) if when is not None else None) or e.ts_ms  # unreadable: the record's time
+    props = {"channel": agreed.get("channel", "*"), "version": agreed.get("ver", agreed.get("version"))}
+    grant = Event(
+        e.event_id, pid, "consent_granted", ts, e.source, props, {}, {}, e.received_ms, e.origin, 0, 0
+    )
+    return _consent(pid, grant, received_ms)
 
 
 def _why(trigger: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ Hypothesis tests check.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Callable
@@ -172,6 +173,8 @@ class Validator:
         """Validate an already decoded object (the CSV source builds objects, not JSON)."""
         if type(obj) is not dict:
             raise _Reject("not_object", f"top level is {type(obj).__name__}, not an object")
+        if "type" not in obj and "eventId" not in obj and ("identifiers" in obj or "profileId" in obj):
+            obj = profile_document(obj, rec.received_ms or now_ms)
         get: Callable[[str], Any] = obj.get  # JSON values: checked below, field by field
         event_id = get("eventId")
         if type(event_id) is not str or not event_id or len(event_id) > ID_MAX:
@@ -248,6 +251,32 @@ class Validator:
 
 
 _EMPTY: dict[str, str] = {}  # shared, never mutated: events without identifiers
+_ENVELOPE = frozenset({"profileId", "identifiers", "source", "props"})
+
+
+def profile_document(doc: dict[str, Any], received_ms: int) -> dict[str, Any]:
+    """A profile document (no ``type``, no ``eventId``: ``{profileId | identifiers, name,
+    tags, segments, consent: {time, ver}, ...}``) as the ``profile_updated`` event it
+    stands for: its fields become the props, its id a digest of its content (so the same
+    document sent twice is one event), its time ``updatedAt``, ``createdAt``,
+    ``consent.time`` or, without any, when it was received.
+
+    >>> ev = profile_document({"name": "张三", "identifiers": {"phone": "1"}, "consent": {"time": 1}}, 5)
+    >>> ev["type"], ev["ts"], sorted(ev["props"]), ev["eventId"].startswith("profile:")
+    ('profile_updated', 1, ['consent', 'name'], True)
+    """
+    props: dict[str, Any] = {k: v for k, v in doc.items() if k not in _ENVELOPE}
+    if type(doc.get("props")) is dict:
+        props.update(doc["props"])
+    consent = props.get("consent")
+    when = props.get("updatedAt", props.get("createdAt"))
+    if when is None and type(consent) is dict:
+        when = consent.get("time")
+    digest = hashlib.blake2b(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS), digest_size=12).hexdigest()
+    out = {k: doc[k] for k in ("profileId", "identifiers", "source") if k in doc}
+    out.update(eventId=f"profile:{digest}", type="profile_updated", ts=received_ms if when is None else when)
+    out["props"] = props
+    return out
 
 
 def _bad_str(value: Any, name: str, max_len: int) -> None:
@@ -258,6 +287,14 @@ def _bad_str(value: Any, name: str, max_len: int) -> None:
         raise _Reject(f"bad_type:{name}", f"{name} is {type(value).__name__}, not a string")
     if len(value) > max_len:
         raise _Reject(f"bad_value:{name}", f"{name} longer than {max_len} characters")
+
+
+def ts_or_none(value: Any) -> int | None:
+    """`parse_ts`, or None when `value` is not a readable time."""
+    try:
+        return parse_ts(value)
+    except _Reject:
+        return None
 
 
 def parse_ts(value: Any, name: str = "ts") -> int:

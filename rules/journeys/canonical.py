@@ -16,6 +16,7 @@ from flows.core.durations import format_duration
 from rules.journeys.model import (
     AbsenceTrigger,
     AbSplitNode,
+    AttributeCondition,
     BranchNode,
     Condition,
     EventTrigger,
@@ -87,6 +88,8 @@ def _canon_condition(c: Condition) -> dict[str, Any]:
         return {"score": c.model, "op": c.op, "value": c.value}
     if isinstance(c, QuietCondition):
         return {"quiet_for": format_duration(c.for_ms), "types": sorted(c.types)}
+    if isinstance(c, AttributeCondition):
+        return {"attribute": c.name, "op": c.op, "value": _canon_value(c.op, c.value)}
     return {"prop": c.field, "op": c.op, "value": _canon_value(c.op, c.value)}
 
 

@@ -148,6 +148,18 @@ class PropCondition:
 
 
 @dataclass(frozen=True, slots=True)
+class AttributeCondition:
+    """An attribute of the profile's record (``identify`` / ``profile_updated`` events)
+    compared as a trigger's prop is; on a list attribute ``==`` / ``!=`` test membership
+    and ``in`` any overlap. An unknown or PII attribute fails."""
+
+    KIND: ClassVar[str] = "attribute"
+    name: str
+    op: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
 class QuietCondition:
     """No qualifying activity for at least `for_ms` before the decision: none of the
     profile's own events of `types` (empty: any of its own events) in that span. A profile
@@ -248,8 +260,9 @@ Trigger = (
     | DateTrigger
 )
 Condition = (
-    TagCondition | SegmentCondition | FeatureCondition | ScoreCondition | PropCondition | QuietCondition
-)
+    TagCondition | SegmentCondition | FeatureCondition | ScoreCondition | PropCondition | AttributeCondition
+    | QuietCondition
+)  # fmt: skip
 Node = WaitNode | SendNode | BranchNode | AbSplitNode | TagNode | TaskNode | TicketNode | ExitNode
 
 

@@ -33,6 +33,7 @@ from rules.journeys.model import (
     WEEKDAYS,
     AbSplitNode,
     Arm,
+    AttributeCondition,
     BranchNode,
     Condition,
     ExitNode,
@@ -62,7 +63,7 @@ VAR_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 def _condition(raw: Any, at: _At) -> Condition:
-    kinds = ("tag", "not_tag", "segment", "feature", "score", "prop", "quiet_for")
+    kinds = ("tag", "not_tag", "segment", "feature", "score", "prop", "attribute", "quiet_for")
     _fields(raw, at, (), (*kinds, "op", "value", "types"))
     kind = _one_of(raw, kinds, at, "the kind of condition")
     if kind == "quiet_for":
@@ -75,9 +76,13 @@ def _condition(raw: Any, at: _At) -> Condition:
         name = _name(f[kind], at.key(kind))
         return SegmentCondition(name) if kind == "segment" else TagCondition(name, kind == "tag")
     f = _fields(raw, at, (kind, "op", "value"))
-    op, value = _compared(f["op"], f["value"], at.key("op"), at.key("value"), scalars=kind == "prop")
+    scalars = kind in ("prop", "attribute")
+    op, value = _compared(f["op"], f["value"], at.key("op"), at.key("value"), scalars=scalars)
     if kind == "prop":
         return PropCondition(_field_path(f["prop"], at.key("prop")), op, value)
+    if kind == "attribute":
+        name = _str(f["attribute"], at.key("attribute"), VAR_RE, "an attribute name ([A-Za-z_][A-Za-z0-9_]*)")
+        return AttributeCondition(name, op, value)
     if kind == "score" and not 0.0 <= value <= 1.0:
         raise at.key("value").error(f"{value!r} is not a probability from 0 to 1")
     cls = ScoreCondition if kind == "score" else FeatureCondition

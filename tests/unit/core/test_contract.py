@@ -204,3 +204,17 @@ def test_every_object_is_accepted_or_dead_lettered_and_accepted_ones_meet_the_co
             "ts_out_of_range",
             "too_large",
         }
+
+
+def test_a_profile_document_is_accepted_as_one_profile_updated_event() -> None:
+    v = Validator(Limits(), PiiProtector(b"k", ("name",)))
+    doc = {"name": "张三", "identifiers": {"phone": "13800000001"}, "tags": ["vip"], "segments": ["b2b"],
+           "consent": {"time": "2026-01-02T03:04:05Z", "ver": "v1"}}  # fmt: skip
+    raw = orjson.dumps(doc)
+    e = v.parse(RawRecord(raw, "t", received_ms=1_790_000_000_000), now_ms=1_790_000_000_000)
+    assert e.type == "profile_updated" and e.event_id.startswith("profile:")
+    assert e.ts_ms == 1_767_323_045_000 and e.profile_id.startswith("id:phone:")
+    assert e.props["name"] != "张三" and "props.name" in e.pii_hashes  # PII masked as any prop
+    assert e.props["tags"] == ["vip"] and e.props["consent"]["ver"] == "v1"
+    again = v.parse(RawRecord(raw, "t", received_ms=1_790_000_000_999), now_ms=1_790_000_000_999)
+    assert again.event_id == e.event_id  # the same document twice: one event

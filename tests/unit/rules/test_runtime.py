@@ -421,3 +421,38 @@ def test_quiet_for_reads_the_types_it_names_in_branches_too() -> None:
     assert sends(pj.on_events("p1", [ev("page_view", T0 + 9 * day)], cat, Context(), 0)) == [
         ("send", "nudge", "nudge")
     ]
+
+
+def test_a_profile_record_is_read_by_conditions_and_send_variables_and_its_consent_recorded() -> None:
+    j = parse_journey(
+        {
+            "id": "gold", "name": "g", "priority": 5, "entry": {"policy": "every_time"},
+            "trigger": {"event": {"type": "order_paid"}},
+            "nodes": [{"type": "branch", "if": [{"attribute": "tier", "op": "==", "value": "gold"}],
+                       "then": [{"id": "thanks", "type": "send", "channel": "sms", "template": "thanks",
+                                 "vars": {"n": "{{profile.name}}", "c": "{{profile.city}}",
+                                          "t": "{{profile.tags}}"}}],
+                       "else": [{"id": "plain", "type": "send", "channel": "sms", "template": "plain"}]}],
+        },
+        "t",
+    )  # fmt: skip
+    cat = Catalog(j)
+    pj = ProfileJourneys()
+    ident = Event("i1", "p1", "identify", T0, "crm", {"tier": "gold", "name": "张*", "city": "Shanghai",
+                  "tags": ["vip", "b2b"], "consent": {"time": T0 - 5, "ver": "v3"}}, {}, {"props.name": "h"},
+                  T0, "t", 0, 0)  # fmt: skip
+    out = pj.on_events("p1", [ident], cat, Context(), T0)
+    consent = [(i.kind, i.channel, i.template, i.ts_ms, i.detail) for i in out if isinstance(i, Intent)]
+    assert consent == [("consent", "", "consent_granted", T0 - 5, {"version": "v3"})]  # every channel
+    older = ev("profile_updated", T0 - 10, "u0", tier="silver")  # late and older: changes nothing
+    out = pj.on_events("p1", [older, ev("order_paid", T0 + 1, "o1")], cat, Context(), T0)
+    sent = [i for i in out if isinstance(i, Intent) and i.kind == "send"]
+    assert [i.node_id for i in sent] == ["thanks"]
+    # the masked name is left for the sender; the rest is filled
+    assert sent[0].detail["vars"] == {"n": "{{profile.name}}", "c": "Shanghai", "t": "vip,b2b"}
+    out = pj.on_events("p1", [ev("profile_updated", T0 + 2, "u1", tier=None), ev("order_paid", T0 + 3, "o2")],
+                       cat, Context(), T0)  # fmt: skip
+    assert [i.node_id for i in out if isinstance(i, Intent) and i.kind == "send"] == ["plain"]
+    again = ProfileJourneys.__new__(ProfileJourneys)
+    again.__setstate__(pj.__getstate__())
+    assert again.attrs == pj.attrs and again.attrs is not None and again.attrs["city"] == ("Shanghai", T0)
