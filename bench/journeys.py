@@ -174,10 +174,15 @@ def latency(
     return out
 
 
-def pipeline_rate(broker: Broker, topic: str, chdb: Path, url: str, folder: Path | None, n: int) -> float:
+def pipeline_rate(
+    broker: Broker, topic: str, chdb: Path, url: str, folder: Path | None, n: int, persons: bool = False
+) -> float:
     """Events/s of the engine over the `n` events of `topic` to its end, one worker, in this
-    process: ingest + features + scoring, and journeys and guards when `folder` is given."""
-    s = settings_for(broker, topic, chdb, url, folder, kafka={"stop_at_end": True})
+    process: ingest + features + scoring, journeys and guards when `folder` is given, and
+    routing by person (`identity.resolve`) with `persons`."""
+    s = settings_for(
+        broker, topic, chdb, url, folder, kafka={"stop_at_end": True}, identity={"resolve": persons}
+    )
     prepare_clickhouse(s)
     ensure_topics(s.kafka, {s.kafka.dlq_topic: 1, s.kafka.actions_topic: 2})
     catalog = None

@@ -5,10 +5,19 @@
 -- KEYS[2] born    HASH person -> first event time (ms) of any identifier it holds
 -- KEYS[3] members HASH person -> JSON array of [identifier, kind]
 -- KEYS[4] merges  HASH merge id -> JSON [loser, winner, ts]
+-- KEYS[5] seq     STRING the graph's change counter: orders the identities rows
+-- KEYS[6..] memos HASH source position -> the JSON answer given for the record there
 -- ARGV[1] JSON {kind: the most identifiers of that kind a person may hold}
--- ARGV[2] JSON [[ts as text, [[identifier, kind, founder person id], ...]], ...]: per event, its
---         identifiers most trusted first
--- Returns JSON, per event: [person, [[merge id, loser, winner], ...], [[identifier, why], ...]]
+-- ARGV[2] JSON [[ts as text, [[identifier, kind, founder person id], ...], memo, field], ...]:
+--         per event, its identifiers most trusted first, and where its answer is remembered
+--         (memo: an index into KEYS, 0 for none)
+-- ARGV[3] seconds a memo key lives after its last write
+-- Returns JSON, per event: [person, [[merge id, loser, winner], ...], [[identifier, why], ...],
+--         [[identifier, kind, merge id or '', seq], ...] whose owner became the person here:
+--         new ones, and every member of a merged person (with the merged person itself as
+--         ["person:<id>", "person"], so a later merge carries it along too)]
+-- A record whose answer is remembered gets that answer again and changes nothing: a replay
+-- after a crash routes each record as the first time, whatever the graph learned since.
 
 local owner, born, members, merges = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local limits = cjson.decode(ARGV[1])
@@ -50,7 +59,9 @@ local function holds(p, kind)  -- whether person `p` holds an identifier of `kin
 end
 
 local out = {}
-for _, ev in ipairs(events) do
+local memo_ttl = tonumber(ARGV[3])
+local touched = {}
+local function resolve(ev)
   local ts, ids = ev[1], ev[2]
   local t = tonumber(ts)
   local refused = {}
@@ -86,7 +97,7 @@ for _, ev in ipairs(events) do
     local dropped = table.remove(ids, drop)
     refused[#refused + 1] = {dropped[1], 'limit:' .. kind}
   end
-  local winner, merged = nil, {}
+  local winner, merged, changed = nil, {}, {}
   if #persons == 0 then
     winner = ids[1][3]
     redis.call('HSET', born, winner, ts)
@@ -106,7 +117,11 @@ for _, ev in ipairs(events) do
         for _, m in ipairs(members_of(p)) do
           redis.call('HSET', owner, m[1], winner)
           list[#list + 1] = m
+          changed[#changed + 1] = {m[1], m[2], 'm:' .. p .. '>' .. winner}
         end
+        list[#list + 1] = {'person:' .. p, 'person'}
+        redis.call('HSET', owner, 'person:' .. p, winner)
+        changed[#changed + 1] = {'person:' .. p, 'person', 'm:' .. p .. '>' .. winner}
         redis.call('HDEL', members, p)
         redis.call('HDEL', born, p)
         local id = 'm:' .. p .. '>' .. winner
@@ -121,9 +136,33 @@ for _, ev in ipairs(events) do
     for _, f in ipairs(fresh) do
       redis.call('HSET', owner, f[1], winner)
       list[#list + 1] = {f[1], f[2]}
+      changed[#changed + 1] = {f[1], f[2], ''}
     end
     redis.call('HSET', members, winner, cjson.encode(list))
   end
-  out[#out + 1] = {winner, merged, refused}
+  if #changed > 0 then
+    local seq = redis.call('INCR', KEYS[5])
+    for _, c in ipairs(changed) do c[4] = seq end
+  end
+  return {winner, merged, refused, changed}
+end
+
+for _, ev in ipairs(events) do
+  local memo, field = ev[3], ev[4]
+  local known = nil
+  if memo > 0 then known = redis.call('HGET', KEYS[memo], field) end
+  if known then
+    out[#out + 1] = cjson.decode(known)
+  else
+    local answer = resolve(ev)
+    out[#out + 1] = answer
+    if memo > 0 then
+      redis.call('HSET', KEYS[memo], field, cjson.encode(answer))
+      touched[memo] = true
+    end
+  end
+end
+if memo_ttl > 0 then
+  for memo, _ in pairs(touched) do redis.call('EXPIRE', KEYS[memo], memo_ttl) end
 end
 return cjson.encode(out)

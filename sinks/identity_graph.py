@@ -21,7 +21,14 @@ Rules
   merged blindly.
 - **Idempotent.** Replaying events resolves them to the same persons and merges nothing
   again; each merge has an id (``m:<loser>><winner>``) recorded with its time.
-- **Atomic.** A batch is one script call over four keys under the hash tag ``{idg}``:
+- **Replays answer as the first time.** A record with a source position (origin,
+  partition, offset >= 0) has its answer remembered under that position, so a replay
+  after a crash routes it to the person it went to before, not to the person the graph
+  has merged it into since: the graph runs ahead of the recovery snapshots, the memo
+  keeps routing consistent with them. A partition's memo holds its last
+  ``memo_records`` positions (in buckets of `MEMO_BUCKET`), each bucket expiring
+  ``memo_ttl_s`` after its last write.
+- **Atomic.** A batch is one script call over keys under the hash tag ``{idg}``:
   one slot, so it runs on Redis Cluster too (the graph then lives on one shard).
 - **Never a silent drop.** Connection errors and timeouts are retried by the
   `RetryPolicy` (a warning per attempt), then raise ``SinkError``.
@@ -37,16 +44,17 @@ import orjson
 import redis
 
 from flows.core.errors import SinkError
+from flows.core.identifiers import LIMITS, PROFILE_ID
 from flows.core.identifiers import PRIORITY as IDENTIFIER_PRIORITY
 from sinks.redis_store import text
 from sinks.retry import RetryPolicy
 
 SCRIPT_PATH = Path(__file__).with_name("identity_graph.lua")
-PROFILE_ID = "profileId"
 # Most trusted first: the CRM's own id, then the identifiers' order (names not listed come
 # after, in name order).
 PRIORITY = (PROFILE_ID, *IDENTIFIER_PRIORITY)
-LIMITS: Mapping[str, int] = {PROFILE_ID: 1, "unionId": 1, "phone": 1, "email": 3, "openId": 10, "deviceId": 5}
+PERSON = "person"  # the kind of a merged person's own id among the winner's members
+MEMO_BUCKET = 1 << 16  # source offsets per memo key
 
 
 class Identifier(NamedTuple):
@@ -65,10 +73,30 @@ class Merge(NamedTuple):
     winner: str
 
 
+class Change(NamedTuple):
+    """An identifier that changed owner: by which merge ('' when new) and when, in the
+    graph's own order (``seq`` rises with every change; a replay reports the same)."""
+
+    identifier: Identifier
+    merge_id: str
+    seq: int
+
+
+class Position(NamedTuple):
+    """Where a record sits in its source: a replay brings it back at the same position."""
+
+    origin: str
+    partition: int
+    offset: int
+
+
 class Resolution(NamedTuple):
     person: str
     merges: tuple[Merge, ...]  # the persons this event merged into `person`
     refused: tuple[tuple[Identifier, str], ...]  # identifiers left out, and why
+    # identifiers whose owner became `person` here, new or through a merge; a merged person
+    # itself comes as Identifier("person", <its id>)
+    changed: tuple[Change, ...] = ()
 
 
 class IdentityGraph:
@@ -81,12 +109,18 @@ class IdentityGraph:
         limits: Mapping[str, int] = LIMITS,
         priority: Sequence[str] = PRIORITY,
         prefix: str = "scrm:{idg}",
+        memo_records: int = 1 << 20,
+        memo_ttl_s: int = 86_400,
     ) -> None:
         self._client = client
         self._retry = retry
+        self._prefix = prefix
+        self._memo_buckets = -(-memo_records // MEMO_BUCKET) + 1
+        self._memo_ttl = str(memo_ttl_s)
+        self._top: dict[tuple[str, int], int] = {}  # newest memo bucket written per partition
         self._limits = orjson.dumps(dict(limits))
         self._rank = {name: i for i, name in enumerate(priority)}
-        self.keys = [f"{prefix}:owner", f"{prefix}:born", f"{prefix}:members", f"{prefix}:merges"]
+        self.keys = [f"{prefix}:{k}" for k in ("owner", "born", "members", "merges", "seq")]
         self._script = client.register_script(SCRIPT_PATH.read_text(encoding="utf-8"))
 
     def _trusted_first(self, ids: Sequence[Identifier]) -> list[Identifier]:
@@ -94,34 +128,69 @@ class IdentityGraph:
         unique = {(i.name, i.key): i for i in ids}
         return sorted(unique.values(), key=lambda i: (self._rank.get(i.name, last), i.name, i.key))
 
-    def resolve(self, batch: Sequence[tuple[int, Sequence[Identifier]]]) -> list[Resolution]:
+    def resolve(
+        self,
+        batch: Sequence[tuple[int, Sequence[Identifier]]],
+        positions: Sequence[Position | None] | None = None,
+    ) -> list[Resolution]:
         """Each (event time ms, identifiers) of `batch`, in order, resolved to its person;
-        every event must carry at least one identifier."""
+        every event must carry at least one identifier. `positions` (one per event, None
+        for a record without one) are where the answers are remembered for replays."""
         if not batch:
             return []
         events: list[Any] = []
         by_key: dict[str, Identifier] = {}
-        for ts, ids in batch:
+        keys = list(self.keys)
+        memo_index: dict[str, int] = {}
+        stale: list[str] = []
+        for n, (ts, ids) in enumerate(batch):
             if not ids:
                 raise ValueError("an event without identifiers has no person to resolve")
             ordered = self._trusted_first(ids)
             for i in ordered:
                 by_key[f"{i.name}:{i.key}"] = i
-            events.append([str(ts), [[f"{i.name}:{i.key}", i.name, i.founder] for i in ordered]])
-        args = [self._limits, orjson.dumps(events)]
-        raw = self._call(
-            lambda: self._script(keys=self.keys, args=args), f"identity graph ({len(batch)} events)"
-        )
+            memo, field = 0, ""
+            pos = positions[n] if positions is not None else None
+            if pos is not None and pos.offset >= 0:
+                key = self._memo_key(pos, stale)
+                memo = memo_index.get(key, 0)
+                if not memo:
+                    keys.append(key)
+                    memo = memo_index[key] = len(keys)
+                field = str(pos.offset)
+            events.append([str(ts), [[f"{i.name}:{i.key}", i.name, i.founder] for i in ordered], memo, field])
+        args: list[bytes | str] = [self._limits, orjson.dumps(events), self._memo_ttl]
+
+        def call() -> Any:
+            if stale:
+                self._client.delete(*stale)
+            return self._script(keys=keys, args=args)
+
+        raw = self._call(call, f"identity graph ({len(batch)} events)")
         out = []
-        for person, merged, refused in orjson.loads(raw):
+        for person, merged, refused, changed in orjson.loads(raw):
             out.append(
                 Resolution(
                     person,
                     tuple(Merge(*m) for m in merged or ()),
                     tuple((by_key[k], why) for k, why in refused or ()),
+                    tuple(Change(_identifier(k, kind), m, seq) for k, kind, m, seq in changed or ()),
                 )
             )
         return out
+
+    def _memo_key(self, pos: Position, stale: list[str]) -> str:
+        """The memo key of `pos`; a partition's first write to a newer bucket retires the
+        bucket that falls out of its window."""
+        bucket = pos.offset // MEMO_BUCKET
+        part = (pos.origin, pos.partition)
+        top = self._top.get(part)
+        if top is None or bucket > top:
+            self._top[part] = bucket
+            old = bucket - self._memo_buckets
+            if old >= 0:
+                stale.append(f"{self._prefix}:memo:{pos.origin}:{pos.partition}:{old}")
+        return f"{self._prefix}:memo:{pos.origin}:{pos.partition}:{bucket}"
 
     def person_of(self, ident: Identifier) -> str | None:
         """The person `ident` belongs to (None if the graph has not seen it)."""
@@ -130,15 +199,32 @@ class IdentityGraph:
         )
         return None if got is None else text(got)
 
+    def person_now(self, profile_id: str) -> str | None:
+        """The person `profile_id` belongs to now: the one its profileId or its merged
+        person id belongs to, itself if it is a person the graph holds, else None."""
+        k = self.keys
+
+        def ask() -> Any:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.hmget(k[0], [f"{PROFILE_ID}:{profile_id}", f"{PERSON}:{profile_id}"])
+            pipe.hexists(k[2], profile_id)
+            return pipe.execute()
+
+        (by_id, merged), holds = self._call(ask, "identity lookup")
+        found = merged or by_id
+        if found is not None:
+            return text(found)
+        return profile_id if holds else None
+
+    def members_of(self, person: str) -> list[Identifier]:
+        """What `person` holds, in the order it gained them: its identifiers, and the
+        persons merged into it as ``Identifier("person", <id>)``."""
+        got = self._call(lambda: self._client.hget(self.keys[2], person), "identity lookup")
+        return [] if got is None else [_identifier(key, name) for key, name in orjson.loads(got)]
+
     def identifiers_of(self, person: str) -> list[Identifier]:
         """The identifiers `person` holds, in the order it gained them."""
-        got = self._call(lambda: self._client.hget(self.keys[2], person), "identity lookup")
-        if got is None:
-            return []
-        out = []
-        for key, name in orjson.loads(got):
-            out.append(Identifier(name, key[len(name) + 1 :]))
-        return out
+        return [i for i in self.members_of(person) if i.name != PERSON]
 
     def merges(self) -> dict[str, tuple[str, str, int]]:
         """Every merge recorded: id -> (loser, winner, event time ms)."""
@@ -154,3 +240,8 @@ class IdentityGraph:
             return self._retry.call(fn, what, retry_on=(redis.ConnectionError, redis.TimeoutError))
         except redis.RedisError as exc:
             raise SinkError(f"{what} failed: {exc}") from exc
+
+
+def _identifier(key: str, name: str) -> Identifier:
+    """An identifier from its graph key ``<name>:<key>``."""
+    return Identifier(name, key[len(name) + 1 :])

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import orjson
 
 from flows.core.contract import DeadLetter, Event
-from flows.core.messages import ActionRecord, FeatureUpdate, ModelMetric, Score
+from flows.core.messages import ActionRecord, FeatureUpdate, IdentityChange, ModelMetric, Score
 from sinks.clickhouse import TableSpec
 
 T = TypeVar("T")
@@ -39,6 +39,7 @@ EVENTS: TableSpec[Event] = table(
     [
         ("event_id", field("event_id")),
         ("profile_id", field("profile_id")),
+        ("person_id", lambda e: e.person_id or e.profile_id),
         ("type", field("type")),
         ("source", field("source")),
         ("ts", field("ts_ms")),
@@ -134,4 +135,18 @@ ACTIONS: TableSpec[ActionRecord] = table(
         ("detail", lambda a: _dumps(a.detail).decode()),
     ],
     times=lambda a: (a.received_ms or a.ts_ms, a.ts_ms),
+)
+
+IDENTITIES: TableSpec[IdentityChange] = table(
+    "identities",
+    [
+        ("identifier", field("identifier")),
+        ("kind", field("kind")),
+        ("person_id", field("person_id")),
+        ("merge_id", field("merge_id")),
+        ("seq", field("seq")),
+        ("ts", field("ts_ms")),
+        ("received_at", lambda c: c.received_ms or c.ts_ms),
+    ],
+    times=lambda c: (c.received_ms or c.ts_ms, c.ts_ms),
 )

@@ -55,7 +55,7 @@ from sinks.kafka import KafkaTopicSink, dead_letter_message, ensure_topics
 from sinks.redis_store import RedisService
 from sinks.retry import RetryPolicy
 from sinks.score_store import RedisScoreStore
-from sinks.tables import ACTIONS, DEAD_LETTERS, EVENTS, FEATURES, MODEL_METRICS, SCORES
+from sinks.tables import ACTIONS, DEAD_LETTERS, EVENTS, FEATURES, IDENTITIES, MODEL_METRICS, SCORES
 
 log = logging.getLogger("scrm.engine")
 
@@ -118,6 +118,9 @@ def make_sinks(settings: Settings) -> FlowSinks:
         ]
         if journeys_on and settings.source.kind == "kafka"
         else [],
+        identities=[ClickHouseSink(settings.clickhouse, IDENTITIES, retry)]
+        if settings.identity.resolve
+        else [],
     )
     if settings.recovery.dir is None:
         return sinks
@@ -141,6 +144,7 @@ def make_sinks(settings: Settings) -> FlowSinks:
         model_versions=sinks.model_versions,
         actions=durable(sinks.actions, "actions"),
         actions_out=durable(sinks.actions_out, "actions_out"),
+        identities=durable(sinks.identities, "identities"),
     )
 
 

@@ -4,7 +4,9 @@
 An identifier is looked up by its keyed hash (`flows.core.pii`, the engine's secret and
 default region), never in clear: the profiles whose events carried it (ClickHouse
 ``events.pii_hashes``, newest first) and its person in the identity graph, if the graph
-holds it. The profile's parts come from where the engine keeps them: identifiers
+holds it. With routing by person (``identity.resolve``) the view is of the person: the
+engine keeps its state under the person's id, and its events are those routed to it or
+to a person merged into it. The parts come from where the engine keeps them: identifiers
 (masked) and activity from ``events``, consent and suppressions, features, tags,
 segment and scores from Redis, journey decisions from ``actions``. Journey instances
 still running live in the dataflow's state and are not read here.
@@ -19,13 +21,13 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from flows.core.contract import ENGINE
-from flows.core.identifiers import IdentifierRules
+from flows.core.identifiers import IdentifierRules, graph_name
 from flows.core.pii import mask_value
 from flows.core.settings import Settings
 from flows.dataflow.build import make_pii
 from rules.policy import consent_key, suppress_at_key, suppress_key
 from sinks.feature_store import feature_key
-from sinks.identity_graph import Identifier, IdentityGraph
+from sinks.identity_graph import PERSON, Identifier, IdentityGraph
 from sinks.redis_store import text
 from sinks.retry import RetryPolicy
 from sinks.score_store import score_key
@@ -40,6 +42,9 @@ class ProfileView:
     found_by: str  # "profile id", or the identifier looked up ("phone +8613800000001")
     also: list[str] = field(default_factory=list)  # other profiles that carried the identifier
     person: str | None = None  # the identity graph's person of the profile id
+    ids: list[str] = field(
+        default_factory=list
+    )  # the state keys read: the profile, or the person and its merged ids
     linked: list[str] = field(default_factory=list)  # the identifiers the graph links to it
     identifiers: dict[str, str] = field(default_factory=dict)  # name -> masked, newest
     events: int = 0  # the customer's own events
@@ -94,11 +99,12 @@ def show(
     db = settings.clickhouse.database
     graph = IdentityGraph(client, RetryPolicy.from_settings(settings.retry))
     also: list[str] = []
+    person: str | None = None
     if identifier is not None:
         name, value = identifier
         key, canonical = identifier_hash(settings, name, value)
         found = profiles_with(ch, db, key)
-        person = graph.person_of(Identifier(name, key))
+        person = graph.person_of(Identifier(graph_name(name), key))
         if not found and person is None:
             raise NotFound(f"no profile carried {name} {mask_value(name, canonical)}")
         profile_id, also = (found[0], found[1:]) if found else (str(person), [])
@@ -107,13 +113,19 @@ def show(
         found_by = "profile id"
     else:
         raise ValueError("name a profile id or an identifier")
-    view = ProfileView(profile_id, found_by, also)
-    _activity(view, ch, db)
-    _redis(view, client)
-    person = graph.person_of(Identifier("profileId", profile_id))
+    person = person or graph.person_now(profile_id)
+    routed = settings.identity.resolve and person is not None
+    if routed:  # the engine keeps the state under the person's id
+        profile_id = str(person)
+    view = ProfileView(profile_id, found_by, also, ids=[profile_id])
     if person is not None:
         view.person = person
-        view.linked = [f"{i.name}:{i.key[:12]}" for i in graph.identifiers_of(person)]
+        linked = graph.identifiers_of(person)
+        view.linked = [f"{i.name}:{i.key[:12]}" for i in linked]
+        if routed:
+            view.ids += [m.key for m in graph.members_of(person) if m.name == PERSON]
+    _activity(view, ch, db, routed)
+    _redis(view, client)
     _decisions(view, ch, db, decisions)
     if not view.events and not view.features and not view.decisions and view.person is None:
         raise NotFound(f"no profile {profile_id!r} in events, Redis or actions")
@@ -137,11 +149,12 @@ def _ms(ms: str | None) -> str:
     return datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _activity(view: ProfileView, ch: Client, db: str) -> None:
-    p = {"p": view.profile_id}
+def _activity(view: ProfileView, ch: Client, db: str, routed: bool) -> None:
+    p = {"p": view.ids}
+    col = "person_id" if routed else "profile_id"
     row = ch.query(
         f"SELECT countIf(source != {{e:String}}), count(), min(ts), max(ts) FROM {db}.events "
-        f"WHERE profile_id = {{p:String}}",
+        f"WHERE {col} IN {{p:Array(String)}}",
         parameters={**p, "e": ENGINE},
     ).result_rows[0]
     view.events, view.engine_events = int(row[0]), int(row[1]) - int(row[0])
@@ -149,10 +162,17 @@ def _activity(view: ProfileView, ch: Client, db: str) -> None:
         view.first_seen, view.last_seen = _when(row[2]), _when(row[3])
     rows = ch.query(
         f"SELECT k, argMax(v, ts) FROM {db}.events ARRAY JOIN mapKeys(identifiers) AS k, "
-        f"mapValues(identifiers) AS v WHERE profile_id = {{p:String}} GROUP BY k ORDER BY k",
+        f"mapValues(identifiers) AS v WHERE {col} IN {{p:Array(String)}} GROUP BY k ORDER BY k",
         parameters=p,
     ).result_rows
     view.identifiers = {k: v for k, v in rows}
+    if routed:  # the ids its events arrived with
+        rows = ch.query(
+            f"SELECT profile_id FROM {db}.events WHERE person_id IN {{p:Array(String)}} "
+            f"AND source != {{e:String}} GROUP BY profile_id ORDER BY max(ts) DESC, profile_id LIMIT 20",
+            parameters={**p, "e": ENGINE},
+        ).result_rows
+        view.also = [r[0] for r in rows if r[0] != view.profile_id]
 
 
 def _redis(view: ProfileView, client: Any) -> None:
@@ -191,17 +211,17 @@ def _redis(view: ProfileView, client: Any) -> None:
 def _decisions(view: ProfileView, ch: Client, db: str, n: int) -> None:
     cols = "journey_id, journey_version, node_id, channel, template, status, reason, ts"
     rows = ch.query(
-        f"SELECT {cols} FROM {db}.actions FINAL WHERE profile_id = {{p:String}} "
+        f"SELECT {cols} FROM {db}.actions FINAL WHERE profile_id IN {{p:Array(String)}} "
         f"ORDER BY ts DESC, action_id LIMIT {{n:UInt32}}",
-        parameters={"p": view.profile_id, "n": n},
+        parameters={"p": view.ids, "n": n},
     ).result_rows
     names = [c.strip() for c in cols.split(",")]
     view.decisions = [_row(names, r) for r in rows]
     rows = ch.query(
         f"SELECT journey_id, argMax(journey_version, ts), argMax(node_id, ts), argMax(status, ts), "
-        f"max(ts), count() FROM {db}.actions FINAL WHERE profile_id = {{p:String}} "
+        f"max(ts), count() FROM {db}.actions FINAL WHERE profile_id IN {{p:Array(String)}} "
         f"GROUP BY journey_id ORDER BY journey_id",
-        parameters={"p": view.profile_id},
+        parameters={"p": view.ids},
     ).result_rows
     names = ["journey_id", "journey_version", "node_id", "status", "ts", "decisions"]
     view.journeys = [_row(names, r) for r in rows]

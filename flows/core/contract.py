@@ -71,6 +71,7 @@ class Event(NamedTuple):
     partition: int
     offset: int
     late: bool = False  # set by the profile stage: too late to change features
+    person_id: str = ""  # the person its identifiers belong to, when routing by person
 
 
 ENGINE = "engine"  # source and origin of the events the engine emits itself

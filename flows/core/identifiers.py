@@ -34,6 +34,11 @@ PHONE, EMAIL, ID = "phone", "email", "id"
 # last when a link would over-merge. WeChat's ids are issued per account; a phone or an
 # email is typed by the customer; a device may be shared.
 PRIORITY = ("unionId", "openId", "phone", "email", "deviceId")
+PROFILE_ID = "profileId"  # the CRM's own id, as the identity graph names it
+# The most identifiers of each name one person may hold (the identity graph's guard against
+# over-merging): one CRM id, unionId and phone; a few emails; an openId per WeChat account
+# (service account, mini-program, ...); a few devices.
+LIMITS = {PROFILE_ID: 1, "unionId": 1, "phone": 1, "email": 3, "openId": 10, "deviceId": 5}
 # Why an identifier was refused (the `reason` label of scrm_identifiers_invalid_total).
 REASONS = ("empty", "too_long", "unparseable", "invalid_number", "malformed")
 EMAIL_MAX = 254  # RFC 5321's path limit
@@ -42,6 +47,14 @@ ID_MAX = 256
 
 PHONE_NAMES = frozenset({"phonenumber", "mobilenumber", "tel"})
 EMAIL_NAMES = frozenset({"emailaddress"})
+
+
+@lru_cache(maxsize=1024)
+def graph_name(name: str) -> str:
+    """The name the identity graph files identifier `name` under: its kind for a phone or an
+    email (they hash under their kind, so ``mobile`` and ``phone`` are one), else itself."""
+    kind = kind_of(name)
+    return name if kind == ID else kind
 
 
 @lru_cache(maxsize=1024)

@@ -134,3 +134,16 @@ class ActionRecord(NamedTuple):
     detail: dict[str, Any]
     replay: bool = False  # decided before (a retry or a replay): counts no cap again
     unacked: bool = False  # a replayed send whose message the actions topic never acknowledged
+
+
+class IdentityChange(NamedTuple):
+    """An identifier (or a merged person's id) that now belongs to `person_id`: one row of
+    the ``identities`` table, the latest ``seq`` winning."""
+
+    identifier: str  # "<name>:<keyed hash>", "profileId:<id>" or "person:<id>"
+    kind: str
+    person_id: str
+    merge_id: str  # the merge that moved it ('' when first seen)
+    seq: int  # the identity graph's own order of changes
+    ts_ms: int  # event time of the event behind the change
+    received_ms: int

@@ -71,6 +71,15 @@ MODEL_LOG_LOSS = Gauge("scrm_model_log_loss", "Rolling progressive log loss of a
 MODEL_PENDING = Gauge("scrm_model_pending_observations", "Observations waiting for a label", ["model"])
 MODEL_VERSION = Gauge("scrm_model_version", "Version of a model published by its learner", ["model"])
 SCORES = Counter("scrm_scores_total", "Scores served, by model", ["model"])
+IDENTIFIERS_REFUSED = Counter(
+    "scrm_identifiers_refused_total",
+    "Identifiers the identity graph left out of a link (a per-person limit), by name and reason",
+    ["name", "reason"],
+)
+PERSONS_MERGED = Counter(
+    "scrm_persons_merged_total",
+    "Persons merged into another by an event that showed their identifiers together",
+)
 CONSENT_RECORDS = Counter(
     "scrm_consent_records_total",
     "Consent grants, refusals and suppressions from the stream, by op and outcome (applied, stale, ignored)",

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from flows.core.errors import ConfigError
-from flows.core.identifiers import default_region_error
+from flows.core.identifiers import LIMITS, default_region_error
 from flows.core.resources import config_dir
 
 ENV_PREFIX = "SCRM_"
@@ -244,6 +244,16 @@ class PiiSettings(_Section):
 class IdentitySettings(_Section):
     # Phones without a country code are read as numbers of this region (ISO 3166 code).
     default_region: str = "CN"
+    # Route each event to the person its identifiers belong to (the identity graph in Redis)
+    # rather than to the profile id it arrived with.
+    resolve: bool = False
+    # The most identifiers of each name one person may hold; a link that would break a limit
+    # leaves out the least trusted identifier instead of merging.
+    limits: dict[str, int] = Field(default_factory=lambda: dict(LIMITS))
+    # How far back a replay may start and still route each record as the first time: the
+    # last N source positions per partition are remembered, each for at most memo_ttl_s.
+    memo_records: int = Field(1 << 20, ge=1)
+    memo_ttl_s: int = Field(86_400, ge=60)
 
     @field_validator("default_region")
     @classmethod
@@ -251,6 +261,14 @@ class IdentitySettings(_Section):
         why = default_region_error(v)
         if why:
             raise ValueError(why)
+        return v
+
+    @field_validator("limits")
+    @classmethod
+    def _limits(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = [n for n, most in v.items() if most < 1]
+        if bad:
+            raise ValueError(f"a limit must be at least 1 ({', '.join(bad)})")
         return v
 
 

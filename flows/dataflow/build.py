@@ -33,11 +33,12 @@ from bytewax.outputs import FixedPartitionedSink, Sink
 
 from flows.core.contract import DeadLetter, Event, Limits, RawRecord, Validator
 from flows.core.identifiers import IdentifierRules
-from flows.core.messages import ActionRecord, FeatureUpdate, ModelMetric, ModelVersion, Score
+from flows.core.messages import ActionRecord, FeatureUpdate, IdentityChange, ModelMetric, ModelVersion, Score
 from flows.core.pii import PiiProtector
 from flows.core.resources import config_dir
 from flows.core.settings import Settings
 from flows.core.streamtime import StreamClock
+from flows.dataflow.persons import ResolvePersons
 from flows.dataflow.stages import ingest
 from flows.features.declarations import FeatureSet, load_features
 from rules.actions import GuardStep, is_delivered
@@ -64,6 +65,8 @@ class FlowSinks:
     # every journey decision (ClickHouse actions) / only those to carry out (Kafka scrm.actions)
     actions: Sequence[Sink[ActionRecord]] = field(default_factory=list)
     actions_out: Sequence[Sink[ActionRecord]] = field(default_factory=list)
+    # who each identifier belongs to, as it changes (identity.resolve only)
+    identities: Sequence[Sink[IdentityChange]] = field(default_factory=list)
 
 
 def make_pii(settings: Settings) -> PiiProtector:
@@ -131,9 +134,15 @@ def build_flow(
         registry = registry or ModelRegistry({m.name: m for m in models.models})
         plan = ScoringPlan.of(models, features, registry)
     recovery = settings.recovery.dir is not None
+    persons = None
+    if settings.identity.resolve:
+        r = settings.redis
+        persons = ResolvePersons(
+            r.url, r.timeout_s, RetryPolicy.from_settings(settings.retry), settings.identity
+        )
     out = ingest(
         "ingest", raw, make_validator(settings), settings.dedupe, settings.features,
-        features, stream, recovery, clock, plan, journeys,
+        features, stream, recovery, clock, plan, journeys, persons,
     )  # fmt: skip
     if out.learner_items is not None and models is not None and registry is not None:
         lateness = int(settings.features.allowed_lateness_s * 1000)
@@ -153,6 +162,8 @@ def build_flow(
             _outputs("actions_out", deliver, sinks.actions_out, _profile_key)
     _outputs("events", out.events, sinks.events, _profile_key)
     _outputs("dead_letters", out.dead_letters, sinks.dead_letters, _origin_key)
+    if out.identities is not None:
+        _outputs("identities", out.identities, sinks.identities, _identifier_key)
     if out.features is not None:
         _outputs("features", out.features, sinks.features, _profile_key)
         if sinks.feature_snapshots:
@@ -178,6 +189,10 @@ def _profile_key(item: Any) -> str:
 
 def _model_key(item: Any) -> str:
     return str(item.model)
+
+
+def _identifier_key(item: IdentityChange) -> str:
+    return item.identifier
 
 
 def _origin_key(item: DeadLetter) -> str:

@@ -89,8 +89,8 @@ class ProfileState:
         dups = late = 0
         if events:
             self.partition = events[-1].partition
-            if not self.profile_id:
-                self.profile_id = events[0].profile_id
+            if not self.profile_id:  # the key: the person when routing by person
+                self.profile_id = events[0].person_id or events[0].profile_id
         for e in events:
             if not first(e.event_id, e.ts_ms):
                 dups += 1

@@ -212,7 +212,7 @@ class ProfileLogic:
         newest = max(e.received_ms for e in out)
         reads = _Reads(st, as_of)  # each read at most once, for all that read it
         if len(out) > late:
-            upd = st.update(out[0].profile_id, as_of, cfg.snapshot_ms, newest, reads.full)
+            upd = st.update(st.profile_id, as_of, cfg.snapshot_ms, newest, reads.full)
             if upd is not None:
                 emitted.append(upd)
                 if upd.tags is not None or upd.segment is not None:

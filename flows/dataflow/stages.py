@@ -18,9 +18,10 @@ from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
 from flows.core.contract import DeadLetter, Event, RawRecord, Validator
-from flows.core.messages import FeatureUpdate, Intent, LearnerItem, Score
+from flows.core.messages import FeatureUpdate, IdentityChange, Intent, LearnerItem, Score
 from flows.core.settings import DedupeSettings, FeatureSettings
 from flows.core.streamtime import Clock, StreamClock
+from flows.dataflow.persons import ResolvePersons
 from flows.dataflow.profile import new_state
 from flows.dataflow.profile_step import ParseBatch, ProfileConfig, ProfileLogic, ProfileOut, model_inputs
 from flows.features.declarations import FeatureSet
@@ -41,6 +42,7 @@ class IngestOut:
     scores: Stream[Score] | None = None  # None when no model is declared
     learner_items: Stream[LearnerItem] | None = None
     intents: Stream[Intent] | None = None  # what journeys want done, before the guards
+    identities: Stream[IdentityChange] | None = None  # None unless routing by person
 
 
 class _ProfileState(StatefulBatchLogic[Event, ProfileOut, bytes | None]):
@@ -68,7 +70,7 @@ class _ProfileState(StatefulBatchLogic[Event, ProfileOut, bytes | None]):
 
 
 def _profile_of(event: Event) -> str:
-    return event.profile_id
+    return event.person_id or event.profile_id
 
 
 @operator
@@ -84,12 +86,21 @@ def ingest(
     clock: Clock = time.time,
     scoring: ScoringPlan | None = None,
     journeys: LiveJourneys | None = None,
+    persons: ResolvePersons | None = None,
 ) -> IngestOut:
-    """Validate, split off dead letters, key by profile, then per profile: drop repeated
-    eventIds, mark late events, update features."""
+    """Validate, split off dead letters, (with `persons`) resolve each event's person, key
+    by profile (the person), then per profile: drop repeated eventIds, mark late events,
+    update features."""
     parsed = op.flat_map_batch("parse", up, ParseBatch(validator, clock))
     dead_letters = op.flat_map("dead_letters", parsed, attrgetter("dead_letters"))
-    keyed = op.key_on("key_by_profile", op.flat_map("accepted", parsed, attrgetter("events")), _profile_of)
+    accepted = op.flat_map("accepted", parsed, attrgetter("events"))
+    merges = identities = None
+    if persons is not None:
+        routed = op.flat_map_batch("persons", accepted, persons)
+        accepted = op.flat_map("routed", routed, attrgetter("events"))
+        merges = op.flat_map("merges", routed, attrgetter("merges"))
+        identities = op.flat_map("identities", routed, attrgetter("identities"))
+    keyed = op.key_on("key_by_profile", accepted, _profile_of)
     plan = FeaturePlan(feature_set) if feature_set is not None and feature_settings.enabled else None
     cfg = ProfileConfig(
         features=plan,
@@ -127,12 +138,14 @@ def ingest(
 
     profiles = op.key_rm("unkey", op.stateful_batch("profile", keyed, _builder))
     events = op.flat_map("events", profiles, attrgetter("events"))
+    if merges is not None:
+        events = op.merge("with_merges", events, merges)
     if cfg.features is None:  # dedupe only: events are all that come out
-        return IngestOut(events, None, dead_letters)
+        return IngestOut(events, None, dead_letters, identities=identities)
     updates = op.flat_map("updates", profiles, attrgetter("updates"))
     if cfg.scoring is None and cfg.journeys is None:
-        return IngestOut(events, updates, dead_letters)
+        return IngestOut(events, updates, dead_letters, identities=identities)
     scores = op.flat_map("scores", profiles, attrgetter("scores"))
     learner_items = op.flat_map("learner_items", profiles, attrgetter("learner_items"))
     intents = op.flat_map("intents", profiles, attrgetter("intents")) if cfg.journeys is not None else None
-    return IngestOut(events, updates, dead_letters, scores, learner_items, intents)
+    return IngestOut(events, updates, dead_letters, scores, learner_items, intents, identities)

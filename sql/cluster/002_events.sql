@@ -2,12 +2,13 @@
 -- every node, events the Distributed table the engine writes to and the reports read.
 -- Sharded by profile_id, the first column of the ORDER BY: a replayed event lands on the shard
 -- that has it, and FINAL (per shard) collapses it.
--- `late` (added by the ALTER in sql/004_features.sql to databases older than it) is here from the
--- start.
+-- `late` and `person_id` (added by the ALTERs in sql/004_features.sql and sql/008_identities.sql
+-- to databases older than them) are here from the start.
 CREATE TABLE IF NOT EXISTS {database}.events_local ON CLUSTER '{cluster}'
 (
     event_id      String,
     profile_id    String,
+    person_id     String DEFAULT profile_id,
     type          LowCardinality(String),
     source        LowCardinality(String),
     ts            DateTime64(3, 'UTC'),

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from flows.core.errors import SinkError
 from flows.core.pii import PiiProtector, profile_from_hashes
-from sinks.identity_graph import Identifier, IdentityGraph
+from sinks.identity_graph import MEMO_BUCKET, Identifier, IdentityGraph, Position
 from sinks.redis_store import connect
 from sinks.retry import RetryPolicy
 
@@ -173,3 +173,50 @@ def test_a_server_that_is_down_is_retried_then_fails_loudly(caplog):
     with pytest.raises(SinkError, match="identity graph"):
         g.resolve([(1, ids(phone="a"))])
     assert "identity graph (1 events) failed (attempt 1" in caplog.text
+
+
+def test_a_replayed_record_goes_where_it_went_the_first_time(valkey):
+    g = graph(valkey, memo_records=4)
+    at = [Position("kafka:t", 0, n) for n in range(3)]
+    batch = [(1, ids(phone="p1")), (2, ids(deviceId="d1")), (3, ids(phone="p1", deviceId="d1"))]
+    first = g.resolve(batch, at)
+    assert [r.person for r in first] == ["id:phone:p1", "id:deviceId:d1", "id:phone:p1"]
+    assert first[2].merges
+    # after a crash the source replays from offset 1: the device's record still goes to the
+    # device's person (its state in the snapshot did not see it yet), the link merges again
+    again = g.resolve(batch[1:], at[1:])
+    assert again == first[1:]
+    # a record with no position, or a new one, goes to the person the graph knows now
+    (now,) = g.resolve([(2, ids(deviceId="d1"))])
+    (later,) = g.resolve([(4, ids(deviceId="d1"))], [Position("kafka:t", 0, 3)])
+    assert now.person == later.person == "id:phone:p1"
+
+
+def test_a_partitions_memo_keeps_a_bounded_window(valkey):
+    g = graph(valkey, memo_records=MEMO_BUCKET)  # this bucket and the one before it
+    client = g._client
+    memo = f"{g.keys[0].rsplit(':', 1)[0]}:memo:kafka:t:0"
+    for bucket in range(4):
+        g.resolve([(1, ids(phone=f"p{bucket}"))], [Position("kafka:t", 0, bucket * MEMO_BUCKET)])
+    assert [client.exists(f"{memo}:{b}") for b in range(4)] == [0, 0, 1, 1]
+    assert 0 < client.ttl(f"{memo}:3") <= 86_400
+
+
+def test_each_change_of_owner_is_reported_once_in_the_graphs_order(valkey):
+    g = graph(valkey)
+    a, b, link, again = g.resolve(
+        [
+            (1, ids(phone="p1")),
+            (2, ids(deviceId="d1")),
+            (3, ids(phone="p1", deviceId="d1")),
+            (4, ids(phone="p1")),
+        ]
+    )
+    assert [(c.identifier, c.merge_id) for c in a.changed] == [(Identifier("phone", "p1"), "")]
+    merge = "m:id:deviceId:d1>id:phone:p1"
+    assert [(c.identifier, c.merge_id) for c in link.changed] == [
+        (Identifier("deviceId", "d1"), merge),
+        (Identifier("person", "id:deviceId:d1"), merge),
+    ]
+    assert a.changed[0].seq < b.changed[0].seq < link.changed[0].seq and not again.changed
+    assert g.identifiers_of("id:phone:p1") == ids(phone="p1", deviceId="d1")  # not the merged person

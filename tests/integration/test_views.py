@@ -92,15 +92,18 @@ def _actions(rng: random.Random, n: int, tag: str) -> list[ActionRecord]:
     return [*out, first]
 
 
-def _insert(client: Client, db: str, events: list[Event], actions: list[ActionRecord]) -> None:
+def _insert(
+    client: Client, db: str, events: list[Event], actions: list[ActionRecord], old: bool = False
+) -> None:
+    """Rows as the engine writes them; `old`: as an engine from before sql/008 (no person_id)."""
     for spec, rows in ((EVENTS, events), (ACTIONS, actions)):
         if rows:
-            client.insert(
-                f"{db}.{spec.table}",
-                spec.to_columns(rows),
-                column_names=list(spec.columns),
-                column_oriented=True,
-            )
+            cols = list(spec.columns)
+            data = spec.to_columns(rows)
+            if old and "person_id" in cols:
+                del data[cols.index("person_id")]
+                cols.remove("person_id")
+            client.insert(f"{db}.{spec.table}", data, column_names=cols, column_oriented=True)
 
 
 def _expected(events: list[Event], actions: list[ActionRecord]) -> dict[str, list[tuple]]:
@@ -154,7 +157,7 @@ def test_views_exact_with_backfill_replays_and_reapply(client, names) -> None:
             client.command(stmt)
     before = _events(rng, 150, "b") + _engine_events(rng, 10, "b")
     before_actions = _actions(rng, 80, "b")
-    _insert(client, db, before, before_actions)
+    _insert(client, db, before, before_actions, old=True)
     assert VIEWS_FILE in apply_ddl(client, db)  # creates the views and backfills them
 
     # then live traffic, with replays: rows of both eras inserted again, in later batches
@@ -189,7 +192,7 @@ def test_views_exact_with_backfill_replays_and_reapply(client, names) -> None:
         if name == VIEWS_FILE:
             client.command(stmt)
     assert _views(client, db) == want
-    assert apply_ddl(client, db)[-1] == VIEWS_FILE  # recorded: nothing re-run
+    assert VIEWS_FILE in apply_ddl(client, db)  # recorded: nothing re-run
     assert _views(client, db) == want
 
 

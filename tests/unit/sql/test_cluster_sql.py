@@ -292,6 +292,7 @@ _ROWS: dict[str, tuple[int, dict[str, str]]] = {
         {
             "event_id": "'e' || toString(number)",
             "profile_id": "'p' || toString(number % 13)",
+            "person_id": "'p' || toString(number % 11)",
             "type": "['page_view', 'order_paid', 'signup', 'segment_changed'][number % 4 + 1]",
             "source": "['web', 'app'][number % 2 + 1]",
             "ts": _T0,
@@ -304,6 +305,18 @@ _ROWS: dict[str, tuple[int, dict[str, str]]] = {
             "src_partition": "toInt32(number % 3)",
             "src_offset": "toInt64(number)",
             "late": "toUInt8(number % 10 = 0)",
+        },
+    ),
+    "identities": (
+        40,
+        {
+            "identifier": "if(number % 4 = 0, 'person:q', 'phone:') || toString(number % 17)",
+            "kind": "if(number % 4 = 0, 'person', 'phone')",
+            "person_id": "'p' || toString(number % 5)",
+            "merge_id": "''",
+            "seq": "number",
+            "ts": _T0,
+            "received_at": _T0,
         },
     ),
     "dead_letters": (
@@ -380,7 +393,10 @@ _ROWS: dict[str, tuple[int, dict[str, str]]] = {
         },
     ),
 }
-_SPECS = [specs.EVENTS, specs.DEAD_LETTERS, specs.FEATURES, specs.SCORES, specs.MODEL_METRICS, specs.ACTIONS]
+_SPECS = [
+    specs.EVENTS, specs.DEAD_LETTERS, specs.FEATURES, specs.SCORES, specs.MODEL_METRICS, specs.ACTIONS,
+    specs.IDENTITIES,
+]  # fmt: skip
 
 
 def _inserts(database: str) -> list[str]:

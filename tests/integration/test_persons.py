@@ -1,0 +1,93 @@
+"""Routing by person (``identity.resolve``) through the real broker, Valkey and chDB: an
+app visitor and a mini-program visitor, then a login that shows their identifiers
+together: one person from then on, the merge recorded, ``identities`` answering
+analysts, and a full replay changing nothing."""
+
+from __future__ import annotations
+
+import io
+
+import orjson
+from rich.console import Console
+from typer.testing import CliRunner
+
+from flows.app import engine
+from flows.app.cli import app
+
+HOUR = 3_600_000
+T0 = 1_790_000_000_000
+
+
+def ev(etype: str, ts: int, eid: str, ids: dict, **props: object) -> bytes:
+    return orjson.dumps({"eventId": eid, "type": etype, "ts": ts, "identifiers": ids, "props": props})
+
+
+def test_two_channels_linked_by_a_login_become_one_person(broker, engine_settings, names, ch) -> None:
+    tag = names["tag"]
+    device, open_id = {"deviceId": f"dev-{tag}"}, {"openId": f"o-{tag}"}
+    events = [
+        ev("page_view", T0 - 2 * HOUR, f"{tag}-app", device),  # the app, anonymous
+        ev("page_view", T0 - HOUR, f"{tag}-mini", open_id),  # the mini-program
+        ev("login", T0, f"{tag}-login", {**device, **open_id, "phone": "13800000077"}),
+        ev("order_paid", T0 + HOUR, f"{tag}-order", open_id, amount=120.0),
+        ev("page_view", T0 + 2 * HOUR, f"{tag}-again", {"mobile": "+86 138 0000 0077"}),
+    ]
+    settings = engine_settings(
+        {"source": {"kind": "kafka"}, "models": {"enabled": False}, "identity": {"resolve": True}}
+    )
+    broker.create_topic(names["events"], partitions=1)
+    broker.produce(names["events"], [(None, e) for e in events])
+    db = settings.clickhouse.database
+
+    def rows() -> dict[str, tuple[str, str]]:
+        got = ch.query(
+            f"SELECT event_id, profile_id, person_id FROM {db}.events FINAL WHERE source != 'engine'"
+        )
+        return {e: (p, q) for e, p, q in got.result_rows}
+
+    engine.run(settings, Console(file=io.StringIO()))
+    first = rows()
+    app_person = first[f"{tag}-app"][1]
+    mini_person = first[f"{tag}-mini"][1]
+    assert app_person.startswith("id:deviceId:") and mini_person.startswith("id:openId:")
+    # the login links both; the older (the app's) wins, and everything after goes to it
+    for e in ("login", "order", "again"):
+        assert first[f"{tag}-{e}"][1] == app_person, e
+    assert first[f"{tag}-order"][0] == mini_person  # the id it arrived with is kept
+    merged = ch.query(
+        f"SELECT profile_id, props FROM {db}.events FINAL WHERE type = 'profile_merged'"
+    ).result_rows
+    assert [(p, orjson.loads(props)["merged"]) for p, props in merged] == [(app_person, mini_person)]
+    # the person's features hold the order that arrived under the mini-program's id
+    orders = ch.query(
+        f"SELECT argMax(values['orders_30d'], ts) FROM {db}.features FINAL WHERE profile_id = %(p)s",
+        parameters={"p": app_person},
+    ).result_rows
+    assert orders == [(1.0,)]
+    # analysts: who each identifier belongs to now, and where a merged person went
+    owners = dict(
+        ch.query(f"SELECT kind, argMax(person_id, seq) FROM {db}.identities GROUP BY kind").result_rows
+    )
+    assert owners == {"deviceId": app_person, "openId": app_person, "phone": app_person, "person": app_person}
+    assert ch.query(f"SELECT merged_id, person_id FROM {db}.person_now").result_rows == [
+        (mini_person, app_person)
+    ]
+
+    # the customer as one person, whichever alias is looked up
+    env = {
+        "SCRM_REDIS__URL": settings.redis.url,
+        "SCRM_CLICKHOUSE__URL": settings.clickhouse.url,
+        "SCRM_CLICKHOUSE__DATABASE": db,
+        "SCRM_IDENTITY__RESOLVE": "true",
+    }
+    for how in (["--identifier", f"openId:o-{tag}"], ["--phone", "13800000077"], [mini_person]):
+        got = CliRunner().invoke(app, ["profile", "show", *how, "-f", "json"], env=env)
+        assert got.exit_code == 0, got.output
+        v = orjson.loads(got.stdout)
+        assert v["profile_id"] == v["person"] == app_person, how
+        assert v["events"] == 5 and v["also"] == [first[f"{tag}-again"][0], mini_person], how
+        assert v["features"]["orders_30d"] == "1", how
+
+    engine.run(settings, Console(file=io.StringIO()))  # replays the topic from the start
+    assert rows() == first
+    assert ch.query(f"SELECT count() FROM {db}.person_now").result_rows == [(1,)]
