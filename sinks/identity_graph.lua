@@ -8,11 +8,12 @@
 -- KEYS[5] seq     STRING the graph's change counter: orders the identities rows
 -- KEYS[6..] memos HASH source position -> the JSON answer given for the record there
 -- ARGV[1] JSON {kind: the most identifiers of that kind a person may hold}
--- ARGV[2] JSON [[ts as text, [[identifier, kind, founder person id], ...], memo, field], ...]:
---         per event, its identifiers most trusted first, and where its answer is remembered
+-- ARGV[2] JSON [[ts as text, [[identifier, kind], ...], memo, field], ...]: per event, its
+--         identifiers most trusted first ("<kind>:<key>"), and where its answer is remembered
 --         (memo: an index into KEYS, 0 for none)
 -- ARGV[3] seconds a memo key lives after its last write
--- Returns JSON, per event: [person, [[merge id, loser, winner], ...], [[identifier, why], ...],
+-- Returns JSON, per event: the person alone when the event changed nothing, else
+--         [person, [[merge id, loser, winner], ...], [[identifier, why], ...],
 --         [[identifier, kind, merge id or '', seq], ...] whose owner became the person here:
 --         new ones, and every member of a merged person (with the merged person itself as
 --         ["person:<id>", "person"], so a later merge carries it along too)]
@@ -61,9 +62,28 @@ end
 local out = {}
 local memo_ttl = tonumber(ARGV[3])
 local touched = {}
+-- The person a new identifier founds: a profileId is its own person, any other
+-- "id:<kind>:<first 20 of its hash>" (the profile id it derives, flows.core.pii).
+local function founder(id)
+  local key = string.sub(id[1], #id[2] + 2)
+  if id[2] == 'profileId' then return key end
+  return 'id:' .. id[2] .. ':' .. string.sub(key, 1, 20)
+end
+
 local function resolve(ev)
   local ts, ids = ev[1], ev[2]
   local t = tonumber(ts)
+  -- The common case: every identifier already belongs to one person. Nothing links; only
+  -- an earlier event time makes the person older.
+  local one = redis.call('HGET', owner, ids[1][1])
+  for i = 2, #ids do
+    if not one then break end
+    if redis.call('HGET', owner, ids[i][1]) ~= one then one = nil end
+  end
+  if one then
+    if t < tonumber(redis.call('HGET', born, one)) then redis.call('HSET', born, one, ts) end
+    return one
+  end
   local refused = {}
   local persons, fresh
   while true do
@@ -99,7 +119,7 @@ local function resolve(ev)
   end
   local winner, merged, changed = nil, {}, {}
   if #persons == 0 then
-    winner = ids[1][3]
+    winner = founder(ids[1])
     redis.call('HSET', born, winner, ts)
   else
     -- The oldest person wins (first event time, then id): deterministic in any order.
@@ -144,6 +164,7 @@ local function resolve(ev)
     local seq = redis.call('INCR', KEYS[5])
     for _, c in ipairs(changed) do c[4] = seq end
   end
+  if #merged == 0 and #refused == 0 and #changed == 0 then return winner end
   return {winner, merged, refused, changed}
 end
 
@@ -152,12 +173,15 @@ for _, ev in ipairs(events) do
   local known = nil
   if memo > 0 then known = redis.call('HGET', KEYS[memo], field) end
   if known then
-    out[#out + 1] = cjson.decode(known)
+    -- '=' .. person for an answer that changed nothing, else the answer as JSON
+    if string.sub(known, 1, 1) == '=' then known = string.sub(known, 2) else known = cjson.decode(known) end
+    out[#out + 1] = known
   else
     local answer = resolve(ev)
     out[#out + 1] = answer
     if memo > 0 then
-      redis.call('HSET', KEYS[memo], field, cjson.encode(answer))
+      if type(answer) == 'table' then answer = cjson.encode(answer) else answer = '=' .. answer end
+      redis.call('HSET', KEYS[memo], field, answer)
       touched[memo] = true
     end
   end

@@ -74,12 +74,18 @@ class Merge(NamedTuple):
 
 
 class Change(NamedTuple):
-    """An identifier that changed owner: by which merge ('' when new) and when, in the
-    graph's own order (``seq`` rises with every change; a replay reports the same)."""
+    """An identifier that changed owner: its graph key (``<name>:<key>``) and name, by which
+    merge ('' when new) and when, in the graph's own order (``seq`` rises with every
+    change; a replay reports the same)."""
 
-    identifier: Identifier
+    key: str
+    name: str
     merge_id: str
     seq: int
+
+    @property
+    def identifier(self) -> Identifier:
+        return _identifier(self.key, self.name)
 
 
 class Position(NamedTuple):
@@ -123,7 +129,9 @@ class IdentityGraph:
         self.keys = [f"{prefix}:{k}" for k in ("owner", "born", "members", "merges", "seq")]
         self._script = client.register_script(SCRIPT_PATH.read_text(encoding="utf-8"))
 
-    def _trusted_first(self, ids: Sequence[Identifier]) -> list[Identifier]:
+    def _trusted_first(self, ids: Sequence[Identifier]) -> Sequence[Identifier]:
+        if len(ids) == 1:
+            return ids
         last = len(self._rank)
         unique = {(i.name, i.key): i for i in ids}
         return sorted(unique.values(), key=lambda i: (self._rank.get(i.name, last), i.name, i.key))
@@ -158,7 +166,7 @@ class IdentityGraph:
                     keys.append(key)
                     memo = memo_index[key] = len(keys)
                 field = str(pos.offset)
-            events.append([str(ts), [[f"{i.name}:{i.key}", i.name, i.founder] for i in ordered], memo, field])
+            events.append([str(ts), [[f"{i.name}:{i.key}", i.name] for i in ordered], memo, field])
         args: list[bytes | str] = [self._limits, orjson.dumps(events), self._memo_ttl]
 
         def call() -> Any:
@@ -168,13 +176,17 @@ class IdentityGraph:
 
         raw = self._call(call, f"identity graph ({len(batch)} events)")
         out = []
-        for person, merged, refused, changed in orjson.loads(raw):
+        for answer in orjson.loads(raw):
+            if type(answer) is str:  # the event changed nothing
+                out.append(Resolution(answer, (), (), ()))
+                continue
+            person, merged, refused, changed = answer
             out.append(
                 Resolution(
                     person,
                     tuple(Merge(*m) for m in merged or ()),
                     tuple((by_key[k], why) for k, why in refused or ()),
-                    tuple(Change(_identifier(k, kind), m, seq) for k, kind, m, seq in changed or ()),
+                    tuple(Change(*c) for c in changed or ()),
                 )
             )
         return out

@@ -47,6 +47,15 @@ def identifiers_of(event: Event) -> list[Identifier]:
     return out
 
 
+_FIELDS = len(Event._fields) - 1
+assert Event._fields[_FIELDS] == "person_id"  # the last field
+
+
+def _with_person(e: Event, person: str) -> Event:
+    """`e` routed to `person` (``_replace`` without its keyword machinery)."""
+    return Event._make((*e[:_FIELDS], person))
+
+
 class ResolvePersons:
     """``flat_map_batch`` logic: events in, one `Routed` out per batch. The client is opened
     on first use, on the worker that runs it; connection errors are retried by the
@@ -79,19 +88,19 @@ class ResolvePersons:
         merges: list[Event] = []
         changes: list[IdentityChange] = []
         for e, r in zip(batch, graph.resolve(asks, at), strict=True):
-            events.append(e._replace(person_id=r.person))
+            person = r.person
+            events.append(_with_person(e, person))
+            if not r.changed and not r.merges and not r.refused:
+                continue
             for m in r.merges:
                 props = {"mergeId": m.merge_id, "merged": m.loser, "via": e.event_id}
-                merges.append(
-                    engine_event(f"{MERGED}:{m.merge_id}", m.winner, MERGED, e.ts_ms, props, e.received_ms)
-                    ._replace(person_id=m.winner)
-                )  # fmt: skip
+                merged = engine_event(
+                    f"{MERGED}:{m.merge_id}", m.winner, MERGED, e.ts_ms, props, e.received_ms
+                )
+                merges.append(_with_person(merged, m.winner))
             for c in r.changed:
-                i = c.identifier
                 changes.append(
-                    IdentityChange(
-                        f"{i.name}:{i.key}", i.name, r.person, c.merge_id, c.seq, e.ts_ms, e.received_ms
-                    )
+                    IdentityChange(c.key, c.name, person, c.merge_id, c.seq, e.ts_ms, e.received_ms)
                 )
             for i, why in r.refused:
                 metrics.IDENTIFIERS_REFUSED.labels(name=i.name, reason=why).inc()
