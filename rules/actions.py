@@ -11,6 +11,14 @@ sent or not, with its reason — for ClickHouse ``actions``; the ones to carry o
 profile. Redis down: the guards retry with backoff and then fail the run (``SinkError``);
 no action leaves without its guards. After each batch the complaint breaker
 (`rules.breaker`) counts sends and complaints and pauses a journey over its rate.
+
+With routing by person (``persons``) a batch is guarded in event-time order (stable), so
+the intents of two aliases and of their merge, which the per-profile step emits key by
+key, are decided in the order they happened whatever the batching (within a partition;
+across partitions the stream has no order). A merge's intent folds the loser's guard
+records into the winner's (`rules.person_merge`), in that order like a suppression; an
+intent of a person merged before is decided for the person it belongs to now, unless it
+was decided before under its own id (a replay finds that decision).
 """
 
 from __future__ import annotations
@@ -24,10 +32,12 @@ from flows.core.durations import parse_duration
 from flows.core.messages import ActionRecord, Intent
 from flows.core.settings import JourneySettings
 from rules.breaker import Breaker
-from rules.guards import Guards, mark_delivered, record_consent, unsubscribe
+from rules.guards import Guards, mark_delivered, record_consent, retried, unsubscribe
 from rules.journeys.model import Journey
 from rules.live import LiveJourneys
-from rules.policy import ActionRequest, Cap
+from rules.person_merge import merge_records
+from rules.policy import ActionRequest, Cap, decision_key
+from sinks.identity_graph import IdentityGraph
 from sinks.kafka import OutMessage
 from sinks.redis_store import connect
 from sinks.retry import RetryPolicy
@@ -55,8 +65,16 @@ class GuardStep:
     trip per batch). The client is opened on first use, on the worker that runs it."""
 
     def __init__(
-        self, url: str, timeout_s: float, retry: RetryPolicy, settings: JourneySettings, catalog: LiveJourneys
+        self,
+        url: str,
+        timeout_s: float,
+        retry: RetryPolicy,
+        settings: JourneySettings,
+        catalog: LiveJourneys,
+        persons: bool = False,
     ) -> None:
+        self._persons = persons
+        self._graph: IdentityGraph | None = None
         self._url = url
         self._timeout = timeout_s
         self._retry = retry
@@ -77,6 +95,9 @@ class GuardStep:
             )  # fmt: skip
         s = self._settings
         guards = self._guards
+        earlier: dict[int, ActionRecord] = {}
+        if self._persons:
+            batch, earlier = self._to_persons(batch)
         requests: list[ActionRequest] = []
         guarded: list[int] = []
         out: list[ActionRecord | None] = []
@@ -119,6 +140,13 @@ class GuardStep:
                 out.append(None)
             elif it.kind == "complaint":
                 out.append(None)
+            elif it.kind == "merge":
+                decide()  # in stream order, like a suppression
+                loser = str(it.detail["merged"])
+                merge_records(guards.client, loser, it.profile_id, it.ts_ms, self._retry)
+                out.append(None)
+            elif i in earlier:
+                out.append(earlier[i])
             elif it.kind in ("send", "holdout"):
                 key = (it.journey_id, it.journey_version)
                 caps = self._caps.get(key)
@@ -149,6 +177,53 @@ class GuardStep:
         for r in records:
             metrics.DECISIONS.labels(journey=r.journey_id, status=r.status).inc()
         return records
+
+    def _to_persons(self, batch: list[Intent]) -> tuple[list[Intent], dict[int, ActionRecord]]:
+        """`batch` in event-time order (stable), each intent of a merged person sent to the
+        person it belongs to now, and the records of those decided before under their own
+        id (a replay), by position. A loser whose merge is in this batch keeps its own id
+        until the merge's intent, so its earlier intents count under it and are folded in."""
+        assert self._guards is not None
+        client = self._guards.client
+        if self._graph is None:
+            self._graph = IdentityGraph(client, self._retry)
+        batch = sorted(batch, key=_event_time)
+        ids = {str(it.detail["merged"]) if it.kind == "merge" else it.profile_id for it in batch}
+        now = self._graph.persons_now(ids)
+        if not now:
+            return batch, {}
+        merging = {str(it.detail["merged"]) for it in batch if it.kind == "merge"}
+        out = list(batch)
+        moved: list[int] = []
+        for i, it in enumerate(batch):
+            if it.kind == "merge":
+                loser = str(it.detail["merged"])
+                merging.discard(loser)
+                target = now.get(loser)
+                if target is not None and target != it.profile_id:
+                    out[i] = it._replace(profile_id=target)
+            elif it.profile_id in now and it.profile_id not in merging:
+                out[i] = it._replace(profile_id=now[it.profile_id])
+                if it.kind in ("send", "holdout"):
+                    moved.append(i)
+        earlier: dict[int, ActionRecord] = {}
+        if moved:
+
+            def read() -> list[Any]:
+                pipe = client.pipeline(transaction=False)
+                for i in moved:
+                    pipe.get(decision_key(batch[i].profile_id, batch[i].action_id))
+                return pipe.execute()
+
+            for i, got in zip(moved, retried(self._retry, read, "read earlier decisions"), strict=True):
+                if got is not None:  # decided under its own id before: replay that, unchanged
+                    status, reason, *rest = (got.decode() if isinstance(got, bytes) else got).split("|")
+                    earlier[i] = _record(batch[i], status, reason, True, "pending" in rest)
+        return out, earlier
+
+
+def _event_time(it: Intent) -> int:
+    return it.ts_ms
 
 
 def _record(it: Intent, status: str, reason: str, replay: bool, unacked: bool = False) -> ActionRecord:

@@ -139,7 +139,7 @@ class _Call:
         return self._index[key]
 
 
-def _retried(retry: RetryPolicy, fn: Callable[[], T], what: str) -> T:
+def retried(retry: RetryPolicy, fn: Callable[[], T], what: str) -> T:
     """`fn` with connection errors and timeouts retried by `retry`; any Redis error left
     (or the retries spent) raises ``SinkError`` naming `what`."""
     try:
@@ -220,7 +220,7 @@ class Guards:
                 self._retries.inc()
                 raise
 
-        results = _retried(self._retry, _once, what)
+        results = retried(self._retry, _once, what)
         decisions: list[Decision | None] = [None] * len(requests)
         for (_, idx), flat in zip(calls, results, strict=True):
             for n, i in enumerate(idx):
@@ -249,7 +249,7 @@ def mark_delivered(
             pipe.set(decision_key(pid, aid), "sent|ok", xx=True, keepttl=True)
         pipe.execute()
 
-    _retried(retry or RetryPolicy(), _once, f"mark {len(sends)} sends as delivered")
+    retried(retry or RetryPolicy(), _once, f"mark {len(sends)} sends as delivered")
 
 
 # --- state from the stream ----------------------------------------------------------------
@@ -299,7 +299,7 @@ def record_consent(
     args = [op, channel or "*", str(when), version, event_id, kind]
     script = client.register_script(CONSENT_SCRIPT)
     what = f"record {op} of {profile_id} on {channel or 'every channel'}"
-    return text(_retried(retry or RetryPolicy(), lambda: script(keys=keys, args=args), what))
+    return text(retried(retry or RetryPolicy(), lambda: script(keys=keys, args=args), what))
 
 
 def unsubscribe(

@@ -36,12 +36,13 @@ Rules
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
 import redis
+from redis.cluster import RedisCluster
 
 from flows.core.errors import SinkError
 from flows.core.identifiers import LIMITS, PROFILE_ID
@@ -110,7 +111,7 @@ class IdentityGraph:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | RedisCluster,
         retry: RetryPolicy,
         limits: Mapping[str, int] = LIMITS,
         priority: Sequence[str] = PRIORITY,
@@ -227,6 +228,16 @@ class IdentityGraph:
         if found is not None:
             return text(found)
         return profile_id if holds else None
+
+    def persons_now(self, ids: Iterable[str]) -> dict[str, str]:
+        """Of `ids`, those of persons merged into another: id -> the person it belongs to now
+        (one HMGET)."""
+        asked = list(ids)
+        if not asked:
+            return {}
+        fields = [f"{PERSON}:{i}" for i in asked]
+        got = self._call(lambda: self._client.hmget(self.keys[0], fields), "identity lookup")
+        return {i: text(p) for i, p in zip(asked, got, strict=True) if p is not None}
 
     def members_of(self, person: str) -> list[Identifier]:
         """What `person` holds, in the order it gained them: its identifiers, and the

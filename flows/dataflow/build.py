@@ -154,7 +154,7 @@ def build_flow(
     if out.intents is not None and journeys is not None:
         r = settings.redis
         retry = RetryPolicy.from_settings(settings.retry)
-        guard = GuardStep(r.url, r.timeout_s, retry, settings.journeys, journeys)
+        guard = GuardStep(r.url, r.timeout_s, retry, settings.journeys, journeys, settings.identity.resolve)
         decided = op.flat_map_batch("guards", out.intents, guard)
         _outputs("actions", decided, sinks.actions, _profile_key)
         if sinks.actions_out:

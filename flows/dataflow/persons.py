@@ -18,7 +18,7 @@ from typing import NamedTuple
 from flows.core import metrics
 from flows.core.contract import Event, engine_event
 from flows.core.identifiers import PROFILE_ID, graph_name
-from flows.core.messages import IdentityChange
+from flows.core.messages import IdentityChange, Intent
 from flows.core.pii import profile_from_hashes
 from flows.core.settings import IdentitySettings
 from sinks.identity_graph import Identifier, IdentityGraph, Position
@@ -54,6 +54,16 @@ assert Event._fields[_FIELDS] == "person_id"  # the last field
 def _with_person(e: Event, person: str) -> Event:
     """`e` routed to `person` (``_replace`` without its keyword machinery)."""
     return Event._make((*e[:_FIELDS], person))
+
+
+def merge_intent(merged: Event) -> Intent:
+    """The guards' part of a merge (a ``profile_merged`` event): fold the loser's records
+    into the winner's (`rules.person_merge`), in stream order."""
+    p = merged.props
+    return Intent(
+        "merge", str(p["mergeId"]), merged.profile_id, "", 0, "", "", "", "", 0, merged.event_id,
+        merged.ts_ms, merged.received_ms, {"merged": p["merged"]},
+    )  # fmt: skip
 
 
 class ResolvePersons:

@@ -21,7 +21,7 @@ from flows.core.contract import DeadLetter, Event, RawRecord, Validator
 from flows.core.messages import FeatureUpdate, IdentityChange, Intent, LearnerItem, Score
 from flows.core.settings import DedupeSettings, FeatureSettings
 from flows.core.streamtime import Clock, StreamClock
-from flows.dataflow.persons import ResolvePersons
+from flows.dataflow.persons import ResolvePersons, merge_intent
 from flows.dataflow.profile import new_state
 from flows.dataflow.profile_step import ParseBatch, ProfileConfig, ProfileLogic, ProfileOut, model_inputs
 from flows.features.declarations import FeatureSet
@@ -148,4 +148,6 @@ def ingest(
     scores = op.flat_map("scores", profiles, attrgetter("scores"))
     learner_items = op.flat_map("learner_items", profiles, attrgetter("learner_items"))
     intents = op.flat_map("intents", profiles, attrgetter("intents")) if cfg.journeys is not None else None
+    if intents is not None and merges is not None:  # the guards fold a merged person's records
+        intents = op.merge("with_merge_intents", intents, op.map("merge_intents", merges, merge_intent))
     return IngestOut(events, updates, dead_letters, scores, learner_items, intents, identities)

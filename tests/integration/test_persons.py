@@ -91,3 +91,72 @@ def test_two_channels_linked_by_a_login_become_one_person(broker, engine_setting
     engine.run(settings, Console(file=io.StringIO()))  # replays the topic from the start
     assert rows() == first
     assert ch.query(f"SELECT count() FROM {db}.person_now").result_rows == [(1,)]
+
+
+PING = """
+id: ping
+name: Email on every search
+priority: 10
+entry: {policy: every_time}
+max_active: 10
+trigger:
+  event: {type: search}
+nodes:
+  - {id: ping, type: send, channel: email, template: ping}
+"""
+
+PROMO = """
+id: promo
+name: SMS on every search
+priority: 10
+entry: {policy: every_time}
+max_active: 10
+trigger:
+  event: {type: search}
+nodes:
+  - {id: promo, type: send, channel: sms, template: promo}
+"""
+
+
+def test_caps_and_an_unsubscribe_hold_across_the_aliases_of_one_person(
+    broker, engine_settings, names, ch, tmp_path
+) -> None:
+    tag = names["tag"]
+    folder = tmp_path / "journeys"
+    folder.mkdir()
+    (folder / "ping.yaml").write_text(PING)
+    (folder / "promo.yaml").write_text(PROMO)
+    device, open_id = {"deviceId": f"dev-{tag}"}, {"openId": f"o-{tag}"}
+    events = [
+        ev("page_view", T0 - 3 * HOUR, f"{tag}-app", device),  # the app's person: the older
+        ev("search", T0 - 2 * HOUR, f"{tag}-s1", open_id),  # two sends under the mini-program
+        ev("unsubscribe", T0 - HOUR, f"{tag}-u", open_id, channel="sms"),
+        ev("login", T0, f"{tag}-login", {**device, **open_id}),
+        ev("search", T0 + HOUR, f"{tag}-s2", device),  # the same person: caps and unsubscribe hold
+    ]
+    settings = engine_settings(
+        {
+            "source": {"kind": "kafka"},
+            "models": {"enabled": False},
+            "identity": {"resolve": True},
+            "journeys": {"dir": str(folder), "caps": [{"count": 2, "per": "1d"}], "dedupe_window_s": 0},
+        }
+    )
+    broker.create_topic(names["events"], partitions=1)
+    broker.produce(names["events"], [(None, e) for e in events])
+    engine.run(settings, Console(file=io.StringIO()))
+    db = settings.clickhouse.database
+    rows = ch.query(
+        f"SELECT trigger_event_id, journey_id, profile_id, status, reason FROM {db}.actions FINAL "
+        f"ORDER BY trigger_event_id, journey_id"
+    ).result_rows
+    mini = rows[0][2]
+    app = next(r[2] for r in rows if r[0] == f"{tag}-s2")
+    assert mini.startswith("id:openId:") and app.startswith("id:deviceId:")
+    assert [r[1:] for r in rows] == [
+        ("ping", mini, "sent", "ok"),
+        ("promo", mini, "sent", "ok"),
+        ("ping", app, "capped", rows[2][4]),  # the two sends under the mini-program count
+        ("promo", app, "suppressed", "suppressed:sms"),  # unsubscribed under the mini-program
+    ]
+    assert rows[2][4].startswith("cap:")
