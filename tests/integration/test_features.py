@@ -47,7 +47,9 @@ def synthetic_history(profiles: int, per_profile: int, seed: int, tag: str) -> d
 
 
 def as_event(d: dict) -> Event:
-    return Event(d["eventId"], d["profileId"], d["type"], d["ts"], "", d["props"], {}, {}, 0, "t", 0, 0)
+    return Event(
+        d["eventId"], d.get("profileId", ""), d["type"], d["ts"], "", d["props"], {}, {}, 0, "t", 0, 0
+    )
 
 
 def run_engine(settings):
