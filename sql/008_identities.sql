@@ -29,3 +29,12 @@ FROM {database}.identities
 WHERE kind = 'person'
 GROUP BY identifier
 ORDER BY merged_id;
+
+-- The customers' events as persons: profile_id is the person each event belongs to now
+-- (its person_id, or the person that one merged into). `scrm report --by-person` reads
+-- this view in place of `events FINAL`, so funnels, retention and attribution count persons
+-- (without `inserted_at`: a person's rows were inserted at different times).
+CREATE VIEW IF NOT EXISTS {database}.events_by_person AS
+SELECT e.* EXCEPT (inserted_at) REPLACE (if(n.person_id = '', e.person_id, n.person_id) AS profile_id)
+FROM {database}.events AS e FINAL
+LEFT JOIN {database}.person_now AS n ON n.merged_id = e.person_id;

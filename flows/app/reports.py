@@ -128,10 +128,20 @@ def bind(report: Report, given: dict[str, str]) -> dict[str, Any]:
     return values
 
 
+EVENTS = "{database}.events FINAL"
+BY_PERSON = "{database}.events_by_person"  # sql/008_identities.sql
+
+
 def run_report(
-    client: Any, report: Report, database: str, given: dict[str, str] | None = None
+    client: Any,
+    report: Report,
+    database: str,
+    given: dict[str, str] | None = None,
+    by_person: bool = False,
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """(column names, rows) of one report against `database`."""
-    sql = report.sql.replace("{database}", database)
+    """(column names, rows) of one report against `database`; `by_person`: every event
+    counts for the person it belongs to now (the ``events_by_person`` view)."""
+    sql = report.sql.replace(EVENTS, BY_PERSON) if by_person else report.sql
+    sql = sql.replace("{database}", database)
     result = client.query(sql, parameters=bind(report, given or {}))
     return list(result.column_names), [tuple(r) for r in result.result_rows]

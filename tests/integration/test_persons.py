@@ -88,6 +88,14 @@ def test_two_channels_linked_by_a_login_become_one_person(broker, engine_setting
         assert v["events"] == 5 and v["also"] == [first[f"{tag}-again"][0], mini_person], how
         assert v["features"]["orders_30d"] == "1", how
 
+    # the reports count the ids events arrived with, or, --by-person, the one person
+    def customers(*flags: str) -> int:
+        got = CliRunner().invoke(app, ["report", "retention", "-f", "json", *flags], env=env)
+        assert got.exit_code == 0, got.output
+        return sum(r["active"] for r in orjson.loads(got.stdout) if r["week"] == 0)
+
+    assert (customers(), customers("--by-person")) == (3, 1)  # device, openId and mobile ids: one person
+
     engine.run(settings, Console(file=io.StringIO()))  # replays the topic from the start
     assert rows() == first
     assert ch.query(f"SELECT count() FROM {db}.person_now").result_rows == [(1,)]

@@ -145,7 +145,8 @@ def test_init_is_idempotent_and_produce_keys_by_profile(broker, names, tmp_path)
     )
     want = [
         "actions", "actions_daily_agg", "actions_daily_mv", "daily_actions", "daily_active_profiles",
-        "daily_events", "daily_revenue", "dead_letters", "events", "events_daily_agg", "events_daily_mv",
+        "daily_events", "daily_revenue", "dead_letters", "events", "events_by_person", "events_daily_agg",
+        "events_daily_mv",
         "features", "identities", "model_metrics", "paid_orders", "paid_orders_mv", "person_now",
         "schema_migrations", "scores",
     ]  # fmt: skip

@@ -60,6 +60,14 @@ def report(
             dir_okay=False,
         ),
     ] = None,
+    by_person: Annotated[
+        bool,
+        typer.Option(
+            "--by-person",
+            help="Count persons, not profile ids: each event counts for the person its profile belongs "
+            "to now (identity.resolve links and merges them).",
+        ),
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Run an analysts' report from sql/reports/ against the configured ClickHouse (with
@@ -87,7 +95,7 @@ def report(
         given[key.strip()] = value
     try:
         client = connect(settings.clickhouse)
-        names, rows = run_report(client, available[name], settings.clickhouse.database, given)
+        names, rows = run_report(client, available[name], settings.clickhouse.database, given, by_person)
     except ScrmError as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None

@@ -519,7 +519,7 @@ def chdb_run(single: Schema, tmp_path_factory: pytest.TempPathFactory) -> ChdbRu
         for name in single.tables:
             job.query(f"{label}:{name}", f"SELECT count() FROM {dbs[which]}.{name} FINAL")
         for name in single.views:
-            job.query(f"{label}:{name}", f"SELECT * FROM {dbs[which]}.{name}")
+            job.query(f"{label}:{name}", f"SELECT * FROM {dbs[which]}.{name} ORDER BY ALL")
 
     answers("single:rows", "single")
     answers("cluster:rows", "cluster")
