@@ -11,9 +11,16 @@ import pytest
 import redis
 
 from flows.core.durations import DAY_MS
+from flows.core.messages import Intent
+from flows.core.resources import config_dir
+from flows.core.settings import JourneySettings
+from rules import store
+from rules.actions import GuardStep
 from rules.guards import Guards, record_consent, set_consent, unsubscribe
+from rules.journeys.load import load_journey
 from rules.person_merge import merge_records
-from rules.policy import Cap, consent_key, suppress_at_key, suppress_key
+from rules.policy import Cap, cap_key, consent_key, suppress_at_key, suppress_key
+from sinks.identity_graph import Identifier, IdentityGraph
 from sinks.retry import RetryPolicy
 from tests.integration.test_guards import T0, request
 
@@ -72,3 +79,50 @@ def test_a_refusal_holds_and_a_grant_fills_only_a_channel_without_a_record(guard
     got = {k.decode(): v.decode() for k, v in c.hgetall(consent_key(a)).items()}
     assert got["email"] == "0" and got["email:at"].startswith(f"{T0 + HOUR}|old|")
     assert got["sms"] == "0" and got["sms:at"].startswith(f"{T0 + 9}|a-sms")
+
+
+def test_the_guards_step_sends_a_merged_persons_intents_to_the_person_and_replays_earlier_decisions(
+    valkey: str,
+) -> None:
+    url = valkey.rsplit("/", 1)[0] + "/12"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    j = load_journey(config_dir() / "journeys" / "cart_abandoned.yaml")
+    store.load(client, [j])
+    catalog = store.JourneyCatalog(client)
+    catalog.refresh()
+    step = GuardStep(url, 2.0, FAST, JourneySettings(caps=(), dedupe_window_s=0), catalog, persons=True)
+    graph = IdentityGraph(client, FAST)
+    w, lo = graph.resolve([(T0 - 10, [Identifier("phone", "w")]), (T0 - 5, [Identifier("deviceId", "l")])])
+    winner, loser = w.person, lo.person
+
+    def send(pid: str, n: int, ts: int) -> Intent:
+        return Intent(
+            "send", f"a{n}", pid, j.id, 1, "remind_now", "push", f"t{n}", "a", 5, f"e{n}", ts, ts, {}
+        )
+
+    def merge(ts: int) -> Intent:
+        return Intent("merge", "m1", winner, "", 0, "", "", "", "", 0, "login", ts, ts, {"merged": loser})
+
+    first = step([send(loser, 1, T0)])
+    assert [(r.profile_id, r.status, r.replay) for r in first] == [(loser, "sent", False)]
+    (link,) = graph.resolve([(T0 + 5, [Identifier("phone", "w"), Identifier("deviceId", "l")])])
+    assert link.person == winner and link.merges
+    # in one batch, out of order: the loser's send before the merge counts under it and is
+    # folded in; one after goes to the person; the first send again is a replay under the loser
+    got = step([send(loser, 3, T0 + 9), merge(T0 + 5), send(loser, 2, T0 + 1), send(loser, 1, T0)])
+    # (the journey allows one push a day)
+    assert [(r.action_id, r.profile_id, r.status, r.replay) for r in got] == [
+        ("a1", loser, "sent", True),
+        ("a2", loser, "capped", False),
+        ("a3", winner, "capped", False),  # the loser's push of the day counts for the person
+    ]
+    sent = {m.decode() for m in client.zrange(cap_key(winner, "journey", "push", j.id), 0, -1)}
+    assert sent == {"a1"}
+    # once merged, the loser's intents go to the person, but one decided under the loser
+    # before is replayed as it was decided
+    again = step([send(loser, 1, T0), send(loser, 4, T0 + 20)])
+    assert [(r.action_id, r.profile_id, r.status, r.replay) for r in again] == [
+        ("a1", loser, "sent", True),
+        ("a4", winner, "capped", False),
+    ]
