@@ -169,6 +169,18 @@ def decision_counts() -> dict[str, float]:
     return {k: v for k, v in out.items() if v}
 
 
+def identity_counts() -> tuple[int, int]:
+    """(persons merged, identifiers left out of a link by a limit), process-wide."""
+    merged = refused = 0.0
+    for metric in metrics.REGISTRY.collect():
+        for sample in metric.samples:
+            if sample.name == "scrm_persons_merged_total":
+                merged += sample.value
+            elif sample.name == "scrm_identifiers_refused_total":
+                refused += sample.value
+    return int(merged), int(refused)
+
+
 @dataclass(frozen=True)
 class RunSummary:
     counts: Snapshot
@@ -228,6 +240,11 @@ def render_summary(console: Console, s: RunSummary) -> None:
             f"{status} {int(n):,}" for status, n in sorted(decisions.items(), key=lambda kv: -kv[1])
         )
         console.print(f"journey decisions: {parts}")
+    merged, refused = identity_counts()
+    if merged or refused:
+        console.print(
+            f"persons: {merged:,} merged into an older one; {refused:,} identifiers left out by a limit"
+        )
     console.print(f"data: {s.data_dir}  ·  ClickHouse: {s.clickhouse_url}  ·  Redis: {s.redis}")
     console.print(
         'query: [bold]scrm query "SELECT type, count() FROM '

@@ -6,6 +6,7 @@ analysts, and a full replay changing nothing."""
 from __future__ import annotations
 
 import io
+import re
 
 import orjson
 from rich.console import Console
@@ -45,7 +46,9 @@ def test_two_channels_linked_by_a_login_become_one_person(broker, engine_setting
         )
         return {e: (p, q) for e, p, q in got.result_rows}
 
-    engine.run(settings, Console(file=io.StringIO()))
+    console = io.StringIO()
+    engine.run(settings, Console(file=console, width=200))
+    assert re.search(r"persons: [1-9][\d,]* merged into an older one", console.getvalue())  # the summary
     first = rows()
     app_person = first[f"{tag}-app"][1]
     mini_person = first[f"{tag}-mini"][1]
