@@ -143,7 +143,7 @@ class GuardStep:
             elif it.kind == "merge":
                 decide()  # in stream order, like a suppression
                 loser = str(it.detail["merged"])
-                merge_records(guards.client, loser, it.profile_id, it.ts_ms, self._retry)
+                merge_records(guards.client, loser, it.profile_id, it.ts_ms, it.action_id, self._retry)
                 out.append(None)
             elif i in earlier:
                 out.append(earlier[i])
@@ -180,9 +180,10 @@ class GuardStep:
 
     def _to_persons(self, batch: list[Intent]) -> tuple[list[Intent], dict[int, ActionRecord]]:
         """`batch` in event-time order (stable), each intent of a merged person sent to the
-        person it belongs to now, and the records of those decided before under their own
-        id (a replay), by position. A loser whose merge is in this batch keeps its own id
-        until the merge's intent, so its earlier intents count under it and are folded in."""
+        person it belongs to now, and, by position, the records of those decided before
+        under either id (a replay, however the batches fell then). A loser whose merge is
+        in this batch keeps its own id until the merge's intent, so its earlier intents
+        count under it and are folded in."""
         assert self._guards is not None
         client = self._guards.client
         if self._graph is None:
@@ -194,7 +195,7 @@ class GuardStep:
             return batch, {}
         merging = {str(it.detail["merged"]) for it in batch if it.kind == "merge"}
         out = list(batch)
-        moved: list[int] = []
+        aliased: list[int] = []  # sends and holdouts of a merged person
         for i, it in enumerate(batch):
             if it.kind == "merge":
                 loser = str(it.detail["merged"])
@@ -202,23 +203,36 @@ class GuardStep:
                 target = now.get(loser)
                 if target is not None and target != it.profile_id:
                     out[i] = it._replace(profile_id=target)
-            elif it.profile_id in now and it.profile_id not in merging:
+                continue
+            if it.profile_id not in now:
+                continue
+            if it.kind in ("send", "holdout"):
+                aliased.append(i)
+            if it.profile_id not in merging:
                 out[i] = it._replace(profile_id=now[it.profile_id])
-                if it.kind in ("send", "holdout"):
-                    moved.append(i)
         earlier: dict[int, ActionRecord] = {}
-        if moved:
+        if aliased:
 
             def read() -> list[Any]:
                 pipe = client.pipeline(transaction=False)
-                for i in moved:
-                    pipe.get(decision_key(batch[i].profile_id, batch[i].action_id))
+                for i in aliased:
+                    it = batch[i]
+                    pipe.get(decision_key(it.profile_id, it.action_id))
+                    pipe.get(decision_key(now[it.profile_id], it.action_id))
                 return pipe.execute()
 
-            for i, got in zip(moved, retried(self._retry, read, "read earlier decisions"), strict=True):
-                if got is not None:  # decided under its own id before: replay that, unchanged
-                    status, reason, *rest = (got.decode() if isinstance(got, bytes) else got).split("|")
-                    earlier[i] = _record(batch[i], status, reason, True, "pending" in rest)
+            got = retried(self._retry, read, "read earlier decisions")
+            for n, i in enumerate(aliased):
+                for it, found in (
+                    (batch[i], got[2 * n]),
+                    (batch[i]._replace(profile_id=now[batch[i].profile_id]), got[2 * n + 1]),
+                ):
+                    if found is not None:  # decided before: replay that, unchanged, under its id
+                        status, reason, *rest = (found.decode() if isinstance(found, bytes) else found).split(
+                            "|"
+                        )
+                        earlier[i] = _record(it, status, reason, True, "pending" in rest)
+                        break
         return out, earlier
 
 

@@ -5,15 +5,16 @@ and a cap counts the sends made under every alias.
 - **Suppressions** of either side hold for the person, dated at the merge at the latest:
   only a grant after the merge lifts an unsubscribe (a complaint, or a suppression
   without a time, is never lifted).
-- **Consent**: a refusal of either side holds, dated at the merge at the latest; the
-  loser's grant is taken only where the winner has no record of the channel or an older
-  grant.
+- **Consent**, as the guards read it (a channel's own record, else ``*``): refused where
+  either side refuses, whatever the times, dated at the merge at the latest (a refusal
+  without a time stays without one: never overridden); ``*`` is the stricter of the two.
 - **Caps** count the sends of both (the sorted sets unite); **dedupe** keeps the later
   send of each template.
 - Decision records stay where they were made: the guards look a redirected action up
   under the id it was first decided under (`rules.actions.GuardStep`).
 
-Folding again changes nothing (unions and maxima), so a replayed merge is harmless. The
+A merge is folded once: its id is recorded with the winner's records (``scrm:merged:{pid}``),
+so a replayed merge changes nothing, even after the person re-subscribed. The
 loser's keys are read (one pipeline and a SCAN of its cap and dedupe keys), then one
 script call (``person_merge.lua``) writes the winner's: each side's keys share its hash
 tag, so both run on Redis Cluster.
@@ -30,7 +31,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from rules.guards import retried
-from rules.policy import consent_key, suppress_at_key, suppress_key
+from rules.policy import consent_key, merged_key, suppress_at_key, suppress_key
 from sinks.redis_store import text
 from sinks.retry import RetryPolicy
 
@@ -43,10 +44,11 @@ def _tag(profile_id: str) -> str:
 
 
 def merge_records(
-    client: redis.Redis | RedisCluster, loser: str, winner: str, ts_ms: int, retry: RetryPolicy
+    client: redis.Redis | RedisCluster, loser: str, winner: str, ts_ms: int, merge_id: str, retry: RetryPolicy
 ) -> int:
     """Fold `loser`'s consent, suppressions, caps and dedupe records into `winner`'s, as of
-    the merge's event time `ts_ms`; returns how many of the winner's records changed."""
+    the merge's event time `ts_ms`, once per `merge_id`; returns how many of the winner's
+    records changed (0 for a merge folded in before)."""
     if loser == winner:
         return 0
     consent_key(winner)  # refuses an id that cannot be a hash tag, for both
@@ -65,7 +67,7 @@ def merge_records(
             "caps": [],
             "dedupes": [],
         }
-        keys = [consent_key(winner), suppress_key(winner), suppress_at_key(winner)]
+        keys = [consent_key(winner), suppress_key(winner), suppress_at_key(winner), merged_key(winner)]
         pattern = _GLOB.sub(r"\\\1", lt)
         caps = sorted(text(k) for k in client.scan_iter(match=f"scrm:cap:{pattern}:*", count=1000))
         dedupes = sorted(text(k) for k in client.scan_iter(match=f"scrm:dedupe:{pattern}:*", count=1000))
@@ -84,7 +86,7 @@ def merge_records(
         base = 2 * len(caps)
         for i, k in enumerate(dedupes):
             value, ttl = got[base + 2 * i], got[base + 2 * i + 1]
-            if value is None:  # expired between the scan and the read
+            if value is None or int(ttl) <= 0:  # expired between the scan and the read
                 continue
             data["dedupes"].append([text(value), max(0, int(ttl))])
             keys.append(k.replace(lt, wt, 1))
@@ -93,6 +95,6 @@ def merge_records(
     def once() -> int:
         data, keys = read()
         script = client.register_script(SCRIPT)
-        return int(script(keys=keys, args=[orjson.dumps(data), str(ts_ms)]))
+        return int(script(keys=keys, args=[orjson.dumps(data), str(ts_ms), merge_id]))
 
     return retried(retry, once, f"merge the guard records of {loser} into {winner}")

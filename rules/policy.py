@@ -47,6 +47,8 @@ Profile ids containing ``{`` or ``}`` are refused: they would break the tag.
     unsubscribe only; a member without a time is never lifted).
 ``scrm:dedupe:{pid}:<template>``  string: event time (ms) of the last send of that
     template to the profile, PX the dedupe window.
+``scrm:merged:{pid}``  set of the merge ids whose loser's records were folded into the
+    profile's (`rules.person_merge`): a replayed merge folds nothing again.
 ``scrm:cap:{pid}:profile:<channel|*>``  sorted set of the ``action_id`` s sent, scored by
     event time (ms): caps over all journeys of the profile (``*`` = all channels).
 ``scrm:cap:{pid}:journey:<channel|*>:<journey_id>``  the same, for one journey (all its
@@ -119,6 +121,15 @@ def suppress_at_key(profile_id: str) -> str:
     'scrm:suppress:{p42}:at'
     """
     return f"scrm:suppress:{_tag(profile_id)}:at"
+
+
+def merged_key(profile_id: str) -> str:
+    """The merges folded into the profile's guard records.
+
+    >>> merged_key("p42")
+    'scrm:merged:{p42}'
+    """
+    return f"scrm:merged:{_tag(profile_id)}"
 
 
 def dedupe_key(profile_id: str, template: str) -> str:

@@ -8,9 +8,10 @@
 -- KEYS[5] seq     STRING the graph's change counter: orders the identities rows
 -- KEYS[6..] memos HASH source position -> the JSON answer given for the record there
 -- ARGV[1] JSON {kind: the most identifiers of that kind a person may hold}
--- ARGV[2] JSON [[ts as text, [[identifier, kind], ...], memo, field], ...]: per event, its
---         identifiers most trusted first ("<kind>:<key>"), and where its answer is remembered
---         (memo: an index into KEYS, 0 for none)
+-- ARGV[2] JSON [[ts as text, [[identifier, kind], ...], memo, field, fingerprint], ...]: per
+--         event, its identifiers most trusted first ("<kind>:<key>"), where its answer is
+--         remembered (memo: an index into KEYS, 0 for none) and a fingerprint of the record
+--         (an answer remembered for another record at that position is not used)
 -- ARGV[3] seconds a memo key lives after its last write
 -- Returns JSON, per event: the person alone when the event changed nothing, else
 --         [person, [[merge id, loser, winner], ...], [[identifier, why], ...],
@@ -119,8 +120,13 @@ local function resolve(ev)
   end
   local winner, merged, changed = nil, {}, {}
   if #persons == 0 then
+    -- A new person takes its founder's id, unless that id is a person already: one merged
+    -- into another (then the one it belongs to now), or a live one (a CRM that sent a
+    -- derived id back as its profileId): the event joins it, making it no younger.
     winner = founder(ids[1])
-    redis.call('HSET', born, winner, ts)
+    winner = redis.call('HGET', owner, 'person:' .. winner) or winner
+    local b = redis.call('HGET', born, winner)
+    if not b or t < tonumber(b) then redis.call('HSET', born, winner, ts) end
   else
     -- The oldest person wins (first event time, then id): deterministic in any order.
     local best = nil
@@ -169,11 +175,16 @@ local function resolve(ev)
 end
 
 for _, ev in ipairs(events) do
-  local memo, field = ev[3], ev[4]
+  local memo, field, fp = ev[3], ev[4], ev[5]
   local known = nil
-  if memo > 0 then known = redis.call('HGET', KEYS[memo], field) end
+  if memo > 0 then
+    known = redis.call('HGET', KEYS[memo], field)
+    -- "<fingerprint> <answer>": the answer is this record's only if the fingerprint is
+    if known and string.sub(known, 1, #fp + 1) ~= fp .. ' ' then known = nil end
+  end
   if known then
     -- '=' .. person for an answer that changed nothing, else the answer as JSON
+    known = string.sub(known, #fp + 2)
     if string.sub(known, 1, 1) == '=' then known = string.sub(known, 2) else known = cjson.decode(known) end
     out[#out + 1] = known
   else
@@ -181,7 +192,7 @@ for _, ev in ipairs(events) do
     out[#out + 1] = answer
     if memo > 0 then
       if type(answer) == 'table' then answer = cjson.encode(answer) else answer = '=' .. answer end
-      redis.call('HSET', KEYS[memo], field, answer)
+      redis.call('HSET', KEYS[memo], field, fp .. ' ' .. answer)
       touched[memo] = true
     end
   end

@@ -25,9 +25,10 @@ Rules
   partition, offset >= 0) has its answer remembered under that position, so a replay
   after a crash routes it to the person it went to before, not to the person the graph
   has merged it into since: the graph runs ahead of the recovery snapshots, the memo
-  keeps routing consistent with them. A partition's memo holds its last
-  ``memo_records`` positions (in buckets of `MEMO_BUCKET`), each bucket expiring
-  ``memo_ttl_s`` after its last write.
+  keeps routing consistent with them. A partition's memo spans its last ``memo_records``
+  offsets (records of a topic, bytes of a file; in buckets of `MEMO_BUCKET`), each bucket
+  expiring ``memo_ttl_s`` after its last write; an answer is used only for the record it
+  was given to (a fingerprint of its event id).
 - **Atomic.** A batch is one script call over keys under the hash tag ``{idg}``:
   one slot, so it runs on Redis Cluster too (the graph then lives on one shard).
 - **Never a silent drop.** Connection errors and timeouts are retried by the
@@ -36,6 +37,7 @@ Rules
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -90,11 +92,14 @@ class Change(NamedTuple):
 
 
 class Position(NamedTuple):
-    """Where a record sits in its source: a replay brings it back at the same position."""
+    """Where a record sits in its source: a replay brings it back at the same position;
+    `record` (its event id) tells it from another record at that position (a file
+    rewritten, a topic made again)."""
 
     origin: str
     partition: int
     offset: int
+    record: str = ""
 
 
 class Resolution(NamedTuple):
@@ -116,8 +121,8 @@ class IdentityGraph:
         limits: Mapping[str, int] = LIMITS,
         priority: Sequence[str] = PRIORITY,
         prefix: str = "scrm:{idg}",
-        memo_records: int = 1 << 20,
-        memo_ttl_s: int = 86_400,
+        memo_records: int = 1 << 26,
+        memo_ttl_s: int = 600,
     ) -> None:
         self._client = client
         self._retry = retry
@@ -158,7 +163,7 @@ class IdentityGraph:
             ordered = self._trusted_first(ids)
             for i in ordered:
                 by_key[f"{i.name}:{i.key}"] = i
-            memo, field = 0, ""
+            memo, field, fp = 0, "", ""
             pos = positions[n] if positions is not None else None
             if pos is not None and pos.offset >= 0:
                 key = self._memo_key(pos, stale)
@@ -167,7 +172,8 @@ class IdentityGraph:
                     keys.append(key)
                     memo = memo_index[key] = len(keys)
                 field = str(pos.offset)
-            events.append([str(ts), [[f"{i.name}:{i.key}", i.name] for i in ordered], memo, field])
+                fp = hashlib.blake2b(pos.record.encode(), digest_size=6).hexdigest()
+            events.append([str(ts), [[f"{i.name}:{i.key}", i.name] for i in ordered], memo, field, fp])
         args: list[bytes | str] = [self._limits, orjson.dumps(events), self._memo_ttl]
 
         def call() -> Any:

@@ -250,10 +250,11 @@ class IdentitySettings(_Section):
     # The most identifiers of each name one person may hold; a link that would break a limit
     # leaves out the least trusted identifier instead of merging.
     limits: dict[str, int] = Field(default_factory=lambda: dict(LIMITS))
-    # How far back a replay may start and still route each record as the first time: the
-    # last N source positions per partition are remembered, each for at most memo_ttl_s.
-    memo_records: int = Field(1 << 20, ge=1)
-    memo_ttl_s: int = Field(86_400, ge=60)
+    # How far back a restart may resume and still route each replayed record as the first
+    # time: answers are remembered over the last N offsets of each partition (records of a
+    # topic, bytes of a file), each for memo_ttl_s (Redis holds ~70 B per record meanwhile).
+    memo_records: int = Field(1 << 26, ge=1)
+    memo_ttl_s: int = Field(600, ge=60)
 
     @field_validator("default_region")
     @classmethod

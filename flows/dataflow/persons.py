@@ -93,7 +93,7 @@ class ResolvePersons:
         at = []
         for e in batch:
             asks.append((e.ts_ms, identifiers_of(e)))
-            at.append(Position(e.origin, e.partition, e.offset))
+            at.append(Position(e.origin, e.partition, e.offset, e.event_id))
         events: list[Event] = []
         merges: list[Event] = []
         changes: list[IdentityChange] = []

@@ -220,3 +220,23 @@ def test_each_change_of_owner_is_reported_once_in_the_graphs_order(valkey):
     ]
     assert a.changed[0].seq < b.changed[0].seq < link.changed[0].seq and not again.changed
     assert g.identifiers_of("id:phone:p1") == ids(phone="p1", deviceId="d1")  # not the merged person
+
+
+def test_a_remembered_answer_is_only_for_the_record_it_was_given_to(valkey):
+    g = graph(valkey)
+    (first,) = g.resolve([(1, ids(phone="h"))], [Position("file:/x.jsonl", 0, 0, "e1")])
+    # the file was written again: another record at the same offset is resolved afresh
+    (other,) = g.resolve([(2, ids(phone="h3"))], [Position("file:/x.jsonl", 0, 0, "e9")])
+    assert first.person == "id:phone:h" and other.person == "id:phone:h3"
+    assert g.person_of(Identifier("phone", "h3")) == "id:phone:h3"
+
+
+def test_a_profile_id_that_names_a_person_joins_it(valkey):
+    g = graph(valkey)
+    old, young = g.resolve([(100, ids(phone="p")), (200, ids(deviceId="d"))])
+    g.resolve([(300, ids(phone="p", deviceId="d"))])  # the device's person merges into the phone's
+    # a CRM sends the engine's ids back as profileIds: the merged one goes to the person it
+    # belongs to now, a live one is joined and made no younger
+    merged, live = g.resolve([(400, ids(profileId=young.person)), (900, ids(profileId=old.person))])
+    assert merged.person == live.person == old.person
+    assert int(g._client.hget(g.keys[1], old.person)) == 100

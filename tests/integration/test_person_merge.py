@@ -55,13 +55,13 @@ def test_the_strictest_of_two_persons_records_holds_for_the_one_they_became(guar
     set_consent(c, app, "sms", True, FAST, T0 + HOUR, "v1")
 
     merged = T0 + 2 * HOUR
-    assert merge_records(c, mini, app, merged, FAST) > 0
+    assert merge_records(c, mini, app, merged, "m1", FAST) > 0
     assert status(guards, app, "sms") == "suppressed"  # the unsubscribe holds despite the grant
     assert c.hget(suppress_at_key(app), "sms") == f"{merged}|unsubscribe".encode()
     assert c.hget(suppress_at_key(app), "push") == f"{merged}|complaint".encode()
     assert c.hget(consent_key(app), "wecom") == b"1"
     assert status(guards, app, "email") == "capped"  # two sends today already, under the mini-program
-    assert merge_records(c, mini, app, merged, FAST) == 0  # folding again changes nothing
+    assert merge_records(c, mini, app, merged, "m1", FAST) == 0  # a replayed merge changes nothing
 
     # a grant after the merge lifts the unsubscribe, never the complaint
     record_consent(c, app, "grant", None, merged + 1, "v3", "g1")
@@ -75,10 +75,46 @@ def test_a_refusal_holds_and_a_grant_fills_only_a_channel_without_a_record(guard
     set_consent(c, b, "email", False, FAST, T0, "old")
     set_consent(c, b, "sms", True, FAST, T0, "b-sms")
     set_consent(c, a, "sms", False, FAST, T0 + 9, "a-sms")
-    merge_records(c, b, a, T0 + HOUR, FAST)
+    merge_records(c, b, a, T0 + HOUR, "m2", FAST)
     got = {k.decode(): v.decode() for k, v in c.hgetall(consent_key(a)).items()}
     assert got["email"] == "0" and got["email:at"].startswith(f"{T0 + HOUR}|old|")
-    assert got["sms"] == "0" and got["sms:at"].startswith(f"{T0 + 9}|a-sms")
+    assert got["sms"] == "0" and got["sms:at"].startswith(f"{T0 + HOUR}|a-sms")
+
+
+@pytest.mark.parametrize(
+    "loser_says, winner_says",
+    [
+        ((("sms", True),), (("*", False),)),  # the winner refused everything after the loser's grant
+        ((("*", False),), (("sms", True),)),  # the loser refused everything after the winner's grant
+    ],
+)
+def test_a_refusal_of_every_channel_holds_against_a_channel_grant_on_the_other_side(
+    guards: Guards, loser_says, winner_says
+) -> None:
+    c: redis.Redis = guards.client  # type: ignore[assignment]
+    loser, winner = f"l-{uuid.uuid4().hex[:8]}", f"w-{uuid.uuid4().hex[:8]}"
+    for pid, says, at in ((loser, loser_says, T0), (winner, winner_says, T0 + HOUR)):
+        for channel, granted in says:
+            set_consent(c, pid, None if channel == "*" else channel, granted, FAST, at)
+    merge_records(c, loser, winner, T0 + 2 * HOUR, "m", FAST)
+    assert status(guards, winner, "sms") == "no_consent"
+
+
+def test_a_replayed_merge_does_not_undo_a_later_resubscribe_and_an_untimed_refusal_stays(
+    guards: Guards,
+) -> None:
+    c: redis.Redis = guards.client  # type: ignore[assignment]
+    loser, winner = f"l-{uuid.uuid4().hex[:8]}", f"w-{uuid.uuid4().hex[:8]}"
+    unsubscribe(c, loser, "email", FAST, T0, "u")
+    c.hset(consent_key(loser), "push", "0")  # a refusal recorded before records had times
+    merge_records(c, loser, winner, T0 + HOUR, "m", FAST)
+    assert status(guards, winner, "email") == "suppressed"
+    record_consent(c, winner, "grant", "email", T0 + 2 * HOUR, "v", "g")  # re-subscribes
+    assert merge_records(c, loser, winner, T0 + HOUR, "m", FAST) == 0  # the merge replayed
+    assert status(guards, winner, "email", at=T0 + 3 * HOUR) == "sent"
+    assert c.hget(consent_key(winner), "push") == b"0" and c.hget(consent_key(winner), "push:at") is None
+    record_consent(c, winner, "grant", "push", T0 + 3 * HOUR, "v", "g2")
+    assert status(guards, winner, "push", at=T0 + 4 * HOUR) == "no_consent"  # never overridden
 
 
 def test_the_guards_step_sends_a_merged_persons_intents_to_the_person_and_replays_earlier_decisions(
@@ -126,3 +162,30 @@ def test_the_guards_step_sends_a_merged_persons_intents_to_the_person_and_replay
         ("a1", loser, "sent", True),
         ("a4", winner, "capped", False),
     ]
+
+
+def test_a_send_decided_for_the_person_is_replayed_when_a_replay_batches_it_before_the_merge(
+    valkey: str,
+) -> None:
+    url = valkey.rsplit("/", 1)[0] + "/13"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    j = load_journey(config_dir() / "journeys" / "cart_abandoned.yaml")
+    store.load(client, [j])
+    catalog = store.JourneyCatalog(client)
+    catalog.refresh()
+    step = GuardStep(url, 2.0, FAST, JourneySettings(caps=(), dedupe_window_s=0), catalog, persons=True)
+    graph = IdentityGraph(client, FAST)
+    w, lo = graph.resolve([(T0 - 10, [Identifier("phone", "w")]), (T0 - 5, [Identifier("deviceId", "l")])])
+    graph.resolve([(T0 + 5, [Identifier("phone", "w"), Identifier("deviceId", "l")])])
+    send = Intent(
+        "send", "a2", lo.person, j.id, 1, "remind_now", "push", "t", "a", 5, "e2", T0 + 1, T0 + 1, {}
+    )
+    merge = Intent(
+        "merge", "m1", w.person, "", 0, "", "", "", "", 0, "login", T0 + 5, T0 + 5, {"merged": lo.person}
+    )
+    assert step([merge]) == []
+    (first,) = step([send])  # a later batch: the loser's send goes to the person
+    assert (first.profile_id, first.status, first.replay) == (w.person, "sent", False)
+    (again,) = step([send, merge])  # replayed, both in one batch: the send keeps the loser's id
+    assert (again.profile_id, again.status, again.replay) == (w.person, "sent", True)
