@@ -13,9 +13,23 @@ from flows.core.settings import JourneySettings
 from rules import store
 from rules.actions import GuardStep
 from rules.journeys.load import load_journey
+from rules.journeys.model import Journey
 from sinks.retry import RetryPolicy
 
 T0 = 1_790_000_000_000
+
+
+def cart_journey(url: str, flush: bool = True) -> tuple[redis.Redis, Journey, store.JourneyCatalog]:
+    """The database at `url` (emptied first) holding the shipped cart-abandoned journey
+    (one push a day), and a catalog of it, refreshed."""
+    client = redis.Redis.from_url(url)
+    if flush:
+        client.flushdb()
+    j = load_journey(config_dir() / "journeys" / "cart_abandoned.yaml")
+    store.load(client, [j])
+    catalog = store.JourneyCatalog(client)
+    catalog.refresh()
+    return client, j, catalog
 
 
 def intent(kind: str, pid: str, jid: str, ts: int, n: int) -> Intent:
@@ -28,12 +42,7 @@ def intent(kind: str, pid: str, jid: str, ts: int, n: int) -> Intent:
 
 def test_complaints_over_the_threshold_pause_the_journey(valkey) -> None:
     url = valkey.rsplit("/", 1)[0] + "/7"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    j = load_journey(config_dir() / "journeys" / "cart_abandoned.yaml")
-    store.load(client, [j])
-    catalog = store.JourneyCatalog(client)
-    catalog.refresh()
+    client, j, catalog = cart_journey(url)
     settings = JourneySettings(breaker={"max_complaint_rate": 0.2, "window": "1d", "min_sends": 5}, caps=())
     step = GuardStep(url, 2.0, RetryPolicy(3, 0.01, 0.05), settings, catalog)
     tag = uuid.uuid4().hex[:6]

@@ -6,22 +6,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import pytest
 import redis
 
 from flows.core.durations import DAY_MS
 from flows.core.messages import Intent
-from flows.core.resources import config_dir
 from flows.core.settings import JourneySettings
-from rules import store
 from rules.actions import GuardStep
 from rules.guards import Guards, record_consent, set_consent, unsubscribe
-from rules.journeys.load import load_journey
 from rules.person_merge import merge_records
 from rules.policy import Cap, cap_key, consent_key, suppress_at_key, suppress_key
 from sinks.identity_graph import Identifier, IdentityGraph
 from sinks.retry import RetryPolicy
+from tests.integration.test_breaker import cart_journey
 from tests.integration.test_guards import T0, request
 
 FAST = RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=0.05)
@@ -117,47 +116,65 @@ def test_a_replayed_merge_does_not_undo_a_later_resubscribe_and_an_untimed_refus
     assert status(guards, winner, "push", at=T0 + 4 * HOUR) == "no_consent"  # never overridden
 
 
-def test_the_guards_step_sends_a_merged_persons_intents_to_the_person_and_replays_earlier_decisions(
-    valkey: str,
-) -> None:
+class Persons(NamedTuple):
+    """A guards step routing by person, on a database of its own, with the shipped
+    cart-abandoned journey (one push a day), and two persons the graph will merge."""
+
+    step: GuardStep
+    client: redis.Redis
+    graph: IdentityGraph
+    journey: str
+    winner: str
+    loser: str
+
+    def send(self, pid: str, n: int, ts: int) -> Intent:
+        return Intent(
+            "send", f"a{n}", pid, self.journey, 1, "remind_now", "push", f"t{n}", "a", 5, f"e{n}", ts, ts, {}
+        )
+
+    def merge(self, ts: int) -> Intent:
+        return Intent(
+            "merge", "m1", self.winner, "", 0, "", "", "", "", 0, "login", ts, ts, {"merged": self.loser}
+        )
+
+    def link(self) -> None:
+        (r,) = self.graph.resolve([(T0 + 5, [Identifier("phone", "w"), Identifier("deviceId", "l")])])
+        assert r.person == self.winner and r.merges
+
+
+@pytest.fixture
+def persons(valkey: str) -> Iterator[Persons]:
     url = valkey.rsplit("/", 1)[0] + "/12"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    j = load_journey(config_dir() / "journeys" / "cart_abandoned.yaml")
-    store.load(client, [j])
-    catalog = store.JourneyCatalog(client)
-    catalog.refresh()
+    client, j, catalog = cart_journey(url)
     step = GuardStep(url, 2.0, FAST, JourneySettings(caps=(), dedupe_window_s=0), catalog, persons=True)
     graph = IdentityGraph(client, FAST)
     w, lo = graph.resolve([(T0 - 10, [Identifier("phone", "w")]), (T0 - 5, [Identifier("deviceId", "l")])])
-    winner, loser = w.person, lo.person
+    yield Persons(step, client, graph, j.id, w.person, lo.person)
+    client.close()
 
-    def send(pid: str, n: int, ts: int) -> Intent:
-        return Intent(
-            "send", f"a{n}", pid, j.id, 1, "remind_now", "push", f"t{n}", "a", 5, f"e{n}", ts, ts, {}
-        )
 
-    def merge(ts: int) -> Intent:
-        return Intent("merge", "m1", winner, "", 0, "", "", "", "", 0, "login", ts, ts, {"merged": loser})
-
-    first = step([send(loser, 1, T0)])
+def test_the_guards_step_sends_a_merged_persons_intents_to_the_person_and_replays_earlier_decisions(
+    persons: Persons,
+) -> None:
+    p = persons
+    winner, loser = p.winner, p.loser
+    first = p.step([p.send(loser, 1, T0)])
     assert [(r.profile_id, r.status, r.replay) for r in first] == [(loser, "sent", False)]
-    (link,) = graph.resolve([(T0 + 5, [Identifier("phone", "w"), Identifier("deviceId", "l")])])
-    assert link.person == winner and link.merges
+    p.link()
     # in one batch, out of order: the loser's send before the merge counts under it and is
     # folded in; one after goes to the person; the first send again is a replay under the loser
-    got = step([send(loser, 3, T0 + 9), merge(T0 + 5), send(loser, 2, T0 + 1), send(loser, 1, T0)])
+    got = p.step([p.send(loser, 3, T0 + 9), p.merge(T0 + 5), p.send(loser, 2, T0 + 1), p.send(loser, 1, T0)])
     # (the journey allows one push a day)
     assert [(r.action_id, r.profile_id, r.status, r.replay) for r in got] == [
         ("a1", loser, "sent", True),
         ("a2", loser, "capped", False),
         ("a3", winner, "capped", False),  # the loser's push of the day counts for the person
     ]
-    sent = {m.decode() for m in client.zrange(cap_key(winner, "journey", "push", j.id), 0, -1)}
+    sent = {m.decode() for m in p.client.zrange(cap_key(winner, "journey", "push", p.journey), 0, -1)}
     assert sent == {"a1"}
     # once merged, the loser's intents go to the person, but one decided under the loser
     # before is replayed as it was decided
-    again = step([send(loser, 1, T0), send(loser, 4, T0 + 20)])
+    again = p.step([p.send(loser, 1, T0), p.send(loser, 4, T0 + 20)])
     assert [(r.action_id, r.profile_id, r.status, r.replay) for r in again] == [
         ("a1", loser, "sent", True),
         ("a4", winner, "capped", False),
@@ -165,27 +182,13 @@ def test_the_guards_step_sends_a_merged_persons_intents_to_the_person_and_replay
 
 
 def test_a_send_decided_for_the_person_is_replayed_when_a_replay_batches_it_before_the_merge(
-    valkey: str,
+    persons: Persons,
 ) -> None:
-    url = valkey.rsplit("/", 1)[0] + "/13"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    j = load_journey(config_dir() / "journeys" / "cart_abandoned.yaml")
-    store.load(client, [j])
-    catalog = store.JourneyCatalog(client)
-    catalog.refresh()
-    step = GuardStep(url, 2.0, FAST, JourneySettings(caps=(), dedupe_window_s=0), catalog, persons=True)
-    graph = IdentityGraph(client, FAST)
-    w, lo = graph.resolve([(T0 - 10, [Identifier("phone", "w")]), (T0 - 5, [Identifier("deviceId", "l")])])
-    graph.resolve([(T0 + 5, [Identifier("phone", "w"), Identifier("deviceId", "l")])])
-    send = Intent(
-        "send", "a2", lo.person, j.id, 1, "remind_now", "push", "t", "a", 5, "e2", T0 + 1, T0 + 1, {}
-    )
-    merge = Intent(
-        "merge", "m1", w.person, "", 0, "", "", "", "", 0, "login", T0 + 5, T0 + 5, {"merged": lo.person}
-    )
-    assert step([merge]) == []
-    (first,) = step([send])  # a later batch: the loser's send goes to the person
-    assert (first.profile_id, first.status, first.replay) == (w.person, "sent", False)
-    (again,) = step([send, merge])  # replayed, both in one batch: the send keeps the loser's id
-    assert (again.profile_id, again.status, again.replay) == (w.person, "sent", True)
+    p = persons
+    p.link()
+    send, merge = p.send(p.loser, 2, T0 + 1), p.merge(T0 + 5)
+    assert p.step([merge]) == []
+    (first,) = p.step([send])  # a later batch: the loser's send goes to the person
+    assert (first.profile_id, first.status, first.replay) == (p.winner, "sent", False)
+    (again,) = p.step([send, merge])  # replayed, both in one batch: the send keeps the loser's id
+    assert (again.profile_id, again.status, again.replay) == (p.winner, "sent", True)

@@ -104,28 +104,18 @@ def test_two_channels_linked_by_a_login_become_one_person(broker, engine_setting
     assert ch.query(f"SELECT count() FROM {db}.person_now").result_rows == [(1,)]
 
 
-PING = """
-id: ping
-name: Email on every search
+def on_every_search(journey: str, channel: str) -> str:
+    """A journey that sends on `channel` on every search."""
+    return f"""
+id: {journey}
+name: {channel} on every search
 priority: 10
-entry: {policy: every_time}
+entry: {{policy: every_time}}
 max_active: 10
 trigger:
-  event: {type: search}
+  event: {{type: search}}
 nodes:
-  - {id: ping, type: send, channel: email, template: ping}
-"""
-
-PROMO = """
-id: promo
-name: SMS on every search
-priority: 10
-entry: {policy: every_time}
-max_active: 10
-trigger:
-  event: {type: search}
-nodes:
-  - {id: promo, type: send, channel: sms, template: promo}
+  - {{id: {journey}, type: send, channel: {channel}, template: {journey}}}
 """
 
 
@@ -135,8 +125,8 @@ def test_caps_and_an_unsubscribe_hold_across_the_aliases_of_one_person(
     tag = names["tag"]
     folder = tmp_path / "journeys"
     folder.mkdir()
-    (folder / "ping.yaml").write_text(PING)
-    (folder / "promo.yaml").write_text(PROMO)
+    (folder / "ping.yaml").write_text(on_every_search("ping", "email"))
+    (folder / "promo.yaml").write_text(on_every_search("promo", "sms"))
     device, open_id = {"deviceId": f"dev-{tag}"}, {"openId": f"o-{tag}"}
     events = [
         ev("page_view", T0 - 3 * HOUR, f"{tag}-app", device),  # the app's person: the older
