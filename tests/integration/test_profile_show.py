@@ -87,3 +87,39 @@ def test_a_customer_by_id_and_by_a_phone_written_another_way(broker, engine_sett
     ):
         out = runner.invoke(app, ["profile", "show", *bad], env=env)
         assert out.exit_code == 2 and why in out.output, (bad, out.output)
+
+
+def test_the_seeds_create_profile_document_through_the_broker(broker, engine_settings, names, ch) -> None:
+    """The seed's create-profile document (no type, no eventId) is stored as one
+    `profile_updated` event, sent twice or not, and its consent is recorded for every channel."""
+    tag = names["tag"]
+    doc = orjson.dumps(
+        {
+            "name": "张三",
+            "identifiers": {"phone": "13800000042", "email": f"zs-{tag}@example.com"},
+            "tags": ["vip"],
+            "segments": ["b2b"],
+            "consent": {"time": "2026-01-02T03:04:05Z", "ver": "v1"},
+        }
+    )
+    settings = engine_settings({"source": {"kind": "kafka"}, "models": {"enabled": False}})
+    broker.create_topic(names["events"], partitions=1)
+    broker.produce(names["events"], [(None, doc), (None, doc)])
+    engine.run(settings, Console(file=io.StringIO()))
+    db = settings.clickhouse.database
+    rows = ch.query(
+        f"SELECT event_id, type, props FROM {db}.events FINAL WHERE origin != 'engine'"
+    ).result_rows
+    assert [(e.startswith("profile:"), t) for e, t, _ in rows] == [(True, "profile_updated")]
+    props = orjson.loads(rows[0][2])
+    assert props["tags"] == ["vip"] and props["name"] != "张三"  # PII masked
+    assert ch.query(f"SELECT count() FROM {db}.dead_letters").result_rows == [(0,)]
+    env = {
+        "SCRM_REDIS__URL": settings.redis.url,
+        "SCRM_CLICKHOUSE__URL": settings.clickhouse.url,
+        "SCRM_CLICKHOUSE__DATABASE": db,
+    }
+    got = runner.invoke(app, ["profile", "show", "--phone", "+86 138 0000 0042", "-f", "json"], env=env)
+    assert got.exit_code == 0, got.output
+    consent = orjson.loads(got.stdout)["consent"]["*"]
+    assert consent["granted"] and consent["version"] == "v1"
