@@ -101,8 +101,20 @@ local function resolve(ev)
         fresh[#fresh + 1] = id
       end
     end
+    -- A founder id that is a person already (one merged into another: the one it belongs
+    -- to now; or a live one, when a CRM sends a derived id back as its profileId): the
+    -- event joins that person, within its limits.
+    local joined = false
+    if #persons == 0 then
+      local f = founder(ids[1])
+      f = redis.call('HGET', owner, 'person:' .. f) or f
+      if redis.call('HEXISTS', born, f) == 1 then
+        persons[1] = f
+        joined = true
+      end
+    end
     local kind = nil
-    if #ids > 1 then kind = over(persons, fresh) end
+    if #ids > 1 or joined then kind = over(persons, fresh) end
     if kind == nil then break end
     -- Over a limit: the least trusted identifier that brings one of that kind (itself,
     -- or the person holding it) does not link and is not added.
@@ -117,16 +129,14 @@ local function resolve(ev)
     end
     local dropped = table.remove(ids, drop)
     refused[#refused + 1] = {dropped[1], 'limit:' .. kind}
+    if #ids == 0 then  -- nothing left to link: the event is the joined person's
+      return {persons[1], {}, refused, {}}
+    end
   end
   local winner, merged, changed = nil, {}, {}
   if #persons == 0 then
-    -- A new person takes its founder's id, unless that id is a person already: one merged
-    -- into another (then the one it belongs to now), or a live one (a CRM that sent a
-    -- derived id back as its profileId): the event joins it, making it no younger.
     winner = founder(ids[1])
-    winner = redis.call('HGET', owner, 'person:' .. winner) or winner
-    local b = redis.call('HGET', born, winner)
-    if not b or t < tonumber(b) then redis.call('HSET', born, winner, ts) end
+    redis.call('HSET', born, winner, ts)
   else
     -- The oldest person wins (first event time, then id): deterministic in any order.
     local best = nil

@@ -240,3 +240,5 @@ def test_a_profile_id_that_names_a_person_joins_it(valkey):
     merged, live = g.resolve([(400, ids(profileId=young.person)), (900, ids(profileId=old.person))])
     assert merged.person == live.person == old.person
     assert int(g._client.hget(g.keys[1], old.person)) == 100
+    # within the person's limits: it holds one profileId already
+    assert live.refused == ((Identifier("profileId", old.person), "limit:profileId"),)
