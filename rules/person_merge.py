@@ -31,16 +31,12 @@ import redis
 from redis.cluster import RedisCluster
 
 from rules.guards import retried
-from rules.policy import consent_key, merged_key, suppress_at_key, suppress_key
+from rules.policy import consent_key, hash_tag, merged_key, suppress_at_key, suppress_key
 from sinks.redis_store import text
 from sinks.retry import RetryPolicy
 
 SCRIPT = (Path(__file__).with_name("person_merge.lua")).read_text(encoding="utf-8")
 _GLOB = re.compile(r"([*?\[\]\\])")
-
-
-def _tag(profile_id: str) -> str:
-    return f"{{{profile_id}}}"
 
 
 def merge_records(
@@ -51,8 +47,7 @@ def merge_records(
     records changed (0 for a merge folded in before)."""
     if loser == winner:
         return 0
-    consent_key(winner)  # refuses an id that cannot be a hash tag, for both
-    lt, wt = _tag(loser), _tag(winner)
+    lt, wt = hash_tag(loser), hash_tag(winner)  # refuses an id that cannot be a hash tag
 
     def read() -> tuple[dict[str, Any], list[str]]:
         pipe = client.pipeline(transaction=False)

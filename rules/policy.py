@@ -80,7 +80,8 @@ DEFAULT_DECISION_TTL_MS = 30 * DAY_MS
 # --- keys -------------------------------------------------------------------------------
 
 
-def _tag(profile_id: str) -> str:
+def hash_tag(profile_id: str) -> str:
+    """``{profile_id}``: the Redis Cluster hash tag every key of the profile carries."""
     if not profile_id or "{" in profile_id or "}" in profile_id:
         raise ValueError(f"profile id {profile_id!r} cannot be a Redis Cluster hash tag")
     return f"{{{profile_id}}}"
@@ -92,7 +93,7 @@ def decision_key(profile_id: str, action_id: str) -> str:
     >>> decision_key("p42", "ab12")
     'scrm:decision:{p42}:ab12'
     """
-    return f"scrm:decision:{_tag(profile_id)}:{action_id}"
+    return f"scrm:decision:{hash_tag(profile_id)}:{action_id}"
 
 
 def consent_key(profile_id: str) -> str:
@@ -101,7 +102,7 @@ def consent_key(profile_id: str) -> str:
     >>> consent_key("p42")
     'scrm:consent:{p42}'
     """
-    return f"scrm:consent:{_tag(profile_id)}"
+    return f"scrm:consent:{hash_tag(profile_id)}"
 
 
 def suppress_key(profile_id: str) -> str:
@@ -110,7 +111,7 @@ def suppress_key(profile_id: str) -> str:
     >>> suppress_key("p42")
     'scrm:suppress:{p42}'
     """
-    return f"scrm:suppress:{_tag(profile_id)}"
+    return f"scrm:suppress:{hash_tag(profile_id)}"
 
 
 def suppress_at_key(profile_id: str) -> str:
@@ -120,7 +121,7 @@ def suppress_at_key(profile_id: str) -> str:
     >>> suppress_at_key("p42")
     'scrm:suppress:{p42}:at'
     """
-    return f"scrm:suppress:{_tag(profile_id)}:at"
+    return f"scrm:suppress:{hash_tag(profile_id)}:at"
 
 
 def merged_key(profile_id: str) -> str:
@@ -129,7 +130,7 @@ def merged_key(profile_id: str) -> str:
     >>> merged_key("p42")
     'scrm:merged:{p42}'
     """
-    return f"scrm:merged:{_tag(profile_id)}"
+    return f"scrm:merged:{hash_tag(profile_id)}"
 
 
 def dedupe_key(profile_id: str, template: str) -> str:
@@ -138,7 +139,7 @@ def dedupe_key(profile_id: str, template: str) -> str:
     >>> dedupe_key("p42", "welcome")
     'scrm:dedupe:{p42}:welcome'
     """
-    return f"scrm:dedupe:{_tag(profile_id)}:{template}"
+    return f"scrm:dedupe:{hash_tag(profile_id)}:{template}"
 
 
 def cap_key(profile_id: str, scope: str, channel: str | None, journey_id: str | None = None) -> str:
@@ -149,7 +150,7 @@ def cap_key(profile_id: str, scope: str, channel: str | None, journey_id: str | 
     >>> cap_key("p42", "journey", "sms", "onboarding")
     'scrm:cap:{p42}:journey:sms:onboarding'
     """
-    base = f"scrm:cap:{_tag(profile_id)}:{scope}:{channel or '*'}"
+    base = f"scrm:cap:{hash_tag(profile_id)}:{scope}:{channel or '*'}"
     if scope == "journey":
         if not journey_id:
             raise ValueError("a journey-scope cap needs the journey id")
@@ -229,7 +230,7 @@ class ActionRequest:
     def __post_init__(self) -> None:
         if not isinstance(self.caps, tuple):
             object.__setattr__(self, "caps", tuple(self.caps))
-        _tag(self.profile_id)
+        hash_tag(self.profile_id)
         if not self.action_id or not self.journey_id or not self.template:
             raise ValueError(f"action_id, journey_id and template are required: {self}")
         if self.channel not in CHANNELS:

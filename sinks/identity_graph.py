@@ -61,13 +61,11 @@ MEMO_BUCKET = 1 << 16  # source offsets per memo key
 
 
 class Identifier(NamedTuple):
-    name: str  # as events name it: phone, email, unionId, ... or profileId
-    key: str  # its keyed hash (the id itself for a profileId)
+    """An identifier as the graph files it (a person it founds is named by the script's
+    `founder`: the profileId itself, else ``id:<name>:<first 20 of the hash>``)."""
 
-    @property
-    def founder(self) -> str:
-        """The id of a person this identifier founds."""
-        return self.key if self.name == PROFILE_ID else f"id:{self.name}:{self.key[:20]}"
+    name: str  # phone, email (their kind), unionId, ... or profileId
+    key: str  # its keyed hash (the id itself for a profileId)
 
 
 class Merge(NamedTuple):

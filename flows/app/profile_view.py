@@ -42,9 +42,8 @@ class ProfileView:
     found_by: str  # "profile id", or the identifier looked up ("phone +8613800000001")
     also: list[str] = field(default_factory=list)  # other profiles that carried the identifier
     person: str | None = None  # the identity graph's person of the profile id
-    ids: list[str] = field(
-        default_factory=list
-    )  # the state keys read: the profile, or the person and its merged ids
+    # the state keys read: the profile, or the person and the persons merged into it
+    ids: list[str] = field(default_factory=list)
     linked: list[str] = field(default_factory=list)  # the identifiers the graph links to it
     identifiers: dict[str, str] = field(default_factory=dict)  # name -> masked, newest
     events: int = 0  # the customer's own events
