@@ -119,6 +119,37 @@ class ProfileJourneys:
             self.tz = ""  # older snapshots wrote UTC for "unknown": follow the configured default
         self.attrs = st[11] if len(st) >= 12 else None
 
+    def hand_off(self) -> ProfileJourneys:
+        """What a merged person's journeys hand to the person it merged into: the memory its
+        events set (attributes, timezone, learned dates, quiet clocks). Running instances,
+        entries, watches and sends stay and run out under this id: a timer may have moved
+        them further before the merge than a replay after a crash would, so they are not
+        a state a replay can hand over identically."""
+        out = ProfileJourneys()
+        out.attrs, out.tz, out.dates, out.last_by_type = self.attrs, self.tz, self.dates, self.last_by_type
+        out.last_event_ms = self.last_event_ms
+        return out
+
+    def absorb(self, other: ProfileJourneys) -> None:
+        """Take in a merged person's `hand_off`: per attribute the newer update; the later
+        date learned and quiet clock (the stricter quiet rule); a timezone where none."""
+        self.last_event_ms = max(self.last_event_ms, other.last_event_ms)
+        self.tz = self.tz or other.tz
+        for f, d in other.dates.items():
+            if f not in self.dates or d[1] > self.dates[f][1]:
+                self.dates[f] = d
+        if other.last_by_type:
+            mine = self.last_by_type if self.last_by_type is not None else {}
+            for etype, ms in other.last_by_type.items():
+                mine[etype] = max(ms, mine.get(etype, ms))
+            self.last_by_type = mine
+        if other.attrs:
+            attrs = dict(self.attrs or {})
+            for k, (v, ts) in other.attrs.items():
+                if k not in attrs or ts > attrs[k][1]:
+                    attrs[k] = (v, ts)
+            self.attrs = attrs
+
     # ------------------------------------------------------------------ quiet
 
     def _last_of(self, c: QuietCondition) -> int:

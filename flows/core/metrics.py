@@ -80,6 +80,12 @@ PERSONS_MERGED = Counter(
     "scrm_persons_merged_total",
     "Persons merged into another by an event that showed their identifiers together",
 )
+HANDOFFS = Counter(
+    "scrm_person_handoffs_total",
+    "Profile states at merges of persons, by step: handed_off by the loser, absorbed by the "
+    "winner, missing (the winner waited identity.handoff_wait_s and went on without it)",
+    ["step"],
+)
 CONSENT_RECORDS = Counter(
     "scrm_consent_records_total",
     "Consent grants, refusals and suppressions from the stream, by op and outcome (applied, stale, ignored)",

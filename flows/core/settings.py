@@ -255,6 +255,11 @@ class IdentitySettings(_Section):
     # topic, bytes of a file), each for memo_ttl_s (Redis holds ~70 B per record meanwhile).
     memo_records: int = Field(1 << 26, ge=1)
     memo_ttl_s: int = Field(600, ge=60)
+    # At a merge the loser's profile state is handed to the winner through Redis: kept this
+    # long (a restart's replay reads it again), waited for at most handoff_wait_s (then the
+    # winner goes on without it and says so loudly).
+    handoff_ttl_s: int = Field(86_400, ge=60)
+    handoff_wait_s: float = Field(30.0, gt=0)
 
     @field_validator("default_region")
     @classmethod

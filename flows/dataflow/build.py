@@ -47,6 +47,7 @@ from scoring.modeldefs import ModelSet, load_models
 from scoring.observe import ScoringPlan
 from scoring.registry import ModelRegistry
 from scoring.stage import learn
+from sinks.handoffs import HandOffs
 from sinks.retry import RetryPolicy
 
 
@@ -134,15 +135,16 @@ def build_flow(
         registry = registry or ModelRegistry({m.name: m for m in models.models})
         plan = ScoringPlan.of(models, features, registry)
     recovery = settings.recovery.dir is not None
-    persons = None
-    if settings.identity.resolve:
+    persons = handoffs = None
+    ident = settings.identity
+    if ident.resolve:
         r = settings.redis
-        persons = ResolvePersons(
-            r.url, r.timeout_s, RetryPolicy.from_settings(settings.retry), settings.identity
-        )
+        retry = RetryPolicy.from_settings(settings.retry)
+        persons = ResolvePersons(r.url, r.timeout_s, retry, ident)
+        handoffs = HandOffs(r.url, r.timeout_s, retry, ident.handoff_ttl_s)
     out = ingest(
         "ingest", raw, make_validator(settings), settings.dedupe, settings.features,
-        features, stream, recovery, clock, plan, journeys, persons,
+        features, stream, recovery, clock, plan, journeys, persons, handoffs, ident.handoff_wait_s,
     )  # fmt: skip
     if out.learner_items is not None and models is not None and registry is not None:
         lateness = int(settings.features.allowed_lateness_s * 1000)

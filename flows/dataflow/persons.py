@@ -5,7 +5,9 @@ by it.
 An event keeps the ``profile_id`` it arrived with and gains ``person_id``; its
 identifiers are its keyed hashes (phones and emails under their kind, so ``mobile`` and
 ``phone`` are one) and, when it named one, its ``profileId``. A merge the event caused
-becomes a ``profile_merged`` event of the winner (deterministic id: a replay writes the
+sends the profile step two notices ahead of the event (the loser hands its state off,
+the winner takes it in; see `flows.dataflow.profile_step`) and becomes a
+``profile_merged`` event of the winner (deterministic id: a replay writes the
 same row), and every identifier whose owner changed becomes an `IdentityChange` (the
 ``identities`` table). Each record's answer is remembered under its source position, so
 a replay after a crash routes it as the first time (see `sinks.identity_graph`).
@@ -16,11 +18,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from flows.core import metrics
-from flows.core.contract import Event, engine_event
+from flows.core.contract import ENGINE, Event, engine_event
 from flows.core.identifiers import PROFILE_ID, graph_name
 from flows.core.messages import IdentityChange, Intent
 from flows.core.pii import profile_from_hashes
 from flows.core.settings import IdentitySettings
+from flows.dataflow.profile_step import ABSORB, HANDOFF
 from sinks.identity_graph import Identifier, IdentityGraph, Position
 from sinks.redis_store import connect
 from sinks.retry import RetryPolicy
@@ -54,6 +57,16 @@ assert Event._fields[_FIELDS] == "person_id"  # the last field
 def _with_person(e: Event, person: str) -> Event:
     """`e` routed to `person` (``_replace`` without its keyword machinery)."""
     return Event._make((*e[:_FIELDS], person))
+
+
+def _notice(e: Event, kind: str, key: str, merge_id: str, other: str) -> Event:
+    """A hand-off notice keyed to `key`, at `e`'s time and source position (so it moves
+    stream time as `e` does)."""
+    props = {"mergeId": merge_id, "other": other}
+    return e._replace(
+        event_id=f"{kind}:{merge_id}", profile_id=key, type=kind, props=props, identifiers={},
+        pii_hashes={}, origin=ENGINE, person_id=key,
+    )  # fmt: skip
 
 
 def merge_intent(merged: Event) -> Intent:
@@ -99,6 +112,9 @@ class ResolvePersons:
         changes: list[IdentityChange] = []
         for e, r in zip(batch, graph.resolve(asks, at), strict=True):
             person = r.person
+            for m in r.merges:  # the states merge before the record that merged them
+                events.append(_notice(e, HANDOFF, m.loser, m.merge_id, m.winner))
+                events.append(_notice(e, ABSORB, m.winner, m.merge_id, m.loser))
             events.append(_with_person(e, person))
             if not r.changed and not r.merges and not r.refused:
                 continue

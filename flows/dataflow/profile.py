@@ -46,6 +46,7 @@ class ProfileState:
         "stored_names",
         "tag_inputs",
         "tags",
+        "waiting",
     )  # fmt: skip
 
     def __init__(
@@ -80,6 +81,9 @@ class ProfileState:
         self.segment = ""
         self.segment_gen = -1  # the generation of the sketch's boundaries `segment` was computed with
         self.pending_segment: tuple[str, str] | None = None
+        # Routing by person: a merge's notice whose hand-off has not arrived, then the
+        # records held behind it (`flows.dataflow.profile_step`); None: not waiting.
+        self.waiting: list[Event] | None = None
 
     def ingest(self, events: list[Event]) -> tuple[list[Event], int, int]:
         """Dedupe and fold in `events`; returns (events to store, duplicates, late)."""
@@ -238,6 +242,50 @@ class ProfileState:
                 )  # fmt: skip
         return out
 
+    def hand_off(self) -> ProfileState:
+        """At a merge into another person: what this state hands to the winner, taken out
+        of it. That is what its events alone determine (dedupe memory, features, the
+        journeys' event memory), so a replay after a crash hands off the same. Its RFM
+        values leave the process sketch; its scoring ends (the person is scored as the
+        winner); its running journeys stay to run out under this id (`ProfileJourneys.hand_off`)."""
+        out = ProfileState(self.seen, self.features, None, None, sketch=self.sketch)
+        out.profile_id, out.partition = self.profile_id, self.partition
+        if self.journeys is not None:
+            out.journeys = self.journeys.hand_off()
+        self.seen = SeenIds(self.seen.ttl_ms, self.seen.cap)
+        if self.features is not None:
+            self.features = ProfileFeatures(self.features.plan, self.features.lateness_ms)
+        self.tag_inputs = None
+        self.tags = frozenset()
+        self.sketch.move(self.rfm, None)
+        self.rfm = None
+        self.scoring = None
+        return out
+
+    def running(self) -> bool:
+        """Whether anything is left to run here once handed off (journey steps or watches)."""
+        js = self.journeys
+        return js is not None and bool(js.instances or js.watches or js.pending)
+
+    def absorb(self, other: ProfileState) -> None:
+        """Take in what a person merged into this one handed off (`other`, bound to the
+        same plan and sketch): the dedupe memories unite, features merge feature by feature
+        (`ProfileFeatures.absorb`), the journeys' event memory joins. Tags, segment and
+        scores follow at the next update, which re-reads every tag rule, reports every
+        feature held and writes a snapshot row."""
+        self.seen.absorb(other.seen)
+        if other.features is not None:
+            if self.features is None:
+                self.features = other.features
+            else:
+                self.features.absorb(other.features)
+        self.sketch.move(other.rfm, None)  # `other` counts no more in the RFM quantiles
+        other.rfm = None
+        if self.journeys is not None and other.journeys is not None:
+            self.journeys.absorb(other.journeys)
+        self.retag_all = True
+        self.last_snapshot_ms = -(1 << 62)
+
     def as_of(self, stream_now_ms: int) -> int:
         """The time to read features at: stream time, or this profile's newest event if later."""
         own = self.features.max_ts if self.features is not None else -1
@@ -251,7 +299,7 @@ class ProfileState:
         return (
             self.profile_id, self.seen, self.features, self._stored_names(), self.last_snapshot_ms,
             self.last_as_of, self.tags, self._tag_values(), self.rfm, self.segment, self.scoring,
-            self.journeys, self.partition,
+            self.journeys, self.partition, self.waiting,
         )  # fmt: skip
 
     def _tag_values(self) -> dict[str, float]:
@@ -276,6 +324,7 @@ class ProfileState:
         ) = state[:12]  # fmt: skip
         self.stored = 0  # the bits of `stored_names` once bound to a plan
         self.partition = state[12] if len(state) > 12 else 0  # snapshots before it was kept: 0
+        self.waiting = state[13] if len(state) > 13 else None
         self.pending_tag_events = ((), ())
         self.pending_segment = None  # `sketch` stays unset until `bind`
         self.segment_gen = -1

@@ -8,12 +8,14 @@ here is a Bytewax class or operator, so it can be compiled (`flows/core/compiled
 
 from __future__ import annotations
 
+import logging
 import pickle
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from flows.core import metrics
 from flows.core.contract import ENGINE, DeadLetter, Event, RawRecord, Validator
@@ -25,6 +27,8 @@ from flows.features.rfm import RfmSketch
 from rules.evaluate import Context
 from rules.live import LiveJourneys
 from scoring.observe import ScoringPlan
+
+log = logging.getLogger("scrm.persons")
 
 
 class Parsed(NamedTuple):
@@ -87,6 +91,12 @@ class ProfileOut(NamedTuple):
 RETAIN = False
 DISCARD = True
 
+# Notices from the persons step at a merge (never stored): the loser hands its state off
+# (`sinks.handoffs`), the winner takes it in; both come before the record that merged them.
+HANDOFF = "person_handoff"
+ABSORB = "person_absorb"
+POLL_S = 0.05  # how often a winner waiting for a hand-off looks again
+
 NO_SNAPSHOT = 1 << 62  # a snapshot interval never reached: time alone writes no snapshot row
 
 # Which `ProfileOut` list each kind of item the profile state emits goes to.
@@ -116,6 +126,8 @@ class ProfileLogic:
     def __init__(self, state: ProfileState, cfg: ProfileConfig, restored: bool) -> None:
         self._state = state
         self._cfg = cfg
+        self._wait_since = 0.0  # when a wait for a hand-off began (wall clock; 0: not yet timed)
+        self._handed_off = False
         self._deadline_at = 0.0
         self._deadline: datetime | None = None
         self._due = (-1, 0.0)  # (the next event-time deadline, when it is expected in wall time)
@@ -126,6 +138,10 @@ class ProfileLogic:
         cfg = self._cfg
         interval = cfg.refresh_s if cfg.features else cfg.idle_s
         now = cfg.clock()
+        if self._state.waiting is not None:  # for a hand-off: look again soon
+            self._deadline_at = now + POLL_S
+            self._deadline = datetime.fromtimestamp(self._deadline_at, UTC)
+            return
         if cfg.features and not self._state.live(self._state.as_of(cfg.stream.now_ms(self._state.partition))):
             self._deadline = None
             self._deadline_at = 0.0
@@ -160,7 +176,114 @@ class ProfileLogic:
         self._cfg.stream.observe(
             max(e.ts_ms for e in values) if len(values) > 1 else last.ts_ms, last.partition
         )
+        if self._cfg.handoffs is not None:  # routing by person: merges hand state over
+            out: list[Any] = []
+            waiting = self._state.waiting
+            if waiting is not None:
+                waiting.extend(values)
+                keep = self._look_again(out, False)
+            else:
+                keep = self._run(values, out)
+            self._schedule()
+            return _route(out), keep
+        emitted = self._events(values)
+        self._schedule()
+        return _route(emitted), RETAIN
+
+    # ------------------------------------------------------------------ merges
+
+    def _run(self, values: list[Event], out: list[Any]) -> bool:
+        """`values` in order, a hand-off notice where it falls; stops at a winner's notice
+        whose hand-off is not there yet and holds it and the rest until it is (so the
+        merged state meets every record after the merge, as one person's would).
+        Returns DISCARD once the state is handed off and nothing came after."""
+        start = 0
+        for i, e in enumerate(values):
+            kind = e.type
+            if (kind != HANDOFF and kind != ABSORB) or e.origin != ENGINE:
+                continue
+            if i > start:
+                out.extend(self._events(values[start:i]))
+            start = i + 1
+            if kind == HANDOFF:
+                self._hand_off(e)
+            elif not self._absorb(e):
+                self._state.waiting = list(values[i:])
+                self._wait_since = self._cfg.clock()
+                return RETAIN
+        if start < len(values):
+            out.extend(self._events(values[start:]))
+        st = self._state
+        if (
+            self._handed_off
+            and st.waiting is None
+            and not st.running()
+            and not (st.features and st.features.held)
+        ):
+            return DISCARD  # handed off, nothing left to run, no record since: nothing to keep
+        return RETAIN
+
+    def _hand_off(self, notice: Event) -> None:
+        """The loser's side: what its events determine to Redis under the merge id
+        (`ProfileState.hand_off`); its running journeys stay."""
+        cfg = self._cfg
+        st = self._state
+        payload = pickle.dumps(st.hand_off(), protocol=5) if st.profile_id else b""
+        assert cfg.handoffs is not None
+        cfg.handoffs.put(str(notice.props["mergeId"]), payload)
+        metrics.HANDOFFS.labels(step="handed_off").inc()
+        self._handed_off = True
+
+    def _absorb(self, notice: Event) -> bool:
+        """The winner's side: take in the loser's hand-off; False while it is not there."""
+        cfg = self._cfg
+        assert cfg.handoffs is not None
+        payload = cfg.handoffs.get(str(notice.props["mergeId"]))
+        if payload is None:
+            return False
+        st = self._state
+        if payload:
+            other: ProfileState = pickle.loads(payload)
+            other.bind(cfg.features, cfg.sketch)
+            st.absorb(other)
+        if not st.profile_id:
+            st.profile_id = notice.person_id
+            st.partition = notice.partition
+        metrics.HANDOFFS.labels(step="absorbed").inc()
+        return True
+
+    def _look_again(self, out: list[Any], block: bool) -> bool:
+        """A waiting winner: its hand-off, then the records held behind it. Without it
+        after ``handoff_wait_s``, it goes on with its own state, loudly."""
+        cfg = self._cfg
+        st = self._state
+        held = st.waiting
+        assert held is not None
+        if not self._wait_since:
+            self._wait_since = cfg.clock()
+        while not self._absorb(held[0]):
+            if cfg.clock() - self._wait_since < cfg.handoff_wait_s:
+                if not block:
+                    return RETAIN
+                time.sleep(POLL_S)
+                continue
+            p = held[0].props
+            log.error(
+                "person %s: no hand-off of merge %s from %s after %.0f s; going on without that state",
+                held[0].person_id, p.get("mergeId"), p.get("other"), cfg.handoff_wait_s,
+            )  # fmt: skip
+            metrics.HANDOFFS.labels(step="missing").inc()
+            break
+        st.waiting = None
+        self._wait_since = 0.0
+        return self._run(held[1:], out)
+
+    # ------------------------------------------------------------------ events
+
+    def _events(self, values: list[Event]) -> list[Any]:
+        """Due steps and folds for some of the profile's records, in order."""
         if not self._cfg.features or len(values) == 1:
+            last = values[-1]
             emitted: list[Any] = []
             self._fire_due(last.ts_ms, last.received_ms, emitted)
             emitted.extend(self._fold(values))
@@ -176,8 +299,7 @@ class ProfileLogic:
             for e in values:
                 self._fire_due(e.ts_ms, e.received_ms, emitted)
                 emitted.extend(self._fold([e]))
-        self._schedule()
-        return _route(emitted), RETAIN
+        return emitted
 
     def _fire_due(self, until_ms: int, received_ms: int, out: list[Any]) -> None:
         """Fire the journey steps due by event time `until_ms`, earliest first, each with
@@ -233,6 +355,12 @@ class ProfileLogic:
     def on_notify(self) -> tuple[list[ProfileOut], bool]:
         cfg = self._cfg
         st = self._state
+        if st.waiting is not None:
+            held: list[Any] = []
+            keep = self._look_again(held, False)
+            self._deadline_at = 0.0
+            self._schedule()
+            return _route(held), keep
         if not cfg.features:
             return [], DISCARD
         as_of = st.as_of(cfg.stream.now_ms(st.partition))
@@ -269,8 +397,10 @@ class ProfileLogic:
         (absence windows that passed, waits that ended), since no timer will fire later,
         and every scored profile is rescored as of that time."""
         cfg = self._cfg
-        st = self._state
         out: list[Any] = []
+        if self._state.waiting is not None:  # no timer fires after the end: wait here
+            self._look_again(out, True)
+        st = self._state
         # Every partition has been read to its end: the newest time of them all holds.
         as_of = st.as_of(cfg.stream.now_ms())
         if cfg.journeys is not None and st.journeys is not None and st.profile_id:
@@ -314,6 +444,16 @@ class ProfileConfig:
     scoring: ScoringPlan | None = None
     journeys: LiveJourneys | None = None  # the live journeys (rules.store.JourneyCatalog or alike)
     score_bits: int = 0  # the features the models read, as plan bits
+    handoffs: HandOffStore | None = None  # routing by person: where merged states travel
+    handoff_wait_s: float = 30.0
+
+
+class HandOffStore(Protocol):
+    """Where a merged person's state goes to its winner (`sinks.handoffs.HandOffs`)."""
+
+    def put(self, merge_id: str, payload: bytes) -> bool: ...
+
+    def get(self, merge_id: str) -> bytes | None: ...
 
 
 class _Lazy(Mapping[str, float]):

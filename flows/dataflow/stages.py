@@ -23,7 +23,14 @@ from flows.core.settings import DedupeSettings, FeatureSettings
 from flows.core.streamtime import Clock, StreamClock
 from flows.dataflow.persons import ResolvePersons, merge_intent
 from flows.dataflow.profile import new_state
-from flows.dataflow.profile_step import ParseBatch, ProfileConfig, ProfileLogic, ProfileOut, model_inputs
+from flows.dataflow.profile_step import (
+    HandOffStore,
+    ParseBatch,
+    ProfileConfig,
+    ProfileLogic,
+    ProfileOut,
+    model_inputs,
+)
 from flows.features.declarations import FeatureSet
 from flows.features.plan import FeaturePlan
 from flows.features.rfm import RfmSketch
@@ -87,10 +94,13 @@ def ingest(
     scoring: ScoringPlan | None = None,
     journeys: LiveJourneys | None = None,
     persons: ResolvePersons | None = None,
+    handoffs: HandOffStore | None = None,
+    handoff_wait_s: float = 30.0,
 ) -> IngestOut:
     """Validate, split off dead letters, (with `persons`) resolve each event's person, key
     by profile (the person), then per profile: drop repeated eventIds, mark late events,
-    update features."""
+    update features. With `persons`, `handoffs` carries a merged person's state to the
+    winner."""
     parsed = op.flat_map_batch("parse", up, ParseBatch(validator, clock))
     dead_letters = op.flat_map("dead_letters", parsed, attrgetter("dead_letters"))
     accepted = op.flat_map("accepted", parsed, attrgetter("events"))
@@ -117,6 +127,8 @@ def ingest(
         scoring=scoring if feature_settings.enabled else None,
         score_bits=model_inputs(plan, scoring),
         journeys=journeys if feature_settings.enabled else None,
+        handoffs=handoffs if persons is not None else None,
+        handoff_wait_s=handoff_wait_s,
     )
 
     def _builder(resume: bytes | None) -> _ProfileState:

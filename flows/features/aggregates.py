@@ -62,6 +62,9 @@ ValueFn = Callable[[Any, int, int, float], "float | None"]
 # (state, segment start, its length, first bucket kept) -> new length (== head: no bucket
 # left; for an object state, the number of buckets left)
 EvictFn = Callable[[Any, int, int, float], int]
+# (one state, another: a segment's numbers or an object state each) -> the state of both
+# streams of events together (two persons' features at a merge); neither is changed
+MergeFn = Callable[[Any, Any], Any]
 
 
 class Kernel(NamedTuple):
@@ -74,6 +77,7 @@ class Kernel(NamedTuple):
     evict: EvictFn | None  # windowed aggregations only
     head: int  # numbers before the buckets
     step: int  # numbers per bucket (0: unwindowed or object state)
+    merge: MergeFn  # two states into one (what one profile would hold had it seen both)
 
 
 # --------------------------------------------------------------------------------------
@@ -106,6 +110,36 @@ def _sorted_evict(head: int, step: int) -> EvictFn:
 _evict_pairs = _sorted_evict(0, 2)  # count
 _evict_totalled_pairs = _sorted_evict(1, 2)  # sum, trend
 _evict_avg = _sorted_evict(2, 3)
+
+
+def _sorted_merge(head: int, step: int) -> MergeFn:
+    """merge for sorted buckets: a bucket in both adds column by column; totals recomputed."""
+
+    def merge(a: array[float], b: array[float]) -> array[float]:
+        out = array("d", bytes(8 * head))
+        i, j, na, nb = head, head, len(a), len(b)
+        while i < na or j < nb:
+            if j >= nb or (i < na and a[i] < b[j]):
+                out.extend(a[i : i + step])
+                i += step
+            elif i >= na or b[j] < a[i]:
+                out.extend(b[j : j + step])
+                j += step
+            else:
+                out.append(a[i])
+                out.extend([a[i + c] + b[j + c] for c in range(1, step)])
+                i += step
+                j += step
+        for c in range(head):
+            out[c] = math.fsum(out[head + 1 + c :: step])
+        return out
+
+    return merge
+
+
+_merge_pairs = _sorted_merge(0, 2)  # count
+_merge_totalled_pairs = _sorted_merge(1, 2)  # sum, trend
+_merge_avg = _sorted_merge(2, 3)
 
 
 _ZEROS = {2: array("d", [0.0, 0.0]), 3: array("d", [0.0, 0.0, 0.0])}
@@ -165,7 +199,7 @@ def _count(d: FeatureDef) -> Kernel:
             return sum(data[k + 3 : end : 2]) if k + 2 < end else 0.0
         return math.fsum([data[k + 1] for k in range(p, end, 2) if top - nb < data[k] <= top])
 
-    return Kernel(array("d"), add, value, _evict_pairs, 0, 2)
+    return Kernel(array("d"), add, value, _evict_pairs, 0, 2, _merge_pairs)
 
 
 def _sums(w: float, keep: float, numeric: bool) -> tuple[AddFn, EvictFn]:
@@ -229,7 +263,7 @@ def _sum(d: FeatureDef) -> Kernel:
             return data[p]
         return _total(data, p, n, top - nb + 1, top)
 
-    return Kernel(array("d", [0.0]), add, value, evict, 1, 2)
+    return Kernel(array("d", [0.0]), add, value, evict, 1, 2, _merge_totalled_pairs)
 
 
 def _trend(d: FeatureDef) -> Kernel:
@@ -240,7 +274,7 @@ def _trend(d: FeatureDef) -> Kernel:
         top = as_of // w
         return _total(data, p, n, top - nb + 1, top) - _total(data, p, n, top - 2 * nb + 1, top - nb)
 
-    return Kernel(array("d", [0.0]), add, value, evict, 1, 2)
+    return Kernel(array("d", [0.0]), add, value, evict, 1, 2, _merge_totalled_pairs)
 
 
 def _avg(d: FeatureDef) -> Kernel:
@@ -279,7 +313,7 @@ def _avg(d: FeatureDef) -> Kernel:
             return None
         return column(data, p, n, top - nb + 1, top, 2) / count
 
-    return Kernel(array("d", [0.0, 0.0]), add, value, _evict_avg, 2, 3)
+    return Kernel(array("d", [0.0, 0.0]), add, value, _evict_avg, 2, 3, _merge_avg)
 
 
 # --------------------------------------------------------------------------------------
@@ -328,7 +362,19 @@ def _extreme(d: FeatureDef) -> Kernel:
         live = [data[k + 1] for k in range(p, p + n, 2) if top - nb < data[k] <= top]
         return fold(live) if live else None
 
-    return Kernel(array("d"), add, value, _evict_unsorted, 0, 2)
+    def merge(a: array[float], b: array[float]) -> array[float]:
+        out = array("d", a)
+        n = len(a)
+        for q in range(0, len(b), 2):
+            for k in range(0, n, 2):
+                if out[k] == b[q]:
+                    out[k + 1] = pick(out[k + 1], b[q + 1])
+                    break
+            else:
+                out.extend(b[q : q + 2])
+        return out
+
+    return Kernel(array("d"), add, value, _evict_unsorted, 0, 2, merge)
 
 
 # --------------------------------------------------------------------------------------
@@ -393,12 +439,38 @@ def _distinct(d: FeatureDef) -> Kernel:
             return float(len(live[0]))
         return float(len(set().union(*live)))
 
-    return Kernel(None, add, value, _evict_keys, 0, 0)
+    def merge(a: list[Any], b: list[Any]) -> list[Any]:
+        out = [x if k % 2 == 0 else array("q", x) for k, x in enumerate(a)]
+        for q in range(0, len(b), 2):
+            for k in range(0, len(out), 2):
+                if out[k] == b[q]:
+                    out[k + 1] = array("q", sorted(set(out[k + 1]).union(b[q + 1]))[:most])
+                    break
+            else:
+                out += (b[q], array("q", b[q + 1]))
+        return out
+
+    return Kernel(None, add, value, _evict_keys, 0, 0, merge)
 
 
 # --------------------------------------------------------------------------------------
 # Unwindowed: a few numbers each.
 # --------------------------------------------------------------------------------------
+
+
+def _latest(a: array[float], b: array[float]) -> array[float]:
+    """merge of states led by a time (last, recency): the later; a tie keeps `a`."""
+    return array("d", b if b[0] > a[0] else a)
+
+
+def _earliest(a: array[float], b: array[float]) -> array[float]:
+    """merge of a first time (first_seen, age; -1: none yet): the earlier one held."""
+    return array("d", b if a[0] < 0.0 or 0.0 <= b[0] < a[0] else a)
+
+
+def _added(a: array[float], b: array[float]) -> array[float]:
+    """merge of running totals (lifetime count, sum, avg's count and sum)."""
+    return array("d", [x + y for x, y in zip(a, b, strict=True)])
 
 
 def _last(d: FeatureDef) -> Kernel:
@@ -411,7 +483,7 @@ def _last(d: FeatureDef) -> Kernel:
     def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
         return data[p + 1] if data[p] >= 0.0 else None
 
-    return Kernel(array("d", [-1.0, 0.0]), add, value, None, 0, 0)
+    return Kernel(array("d", [-1.0, 0.0]), add, value, None, 0, 0, _latest)
 
 
 def _recency(d: FeatureDef) -> Kernel:
@@ -426,7 +498,7 @@ def _recency(d: FeatureDef) -> Kernel:
         seen = data[p]
         return (as_of - seen) / unit if seen >= 0.0 else None
 
-    return Kernel(array("d", [-1.0]), add, value, None, 0, 0)
+    return Kernel(array("d", [-1.0]), add, value, None, 0, 0, _latest)
 
 
 def _first_seen(d: FeatureDef) -> Kernel:
@@ -440,7 +512,7 @@ def _first_seen(d: FeatureDef) -> Kernel:
         seen = data[p]
         return seen / 1000.0 if seen >= 0.0 else None
 
-    return Kernel(array("d", [-1.0]), add, value, None, 0, 0)
+    return Kernel(array("d", [-1.0]), add, value, None, 0, 0, _earliest)
 
 
 def _decayed(d: FeatureDef) -> Kernel:
@@ -470,7 +542,13 @@ def _decayed(d: FeatureDef) -> Kernel:
             return 0.0
         return data[p] * 2.0 ** (-(as_of - ref) / half_life)
 
-    return Kernel(array("d", [0.0, -1.0]), add, value, None, 0, 0)
+    def merge(a: array[float], b: array[float]) -> array[float]:
+        if a[1] < 0.0 or b[1] < 0.0:
+            return array("d", b if a[1] < 0.0 else a)
+        ref = max(a[1], b[1])
+        return array("d", [sum(x[0] * 2.0 ** (-(ref - x[1]) / half_life) for x in (a, b)), ref])
+
+    return Kernel(array("d", [0.0, -1.0]), add, value, None, 0, 0, merge)
 
 
 def _age(d: FeatureDef) -> Kernel:
@@ -481,7 +559,7 @@ def _age(d: FeatureDef) -> Kernel:
         seen = data[p]
         return (as_of - seen) / unit if seen >= 0.0 else None
 
-    return Kernel(array("d", [-1.0]), add, value, None, 0, 0)
+    return Kernel(array("d", [-1.0]), add, value, None, 0, 0, _earliest)
 
 
 # Lifetime (``window = "lifetime"``): running totals, nothing ever leaves.
@@ -495,7 +573,7 @@ def _life_count(d: FeatureDef) -> Kernel:
     def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
         return data[p]
 
-    return Kernel(array("d", [0.0]), add, value, None, 0, 0)
+    return Kernel(array("d", [0.0]), add, value, None, 0, 0, _added)
 
 
 def _life_sum(d: FeatureDef) -> Kernel:
@@ -504,7 +582,7 @@ def _life_sum(d: FeatureDef) -> Kernel:
             data[p] += v
         return 1
 
-    return Kernel(array("d", [0.0]), add, _life_count(d).value, None, 0, 0)
+    return Kernel(array("d", [0.0]), add, _life_count(d).value, None, 0, 0, _added)
 
 
 def _life_avg(d: FeatureDef) -> Kernel:
@@ -517,7 +595,7 @@ def _life_avg(d: FeatureDef) -> Kernel:
     def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
         return data[p + 1] / data[p] if data[p] else None
 
-    return Kernel(array("d", [0.0, 0.0]), add, value, None, 0, 0)
+    return Kernel(array("d", [0.0, 0.0]), add, value, None, 0, 0, _added)
 
 
 LIFETIME: dict[str, Callable[[FeatureDef], Kernel]] = {

@@ -64,6 +64,25 @@ class SeenIds:
             self._evict()
         return True
 
+    def absorb(self, other: SeenIds) -> None:
+        """Remember `other`'s ids too (a merge of two persons: a repeat under either is
+        one), each at its earlier time; then the window and the cap as usual."""
+        if not len(other):
+            return
+        times: dict[int, int] = {}
+        for held in (self._held, other._held):
+            n = len(held) >> 1
+            for j in range(n):
+                key, ts = held[j], held[n + j]
+                if key not in times or ts < times[key]:
+                    times[key] = ts
+        keys = sorted(times)
+        self._held = array("q", keys + [times[k] for k in keys])
+        self.newest_ms = max(self.newest_ms, other.newest_ms)
+        self._oldest_ms = min(times.values())
+        if len(keys) > self.cap or self._oldest_ms < self.newest_ms - self.ttl_ms:
+            self._evict()
+
     def _evict(self) -> None:
         """Forget the ids behind the window, then the oldest while over the cap (down to
         a sixteenth below it)."""

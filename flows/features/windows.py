@@ -43,7 +43,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flows.core.contract import Event
-from flows.features.aggregates import restored
+from flows.features.aggregates import Kernel, restored
 from flows.features.plan import FeaturePlan
 
 
@@ -304,6 +304,40 @@ class ProfileFeatures:
                     out[names[i]] = env[names[i]] = v
         return out, gone, mask | plan.expr_bits
 
+    def absorb(self, other: ProfileFeatures) -> None:
+        """Take in `other`'s state (another profile's, bound to the same plan), feature by
+        feature with its kernel's merge: what one profile would hold had it seen the events
+        of both (a merge of two persons). Every feature held is marked changed."""
+        plan = self._plan
+        theirs = dict(other._states())
+        if not theirs:
+            return
+        mine = dict(self._states())
+        data, lens = array("d"), array("H")
+        objs: list[Any] = []
+        held = self.held | other.held
+        rest = held
+        while rest:
+            low = rest & -rest
+            rest ^= low
+            i = low.bit_length() - 1
+            k = plan.kernels[i]
+            assert k is not None  # only kernels hold state
+            a, b = mine.get(i), theirs.get(i)
+            _append(
+                k,
+                k.merge(a, b) if a is not None and b is not None else a if b is None else b,
+                data,
+                lens,
+                objs,
+            )
+        self.data, self.lens, self.objs, self.held = data, lens, objs or None, held
+        self.dirty |= held
+        if other.max_ts > self.max_ts:
+            self.max_ts = other.max_ts
+        if plan.sweep_ms:
+            self._expire()
+
     def live(self, as_of: int) -> bool:
         """True while some windowed feature may still change as time passes."""
         return self.max_ts >= 0 and as_of - self.max_ts <= self._plan.horizon_ms
@@ -363,15 +397,19 @@ class ProfileFeatures:
             k = plan.kernels[i]
             if got is None or got[0] != plan.fingerprints[i] or k is None:
                 continue
-            st = restored(got[1])
-            if k.fresh is None:
-                objs.append(st)
-                lens.append(0)
-            else:
-                data.extend(st)
-                lens.append(len(st))
+            _append(k, restored(got[1]), data, lens, objs)
             held |= 1 << i
         self.data, self.lens, self.objs, self.held, self.dirty = data, lens, objs or None, held, held
+
+
+def _append(k: Kernel, st: Any, data: array[float], lens: array[int], objs: list[Any]) -> None:
+    """Add one feature's state after the others: its segment's numbers, or its object."""
+    if k.fresh is None:
+        objs.append(st)
+        lens.append(0)
+    else:
+        data.extend(st)
+        lens.append(len(st))
 
 
 def _pick(full: Mapping[str, float], mask: int, plan: FeaturePlan) -> tuple[dict[str, float], list[str]]:

@@ -317,14 +317,18 @@ def kill_9_run(broker, names, tmp_path, valkey, request, persons: bool) -> None:
     assert {orjson.loads(m.value())["actionId"] for m in broker.consume_all(f"act_k_{tag}")} == fired
 
     # Features in the online store equal a recomputation from the raw events (with routing
-    # by person, those routed to each person: a merge does not carry the state yet).
+    # by person, every event of the person: a merge hands the loser's state to the winner).
     history = by_profile(events)
     if persons:
         sql = f"SELECT event_id, person_id FROM {db}.events FINAL {USER}"
         routed = {r["event_id"]: r["person_id"] for r in query_json(sql, killed)}
         history = {}
         for e in events:
-            history.setdefault(routed[e["eventId"]], []).append(e)
+            person = routed[e["eventId"]]
+            while person in merged_into:
+                person = merged_into[person]
+            history.setdefault(person, []).append(e)
+        assert len(history) == len({e.get("_key") or e["profileId"] for e in events}), "one person a customer"
     assert_features_exact(rk, feature_set(load_settings(env={})), history, tags=True)
 
     # The same input read once, cleanly, decides the same: crashes, catch-ups and how the

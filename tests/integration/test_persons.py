@@ -29,8 +29,11 @@ def test_two_channels_linked_by_a_login_become_one_person(broker, engine_setting
     events = [
         ev("page_view", T0 - 2 * HOUR, f"{tag}-app", device),  # the app, anonymous
         ev("page_view", T0 - HOUR, f"{tag}-mini", open_id),  # the mini-program
+        ev("order_paid", T0 - HOUR // 2, f"{tag}-first", open_id, amount=80.0),
         ev("login", T0, f"{tag}-login", {**device, **open_id, "phone": "13800000077"}),
         ev("order_paid", T0 + HOUR, f"{tag}-order", open_id, amount=120.0),
+        # the mini-program's order again, resent by the app after the login: a repeat
+        ev("order_paid", T0 - HOUR // 2, f"{tag}-first", device, amount=80.0),
         ev("page_view", T0 + 2 * HOUR, f"{tag}-again", {"mobile": "+86 138 0000 0077"}),
     ]
     settings = engine_settings(
@@ -61,12 +64,14 @@ def test_two_channels_linked_by_a_login_become_one_person(broker, engine_setting
         f"SELECT profile_id, props FROM {db}.events FINAL WHERE type = 'profile_merged'"
     ).result_rows
     assert [(p, orjson.loads(props)["merged"]) for p, props in merged] == [(app_person, mini_person)]
-    # the person's features hold the order that arrived under the mini-program's id
-    orders = ch.query(
-        f"SELECT argMax(values['orders_30d'], ts) FROM {db}.features FINAL WHERE profile_id = %(p)s",
+    # the person's features hold both orders under the mini-program's id, the one before the
+    # login too (its state was handed over), and not the repeat (its dedupe memory too)
+    latest = ch.query(
+        f"SELECT argMax(values['orders_30d'], ts), argMax(values['revenue_30d'], ts), "
+        f"argMax(values['page_views_24h'], ts) FROM {db}.features FINAL WHERE profile_id = %(p)s",
         parameters={"p": app_person},
     ).result_rows
-    assert orders == [(1.0,)]
+    assert latest == [(2.0, 200.0, 3.0)]
     # analysts: who each identifier belongs to now, and where a merged person went
     owners = dict(
         ch.query(f"SELECT kind, argMax(person_id, seq) FROM {db}.identities GROUP BY kind").result_rows
@@ -88,8 +93,8 @@ def test_two_channels_linked_by_a_login_become_one_person(broker, engine_setting
         assert got.exit_code == 0, got.output
         v = orjson.loads(got.stdout)
         assert v["profile_id"] == v["person"] == app_person, how
-        assert v["events"] == 5 and v["also"] == [first[f"{tag}-again"][0], mini_person], how
-        assert v["features"]["orders_30d"] == "1", how
+        assert v["events"] == 6 and v["also"] == [first[f"{tag}-again"][0], mini_person], how
+        assert v["features"]["orders_30d"] == "2", how
 
     # the reports count the ids events arrived with, or, --by-person, the one person
     def customers(*flags: str) -> int:

@@ -1,0 +1,80 @@
+"""Two persons merged hold what one would have held: features and dedupe memory folded
+separately and absorbed equal the same events folded under one id."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flows.features.dedupe import SeenIds
+from flows.features.plan import FeaturePlan
+from flows.features.windows import ProfileFeatures
+from tests.unit.features.test_windows import BASE_TS, FEATURES, LATENESS, SILENT, H, check, diff, ev, streams
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams(), st.data())
+def test_merged_features_equal_the_events_folded_under_one_id(events, data):
+    # in event-time order, each a millisecond apart: no event is late and none ties, so
+    # one id's fold has no arrival order to depend on
+    events = [e._replace(ts_ms=e.ts_ms + i) for i, e in enumerate(sorted(events, key=lambda e: e.ts_ms))]
+    side = data.draw(st.lists(st.booleans(), min_size=len(events), max_size=len(events)))
+    plan = FeaturePlan(FEATURES)
+    one, a, b = (ProfileFeatures(plan, LATENESS) for _ in range(3))
+    for e, theirs in zip(events, side, strict=True):
+        assert one.add(e)
+        assert (b if theirs else a).add(e)
+    a.absorb(b)
+    newest = events[-1].ts_ms
+    assert a.max_ts == newest
+    for gap in (0, *SILENT):
+        want = one.values(newest + gap)
+        assert not diff(FEATURES, a.values(newest + gap), want), (
+            gap,
+            diff(FEATURES, a.values(newest + gap), want),
+        )
+        check(a, FEATURES, events, newest + gap, "merged")
+    assert a.dirty & a.held == a.held  # every feature held is reported at the next update
+    # it goes on as one: the next event lands on the merged state as on the single one
+    nxt = events[-1]._replace(event_id="next", ts_ms=newest + 1)
+    assert a.add(nxt) and one.add(nxt)
+    assert not diff(FEATURES, a.values(newest + 1), one.values(newest + 1))
+
+
+def test_merging_into_an_empty_state_or_from_one_keeps_the_other():
+    plan = FeaturePlan(FEATURES)
+    full, empty = ProfileFeatures(plan, LATENESS), ProfileFeatures(plan, LATENESS)
+    for i, t in enumerate(("page_view", "cart_add", "order_paid")):
+        assert full.add(ev(i, t, BASE_TS + i * H, {"amount": 10 * i, "sku": "AB"[i % 2]}))
+    before = full.values(full.max_ts)
+    full.absorb(empty)
+    assert full.values(full.max_ts) == before
+    empty.absorb(full)
+    assert empty.values(full.max_ts) == before
+
+
+def test_merged_dedupe_memory_drops_a_repeat_under_either_alias():
+    a, b = SeenIds(ttl_ms=10_000, cap=64), SeenIds(ttl_ms=10_000, cap=64)
+    for i in range(20):
+        assert (a if i % 3 else b).first_time(f"e{i}", 1_000 + i)
+    assert a.first_time("both", 1_500) and b.first_time("both", 1_400)
+    a.absorb(b)
+    assert len(a) == 21
+    assert not any(a.first_time(f"e{i}", 2_000) for i in range(20))
+    assert not a.first_time("both", 2_000)
+    assert a.first_time("new", 2_000)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 200), st.integers(0, 3_000), st.booleans()), max_size=80))
+def test_merged_dedupe_memory_stays_in_its_window_and_cap(ids):
+    a, b = SeenIds(ttl_ms=5_000, cap=16), SeenIds(ttl_ms=5_000, cap=16)
+    ts = 0
+    for eid, step, theirs in ids:
+        ts += step
+        (b if theirs else a).first_time(f"e{eid}", ts)
+    newest = max(a.newest_ms, b.newest_ms)
+    a.absorb(b)
+    assert len(a) <= 16 and a.newest_ms == newest
+    held = a.__getstate__()[3]
+    assert all(t >= newest - 5_000 for t in held[len(a) :])  # nothing behind the window
