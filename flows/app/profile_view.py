@@ -7,7 +7,8 @@ default region), never in clear: the profiles whose events carried it (ClickHous
 holds it. With routing by person (``identity.resolve``) the view is of the person: the
 engine keeps its state under the person's id, and its events are those routed to it or
 to a person merged into it. The parts come from where the engine keeps them: identifiers
-(masked) and activity from ``events``, consent and suppressions, features, tags,
+(masked), activity and the profile record (replayed from its ``identify`` and
+``profile_updated`` events) from ``events``, consent and suppressions, features, tags,
 segment and scores from Redis, journey decisions from ``actions``. Journey instances
 still running live in the dataflow's state and are not read here.
 """
@@ -18,13 +19,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from clickhouse_connect.driver.client import Client
 
-from flows.core.contract import ENGINE
+from flows.core.contract import ENGINE, Event
 from flows.core.identifiers import IdentifierRules, graph_name
 from flows.core.pii import mask_value
 from flows.core.settings import Settings
 from flows.dataflow.build import make_pii
+from rules.attributes import PII, PROFILE_TYPES, Attributes, learn
 from rules.policy import consent_key, suppress_at_key, suppress_key
 from sinks.feature_store import feature_key
 from sinks.identity_graph import PERSON, Identifier, IdentityGraph
@@ -50,6 +53,9 @@ class ProfileView:
     engine_events: int = 0  # the engine's about the profile (tag_added, segment_changed, ...)
     first_seen: str = ""
     last_seen: str = ""
+    # the profile record: the attributes its identify / profile_updated events set, by the
+    # engine's rule (`rules.attributes`); a PII attribute as "(masked)"
+    attributes: dict[str, Any] = field(default_factory=dict)
     consent: dict[str, dict[str, Any]] = field(default_factory=dict)
     suppressed: dict[str, dict[str, Any]] = field(default_factory=dict)
     features: dict[str, str] = field(default_factory=dict)
@@ -124,6 +130,7 @@ def show(
         if routed:
             view.ids += [m.key for m in graph.members_of(person) if m.name == PERSON]
     _activity(view, ch, db, routed)
+    _attributes(view, ch, db, routed)
     _redis(view, client)
     _decisions(view, ch, db, decisions)
     if not view.events and not view.features and not view.decisions and view.person is None:
@@ -172,6 +179,25 @@ def _activity(view: ProfileView, ch: Client, db: str, routed: bool) -> None:
             parameters={**p, "e": ENGINE},
         ).result_rows
         view.also = [r[0] for r in rows if r[0] != view.profile_id]
+
+
+def _attributes(view: ProfileView, ch: Client, db: str, routed: bool) -> None:
+    """The attributes as the engine learns them, replayed from the stored profile events
+    in stream order (the newest event time wins per attribute, `null` clears it)."""
+    col = "person_id" if routed else "profile_id"
+    rows = ch.query(
+        f"SELECT props, pii_hashes, toUnixTimestamp64Milli(ts) FROM {db}.events FINAL "
+        f"WHERE {col} IN {{p:Array(String)}} AND type IN {{t:Array(String)}} "
+        f"ORDER BY ingested_at, src_partition, src_offset LIMIT 10000",
+        parameters={"p": view.ids, "t": sorted(PROFILE_TYPES)},
+    ).result_rows
+    attrs: Attributes | None = None
+    for props, hashes, ts in rows:
+        e = Event("", "", "profile_updated", int(ts), "", orjson.loads(props), {}, dict(hashes), 0, "", 0, 0)
+        attrs = learn(attrs, e)
+    view.attributes = {
+        k: "(masked)" if v == PII else v for k, (v, _) in sorted((attrs or {}).items()) if v is not None
+    }
 
 
 def _redis(view: ProfileView, client: Any) -> None:

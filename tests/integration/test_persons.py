@@ -30,6 +30,7 @@ def test_two_channels_linked_by_a_login_become_one_person(broker, engine_setting
         ev("page_view", T0 - 2 * HOUR, f"{tag}-app", device),  # the app, anonymous
         ev("page_view", T0 - HOUR, f"{tag}-mini", open_id),  # the mini-program
         ev("order_paid", T0 - HOUR // 2, f"{tag}-first", open_id, amount=80.0),
+        ev("identify", T0 - HOUR // 4, f"{tag}-who", open_id, tier="gold"),
         ev("login", T0, f"{tag}-login", {**device, **open_id, "phone": "13800000077"}),
         ev("order_paid", T0 + HOUR, f"{tag}-order", open_id, amount=120.0),
         # the mini-program's order again, resent by the app after the login: a repeat
@@ -93,8 +94,9 @@ def test_two_channels_linked_by_a_login_become_one_person(broker, engine_setting
         assert got.exit_code == 0, got.output
         v = orjson.loads(got.stdout)
         assert v["profile_id"] == v["person"] == app_person, how
-        assert v["events"] == 6 and v["also"] == [first[f"{tag}-again"][0], mini_person], how
+        assert v["events"] == 7 and v["also"] == [first[f"{tag}-again"][0], mini_person], how
         assert v["features"]["orders_30d"] == "2", how
+        assert v["attributes"] == {"tier": "gold"}, how  # set under the mini-program's id
 
     # the reports count the ids events arrived with, or, --by-person, the one person
     def customers(*flags: str) -> int:

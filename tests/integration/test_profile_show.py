@@ -121,5 +121,12 @@ def test_the_seeds_create_profile_document_through_the_broker(broker, engine_set
     }
     got = runner.invoke(app, ["profile", "show", "--phone", "+86 138 0000 0042", "-f", "json"], env=env)
     assert got.exit_code == 0, got.output
-    consent = orjson.loads(got.stdout)["consent"]["*"]
+    view = orjson.loads(got.stdout)
+    consent = view["consent"]["*"]
     assert consent["granted"] and consent["version"] == "v1"
+    # the profile record: its attributes as the engine learned them, PII masked
+    assert view["attributes"] == {"name": "(masked)", "segments": ["b2b"], "tags": ["vip"]}, view[
+        "attributes"
+    ]
+    table = runner.invoke(app, ["profile", "show", "--phone", "13800000042"], env=env)
+    assert table.exit_code == 0 and "name (masked); segments b2b; tags vip" in table.stdout, table.stdout

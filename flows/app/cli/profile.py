@@ -87,6 +87,10 @@ def _print(v: dict[str, Any]) -> None:
     head.add_row("identifiers", ", ".join(f"{k} {m}" for k, m in v["identifiers"].items()) or "-")
     seen = f"first {v['first_seen'] or '-'}  last {v['last_seen'] or '-'}"
     head.add_row("events", f"{v['events']} (+{v['engine_events']} by the engine)  {seen}")
+    attrs = [
+        f"{k} {', '.join(map(str, x)) if isinstance(x, list) else x}" for k, x in v["attributes"].items()
+    ]
+    head.add_row("attributes", "; ".join(attrs) or "-")
     consent = [f"{c} {'granted' if r['granted'] else 'refused'} {r['at']} {r['version']}".strip()
                for c, r in v["consent"].items()]  # fmt: skip
     head.add_row("consent", "; ".join(consent) or "no record (may be contacted)")
