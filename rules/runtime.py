@@ -119,6 +119,14 @@ class ProfileJourneys:
             self.tz = ""  # older snapshots wrote UTC for "unknown": follow the configured default
         self.attrs = st[11] if len(st) >= 12 else None
 
+    def running(self) -> str:
+        """The running instances, for lookups: ``journey|version|pc|resume_ms|entered_ms``
+        each (pc the next instruction of the journey's program, -1 done; resume_ms -1:
+        not waiting), comma-separated; "" when none."""
+        return ",".join(
+            f"{i.journey_id}|{i.version}|{i.pc}|{i.resume_ms}|{i.entered_ms}" for i in self.instances
+        )
+
     def hand_off(self) -> ProfileJourneys:
         """What a merged person's journeys hand to the person it merged into: the memory its
         events set (attributes, timezone, learned dates, quiet clocks). Running instances,

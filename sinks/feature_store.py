@@ -8,6 +8,8 @@ Layout (external services read it directly)::
         tags            -> the profile's auto-tags, comma-separated ("active,high_value")
         segment         -> RFM segment ("champions", ...; "prospect" before a first order)
         rfm_r/rfm_f/rfm_m -> RFM scores 1-5 (0 before a first order), as of their last update
+        journeys        -> running journey instances, "journey|version|pc|resume_ms|entered_ms"
+                           comma-separated ("" none; `rules.runtime.ProfileJourneys.running`)
     TTL: features.redis_ttl_s, refreshed with every full write (the first one, and every
          features.snapshot_interval_s of event time): profiles gone quiet disappear
 
@@ -28,6 +30,8 @@ from flows.core.messages import FeatureUpdate
 from sinks.redis_hashes import HashStoreSink, HashWrite
 
 KEY_PREFIX = "scrm:features:"
+# The hash's fields that are not features.
+PROFILE_FIELDS = ("as_of", "tags", "segment", "rfm_r", "rfm_f", "rfm_m", "journeys")
 
 
 def feature_key(profile_id: str) -> str:
@@ -61,6 +65,7 @@ def coalesce(updates: list[FeatureUpdate]) -> list[FeatureUpdate]:
             full=u.full if u.full is not None else prev.full,
             tags=u.tags if u.tags is not None else prev.tags,
             segment=u.segment if u.segment is not None else prev.segment,
+            journeys=u.journeys if u.journeys is not None else prev.journeys,
         )
     return list(merged.values())
 
@@ -81,6 +86,8 @@ class RedisFeatureStore(HashStoreSink[FeatureUpdate]):
                 fields["tags"] = ",".join(u.tags)
             if u.segment is not None:
                 fields["segment"] = u.segment
+            if u.journeys is not None:
+                fields["journeys"] = u.journeys
             # The TTL is refreshed with every snapshot: enough, and half the commands.
             out.append(HashWrite(feature_key(u.profile_id), fields, u.removed, u.full is not None))
         return out

@@ -9,8 +9,8 @@ engine keeps its state under the person's id, and its events are those routed to
 to a person merged into it. The parts come from where the engine keeps them: identifiers
 (masked), activity and the profile record (replayed from its ``identify`` and
 ``profile_updated`` events) from ``events``, consent and suppressions, features, tags,
-segment and scores from Redis, journey decisions from ``actions``. Journey instances
-still running live in the dataflow's state and are not read here.
+segment, scores and the running journey instances (as the engine last wrote them) from
+Redis, journey decisions from ``actions``.
 """
 
 from __future__ import annotations
@@ -23,20 +23,20 @@ import orjson
 from clickhouse_connect.driver.client import Client
 
 from flows.core.contract import ENGINE, Event
+from flows.core.errors import ConfigError
 from flows.core.identifiers import IdentifierRules, graph_name
 from flows.core.pii import mask_value
 from flows.core.settings import Settings
 from flows.dataflow.build import make_pii
 from rules.attributes import PII, PROFILE_TYPES, Attributes, learn
 from rules.policy import consent_key, suppress_at_key, suppress_key
-from sinks.feature_store import feature_key
+from rules.program import program
+from rules.store import read as read_journey
+from sinks.feature_store import PROFILE_FIELDS, feature_key
 from sinks.identity_graph import PERSON, Identifier, IdentityGraph
 from sinks.redis_store import text
 from sinks.retry import RetryPolicy
 from sinks.score_store import score_key
-
-# Feature-hash fields that are not features.
-_PROFILE_FIELDS = ("as_of", "tags", "segment", "rfm_r", "rfm_f", "rfm_m")
 
 
 @dataclass
@@ -64,6 +64,9 @@ class ProfileView:
     rfm: str = ""
     features_as_of: str = ""
     scores: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # running journey instances (as the engine last wrote them): journey, version, next node,
+    # waiting until, entered
+    running: list[dict[str, Any]] = field(default_factory=list)
     journeys: list[dict[str, Any]] = field(default_factory=list)  # latest decision per journey
     decisions: list[dict[str, Any]] = field(default_factory=list)  # the last ones, newest first
 
@@ -214,7 +217,7 @@ def _redis(view: ProfileView, client: Any) -> None:
         at, _, kind = when.get(ch, "").partition("|")
         view.suppressed[ch] = {"at": _ms(at), "kind": kind or "unknown"}
     feats = {text(k): text(v) for k, v in client.hgetall(feature_key(pid)).items()}
-    view.features = {k: _num(v) for k, v in sorted(feats.items()) if k not in _PROFILE_FIELDS}
+    view.features = {k: _num(v) for k, v in sorted(feats.items()) if k not in PROFILE_FIELDS}
     view.tags = [t for t in feats.get("tags", "").split(",") if t]
     view.segment = feats.get("segment", "")
     if "rfm_r" in feats:
@@ -222,6 +225,7 @@ def _redis(view: ProfileView, client: Any) -> None:
             f"{f[-1].upper()}{int(float(feats.get(f, '0')))}" for f in ("rfm_r", "rfm_f", "rfm_m")
         )
     view.features_as_of = _ms(feats.get("as_of"))
+    view.running = _running(client, feats.get("journeys", ""))
     scores = {text(k): text(v) for k, v in client.hgetall(score_key(pid)).items()}
     for k, v in sorted(scores.items()):
         if k.endswith((":version", ":as_of")):
@@ -231,6 +235,27 @@ def _redis(view: ProfileView, client: Any) -> None:
             "version": scores.get(f"{k}:version", ""),
             "as_of": _ms(scores.get(f"{k}:as_of")),
         }
+
+
+def _running(client: Any, written: str) -> list[dict[str, Any]]:
+    """The running instances the engine wrote (`ProfileJourneys.running`), each with the
+    node it goes to next, read from the journey's version in the catalog."""
+    out = []
+    for item in filter(None, written.split(",")):
+        jid, version, pc, resume, entered = item.split("|")
+        node = ""
+        if int(pc) >= 0:
+            try:
+                node = program(read_journey(client, jid, int(version)))[int(pc)].node.id
+            except (ConfigError, IndexError):
+                node = f"#{pc}"  # that version is gone from the catalog
+        out.append(
+            {
+                "journey_id": jid, "journey_version": int(version), "next": node,
+                "waiting_until": _ms(resume) if int(resume) >= 0 else "", "entered": _ms(entered),
+            }
+        )  # fmt: skip
+    return out
 
 
 def _decisions(view: ProfileView, ch: Client, db: str, n: int) -> None:

@@ -20,6 +20,8 @@ class FeatureUpdate(NamedTuple):
     received_ms: int  # arrival of the newest event behind it (0 for a timer refresh)
     tags: tuple[str, ...] | None = None  # the profile's tags, when they changed or on a snapshot
     segment: str | None = None  # the profile's RFM segment, when it changed or on a snapshot
+    # the profile's running journey instances when they changed (`ProfileJourneys.running`)
+    journeys: str | None = None
 
     @property
     def snapshot(self) -> bool:

@@ -128,6 +128,9 @@ class ProfileLogic:
         self._cfg = cfg
         self._wait_since = 0.0  # when a wait for a hand-off began (wall clock; 0: not yet timed)
         self._handed_off = False
+        # the running journeys as last written to the feature store ("" none; None: not
+        # since a restore, so written again at the first change or call)
+        self._journeys: str | None = None if restored else ""
         self._deadline_at = 0.0
         self._deadline: datetime | None = None
         self._due = (-1, 0.0)  # (the next event-time deadline, when it is expected in wall time)
@@ -185,10 +188,33 @@ class ProfileLogic:
             else:
                 keep = self._run(values, out)
             self._schedule()
-            return _route(out), keep
+            return self._routed(out), keep
         emitted = self._events(values)
         self._schedule()
-        return _route(emitted), RETAIN
+        return self._routed(emitted), RETAIN
+
+    def _routed(self, out: list[Any]) -> list[ProfileOut]:
+        """`_route`, with the running journeys when they changed (on the call's feature
+        update, or on one of their own at the features' last time)."""
+        st = self._state
+        js = st.journeys
+        if (
+            js is not None
+            and self._cfg.journeys is not None
+            and st.last_as_of >= 0
+            and (js.instances or self._journeys != "")
+        ):
+            now = js.running()
+            if now != self._journeys:
+                self._journeys = now
+                for k in range(len(out) - 1, -1, -1):
+                    u = out[k]
+                    if type(u) is FeatureUpdate:
+                        out[k] = u._replace(journeys=now)
+                        break
+                else:
+                    out.append(FeatureUpdate(st.profile_id, st.last_as_of, {}, (), None, 0, journeys=now))
+        return _route(out)
 
     # ------------------------------------------------------------------ merges
 
@@ -360,7 +386,7 @@ class ProfileLogic:
             keep = self._look_again(held, False)
             self._deadline_at = 0.0
             self._schedule()
-            return _route(held), keep
+            return self._routed(held), keep
         if not cfg.features:
             return [], DISCARD
         as_of = st.as_of(cfg.stream.now_ms(st.partition))
@@ -390,7 +416,7 @@ class ProfileLogic:
         self._deadline_at = 0.0  # this wake's deadline has passed: the next one from scratch
         self._due = (-1, 0.0)
         self._schedule()
-        return _route(out), RETAIN
+        return self._routed(out), RETAIN
 
     def on_eof(self) -> tuple[list[ProfileOut], bool]:
         """End of a bounded input (a replay): what is due by stream time happens now
@@ -416,7 +442,7 @@ class ProfileLogic:
             if engine and cfg.journeys is not None and st.journeys is not None:
                 ctx = _context(st, as_of, reads)
                 out.extend(st.journeys.on_events(st.profile_id, engine, cfg.journeys, ctx, 0))
-        return _route(out), RETAIN
+        return self._routed(out), RETAIN
 
     def notify_at(self) -> datetime | None:
         return self._deadline

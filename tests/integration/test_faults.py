@@ -114,7 +114,7 @@ def assert_features_exact(r: redis.Redis, fs, history: dict[str, list[dict]], ta
         stored = {k.decode(): v.decode() for k, v in r.hgetall(feature_key(pid)).items()}
         as_of = int(stored.pop("as_of"))
         got_tags = set(filter(None, stored.pop("tags", "").split(",")))
-        for k in ("segment", "rfm_r", "rfm_f", "rfm_m"):
+        for k in ("segment", "rfm_r", "rfm_f", "rfm_m", "journeys"):
             stored.pop(k, None)
         values = {k: float(v) for k, v in stored.items()}
         expect = oracle(fs, [as_event(e) for e in evs], 3_600_000, as_of)

@@ -66,6 +66,7 @@ def test_a_customer_by_id_and_by_a_phone_written_another_way(broker, engine_sett
     welcome = [d for d in v["decisions"] if d["node_id"] == "welcome"]
     assert [(d["status"], d["reason"]) for d in welcome] == [("suppressed", "suppressed:sms")]
     assert [j["journey_id"] for j in v["journeys"]] == ["new_user_warmup"]
+    assert v["running"] == []  # the warm-up waited an hour after the sign-up, then ended
 
     by_email = runner.invoke(
         app, ["profile", "show", "--email", "zhang.san@example.com", "-f", "json"], env=env
@@ -130,3 +131,44 @@ def test_the_seeds_create_profile_document_through_the_broker(broker, engine_set
     ]
     table = runner.invoke(app, ["profile", "show", "--phone", "13800000042"], env=env)
     assert table.exit_code == 0 and "name (masked); segments b2b; tags vip" in table.stdout, table.stdout
+
+
+SLOW = """
+id: slow_followup
+name: A follow-up a month after the sign-up
+priority: 10
+entry: {policy: once}
+trigger:
+  event: {type: signup}
+nodes:
+  - {id: a_month, type: wait, duration: 30d}
+  - {id: later, type: send, channel: email, template: followup}
+"""
+
+
+def test_running_journeys_as_the_engine_last_wrote_them(broker, engine_settings, names, tmp_path) -> None:
+    folder = tmp_path / "journeys"
+    folder.mkdir()
+    (folder / "slow.yaml").write_text(SLOW)
+    crm = f"crm-{names['tag']}"
+    settings = engine_settings(
+        {"source": {"kind": "kafka"}, "models": {"enabled": False}, "journeys": {"dir": str(folder)}}
+    )
+    broker.create_topic(names["events"], partitions=1)
+    broker.produce(names["events"], [(None, ev("signup", T0, f"{crm}-1", crm))])
+    engine.run(settings, Console(file=io.StringIO()))
+    env = {
+        "SCRM_REDIS__URL": settings.redis.url,
+        "SCRM_CLICKHOUSE__URL": settings.clickhouse.url,
+        "SCRM_CLICKHOUSE__DATABASE": settings.clickhouse.database,
+    }
+    got = runner.invoke(app, ["profile", "show", crm, "-f", "json"], env=env)
+    assert got.exit_code == 0, got.output
+    # (the catalog may hold the shipped journeys too, loaded by an earlier test)
+    [running] = [r for r in orjson.loads(got.stdout)["running"] if r["journey_id"] == "slow_followup"]
+    assert running == {
+        "journey_id": "slow_followup", "journey_version": 1, "next": "later",
+        "waiting_until": "2026-10-21T04:00:00Z", "entered": "2026-09-21T04:00:00Z",
+    }  # fmt: skip
+    table = runner.invoke(app, ["profile", "show", crm], env=env, terminal_width=200)
+    assert "slow_followup v1: entered 2026-09-21T04:00:00Z, next later, waiting until" in table.stdout

@@ -108,6 +108,12 @@ def _print(v: dict[str, Any]) -> None:
         for k, x in v["features"].items():
             feats.add_row(k, x)
         out.print(feats)
+    if v["running"]:
+        out.print("running journeys:", style="bold")
+        for r in v["running"]:
+            wait = f", waiting until {r['waiting_until']}" if r["waiting_until"] else ""
+            out.print(f"  {r['journey_id']} v{r['journey_version']}: entered {r['entered']}, next "
+                      f"{r['next'] or '(end)'}{wait}", highlight=False)  # fmt: skip
     if v["journeys"]:
         out.print("journeys (latest decision of each):", style="bold")
         for j in v["journeys"]:

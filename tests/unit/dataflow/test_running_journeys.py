@@ -1,0 +1,44 @@
+"""The profile step writes a profile's running journey instances to the feature store
+when they change, and only then (what `scrm profile show` lists)."""
+
+from __future__ import annotations
+
+from flows.core.contract import Event
+from flows.core.messages import FeatureUpdate
+from flows.core.settings import load_settings
+from flows.core.streamtime import StreamClock
+from flows.dataflow.build import feature_set
+from flows.dataflow.profile import new_state
+from flows.dataflow.profile_step import ProfileConfig, ProfileLogic
+from flows.features.plan import FeaturePlan
+from flows.features.rfm import RfmSketch
+from tests.unit.rules.test_runtime import HOUR, T0, Catalog, warmup
+
+PLAN = FeaturePlan(feature_set(load_settings(env={})))
+
+
+def ev(etype: str, ts: int) -> Event:
+    return Event(f"{etype}-{ts}", "p1", etype, ts, "app", {}, {}, {}, ts, "t", 0, 0)
+
+
+def written(outs) -> list[str | None]:
+    return [u.journeys for o in outs for u in o.updates if isinstance(u, FeatureUpdate)]
+
+
+def test_running_instances_are_written_when_they_change() -> None:
+    wall = lambda: 1_000.0  # noqa: E731
+    cfg = ProfileConfig(
+        features=PLAN, sketch=RfmSketch(), ttl_ms=86_400_000, max_ids=100, lateness_ms=HOUR, refresh_s=60.0,
+        idle_s=600.0, snapshot_ms=300_000, stream=StreamClock(0, wall), clock=wall, recovery=False,
+        journeys=Catalog(warmup()),
+    )  # fmt: skip
+    st = new_state(PLAN, cfg.ttl_ms, cfg.max_ids, cfg.lateness_ms, journeys=True, sketch=cfg.sketch)
+    logic = ProfileLogic(st, cfg, False)
+    outs, _ = logic.on_batch([ev("signup", T0)])
+    assert written(outs) == [f"new_user_warmup|1|1|{T0 + HOUR}|{T0}"]  # waiting an hour, then node 1
+    outs, _ = logic.on_batch([ev("page_view", T0 + 60_000)])
+    assert written(outs) == [None]  # the same instance, the same place: not written again
+    outs, _ = logic.on_batch([ev("page_view", T0 + 2 * HOUR)])
+    assert written(outs) == [""]  # it sent and ended
+    outs, _ = logic.on_batch([ev("page_view", T0 + 3 * HOUR)])
+    assert written(outs) == [None]
