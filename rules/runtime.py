@@ -46,7 +46,7 @@ from typing import Any
 from flows.core.contract import ENGINE, Event, engine_event, ts_or_none
 from flows.core.durations import DAY_MS
 from flows.core.messages import Intent
-from rules.attributes import PROFILE_TYPES, Attributes, learn
+from rules.attributes import MAX_ATTRS, PROFILE_TYPES, Attributes, learn
 from rules.calendar import next_date_fire, parse_date, quiet_hours_decision, valid_tz, wait_until
 from rules.evaluate import Context, arm_of, event_prop, fires, holds, render_vars, where_matches
 from rules.journeys.model import (
@@ -156,6 +156,8 @@ class ProfileJourneys:
             for k, (v, ts) in other.attrs.items():
                 if k not in attrs or ts > attrs[k][1]:
                     attrs[k] = (v, ts)
+            if len(attrs) > MAX_ATTRS:  # bounded as `learn` bounds it: the newest kept
+                attrs = dict(sorted(attrs.items(), key=lambda kv: kv[1][1])[-MAX_ATTRS:])
             self.attrs = attrs
 
     # ------------------------------------------------------------------ quiet

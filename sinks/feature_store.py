@@ -88,8 +88,10 @@ class RedisFeatureStore(HashStoreSink[FeatureUpdate]):
                 fields["segment"] = u.segment
             if u.journeys is not None:
                 fields["journeys"] = u.journeys
-            # The TTL is refreshed with every snapshot: enough, and half the commands.
-            out.append(HashWrite(feature_key(u.profile_id), fields, u.removed, u.full is not None))
+            # The TTL is refreshed with every snapshot (enough, and half the commands), and
+            # with the running journeys (rare, and they may outlive the features' TTL).
+            ttl = u.full is not None or u.journeys is not None
+            out.append(HashWrite(feature_key(u.profile_id), fields, u.removed, ttl))
         return out
 
     def written(self, items: list[FeatureUpdate]) -> None:

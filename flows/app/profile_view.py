@@ -226,6 +226,8 @@ def _redis(view: ProfileView, client: Any) -> None:
         )
     view.features_as_of = _ms(feats.get("as_of"))
     view.running = _running(client, feats.get("journeys", ""))
+    for merged in view.ids[1:]:  # a merged alias's instances run out under its own id
+        view.running += _running(client, text(client.hget(feature_key(merged), "journeys") or b""), merged)
     scores = {text(k): text(v) for k, v in client.hgetall(score_key(pid)).items()}
     for k, v in sorted(scores.items()):
         if k.endswith((":version", ":as_of")):
@@ -237,9 +239,10 @@ def _redis(view: ProfileView, client: Any) -> None:
         }
 
 
-def _running(client: Any, written: str) -> list[dict[str, Any]]:
+def _running(client: Any, written: str, under: str = "") -> list[dict[str, Any]]:
     """The running instances the engine wrote (`ProfileJourneys.running`), each with the
-    node it goes to next, read from the journey's version in the catalog."""
+    node it goes to next, read from the journey's version in the catalog; `under` names
+    the merged alias they run under ("" the profile itself)."""
     out = []
     for item in filter(None, written.split(",")):
         jid, version, pc, resume, entered = item.split("|")
@@ -253,6 +256,7 @@ def _running(client: Any, written: str) -> list[dict[str, Any]]:
             {
                 "journey_id": jid, "journey_version": int(version), "next": node,
                 "waiting_until": _ms(resume) if int(resume) >= 0 else "", "entered": _ms(entered),
+                "under": under,
             }
         )  # fmt: skip
     return out

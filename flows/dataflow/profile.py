@@ -247,9 +247,11 @@ class ProfileState:
         of it. That is what its events alone determine (dedupe memory, features, the
         journeys' event memory), so a replay after a crash hands off the same. Its RFM
         values leave the process sketch; its scoring ends (the person is scored as the
-        winner); its running journeys stay to run out under this id (`ProfileJourneys.hand_off`)."""
+        winner); its running journeys stay to run out under this id (`ProfileJourneys.hand_off`).
+        A state waiting for a hand-off of its own hands off what it holds with it."""
         out = ProfileState(self.seen, self.features, None, None, sketch=self.sketch)
         out.profile_id, out.partition = self.profile_id, self.partition
+        out.waiting, self.waiting = self.waiting, None  # what it held: its winner runs it next
         if self.journeys is not None:
             out.journeys = self.journeys.hand_off()
         self.seen = SeenIds(self.seen.ttl_ms, self.seen.cap)

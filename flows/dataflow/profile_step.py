@@ -182,11 +182,11 @@ class ProfileLogic:
         if self._cfg.handoffs is not None:  # routing by person: merges hand state over
             out: list[Any] = []
             waiting = self._state.waiting
-            if waiting is not None:
-                waiting.extend(values)
-                keep = self._look_again(out, False)
-            else:
+            if waiting is None:
                 keep = self._run(values, out)
+            else:
+                after = self._wait([*waiting, *values])
+                keep = self._look_again(out, False) if after is None else self._run(after, out)
             self._schedule()
             return self._routed(out), keep
         emitted = self._events(values)
@@ -221,24 +221,36 @@ class ProfileLogic:
     def _run(self, values: list[Event], out: list[Any]) -> bool:
         """`values` in order, a hand-off notice where it falls; stops at a winner's notice
         whose hand-off is not there yet and holds it and the rest until it is (so the
-        merged state meets every record after the merge, as one person's would).
+        merged state meets every record after the merge, as one person's would). What a
+        loser held when it was merged comes with its state and runs right after it.
         Returns DISCARD once the state is handed off and nothing came after."""
-        start = 0
-        for i, e in enumerate(values):
+        queue = values
+        start = i = 0
+        while i < len(queue):
+            e = queue[i]
             kind = e.type
             if (kind != HANDOFF and kind != ABSORB) or e.origin != ENGINE:
+                i += 1
                 continue
             if i > start:
-                out.extend(self._events(values[start:i]))
-            start = i + 1
+                out.extend(self._events(queue[start:i]))
             if kind == HANDOFF:
                 self._hand_off(e)
-            elif not self._absorb(e):
-                self._state.waiting = list(values[i:])
-                self._wait_since = self._cfg.clock()
-                return RETAIN
-        if start < len(values):
-            out.extend(self._events(values[start:]))
+            else:
+                held = self._absorb(e)
+                if held is not None:  # taken in: what the loser held runs next
+                    queue = [*held, *queue[i + 1 :]]
+                else:  # not there yet: hold from here (handing off at once when merged too)
+                    after = self._wait(queue[i:])
+                    if after is None:
+                        return RETAIN
+                    queue = after
+                start = i = 0
+                continue
+            i += 1
+            start = i
+        if start < len(queue):
+            out.extend(self._events(queue[start:]))
         st = self._state
         if (
             self._handed_off
@@ -249,60 +261,82 @@ class ProfileLogic:
             return DISCARD  # handed off, nothing left to run, no record since: nothing to keep
         return RETAIN
 
+    def _wait(self, held: list[Event]) -> list[Event] | None:
+        """Hold `held` (a winner's notice whose hand-off is not there, and what came after
+        it) until it is; but a hand-off notice of this key among them is done at once, the
+        records before it going with the state. What came after that notice, or None
+        while waiting."""
+        for k, x in enumerate(held):
+            if x.type == HANDOFF and x.origin == ENGINE:
+                self._state.waiting = held[:k]
+                self._hand_off(x)  # takes `waiting` with the state
+                self._wait_since = 0.0
+                return held[k + 1 :]
+        self._state.waiting = list(held)
+        if not self._wait_since:
+            self._wait_since = self._cfg.clock()
+        return None
+
     def _hand_off(self, notice: Event) -> None:
         """The loser's side: what its events determine to Redis under the merge id
         (`ProfileState.hand_off`); its running journeys stay."""
         cfg = self._cfg
         st = self._state
-        payload = pickle.dumps(st.hand_off(), protocol=5) if st.profile_id else b""
+        # nothing to hand off: a key that never had a record and holds none
+        payload = pickle.dumps(st.hand_off(), protocol=5) if st.profile_id or st.waiting else b""
         assert cfg.handoffs is not None
         cfg.handoffs.put(str(notice.props["mergeId"]), payload)
         metrics.HANDOFFS.labels(step="handed_off").inc()
         self._handed_off = True
 
-    def _absorb(self, notice: Event) -> bool:
-        """The winner's side: take in the loser's hand-off; False while it is not there."""
+    def _absorb(self, notice: Event) -> list[Event] | None:
+        """The winner's side: take in the loser's hand-off; None while it is not there,
+        else what the loser held (a merge it was waiting for, and its records after it)."""
         cfg = self._cfg
         assert cfg.handoffs is not None
         payload = cfg.handoffs.get(str(notice.props["mergeId"]))
         if payload is None:
-            return False
+            return None
         st = self._state
+        held: list[Event] = []
         if payload:
             other: ProfileState = pickle.loads(payload)
             other.bind(cfg.features, cfg.sketch)
             st.absorb(other)
+            held = other.waiting or []
         if not st.profile_id:
             st.profile_id = notice.person_id
             st.partition = notice.partition
         metrics.HANDOFFS.labels(step="absorbed").inc()
-        return True
+        return held
 
     def _look_again(self, out: list[Any], block: bool) -> bool:
         """A waiting winner: its hand-off, then the records held behind it. Without it
         after ``handoff_wait_s``, it goes on with its own state, loudly."""
         cfg = self._cfg
         st = self._state
-        held = st.waiting
-        assert held is not None
+        waiting = st.waiting
+        assert waiting is not None
         if not self._wait_since:
             self._wait_since = cfg.clock()
-        while not self._absorb(held[0]):
+        got = self._absorb(waiting[0])
+        while got is None:
             if cfg.clock() - self._wait_since < cfg.handoff_wait_s:
                 if not block:
                     return RETAIN
                 time.sleep(POLL_S)
+                got = self._absorb(waiting[0])
                 continue
-            p = held[0].props
+            p = waiting[0].props
             log.error(
                 "person %s: no hand-off of merge %s from %s after %.0f s; going on without that state",
-                held[0].person_id, p.get("mergeId"), p.get("other"), cfg.handoff_wait_s,
+                waiting[0].person_id, p.get("mergeId"), p.get("other"), cfg.handoff_wait_s,
             )  # fmt: skip
             metrics.HANDOFFS.labels(step="missing").inc()
-            break
+            got = []
         st.waiting = None
         self._wait_since = 0.0
-        return self._run(held[1:], out)
+        return self._run([*got, *waiting[1:]], out)
 
     # ------------------------------------------------------------------ events
 
@@ -424,7 +458,7 @@ class ProfileLogic:
         and every scored profile is rescored as of that time."""
         cfg = self._cfg
         out: list[Any] = []
-        if self._state.waiting is not None:  # no timer fires after the end: wait here
+        while self._state.waiting is not None:  # no timer fires after the end: wait here
             self._look_again(out, True)
         st = self._state
         # Every partition has been read to its end: the newest time of them all holds.

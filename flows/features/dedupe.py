@@ -67,6 +67,7 @@ class SeenIds:
     def absorb(self, other: SeenIds) -> None:
         """Remember `other`'s ids too (a merge of two persons: a repeat under either is
         one), each at its earlier time; then the window and the cap as usual."""
+        self.newest_ms = max(self.newest_ms, other.newest_ms)
         if not len(other):
             return
         times: dict[int, int] = {}
@@ -78,7 +79,6 @@ class SeenIds:
                     times[key] = ts
         keys = sorted(times)
         self._held = array("q", keys + [times[k] for k in keys])
-        self.newest_ms = max(self.newest_ms, other.newest_ms)
         self._oldest_ms = min(times.values())
         if len(keys) > self.cap or self._oldest_ms < self.newest_ms - self.ttl_ms:
             self._evict()

@@ -309,6 +309,8 @@ class ProfileFeatures:
         feature with its kernel's merge: what one profile would hold had it seen the events
         of both (a merge of two persons). Every feature held is marked changed."""
         plan = self._plan
+        if other.max_ts > self.max_ts:
+            self.max_ts = other.max_ts
         theirs = dict(other._states())
         if not theirs:
             return
@@ -333,8 +335,6 @@ class ProfileFeatures:
             )
         self.data, self.lens, self.objs, self.held = data, lens, objs or None, held
         self.dirty |= held
-        if other.max_ts > self.max_ts:
-            self.max_ts = other.max_ts
         if plan.sweep_ms:
             self._expire()
 

@@ -4,14 +4,30 @@ its notice before the loser has handed off, and then holds its records until it 
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
+import threading
+import time
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSource, run_main
 
 from flows.core.contract import ENGINE, Event
 from flows.core.settings import load_settings
 from flows.core.streamtime import StreamClock
 from flows.dataflow.build import feature_set
 from flows.dataflow.profile import new_state
-from flows.dataflow.profile_step import ABSORB, DISCARD, HANDOFF, RETAIN, ProfileConfig, ProfileLogic
+from flows.dataflow.profile_step import (
+    ABSORB,
+    DISCARD,
+    HANDOFF,
+    RETAIN,
+    ProfileConfig,
+    ProfileLogic,
+    ProfileOut,
+)
+from flows.dataflow.stages import _profile_of, _ProfileState
 from flows.features.plan import FeaturePlan
 from flows.features.rfm import RfmSketch
 from rules.runtime import Instance
@@ -124,3 +140,59 @@ def test_a_loser_keeps_its_running_journeys_and_hands_off_what_its_events_set(va
     assert moved.profile_id == "L" and moved.features.values(T0 + 5)["orders_30d"] == 1.0
     assert moved.journeys.attrs == {"tier": ("gold", T0)} and moved.journeys.instances == []
     assert moved.scoring is None and len(moved.seen) == 1
+
+
+def test_a_chain_of_merges_at_the_end_of_input_folds_every_state_without_waiting(valkey) -> None:
+    """X merges into M, then M into C, all in the last batch, through a real Bytewax
+    stateful_batch on one worker: Bytewax asks the keys in turn and no timer fires after
+    the end, so M (itself waiting for X) hands off at once with what it holds, and C
+    waits in its place."""
+    cfg = config(valkey, Wall(), wait_s=3.0)
+    cfg = dataclasses.replace(cfg, clock=time.time, stream=StreamClock(0, time.time))
+
+    def builder(resume: object) -> _ProfileState:
+        return _ProfileState(step(cfg))
+
+    items = [
+        ev("c0", "C", "order_paid", T0, amount=1.0), ev("m0", "M", "order_paid", T0 + 1, amount=10.0),
+        ev("x0", "X", "order_paid", T0 + 2, amount=100.0),
+        notice(HANDOFF, "X", "ch1", "M", T0 + 10), notice(ABSORB, "M", "ch1", "X", T0 + 10),
+        ev("r1", "M", "page_view", T0 + 10),
+        notice(HANDOFF, "M", "ch2", "C", T0 + 20), notice(ABSORB, "C", "ch2", "M", T0 + 20),
+        ev("r2", "C", "order_paid", T0 + 20, amount=0.5),
+    ]  # fmt: skip
+    flow = Dataflow("chain")
+    keyed = op.key_on("k", op.input("in", flow, TestingSource(items, batch_size=100)), _profile_of)
+    seen: list[tuple[str, ProfileOut]] = []
+    op.inspect("i", op.stateful_batch("profile", keyed, builder), lambda _, kv: seen.append(kv))
+    started = time.monotonic()
+    run_main(flow)
+    assert time.monotonic() - started < 2.0  # no wait ran out
+    last = {key: u for key, out in seen for u in out.updates}
+    c = last["C"].full or last["C"].values
+    assert (c["orders_30d"], c["revenue_30d"]) == (4.0, 111.5)  # one person's four orders
+    stored = sorted(e.event_id for _, out in seen for e in out.events if e.origin != ENGINE)
+    assert stored == ["c0", "m0", "r1", "r2", "x0"]
+
+
+def test_at_the_end_of_input_a_winner_waits_for_every_hand_off_it_holds(valkey) -> None:
+    cfg = config(valkey, Wall(), wait_s=5.0)
+    cfg = dataclasses.replace(cfg, clock=time.time, stream=StreamClock(0, time.time))
+    w, l1, l2 = step(cfg), step(cfg), step(cfg)
+    l1.on_batch([ev("l1", "L1", "order_paid", T0, amount=10.0)])
+    l2.on_batch([ev("l2", "L2", "order_paid", T0 + 1, amount=20.0)])
+    w.on_batch([ev("w0", "W", "order_paid", T0 + 2, amount=30.0)])
+    w.on_batch(
+        [
+            notice(ABSORB, "W", "e1", "L1", T0 + 10), ev("r1", "W", "order_paid", T0 + 10, amount=1.0),
+            notice(ABSORB, "W", "e2", "L2", T0 + 11), ev("r2", "W", "order_paid", T0 + 11, amount=2.0),
+        ]
+    )  # fmt: skip
+    l1.on_batch([notice(HANDOFF, "L1", "e1", "W", T0 + 10)])
+    late = threading.Timer(0.3, lambda: l2.on_batch([notice(HANDOFF, "L2", "e2", "W", T0 + 11)]))
+    late.start()  # the second loser on another worker, a moment later
+    got, _ = w.on_eof()
+    late.join()
+    assert w._state.waiting is None
+    assert [e.event_id for out in got for e in out.events if e.origin != ENGINE] == ["r1", "r2"]
+    assert orders(w, T0 + 11) == (5.0, 63.0)

@@ -168,7 +168,7 @@ def test_running_journeys_as_the_engine_last_wrote_them(broker, engine_settings,
     [running] = [r for r in orjson.loads(got.stdout)["running"] if r["journey_id"] == "slow_followup"]
     assert running == {
         "journey_id": "slow_followup", "journey_version": 1, "next": "later",
-        "waiting_until": "2026-10-21T04:00:00Z", "entered": "2026-09-21T04:00:00Z",
+        "waiting_until": "2026-10-21T04:00:00Z", "entered": "2026-09-21T04:00:00Z", "under": "",
     }  # fmt: skip
     table = runner.invoke(app, ["profile", "show", crm], env=env, terminal_width=200)
     assert "slow_followup v1: entered 2026-09-21T04:00:00Z, next later, waiting until" in table.stdout

@@ -112,6 +112,7 @@ def _print(v: dict[str, Any]) -> None:
         out.print("running journeys:", style="bold")
         for r in v["running"]:
             wait = f", waiting until {r['waiting_until']}" if r["waiting_until"] else ""
+            wait += f" (under {r['under']})" if r["under"] else ""
             out.print(f"  {r['journey_id']} v{r['journey_version']}: entered {r['entered']}, next "
                       f"{r['next'] or '(end)'}{wait}", highlight=False)  # fmt: skip
     if v["journeys"]:

@@ -78,3 +78,33 @@ def test_merged_dedupe_memory_stays_in_its_window_and_cap(ids):
     assert len(a) <= 16 and a.newest_ms == newest
     held = a.__getstate__()[3]
     assert all(t >= newest - 5_000 for t in held[len(a) :])  # nothing behind the window
+
+
+def test_a_merge_keeps_the_newest_event_time_even_when_the_other_holds_no_feature():
+    # a plan with only an order count: a page view leaves no state, but moves the newest time
+    from flows.features.declarations import parse_features
+
+    fs = parse_features(
+        {"feature": [{"name": "orders_7d", "agg": "count", "types": ["order_paid"], "window": "7d"}]}
+    )
+    plan = FeaturePlan(fs)
+    a, b = ProfileFeatures(plan, LATENESS), ProfileFeatures(plan, LATENESS)
+    assert a.add(ev(1, "order_paid", BASE_TS))
+    assert b.add(ev(2, "page_view", BASE_TS + 5 * H))
+    a.absorb(b)
+    assert a.max_ts == BASE_TS + 5 * H
+    assert not a.add(ev(3, "order_paid", BASE_TS + 3 * H))  # late for the person, as for one fold
+
+
+def test_merged_journey_memory_keeps_the_newest_attributes_within_the_bound():
+    from rules.attributes import MAX_ATTRS
+    from rules.runtime import ProfileJourneys
+
+    a, b = ProfileJourneys(), ProfileJourneys()
+    a.attrs = {f"a{i}": (i, 1_000 + i) for i in range(MAX_ATTRS)}
+    b.attrs = {f"b{i}": (i, 2_000 + i) for i in range(MAX_ATTRS)}
+    b.attrs["a0"] = ("newer", 5_000)
+    a.absorb(b.hand_off())
+    assert len(a.attrs) == MAX_ATTRS
+    assert a.attrs["a0"] == ("newer", 5_000)  # the newest update of each, the newest 64 kept
+    assert set(a.attrs) == {"a0", *(f"b{i}" for i in range(1, MAX_ATTRS))}
