@@ -132,8 +132,9 @@ def show(
         view.linked = [f"{i.name}:{i.key[:12]}" for i in linked]
         if routed:
             view.ids += [m.key for m in graph.members_of(person) if m.name == PERSON]
-    _activity(view, ch, db, routed)
-    _attributes(view, ch, db, routed)
+    col = "person_id" if routed else "profile_id"  # what the events are found by
+    _activity(view, ch, db, col)
+    _attributes(view, ch, db, col)
     _redis(view, client)
     _decisions(view, ch, db, decisions)
     if not view.events and not view.features and not view.decisions and view.person is None:
@@ -158,9 +159,8 @@ def _ms(ms: str | None) -> str:
     return datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _activity(view: ProfileView, ch: Client, db: str, routed: bool) -> None:
+def _activity(view: ProfileView, ch: Client, db: str, col: str) -> None:
     p = {"p": view.ids}
-    col = "person_id" if routed else "profile_id"
     row = ch.query(
         f"SELECT countIf(source != {{e:String}}), count(), min(ts), max(ts) FROM {db}.events "
         f"WHERE {col} IN {{p:Array(String)}}",
@@ -175,7 +175,7 @@ def _activity(view: ProfileView, ch: Client, db: str, routed: bool) -> None:
         parameters=p,
     ).result_rows
     view.identifiers = {k: v for k, v in rows}
-    if routed:  # the ids its events arrived with
+    if col == "person_id":  # the ids its events arrived with
         rows = ch.query(
             f"SELECT profile_id FROM {db}.events WHERE person_id IN {{p:Array(String)}} "
             f"AND source != {{e:String}} GROUP BY profile_id ORDER BY max(ts) DESC, profile_id LIMIT 20",
@@ -184,10 +184,9 @@ def _activity(view: ProfileView, ch: Client, db: str, routed: bool) -> None:
         view.also = [r[0] for r in rows if r[0] != view.profile_id]
 
 
-def _attributes(view: ProfileView, ch: Client, db: str, routed: bool) -> None:
+def _attributes(view: ProfileView, ch: Client, db: str, col: str) -> None:
     """The attributes as the engine learns them, replayed from the stored profile events
     in stream order (the newest event time wins per attribute, `null` clears it)."""
-    col = "person_id" if routed else "profile_id"
     rows = ch.query(
         f"SELECT props, pii_hashes, toUnixTimestamp64Milli(ts) FROM {db}.events FINAL "
         f"WHERE {col} IN {{p:Array(String)}} AND type IN {{t:Array(String)}} "
@@ -225,9 +224,11 @@ def _redis(view: ProfileView, client: Any) -> None:
             f"{f[-1].upper()}{int(float(feats.get(f, '0')))}" for f in ("rfm_r", "rfm_f", "rfm_m")
         )
     view.features_as_of = _ms(feats.get("as_of"))
-    view.running = _running(client, feats.get("journeys", ""))
+    nodes: dict[tuple[str, int], Any] = {}  # each journey version's program, read once
+    view.running = _running(client, feats.get("journeys", ""), nodes)
     for merged in view.ids[1:]:  # a merged alias's instances run out under its own id
-        view.running += _running(client, text(client.hget(feature_key(merged), "journeys") or b""), merged)
+        written = text(client.hget(feature_key(merged), "journeys") or b"")
+        view.running += _running(client, written, nodes, merged)
     scores = {text(k): text(v) for k, v in client.hgetall(score_key(pid)).items()}
     for k, v in sorted(scores.items()):
         if k.endswith((":version", ":as_of")):
@@ -239,17 +240,22 @@ def _redis(view: ProfileView, client: Any) -> None:
         }
 
 
-def _running(client: Any, written: str, under: str = "") -> list[dict[str, Any]]:
+def _running(
+    client: Any, written: str, programs: dict[tuple[str, int], Any], under: str = ""
+) -> list[dict[str, Any]]:
     """The running instances the engine wrote (`ProfileJourneys.running`), each with the
-    node it goes to next, read from the journey's version in the catalog; `under` names
-    the merged alias they run under ("" the profile itself)."""
+    node it goes to next, read from the journey's version in the catalog (`programs`
+    caches them); `under` names the merged alias they run under ("" the profile itself)."""
     out = []
     for item in filter(None, written.split(",")):
         jid, version, pc, resume, entered = item.split("|")
         node = ""
         if int(pc) >= 0:
+            key = (jid, int(version))
             try:
-                node = program(read_journey(client, jid, int(version)))[int(pc)].node.id
+                if key not in programs:
+                    programs[key] = program(read_journey(client, jid, int(version)))
+                node = programs[key][int(pc)].node.id
             except (ConfigError, IndexError):
                 node = f"#{pc}"  # that version is gone from the catalog
         out.append(

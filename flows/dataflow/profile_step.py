@@ -97,6 +97,12 @@ HANDOFF = "person_handoff"
 ABSORB = "person_absorb"
 POLL_S = 0.05  # how often a winner waiting for a hand-off looks again
 
+
+def _notice(e: Event) -> bool:
+    """Whether `e` is a hand-off notice of the persons step, not a record."""
+    return (e.type == HANDOFF or e.type == ABSORB) and e.origin == ENGINE
+
+
 NO_SNAPSHOT = 1 << 62  # a snapshot interval never reached: time alone writes no snapshot row
 
 # Which `ProfileOut` list each kind of item the profile state emits goes to.
@@ -229,7 +235,7 @@ class ProfileLogic:
         while i < len(queue):
             e = queue[i]
             kind = e.type
-            if (kind != HANDOFF and kind != ABSORB) or e.origin != ENGINE:
+            if not _notice(e):
                 i += 1
                 continue
             if i > start:
@@ -250,7 +256,7 @@ class ProfileLogic:
             i += 1
             start = i
         if start < len(queue):
-            out.extend(self._events(queue[start:]))
+            out.extend(self._events(queue[start:] if start else queue))
         st = self._state
         if (
             self._handed_off
@@ -267,7 +273,7 @@ class ProfileLogic:
         records before it going with the state. What came after that notice, or None
         while waiting."""
         for k, x in enumerate(held):
-            if x.type == HANDOFF and x.origin == ENGINE:
+            if _notice(x) and x.type == HANDOFF:
                 self._state.waiting = held[:k]
                 self._hand_off(x)  # takes `waiting` with the state
                 self._wait_since = 0.0
@@ -321,19 +327,19 @@ class ProfileLogic:
             self._wait_since = cfg.clock()
         got = self._absorb(waiting[0])
         while got is None:
-            if cfg.clock() - self._wait_since < cfg.handoff_wait_s:
-                if not block:
-                    return RETAIN
+            if cfg.clock() - self._wait_since >= cfg.handoff_wait_s:
+                p = waiting[0].props
+                log.error(
+                    "person %s: no hand-off of merge %s from %s after %.0f s; going on without that state",
+                    waiting[0].person_id, p.get("mergeId"), p.get("other"), cfg.handoff_wait_s,
+                )  # fmt: skip
+                metrics.HANDOFFS.labels(step="missing").inc()
+                got = []
+            elif not block:
+                return RETAIN
+            else:
                 time.sleep(POLL_S)
                 got = self._absorb(waiting[0])
-                continue
-            p = waiting[0].props
-            log.error(
-                "person %s: no hand-off of merge %s from %s after %.0f s; going on without that state",
-                waiting[0].person_id, p.get("mergeId"), p.get("other"), cfg.handoff_wait_s,
-            )  # fmt: skip
-            metrics.HANDOFFS.labels(step="missing").inc()
-            got = []
         st.waiting = None
         self._wait_since = 0.0
         return self._run([*got, *waiting[1:]], out)

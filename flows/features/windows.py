@@ -318,12 +318,9 @@ class ProfileFeatures:
         data, lens = array("d"), array("H")
         objs: list[Any] = []
         held = self.held | other.held
-        rest = held
-        while rest:
-            low = rest & -rest
-            rest ^= low
-            i = low.bit_length() - 1
-            k = plan.kernels[i]
+        kernels = plan.kernels
+        for i, _, _, _, _ in plan.held(held):
+            k = kernels[i]
             assert k is not None  # only kernels hold state
             a, b = mine.get(i), theirs.get(i)
             _append(
