@@ -15,7 +15,7 @@ Layout (external services read it directly)::
 
 A feature without a value (an ``avg`` with nothing to average, ...) is absent from the
 hash. Updates write only the fields that may have changed (the features the new events
-touched, those that move with time, windows that crossed a bucket edge); every
+touched, those that move with time, windows a bucket holding data left); every
 ``features.snapshot_interval_s`` of event time the whole map is written again.
 
 Delivery: at-least-once and idempotent (a replay writes the same values); each
@@ -80,18 +80,19 @@ class RedisFeatureStore(HashStoreSink[FeatureUpdate]):
     def writes(self, items: list[FeatureUpdate]) -> list[HashWrite]:
         out = []
         for u in coalesce(items):
-            fields: dict[str, float | int | str] = dict(u.values)
-            fields["as_of"] = u.as_of_ms
+            numbers: dict[str, float | int] = dict(u.values)
+            numbers["as_of"] = u.as_of_ms
+            text: dict[str, str] = {}
             if u.tags is not None:
-                fields["tags"] = ",".join(u.tags)
+                text["tags"] = ",".join(u.tags)
             if u.segment is not None:
-                fields["segment"] = u.segment
+                text["segment"] = u.segment
             if u.journeys is not None:
-                fields["journeys"] = u.journeys
+                text["journeys"] = u.journeys
             # The TTL is refreshed with every snapshot (enough, and half the commands), and
             # with the running journeys (rare, and they may outlive the features' TTL).
             ttl = u.full is not None or u.journeys is not None
-            out.append(HashWrite(feature_key(u.profile_id), fields, u.removed, ttl))
+            out.append(HashWrite(feature_key(u.profile_id), numbers, text, u.removed, ttl))
         return out
 
     def written(self, items: list[FeatureUpdate]) -> None:

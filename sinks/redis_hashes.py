@@ -16,6 +16,7 @@ from itertools import chain
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import hiredis
+import orjson
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
@@ -28,12 +29,18 @@ T = TypeVar("T")
 
 
 class HashWrite(NamedTuple):
-    """What one flush does to one hash: set fields, delete fields, refresh the TTL."""
+    """What one flush does to one hash: set fields (numbers and text apart: a flush's
+    numbers are formatted together), delete fields, refresh the TTL."""
 
     key: str
-    fields: Mapping[str, str | int | float]
+    numbers: Mapping[str, float | int]
+    text: Mapping[str, str] = {}
     removed: tuple[str, ...] = ()
     expire: bool = True
+
+    @property
+    def fields(self) -> dict[str, str | float | int]:
+        return {**self.numbers, **self.text}
 
 
 class HashStoreSink(DynamicSink[T], Generic[T]):
@@ -116,16 +123,33 @@ class _HashStorePartition(StatelessSinkPartition[T]):
 def _pack(writes: list[HashWrite], ttl_ms: int) -> list[bytes]:
     """The flush's commands in wire format, packed in C by hiredis (redis-py's own packing
     encodes every argument in Python: it was most of this sink's time under the GIL).
-    Numbers are written as redis-py writes them (``repr``: "3", "129.5")."""
+
+    Every number of the flush is formatted in one ``orjson.dumps`` (shortest round trip,
+    as ``repr``: "3", "129.5"; ~0.1 µs a number where ``repr`` inside hiredis took ~0.5,
+    the largest share of this sink's time); a non-finite one falls back to ``repr``."""
     pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command  # (its stub says a 1-tuple)
+    numbers = _numbers(writes)
     out = []
+    at = 0
     for w in writes:
-        out.append(pack(("HSET", w.key, *chain.from_iterable(w.fields.items()))))
+        n = len(w.numbers)
+        fields = chain(zip(w.numbers, numbers[at : at + n], strict=True), w.text.items())
+        out.append(pack(("HSET", w.key, *chain.from_iterable(fields))))
+        at += n
         if w.removed:
             out.append(pack(("HDEL", w.key, *w.removed)))
         if w.expire:
             out.append(pack(("PEXPIRE", w.key, ttl_ms)))
     return out
+
+
+def _numbers(writes: list[HashWrite]) -> list[bytes]:
+    """The decimal text of every write's numbers, in order."""
+    values = [v for w in writes for v in w.numbers.values()]
+    blob = orjson.dumps(values)
+    if b"null" in blob:  # orjson writes NaN and infinities as null: those as repr does
+        return [repr(v).encode() for v in values]
+    return blob[1:-1].split(b",") if values else []
 
 
 def _cluster_pipeline(client: redis.RedisCluster, writes: list[HashWrite], ttl_ms: int) -> None:

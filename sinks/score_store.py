@@ -33,16 +33,16 @@ def score_key(profile_id: str) -> str:
     return f"{KEY_PREFIX}{{{profile_id}}}"
 
 
-def score_fields(s: Score) -> dict[str, str | int]:
-    """The hash fields one score sets.
+def score_fields(s: Score) -> dict[str, float | int]:
+    """The hash fields one score sets (the score to 6 decimals).
 
     >>> score_fields(Score("churn", "p1", "p1", 0.25, 3, 1000, (), 0))
-    {'churn': '0.25', 'churn:version': 3, 'churn:as_of': 1000}
-    >>> score_fields(Score("win", "op7", "p1", 0.5, 2, 1000, (), 0))
-    {'win:op7': '0.5', 'win:op7:version': 2, 'win:op7:as_of': 1000}
+    {'churn': 0.25, 'churn:version': 3, 'churn:as_of': 1000}
+    >>> score_fields(Score("win", "op7", "p1", 0.1234567, 2, 1000, (), 0))
+    {'win:op7': 0.123457, 'win:op7:version': 2, 'win:op7:as_of': 1000}
     """
     base = s.model if s.entity_id == s.profile_id else f"{s.model}:{s.entity_id}"
-    return {base: repr(round(s.score, 6)), f"{base}:version": s.version, f"{base}:as_of": s.as_of_ms}
+    return {base: round(s.score, 6), f"{base}:version": s.version, f"{base}:as_of": s.as_of_ms}
 
 
 class RedisScoreStore(HashStoreSink[Score]):
@@ -52,7 +52,7 @@ class RedisScoreStore(HashStoreSink[Score]):
     what = "Redis (scores)"
 
     def writes(self, items: list[Score]) -> list[HashWrite]:
-        per_profile: dict[str, dict[str, str | int]] = {}
+        per_profile: dict[str, dict[str, float | int]] = {}
         for s in items:  # later scores win field by field
             per_profile.setdefault(s.profile_id, {}).update(score_fields(s))
         return [HashWrite(score_key(pid), fields) for pid, fields in per_profile.items()]
