@@ -77,6 +77,16 @@ class FeaturePlan:
             for d in fs.features
         ]
         self.sweep_ms = min((w for w, _ in self.reach if w), default=0)
+        # Per windowed feature, where its buckets are: (bucket width, buckets per window,
+        # windows (2 for a trend), numbers before the buckets, numbers per bucket; 0 for an
+        # object state, whose list alternates bucket and values). A window's value changes
+        # with time only when a bucket holding data leaves it (`ProfileFeatures.changed_bits`).
+        self.edges = [
+            (d.bucket_ms, d.buckets, 2 if d.agg == "trend" else 1, k.head, k.step)
+            if d.bucket_ms and k is not None
+            else (0, 0, 0, 0, 0)
+            for d, k in zip(fs.features, self.kernels, strict=True)
+        ]
         # Every width a multiple of the narrowest: no window moves while that one does not.
         self.nested = all(w % self.sweep_ms == 0 for w in widths)
         self.tags = fs.tags

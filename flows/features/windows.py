@@ -125,14 +125,16 @@ class ProfileFeatures:
         `max_ts`: buckets behind every window, and a windowed feature's whole state once it
         holds none. So a profile's state follows its recent activity, not every event type
         it ever had (an order 200 days ago keeps nothing in `orders_90d`). Reads are never
-        earlier than `max_ts` (`ProfileState.as_of`), so no value changes; a dropped
-        feature is marked dirty so its next update reports its empty value."""
+        earlier than `max_ts` (`ProfileState.as_of`), so no value changes; a feature that
+        lost a bucket is marked dirty so its next update reports its new value (a bucket gone
+        can no longer show that it left the window since then), a dropped one its empty value."""
         top = self.max_ts
         plan = self._plan
         reach, kernels = plan.reach, plan.kernels
         data, lens, objs = self.data, self.lens, self.objs
         pos = k = 0  # segment k starts at pos
         dropped = 0
+        left = 0  # features a bucket left (their values may have changed since the last read)
         gone = 0  # object states dropped so far
         for i, bit, _, _, j in plan.held(self.held):
             n = lens[k]
@@ -142,22 +144,30 @@ class ProfileFeatures:
                 assert kern is not None and kern.evict is not None  # windowed: a kernel that evicts
                 first = float(top // width - keep + 1)
                 if j >= 0:
-                    if not kern.evict(objs[j - gone], 0, 0, first):  # type: ignore[index]
+                    buckets = objs[j - gone]  # type: ignore[index]
+                    before = len(buckets)
+                    if not kern.evict(buckets, 0, 0, first):
                         del objs[j - gone]  # type: ignore[union-attr]
                         gone += 1
                         del lens[k]
                         dropped |= bit
                         continue
+                    if len(buckets) < before:
+                        left |= bit
                 else:
+                    before = n
                     n = kern.evict(data, pos, n, first)
                     if n == kern.head:  # no bucket left
                         del data[pos : pos + n]
                         del lens[k]
                         dropped |= bit
                         continue
+                    if n < before:
+                        left |= bit
                     lens[k] = n
             pos += n
             k += 1
+        self.dirty |= left
         if dropped:
             self.held &= ~dropped
             self.dirty |= dropped
@@ -229,12 +239,49 @@ class ProfileFeatures:
     ) -> tuple[dict[str, float], list[str]]:
         """Features whose value may differ from what they were as of `since`: those events
         touched since the last call, those that move with time (recency, decay), windows
-        that crossed a bucket edge, and every expr. Returns (values, names now absent).
+        a bucket holding data left, and every expr. Returns (values, names now absent).
 
         `full`, when the caller has it, is ``values(as_of)``: the values are read from it
         instead of computed again."""
         values, gone, _ = self.changed_bits(as_of, since, full)
         return values, gone
+
+    def _left(self, bits: int, early: int, late: int) -> int:
+        """Of the windowed features in `bits` (no event touched since `early` or `late`),
+        those whose value differs between the two times: a bucket holding data is in one
+        window and not the other. Their buckets are all at or before both times' buckets,
+        so that is a bucket behind the later window's start and not behind the earlier's."""
+        plan = self._plan
+        edges = plan.edges
+        data, objs = self.data, self.objs
+        out = 0
+        pos = 0
+        for (i, bit, _, _, j), n in zip(plan.held(self.held), self.lens, strict=True):
+            if bits & bit:
+                width, nb, windows, head, step = edges[i]
+                lo, hi = early // width, late // width
+                k = 1
+                while k <= windows and not out & bit:
+                    first, last = float(lo - k * nb + 1), float(hi - k * nb + 1)  # [first, last) left
+                    if j >= 0:
+                        buckets: list[Any] = objs[j]  # type: ignore[index]
+                        q, end = 0, len(buckets)
+                        while q < end:
+                            if first <= buckets[q] < last:
+                                out |= bit
+                                break
+                            q += 2
+                    else:
+                        q, end = pos + head, pos + n
+                        while q < end:
+                            b = data[q]
+                            if first <= b < last:
+                                out |= bit
+                                break
+                            q += step
+                    k += 1
+            pos += n
+        return out
 
     def changed_bits(
         self, as_of: int, since: int, full: Mapping[str, float] | None = None
@@ -248,9 +295,13 @@ class ProfileFeatures:
         mask |= held & plan.continuous
         sweep = plan.sweep_ms
         if sweep and (not plan.nested or as_of // sweep != since // sweep):
+            crossed = 0
             for width, bits in plan.windowed:
                 if held & bits and as_of // width != since // width:
-                    mask |= held & bits
+                    crossed |= held & bits
+            crossed &= ~mask
+            if crossed:
+                mask |= self._left(crossed, min(as_of, since), max(as_of, since))
         out: dict[str, float] = {}
         gone: list[str] = []
         if not mask:

@@ -882,6 +882,46 @@ def test_changed_read_from_the_full_map_is_the_same_answer(events, offsets):
         since = as_of
 
 
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams(), st.lists(st.integers(0, 9 * D), min_size=1, max_size=30), st.booleans())
+def test_changed_reports_every_feature_whose_value_moved(events, offsets, objects):
+    """Between two updates (events or only time in between, silences up to 9 days), every
+    feature whose value differs is reported: with its new value, or as gone."""
+    fs = OBJECT_FEATURES if objects else FEATURES
+    pf = ProfileFeatures(FeaturePlan(fs), lateness_ms=LATENESS)
+    since = newest = None
+    before: dict[str, float] = {}
+    for k, e in enumerate(events):
+        pf.add(e)
+        newest = e.ts_ms if newest is None else max(newest, e.ts_ms)
+        as_of = newest + offsets[k % len(offsets)]
+        if since is None:
+            since = as_of
+            pf.changed(as_of, as_of)
+            before = pf.values(as_of)
+            continue
+        values, gone = pf.changed(as_of, since)
+        now = pf.values(as_of)
+        moved = {n for n in before.keys() | now.keys() if before.get(n) != now.get(n)}
+        assert moved <= values.keys() | set(gone), moved - values.keys() - set(gone)
+        assert all(now[n] == v for n, v in values.items()) and not set(gone) & now.keys()
+        since, before = as_of, now
+
+
+def test_a_window_is_reported_when_a_bucket_with_data_leaves_it_not_at_every_edge():
+    """A silent profile's 7-day count moves only when its order's day leaves the window:
+    crossing the windows' daily edges alone reports nothing (nothing to write)."""
+    pf = ProfileFeatures(FeaturePlan(FEATURES), lateness_ms=LATENESS)
+    pf.add(ev(0, "order_paid", BASE_TS, {"amount": 20, "sku": "A"}))
+    pf.changed(BASE_TS, BASE_TS)
+    values, _ = pf.changed(BASE_TS + 3 * D, BASE_TS)
+    assert "orders_7d" not in values and "revenue_24h" in values  # the order's day left 24h only
+    values, _ = pf.changed(BASE_TS + 5 * D, BASE_TS + 3 * D)
+    assert not {"orders_7d", "revenue_24h"} & values.keys()  # both already as they stay
+    values, _ = pf.changed(BASE_TS + 8 * D, BASE_TS + 5 * D)
+    assert values["orders_7d"] == 0.0
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams(), st.lists(st.integers(0, 3 * D), min_size=1, max_size=30), st.integers(0, 2**40))
 def test_a_partial_read_is_the_full_map_cut_to_the_features_asked(events, offsets, pick):
