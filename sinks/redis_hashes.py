@@ -146,10 +146,12 @@ def _pack(writes: list[HashWrite], ttl_ms: int) -> list[bytes]:
 def _numbers(writes: list[HashWrite]) -> list[bytes]:
     """The decimal text of every write's numbers, in order."""
     values = [v for w in writes for v in w.numbers.values()]
+    if not values:
+        return []
     blob = orjson.dumps(values)
     if b"null" in blob:  # orjson writes NaN and infinities as null: those as repr does
         return [repr(v).encode() for v in values]
-    return blob[1:-1].split(b",") if values else []
+    return blob[1:-1].split(b",")
 
 
 def _cluster_pipeline(client: redis.RedisCluster, writes: list[HashWrite], ttl_ms: int) -> None:

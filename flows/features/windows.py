@@ -259,27 +259,19 @@ class ProfileFeatures:
         for (i, bit, _, _, j), n in zip(plan.held(self.held), self.lens, strict=True):
             if bits & bit:
                 width, nb, windows, head, step = edges[i]
+                # The bucket indices: every other item of an object state's list, else every
+                # `step`-th number of the segment after its head.
+                seq: Any = objs[j] if j >= 0 else data  # type: ignore[index]
+                start, end, stride = (0, len(seq), 2) if j >= 0 else (pos + head, pos + n, step)
                 lo, hi = early // width, late // width
-                k = 1
-                while k <= windows and not out & bit:
+                for k in range(1, windows + 1):
                     first, last = float(lo - k * nb + 1), float(hi - k * nb + 1)  # [first, last) left
-                    if j >= 0:
-                        buckets: list[Any] = objs[j]  # type: ignore[index]
-                        q, end = 0, len(buckets)
-                        while q < end:
-                            if first <= buckets[q] < last:
-                                out |= bit
-                                break
-                            q += 2
-                    else:
-                        q, end = pos + head, pos + n
-                        while q < end:
-                            b = data[q]
-                            if first <= b < last:
-                                out |= bit
-                                break
-                            q += step
-                    k += 1
+                    q = start
+                    while q < end and not first <= seq[q] < last:
+                        q += stride
+                    if q < end:
+                        out |= bit
+                        break
             pos += n
         return out
 
