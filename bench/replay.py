@@ -11,8 +11,10 @@ Prints, from one run on this machine:
    (b) **full pipeline** on the shipped defaults: features, tags, RFM, the models of
        ``config/models.toml``, the journeys of ``config/journeys`` with their guards, and
        every sink a file replay has (ClickHouse tables, Redis features and scores);
+   (c) the same **without models**: nothing is scored, so a silent customer is never woken
+       to be rescored as of stream time; (b) against (c) is what aging the scores costs;
 
-2. the ratio (b)/(a) beside the targets (≥ 0.35× and ≥ 5,000 events/s);
+2. the ratio (b)/(a) beside the targets (≥ 0.35× and ≥ 5,000 events/s), and (c)/(a);
 3. the rows each run left per ClickHouse table (``FINAL``), and rows per input event.
 
 The wall time is the dataflow's run alone: from the first line read to the last row
@@ -83,8 +85,9 @@ def write_events(events: list[bytes], folder: Path, name: str = "cdnow.jsonl") -
     return path
 
 
-def settings_for(path: Path, chdb: Path, redis_url: str, full: bool) -> Settings:
-    """A file replay at full speed; `full`: the shipped defaults, else features off."""
+def settings_for(path: Path, chdb: Path, redis_url: str, full: bool, models: bool = True) -> Settings:
+    """A file replay at full speed; `full`: the shipped defaults (without models unless
+    `models`), else features off."""
     return load_settings(
         env={},
         overrides={
@@ -93,6 +96,7 @@ def settings_for(path: Path, chdb: Path, redis_url: str, full: bool) -> Settings
             "redis": {"url": redis_url},
             "metrics": {"port": 0},
             "features": {"enabled": full},
+            "models": {"enabled": models},
             "engine": {"progress_interval_s": 3600},
         },
     )
@@ -108,10 +112,16 @@ BREAKDOWN = (
 
 
 def replay(
-    path: Path, chdb: Path, redis_url: str, full: bool, label: str = "", breakdown: bool = False
+    path: Path,
+    chdb: Path,
+    redis_url: str,
+    full: bool,
+    label: str = "",
+    breakdown: bool = False,
+    models: bool = True,
 ) -> Replay:
     """Replay `path` once in this process; the time is the dataflow's run only."""
-    s = settings_for(path, chdb, redis_url, full)
+    s = settings_for(path, chdb, redis_url, full, models)
     redis.Redis.from_url(redis_url).flushdb()  # guards' records of an earlier run would replay
     prepare_clickhouse(s)
     catalog = journey_catalog(s, RedisService(s.redis, chdb.parent, RetryPolicy()))
@@ -133,10 +143,19 @@ def replay(
     return Replay(label or ("full pipeline" if full else "features off"), n, seconds, tables, db, lines)
 
 
+@dataclass(frozen=True)
+class Replays:
+    """The three replays of one run: (a) features off, (b) full pipeline, (c) no models."""
+
+    off: Replay
+    full: Replay
+    unscored: Replay
+
+
 def measure(
     events: list[bytes], folder: Path, chdb: Path, redis_url: str, progress=print, breakdown: bool = False
-) -> tuple[Replay, Replay]:
-    """(features off, full pipeline) over `events`, after a small warm-up replay."""
+) -> Replays:
+    """(a), (b) and (c) over `events`, after a small warm-up replay."""
     warm = write_events(events[:3000], folder, "cdnow-warm.jsonl")
     replay(warm, chdb, redis_url, True)
     path = write_events(events, folder)
@@ -144,33 +163,41 @@ def measure(
     off = replay(path, chdb, redis_url, False, "(a) features off: validate, PII, dedupe, ClickHouse")
     progress(f"  {off.rate:,.0f} events/s; replay (b) full pipeline on the shipped defaults")
     full = replay(path, chdb, redis_url, True, "(b) full pipeline, shipped defaults", breakdown)
-    progress(f"  {full.rate:,.0f} events/s")
-    return off, full
+    progress(f"  {full.rate:,.0f} events/s; replay (c) the same without models")
+    unscored = replay(
+        path, chdb, redis_url, True, "(c) full pipeline without models (no aging)", models=False
+    )
+    progress(f"  {unscored.rate:,.0f} events/s")
+    return Replays(off, full, unscored)
 
 
-def report(off: Replay, full: Replay) -> str:
+def report(runs: Replays) -> str:
+    off, full, unscored = runs.off, runs.full, runs.unscored
     ratio = full.rate / off.rate
     lines = [
         f"{'replay (1 worker, in-process, from a JSONL file)':<60} {'events/s':>10} {'seconds':>8}",
-        *(f"{r.label:<60} {r.rate:>10,.0f} {r.seconds:>8.1f}" for r in (off, full)),
+        *(f"{r.label:<60} {r.rate:>10,.0f} {r.seconds:>8.1f}" for r in (off, full, unscored)),
         f"(b)/(a): {ratio:.2f}x (target >= {RATIO_TARGET}x: "
         f"{'met' if ratio >= RATIO_TARGET else 'not met'}); "
         f"(b) {full.rate:,.0f} events/s (target >= {RATE_TARGET:,}: "
         f"{'met' if full.rate >= RATE_TARGET else 'not met'})",
+        f"(c)/(a): {unscored.rate / off.rate:.2f}x; aging the scores (b against c): "
+        f"{full.seconds - unscored.seconds:.1f} s of (b)'s {full.seconds:.1f} s, "
+        f"{full.tables.get('scores', 0):,} scores",
         "",
-        f"{'ClickHouse table (rows, FINAL)':<32} {'(a)':>10} {'(b)':>10} {'(b) per event':>14}",
+        f"{'ClickHouse table (rows, FINAL)':<32} {'(a)':>10} {'(b)':>10} {'(c)':>10} {'(b) per event':>14}",
     ]
     for t in sorted(set(off.tables) | set(full.tables)):
         note = " (a view's)" if t in VIEW_TABLES else ""
-        a, b = off.tables.get(t, 0), full.tables.get(t, 0)
-        lines.append(f"{t + note:<32} {a:>10,} {b:>10,} {b / full.events:>14.2f}")
+        a, b, c = off.tables.get(t, 0), full.tables.get(t, 0), unscored.tables.get(t, 0)
+        lines.append(f"{t + note:<32} {a:>10,} {b:>10,} {c:>10,} {b / full.events:>14.2f}")
     lines.append(
         f"{'rows written by the engine':<32} {off.rows_written:>10,} {full.rows_written:>10,} "
-        f"{full.rows_written / full.events:>14.2f}"
+        f"{unscored.rows_written:>10,} {full.rows_written / full.events:>14.2f}"
     )
     lines.append(
         f"rows written per input event: (a) {off.rows_written / off.events:.2f}, "
-        f"(b) {full.rows_written / full.events:.2f}"
+        f"(b) {full.rows_written / full.events:.2f}, (c) {unscored.rows_written / unscored.events:.2f}"
     )
     if full.breakdown:
         lines += ["", "(b) by kind:", *(f"  {b}" for b in full.breakdown)]
@@ -198,11 +225,11 @@ def main() -> None:
         valkey = RedisService(load_settings(env={}).redis, folder, RetryPolicy())  # embedded
         url = valkey.start()
         try:
-            off, full = measure(events, folder, folder / "ch", url, breakdown=args.breakdown)
+            runs = measure(events, folder, folder / "ch", url, breakdown=args.breakdown)
         finally:
             valkey.stop()
     print()
-    print(report(off, full))
+    print(report(runs))
 
 
 if __name__ == "__main__":
