@@ -17,20 +17,16 @@ worker at its next call, with the child's traceback.
 
 from __future__ import annotations
 
-import multiprocessing
 import pickle
 import queue
 import signal
-import sys
 import threading
 import traceback
-import types
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
+from flows.core import children
 from flows.core.messages import LearnerItem, ModelMetric
 from scoring.learner import Learner, PublishedModel
 
@@ -88,17 +84,12 @@ class InProcess:
     """The learner in a child process; the same calls as `InWorker`."""
 
     def __init__(self, learner: Learner) -> None:
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__])  # takes effect when the forkserver starts
+        ctx = children.context([__name__])
         requests_r, self._requests = ctx.Pipe(duplex=False)
         replies, replies_w = ctx.Pipe(duplex=False)
         self.name = learner.mdef.name
-        self._proc = ctx.Process(
-            target=serve, args=(requests_r, replies_w, pickle.dumps(learner, protocol=5)),
-            name=f"scrm-learner-{self.name}", daemon=True,
-        )  # fmt: skip
-        with _without_main():
-            self._proc.start()
+        blob = pickle.dumps(learner, protocol=5)
+        self._proc = children.start(ctx, serve, (requests_r, replies_w, blob), f"scrm-learner-{self.name}")
         requests_r.close()
         replies_w.close()
         # A reader thread empties the reply pipe as the child writes it, so neither side
@@ -153,26 +144,6 @@ class InProcess:
     def _check(self) -> None:
         if self._failed:
             raise RuntimeError(f"the learner process of {self.name} failed:\n{self._failed[0]}")
-
-
-_MAIN_LOCK = threading.Lock()
-
-
-@contextmanager
-def _without_main() -> Iterator[None]:
-    """A child started in here does not import the parent's ``__main__``.
-
-    multiprocessing re-runs the main script in a forkserver child, which would run an
-    unguarded script that embeds the engine a second time inside the learner. The child
-    needs nothing from it (a learner pickles only library classes), so the script is
-    hidden while the child's start-up data is taken."""
-    with _MAIN_LOCK:
-        main = sys.modules["__main__"]
-        sys.modules["__main__"] = types.ModuleType("__main__")
-        try:
-            yield
-        finally:
-            sys.modules["__main__"] = main
 
 
 def _read(replies: Connection, results: deque[Result], answers: Answers, failed: list[str]) -> None:

@@ -75,6 +75,7 @@ class RedisFeatureStore(HashStoreSink[FeatureUpdate]):
     coalesced per profile, one pipeline per flush."""
 
     name = "redis:features"
+    item = FeatureUpdate
     what = "the Redis feature store"
 
     def writes(self, items: list[FeatureUpdate]) -> list[HashWrite]:

@@ -5,6 +5,10 @@ A store says what its items write (`HashStoreSink.writes`); this module does the
 the bounded buffer flushed by size or age and at every snapshot, the pipeline, retries
 with backoff while Redis is unreachable (then ``SinkError``: the run fails loudly), and
 the sink metrics. Delivery: at-least-once and idempotent (a replay writes the same values).
+
+By default a flush is written by a child process (`sinks.writer_process`): the worker's
+flush thread only pickles the items, and the hash writes, their packing and the round
+trips run off the worker's GIL. ``writer="thread"`` writes in the flush thread itself.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from itertools import chain
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, TypeVar, cast
 
 import hiredis
 import orjson
@@ -24,6 +28,7 @@ from flows.core import metrics
 from sinks.batching import BatchBuffer
 from sinks.redis_store import REDIS_ERRORS, connect_checked
 from sinks.retry import RetryPolicy
+from sinks.writer_process import WriterProcess
 
 T = TypeVar("T")
 
@@ -49,16 +54,19 @@ class HashStoreSink(DynamicSink[T], Generic[T]):
 
     name = "redis"
     what = "Redis"
+    item: Callable[..., T]  # the items' NamedTuple: a writer process gets them as plain tuples
 
     def __init__(
         self, url: str, ttl_s: int, timeout_s: float, retry: RetryPolicy,
         flush_interval_s: float = 0.1, flush_rows: int = 5000, max_rows: int = 100_000,
+        writer: Literal["process", "thread"] = "process",
     ) -> None:  # fmt: skip
-        self._url = url
+        self.url = url
         self.ttl_ms = ttl_s * 1000
-        self._timeout = timeout_s
+        self.timeout_s = timeout_s
         self.retry = retry
         self.flush = (flush_rows, flush_interval_s, max_rows)
+        self.writer = writer
 
     def writes(self, items: list[T]) -> list[HashWrite]:
         """The hash writes of a flush's items (later items win field by field)."""
@@ -68,14 +76,67 @@ class HashStoreSink(DynamicSink[T], Generic[T]):
         """Count what a flush wrote in the store's own metrics (none by default)."""
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _HashStorePartition[T]:
-        client = connect_checked(self._url, self._timeout, self.retry, self.what)
-        return _HashStorePartition(self, client)
+        client = connect_checked(self.url, self.timeout_s, self.retry, self.what)  # fails loudly here
+        if self.writer == "thread":
+            return _HashStorePartition(self, _Writes(self, client))
+        client.close()
+        return _HashStorePartition(self, WriterProcess(f"{self.name}-{worker_index}", _Writes(self)))
+
+
+class _Writes(Generic[T]):
+    """A flush's items written to Redis: the store's hash writes, packed and sent in one
+    pipeline, retried while Redis is unreachable. Runs in the flush thread or, pickled
+    without its client, in a writer process (which connects at its first flush)."""
+
+    def __init__(self, sink: HashStoreSink[T], client: redis.Redis | None = None) -> None:
+        self._sink = sink
+        self._client = client
+
+    def __getstate__(self) -> HashStoreSink[T]:
+        return self._sink
+
+    def __setstate__(self, sink: HashStoreSink[T]) -> None:
+        self._sink = sink
+        self._client = None
+
+    def __call__(self, items: list[Any]) -> tuple[int, int]:
+        """(profiles written, retries made). In a writer process the items arrive as plain
+        tuples (half the pickling of NamedTuples, which pickle through a Python call each)."""
+        sink = self._sink
+        if items and type(items[0]) is tuple:
+            make = sink.item
+            items = [make(*t) for t in items]
+        if self._client is None:
+            self._client = connect_checked(sink.url, sink.timeout_s, sink.retry, sink.what)
+        client = self._client
+        writes = sink.writes(items)
+        send: Callable[[], None]
+        if isinstance(client, redis.RedisCluster):  # keys on several nodes: redis-py routes them
+            send = partial(_cluster_pipeline, client, writes, sink.ttl_ms)
+        else:
+            send = partial(_pipeline, client, _pack(writes, sink.ttl_ms))
+        retries = 0
+
+        def _once() -> None:
+            nonlocal retries
+            try:
+                send()
+            except redis.RedisError:
+                retries += 1
+                raise
+
+        sink.retry.call(_once, f"write {len(writes)} profiles to {sink.what}", retry_on=REDIS_ERRORS)
+        return len(writes), retries
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
 
 
 class _HashStorePartition(StatelessSinkPartition[T]):
-    def __init__(self, sink: HashStoreSink[T], client: redis.Redis) -> None:
+    def __init__(self, sink: HashStoreSink[T], writes: _Writes[T] | WriterProcess[tuple[Any, ...]]) -> None:
         self._sink = sink
-        self._client = client
+        self._writes = writes
         self._rows = metrics.SINK_ROWS.labels(sink=sink.name)
         self._seconds = metrics.SINK_WRITE_SECONDS.labels(sink=sink.name)
         self._retries = metrics.SINK_RETRIES.labels(sink=sink.name)
@@ -90,34 +151,23 @@ class _HashStorePartition(StatelessSinkPartition[T]):
         self._buffer.flush()
 
     def _write(self, items: list[T]) -> None:
-        writes = self._sink.writes(items)
         started = time.perf_counter()
-        ttl_ms = self._sink.ttl_ms
-        client = self._client
-        send: Callable[[], None]
-        if isinstance(client, redis.RedisCluster):  # keys on several nodes: redis-py routes them
-            send = partial(_cluster_pipeline, client, writes, ttl_ms)
-        else:
-            send = partial(_pipeline, client, _pack(writes, ttl_ms))
-
-        def _once() -> None:
-            try:
-                send()
-            except redis.RedisError:
-                self._retries.inc()
-                raise
-
-        what = f"write {len(writes)} profiles to {self._sink.what}"
-        self._sink.retry.call(_once, what, retry_on=REDIS_ERRORS)
+        w = self._writes
+        if isinstance(w, _Writes):
+            rows, retries = w(items)
+        else:  # NamedTuples travel as plain tuples
+            rows, retries = w.write([tuple(x) for x in cast(list[tuple[Any, ...]], items)])
+        if retries:
+            self._retries.inc(retries)
         self._seconds.observe(time.perf_counter() - started)
-        self._rows.inc(len(writes))
+        self._rows.inc(rows)
         self._sink.written(items)
 
     def close(self) -> None:
         try:
             self._buffer.close()
         finally:
-            self._client.close()
+            self._writes.close()
 
 
 def _pack(writes: list[HashWrite], ttl_ms: int) -> list[bytes]:

@@ -49,6 +49,7 @@ class RedisScoreStore(HashStoreSink[Score]):
     """Writes served scores to ``scrm:score:{profileId}`` hashes (see module docstring)."""
 
     name = "redis:scores"
+    item = Score
     what = "Redis (scores)"
 
     def writes(self, items: list[Score]) -> list[HashWrite]:

@@ -32,7 +32,7 @@ from rich.console import Console
 
 from flows.app.gcpolicy import collect_rarely
 from flows.app.progress import ProgressReporter, RunSummary, Snapshot, render_summary
-from flows.core import compiled, metrics
+from flows.core import children, compiled, metrics
 from flows.core.contract import RawRecord
 from flows.core.errors import ConfigError, ScrmError, SinkError
 from flows.core.resources import config_dir
@@ -92,7 +92,7 @@ def make_sinks(settings: Settings) -> FlowSinks:
     models_on = features_on and settings.models.enabled
     journeys_on = features_on and settings.journeys.enabled
     r = settings.redis
-    store = RedisFeatureStore(r.url, settings.features.redis_ttl_s, r.timeout_s, retry)
+    store = RedisFeatureStore(r.url, settings.features.redis_ttl_s, r.timeout_s, retry, writer=r.writer)
     sinks = FlowSinks(
         events=[ClickHouseSink(settings.clickhouse, EVENTS, retry)],
         dead_letters=dead,
@@ -100,7 +100,7 @@ def make_sinks(settings: Settings) -> FlowSinks:
         feature_snapshots=[ClickHouseSink(settings.clickhouse, FEATURES, retry)] if features_on else [],
         scores=[
             ClickHouseSink(settings.clickhouse, SCORES, retry),
-            RedisScoreStore(r.url, settings.models.redis_ttl_s, r.timeout_s, retry),
+            RedisScoreStore(r.url, settings.models.redis_ttl_s, r.timeout_s, retry, writer=r.writer),
         ]
         if models_on
         else [],
@@ -217,6 +217,10 @@ def _graceful_sigint(control: RunControl, console: Console) -> Iterator[None]:
 def run_flow(flow: Dataflow, settings: Settings, cluster: Cluster) -> None:
     """Execute `flow` on this process's workers (and cluster peers, if any)."""
     rc = recovery_config(settings)
+    # The learners' and store writers' children fork from one forkserver that imported
+    # their code (River, NumPy) once: its preload is set before any of them starts it.
+    learners = settings.models.enabled and settings.models.learner == "process"
+    children.context([*(["scoring.learner_host"] if learners else []), "sinks.writer_process"])
     try:
         with collect_rarely(settings.engine.gc_young_threshold):
             cli_main(

@@ -113,6 +113,9 @@ class RedisSettings(_Section):
     # or redis+cluster:// / rediss+cluster:// (any node of a Redis Cluster)
     url: str = "embedded"
     timeout_s: float = Field(2.0, gt=0)
+    # Who writes the feature and score stores: a child process per store ("process", off the
+    # worker's GIL: the worker only pickles each flush) or the sink's flush thread ("thread").
+    writer: Literal["process", "thread"] = "process"
 
     @field_validator("url")
     @classmethod

@@ -133,3 +133,47 @@ def test_feature_store_writes_fail_loudly_after_redis_goes_away():
     part.write_batch([FeatureUpdate("p1", 2, {"x": 2.0}, (), None, 0)])
     with pytest.raises(SinkError, match="feature store failed after 2 attempts"):
         part.close()
+
+
+def test_a_writer_process_writes_what_the_flush_thread_would(valkey):
+    """The feature and score stores written by a child process leave the same hashes as
+    written in the flush thread; the worker's side only counts."""
+    import redis as redis_lib
+
+    from flows.core.messages import FeatureUpdate, Score
+    from sinks.feature_store import RedisFeatureStore
+    from sinks.score_store import RedisScoreStore
+
+    client = redis_lib.Redis.from_url(valkey)
+    hashes = {}
+    for writer in ("thread", "process"):
+        pid = f"wp-{writer}"
+        updates = [
+            FeatureUpdate(pid, 1, {"x": 1.5, "y": 2.0}, (), None, 0, ("vip",), "loyal"),
+            FeatureUpdate(pid, 2, {"x": 3.25}, ("y",), None, 0),
+        ]
+        scores = [Score("churn", pid, pid, 0.3333333, 4, 2, (("x", 0.1),), 0)]
+        parts = [
+            RedisFeatureStore(valkey, 60, 2.0, RetryPolicy(2, 0.01, 0.02), writer=writer).build("f", 0, 1),
+            RedisScoreStore(valkey, 60, 2.0, RetryPolicy(2, 0.01, 0.02), writer=writer).build("s", 0, 1),
+        ]
+        parts[0].write_batch(updates)
+        parts[1].write_batch(scores)
+        for p in parts:
+            p.close()  # flushes, then ends the child
+        hashes[writer] = [client.hgetall(f"scrm:features:{{{pid}}}"), client.hgetall(f"scrm:score:{{{pid}}}")]
+    assert hashes["process"] == hashes["thread"]
+    assert hashes["process"][0][b"x"] == b"3.25" and b"y" not in hashes["process"][0]
+    assert hashes["process"][1][b"churn"] == b"0.333333"
+
+
+def test_a_writer_process_that_dies_fails_the_flush_loudly(valkey):
+    from flows.core.messages import FeatureUpdate
+    from sinks.feature_store import RedisFeatureStore
+
+    part = RedisFeatureStore(valkey, 60, 2.0, RetryPolicy(2, 0.01, 0.02)).build("features", 0, 1)
+    part._writes._proc.kill()  # the child, as an OOM killer would
+    part._writes._proc.join()
+    part.write_batch([FeatureUpdate("wp-dead", 1, {"x": 1.0}, (), None, 0)])
+    with pytest.raises(SinkError, match="writer process of redis:features-0 ended"):
+        part.close()
