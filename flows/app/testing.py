@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import re
 import signal
 import socket
@@ -194,6 +195,7 @@ class EngineProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,  # its own process group, as a command run at a terminal
         )
         self.lines: collections.deque[str] = collections.deque(maxlen=keep_lines)
         self.records_in = 0
@@ -229,9 +231,10 @@ class EngineProcess:
             time.sleep(0.05)
 
     def interrupt(self, timeout: float) -> int | None:
-        """SIGINT (end input, flush, exit); the exit code, or None if it did not exit in time."""
+        """SIGINT to the engine's process group, as a Ctrl-C at a terminal sends it (end
+        input, flush, exit); the exit code, or None if it did not exit in time."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            os.killpg(self.proc.pid, signal.SIGINT)
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
