@@ -220,7 +220,8 @@ def run_flow(flow: Dataflow, settings: Settings, cluster: Cluster) -> None:
     # The learners' and store writers' children fork from one forkserver that imported
     # their code (River, NumPy) once: its preload is set before any of them starts it.
     learners = settings.models.enabled and settings.models.learner == "process"
-    children.context([*(["scoring.learner_host"] if learners else []), "sinks.writer_process"])
+    stores = ["sinks.feature_store", "sinks.score_store"]  # what the stores' writers unpickle
+    children.context([*(["scoring.learner_host"] if learners else []), "sinks.writer_process", *stores])
     try:
         with collect_rarely(settings.engine.gc_young_threshold):
             cli_main(
