@@ -91,19 +91,22 @@ class _Writes(Generic[T]):
     def __init__(self, sink: HashStoreSink[T], client: redis.Redis | None = None) -> None:
         self._sink = sink
         self._client = client
+        self._tuples = False  # items arrive as plain tuples (in a writer process)
 
     def __getstate__(self) -> HashStoreSink[T]:
         return self._sink
 
     def __setstate__(self, sink: HashStoreSink[T]) -> None:
+        # Unpickled only in a writer process, whose items come down the pipe as plain
+        # tuples (half the pickling of NamedTuples, which pickle through a Python call each).
         self._sink = sink
         self._client = None
+        self._tuples = True
 
     def __call__(self, items: list[Any]) -> tuple[int, int]:
-        """(profiles written, retries made). In a writer process the items arrive as plain
-        tuples (half the pickling of NamedTuples, which pickle through a Python call each)."""
+        """(profiles written, retries made)."""
         sink = self._sink
-        if items and type(items[0]) is tuple:
+        if self._tuples:
             make = sink.item
             items = [make(*t) for t in items]
         if self._client is None:
