@@ -44,6 +44,7 @@ import ingest as base  # noqa: E402
 import redis  # noqa: E402
 
 from flows.app.engine import journey_catalog, make_sinks, prepare_clickhouse  # noqa: E402
+from flows.core import metrics  # noqa: E402
 from flows.core.settings import Settings, load_settings  # noqa: E402
 from flows.dataflow.build import build_flow  # noqa: E402
 from flows.sources.control import RunControl  # noqa: E402
@@ -68,6 +69,9 @@ class Replay:
     tables: dict[str, int]
     database: str = ""
     breakdown: tuple[str, ...] = ()
+    wakes: int = 0  # profile timers fired
+    rescored: int = 0  # silent rescorings they made (all models)
+    late_s: float = 0.0  # stream seconds between those rescorings' due times and their scores, summed
 
     @property
     def rate(self) -> float:
@@ -129,7 +133,9 @@ def replay(
         catalog.refresh()
     source = FileSource(path, s.source.csv, 0.0, RunControl())
     flow = build_flow(s, source, make_sinks(s), journeys=catalog)
+    before = aging()
     seconds = base.timed(flow, s)
+    wakes, rescored, late_s = (a - b for a, b in zip(aging(), before, strict=True))
     client = connect(s.clickhouse)
     try:
         db = s.clickhouse.database
@@ -140,7 +146,24 @@ def replay(
     with path.open("rb") as fh:
         n = sum(1 for line in fh if line.strip())
     lines = tuple(f"{t}: {what} {k:,} ({k / n:.2f} per input event)" for t, what, k in sorted(rows))
-    return Replay(label or ("full pipeline" if full else "features off"), n, seconds, tables, db, lines)
+    label = label or ("full pipeline" if full else "features off")
+    return Replay(label, n, seconds, tables, db, lines, int(wakes), int(rescored), late_s)
+
+
+def aging() -> tuple[float, float, float]:
+    """This process's profile wakes, silent rescorings and their summed delay so far
+    (the engine's Prometheus metrics; a replay reads them before and after)."""
+    rescored = late = 0.0
+    for fam in metrics.RESCORE_DELAY.collect():
+        for sample in fam.samples:
+            if sample.name.endswith("_count"):
+                rescored += sample.value
+            elif sample.name.endswith("_sum"):
+                late += sample.value
+    wakes = sum(
+        x.value for fam in metrics.PROFILE_WAKES.collect() for x in fam.samples if x.name.endswith("_total")
+    )
+    return wakes, rescored, late
 
 
 @dataclass(frozen=True)
@@ -184,6 +207,10 @@ def report(runs: Replays) -> str:
         f"(c)/(a): {unscored.rate / off.rate:.2f}x; aging the scores (b against c): "
         f"{full.seconds - unscored.seconds:.1f} s of (b)'s {full.seconds:.1f} s, "
         f"{full.tables.get('scores', 0):,} scores",
+        f"(b)'s timers: {full.wakes:,} profile wakes ({full.wakes / full.events:.1f} per event), "
+        f"{full.rescored:,} silent rescorings, on average {full.late_s / max(1, full.rescored) / 86_400:.1f} "
+        f"days of stream time after they fell due (a replay's timers fire in wall time: how late "
+        f"they come sets how many there are)",
         "",
         f"{'ClickHouse table (rows, FINAL)':<32} {'(a)':>10} {'(b)':>10} {'(c)':>10} {'(b) per event':>14}",
     ]

@@ -127,18 +127,26 @@ class ProfileScoring:
         as_of_ms: int,
         values: Callable[[], Mapping[str, float]],
         force: bool = False,
+        delays: list[tuple[str, int]] | None = None,
     ) -> list[Out]:
         """A silent profile's timer: rescore the profile models that are due as of stream
         time (observing them too once ``observe_every`` has passed); with `force` (the end
-        of a bounded input), every scored model not yet scored as of `as_of_ms`."""
+        of a bounded input), every scored model not yet scored as of `as_of_ms`.
+
+        `delays`, when given, gets each due rescoring's model and how much stream time
+        passed between its due time and `as_of_ms` (how late the timer came)."""
         out: list[Out] = []
         for m in plan.profile_models:
             name = m.name
             last = self.last_score.get(name)
             if last is None or as_of_ms <= last:
                 continue
-            if not force and as_of_ms - last < rescore_every(m, last - self.last_act.get(name, last)):
-                continue
+            if not force:
+                late = as_of_ms - last - rescore_every(m, last - self.last_act.get(name, last))
+                if late < 0:
+                    continue
+                if delays is not None:
+                    delays.append((name, late))
             x = profile_vector(m, values(), as_of_ms, plan.first_seen)
             last_obs = self.last_obs.get(name)
             if not force and (last_obs is None or as_of_ms - last_obs >= m.observe_every_ms):

@@ -71,6 +71,17 @@ MODEL_LOG_LOSS = Gauge("scrm_model_log_loss", "Rolling progressive log loss of a
 MODEL_PENDING = Gauge("scrm_model_pending_observations", "Observations waiting for a label", ["model"])
 MODEL_VERSION = Gauge("scrm_model_version", "Version of a model published by its learner", ["model"])
 SCORES = Counter("scrm_scores_total", "Scores served, by model", ["model"])
+PROFILE_WAKES = Counter(
+    "scrm_profile_wakes_total",
+    "Profile timers fired: a silent profile's windows, score or journeys moved on with stream time",
+)
+DAY_S = 86_400.0
+RESCORE_DELAY = Histogram(
+    "scrm_rescore_delay_seconds",
+    "Stream time between a silent profile's rescoring falling due and the time it was scored as of",
+    ["model"],
+    buckets=(60.0, 600.0, 3_600.0, DAY_S / 4, DAY_S, 3 * DAY_S, 7 * DAY_S, 14 * DAY_S, 30 * DAY_S),
+)
 IDENTIFIERS_REFUSED = Counter(
     "scrm_identifiers_refused_total",
     "Identifiers the identity graph left out of a link (a per-person limit), by name and reason",

@@ -421,6 +421,7 @@ class ProfileLogic:
     def on_notify(self) -> tuple[list[ProfileOut], bool]:
         cfg = self._cfg
         st = self._state
+        _WAKES.inc()
         if st.waiting is not None:
             held: list[Any] = []
             keep = self._look_again(held, False)
@@ -443,9 +444,14 @@ class ProfileLogic:
         if upd is not None:
             out.extend([upd, *st.change_events(upd)])
         if cfg.scoring is not None and st.scoring is not None and st.profile_id:
+            delays: list[tuple[str, int]] = []
             out.extend(
-                st.scoring.on_refresh(cfg.scoring, st.profile_id, as_of, partial(reads.some, cfg.score_bits))
+                st.scoring.on_refresh(
+                    cfg.scoring, st.profile_id, as_of, partial(reads.some, cfg.score_bits), False, delays
+                )
             )
+            for model, late_ms in delays:
+                _rescore_delay(model).observe(late_ms / 1000)
         if cfg.journeys is not None and st.journeys is not None and st.profile_id:
             engine = [x for x in out if type(x) is Event]
             ctx = _context(st, as_of, reads)
@@ -492,6 +498,17 @@ class ProfileLogic:
         # nothing to save. With recovery, pickled bytes are the immutable copy (and far
         # cheaper than a deep copy).
         return pickle.dumps(self._state, protocol=5) if self._cfg.recovery else None
+
+
+_WAKES = metrics.PROFILE_WAKES
+_DELAYS: dict[str, Any] = {}  # model -> its labelled `RESCORE_DELAY` (a labels() lookup per call costs ~1 µs)
+
+
+def _rescore_delay(model: str) -> Any:
+    h = _DELAYS.get(model)
+    if h is None:
+        h = _DELAYS[model] = metrics.RESCORE_DELAY.labels(model=model)
+    return h
 
 
 @dataclass(frozen=True)

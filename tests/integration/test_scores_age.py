@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 import redis
+from prometheus_client import REGISTRY
 from rich.console import Console
 
 from flows.app import engine
@@ -48,6 +49,21 @@ def _models(tmp_path: Path, score_every: str, horizon: str) -> str:
 
 def _event(pid: str, n: int, ts: int, etype: str = "order_paid") -> bytes:
     return orjson.dumps({"eventId": f"{pid}-{n}", "profileId": pid, "type": etype, "ts": ts})
+
+
+def _aging_metrics() -> tuple[float, float, float]:
+    """This process's profile wakes, and the churn model's silent rescorings with the sum
+    of their delays (Prometheus counters: tests compare before and after)."""
+
+    def get(name: str, labels: dict[str, str] | None = None) -> float:
+        return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+    churn = {"model": "churn"}
+    return (
+        get("scrm_profile_wakes_total"),
+        get("scrm_rescore_delay_seconds_count", churn),
+        get("scrm_rescore_delay_seconds_sum", churn),
+    )
 
 
 def test_live_a_silent_customers_risk_rises_with_the_wall_clock(
@@ -90,9 +106,13 @@ def test_live_a_silent_customers_risk_rises_with_the_wall_clock(
 
     t = threading.Thread(target=script, daemon=True)
     t.start()
+    before = _aging_metrics()
     engine.run(settings, Console(file=io.StringIO()), control=control)
     t.join()
     assert not failed, failed[0]
+    # the rescorings were counted, each as late as stream time (the wall clock, live) let it be
+    wakes, n, late_s = (a - b for a, b in zip(_aging_metrics(), before, strict=True))
+    assert wakes >= n >= len(seen) - 1 and late_s / n < 5.0
     # no event after the first: each rescore is later in stream time, and riskier
     assert [p for _, p in seen] == sorted(p for _, p in seen) and seen[-1][1] > seen[0][1]
     rows = ch.query(
@@ -122,6 +142,7 @@ def test_replay_ends_with_every_profile_scored_as_of_the_end(
     msgs = [(f"{tag}-c{i}", _event(f"{tag}-c{i}", 0, t0 + i * 7 * hour)) for i in range(10)]
     msgs += [(f"{tag}-busy", _event(f"{tag}-busy", n, t0 + n * hour)) for n in range(1, 60 * 24)]
     broker.produce(names["events"], [(k.encode(), v) for k, v in msgs])
+    wakes, rescored, late_s = _aging_metrics()
     engine.run(settings, Console(file=io.StringIO()))
     end = t0 + (60 * 24 - 1) * hour
     client = redis.Redis.from_url(url)
@@ -139,6 +160,9 @@ def test_replay_ends_with_every_profile_scored_as_of_the_end(
     assert all(r[2] > busy[2] for r in quiet)  # 60 days silent: riskier than a buyer of the hour
     # rescored while silent, backing off: a few times, far fewer than its 60 silent days
     assert all(2 <= r[3] <= 40 for r in quiet)
+    # every row of a quiet customer's besides its purchase's and the end's came from a wake
+    w, n, _ = (a - b for a, b in zip(_aging_metrics(), (wakes, rescored, late_s), strict=True))
+    assert w >= n >= sum(r[3] - 2 for r in quiet)
     rows = ch.query(f"SELECT count() FROM {db}.features FINAL WHERE profile_id = '{tag}-c0'").result_rows
     assert rows[0][0] <= 30  # snapshots while its windows moved, none for time alone
 

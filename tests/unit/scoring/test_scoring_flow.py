@@ -128,9 +128,14 @@ def test_observations_daily_scores_hourly_thresholds_with_hysteresis() -> None:
     scores = [o for o in out if isinstance(o, Score)]
     assert len(scores) == 7
     # a silent profile is rescored by its timer once score_every has passed
-    assert st.on_refresh(plan, "p1", 12 * hour + hour // 2, lambda: {"tickets_30d": 9}) == []
-    again = st.on_refresh(plan, "p1", 14 * hour, lambda: {"tickets_30d": 9})
+    delays: list[tuple[str, int]] = []
+    assert st.on_refresh(plan, "p1", 12 * hour + hour // 2, lambda: {"tickets_30d": 9}, False, delays) == []
+    again = st.on_refresh(plan, "p1", 14 * hour, lambda: {"tickets_30d": 9}, False, delays)
     assert [type(o).__name__ for o in again] == ["Score"]
+    assert delays == [("churn", hour)]  # due an hour after its 12 h score, scored as of 14 h
+    # the end of a bounded input rescores whatever is due or not: no delay to report
+    st.on_refresh(plan, "p1", 14 * hour + 1, lambda: {"tickets_30d": 9}, True, delays)
+    assert delays == [("churn", hour)]
 
 
 def test_every_profile_is_scored_and_its_latest_score_is_as_of_the_end(seeded_run) -> None:
