@@ -17,6 +17,7 @@ def test_dashboard_plots_only_exported_metrics() -> None:
     titles = [p["title"] for p in dash["panels"]]
     wanted = ["Events per second", "Event-time lag", "Journey decisions by status", "Dead letters by reason"]
     wanted += ["Model ROC AUC (rolling, progressive)", "Event to ClickHouse, p50 / p99"]
+    wanted += ["Profile wakes per second", "Silent rescoring delay (stream time), p50 / p99"]
     assert set(wanted) <= set(titles)
     for panel in dash["panels"]:
         for target in panel["targets"]:
