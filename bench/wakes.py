@@ -1,10 +1,20 @@
-"""What Bytewax itself costs per timer wake of a keyed state, with nothing in the logic.
+"""What Bytewax itself costs per timer wake of a keyed state, with nothing in the logic, and
+what keys merely holding a timer cost.
 
-`stateful_batch` with K keys whose `notify_at` is always now: every activation wakes every
-key. Prints the process CPU per wake (a) when a wake emits nothing and (b) when it emits one
-item that goes through `key_rm`, a `flat_map` and a sink, as the profile step's do; set
-beside the profile step's own CPU per wake in a replay (`docs/per-event-path.md`), it says
-whether waking fewer keys for more profiles each (shards) would pay. Not a test.
+1. `stateful_batch` with K keys whose `notify_at` is always now: every activation wakes
+   every key. Prints the process CPU per wake (a) when a wake emits nothing and (b) when it
+   emits one item that goes through `key_rm`, a `flat_map` and a sink, as the profile
+   step's do; set beside the profile step's own CPU per wake in a replay
+   (`docs/per-event-path.md`), it says whether waking fewer keys for more profiles each
+   (shards) would pay.
+2. N idle keys (one item each, then nothing), holding a timer a year ahead or none, then
+   20,000 items over 1,000 other keys in batches of 100: the wall time per activation of
+   the step over those batches. Bytewax looks through every pending timer at each
+   activation, so with timers held this grows with N, as the engine's do (a scored
+   profile keeps its rescoring timer while silent). `--idle` sets the N (10,000 and
+   1,000,000).
+
+Not a test.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from datetime import UTC, datetime
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
+from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import TestingSource, run_main
@@ -70,15 +81,83 @@ def per_wake(keys: int, seconds: float, emit: bool) -> tuple[int, float]:
     return wakes[0], (time.process_time() - cpu) / max(wakes[0], 1) * 1e6
 
 
+class _BatchesPart(StatelessSourcePartition[tuple[str, str]]):
+    def __init__(self, batches: list[list[tuple[str, str]]]) -> None:
+        self._batches = iter(batches)
+
+    def next_batch(self) -> list[tuple[str, str]]:
+        return next(self._batches)  # StopIteration ends the input
+
+
+class _Batches(DynamicSource[tuple[str, str]]):
+    """These batches, in order, on worker 0."""
+
+    def __init__(self, batches: list[list[tuple[str, str]]]) -> None:
+        self._batches = batches
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _BatchesPart:
+        return _BatchesPart(self._batches if worker_index == 0 else [])
+
+
+_FAR = datetime(9999, 1, 1, tzinfo=UTC)
+_TAIL, _BATCH = 20_000, 100
+
+
+class _Idle(StatefulBatchLogic[str, None, None]):
+    """Holds a far timer (or none); times the tail's first and last item."""
+
+    def __init__(self, timer: bool, marks: dict[str, float]) -> None:
+        self._at = _FAR if timer else None
+        self._marks = marks
+
+    def on_batch(self, values: list[str]) -> tuple[list[None], bool]:
+        if values[0] in ("first", "last"):
+            self._marks[values[0]] = time.perf_counter()
+        return [], False
+
+    def notify_at(self) -> datetime | None:
+        return self._at
+
+    def snapshot(self) -> None:
+        return None
+
+
+def per_activation(idle: int, timer: bool) -> float:
+    """Wall ms per activation over the tail's batches, after `idle` keys that hold a far
+    timer (`timer`) or none."""
+    marks: dict[str, float] = {}
+    tail = [
+        (f"hot{i % 1000}", "first" if i == 0 else "last" if i == _TAIL - 1 else "x") for i in range(_TAIL)
+    ]
+    idle_keys = [(f"idle{i}", "x") for i in range(idle)]
+    # the idle keys in large batches (each activation looks through the timers held so far)
+    batches = [idle_keys[i : i + 100_000] for i in range(0, idle, 100_000)]
+    batches += [tail[i : i + _BATCH] for i in range(0, _TAIL, _BATCH)]
+    flow = Dataflow("idle")
+    keyed = op.key_on("key", op.input("in", flow, _Batches(batches)), lambda kv: kv[0])
+    values = op.map_value("value", keyed, lambda kv: kv[1])
+    out = op.key_rm("unkey", op.stateful_batch("idle", values, lambda _: _Idle(timer, marks)))
+    op.output("out", out, _DiscardSink())
+    run_main(flow)
+    return (marks["last"] - marks["first"]) / (_TAIL / _BATCH - 1) * 1e3
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--keys", type=int, default=5000)
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--idle", type=int, nargs="+", default=[10_000, 1_000_000])
     args = ap.parse_args()
     for emit in (False, True):
         n, us = per_wake(args.keys, args.seconds, emit)
         what = "one item out per wake" if emit else "nothing out"
         print(f"{args.keys:,} keys, {what}: {n:,} wakes, {us:.2f} µs CPU per wake")
+    for idle in args.idle:
+        none, held = per_activation(idle, False), per_activation(idle, True)
+        print(
+            f"{idle:,} idle keys: {none:.2f} ms per activation without timers, {held:.2f} ms with a "
+            f"timer each ({held / none:.1f}x)"
+        )
 
 
 if __name__ == "__main__":
