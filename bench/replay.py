@@ -153,17 +153,15 @@ def replay(
 def aging() -> tuple[float, float, float]:
     """This process's profile wakes, silent rescorings and their summed delay so far
     (the engine's Prometheus metrics; a replay reads them before and after)."""
-    rescored = late = 0.0
-    for fam in metrics.RESCORE_DELAY.collect():
-        for sample in fam.samples:
-            if sample.name.endswith("_count"):
-                rescored += sample.value
-            elif sample.name.endswith("_sum"):
-                late += sample.value
-    wakes = sum(
-        x.value for fam in metrics.PROFILE_WAKES.collect() for x in fam.samples if x.name.endswith("_total")
+
+    def all_models(name: str) -> float:
+        return sum(metrics.labelled_values(name, "model").values())
+
+    return (
+        metrics.value("scrm_profile_wakes_total"),
+        all_models("scrm_rescore_delay_seconds_count"),
+        all_models("scrm_rescore_delay_seconds_sum"),
     )
-    return wakes, rescored, late
 
 
 @dataclass(frozen=True)

@@ -75,12 +75,12 @@ PROFILE_WAKES = Counter(
     "scrm_profile_wakes_total",
     "Profile timers fired: a silent profile's windows, score or journeys moved on with stream time",
 )
-DAY_S = 86_400.0
+_DAY_S = 86_400.0
 RESCORE_DELAY = Histogram(
     "scrm_rescore_delay_seconds",
     "Stream time between a silent profile's rescoring falling due and the time it was scored as of",
     ["model"],
-    buckets=(60.0, 600.0, 3_600.0, DAY_S / 4, DAY_S, 3 * DAY_S, 7 * DAY_S, 14 * DAY_S, 30 * DAY_S),
+    buckets=(60.0, 600.0, 3_600.0, _DAY_S / 4, _DAY_S, 3 * _DAY_S, 7 * _DAY_S, 14 * _DAY_S, 30 * _DAY_S),
 )
 IDENTIFIERS_REFUSED = Counter(
     "scrm_identifiers_refused_total",

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import orjson
 import redis
-from prometheus_client import REGISTRY
 from rich.console import Console
 
 from flows.app import engine
+from flows.core import metrics
 from flows.dataflow.build import feature_set, model_set
 from flows.sources.control import RunControl
 from scoring.learner import Learner
@@ -54,15 +54,11 @@ def _event(pid: str, n: int, ts: int, etype: str = "order_paid") -> bytes:
 def _aging_metrics() -> tuple[float, float, float]:
     """This process's profile wakes, and the churn model's silent rescorings with the sum
     of their delays (Prometheus counters: tests compare before and after)."""
-
-    def get(name: str, labels: dict[str, str] | None = None) -> float:
-        return REGISTRY.get_sample_value(name, labels or {}) or 0.0
-
     churn = {"model": "churn"}
     return (
-        get("scrm_profile_wakes_total"),
-        get("scrm_rescore_delay_seconds_count", churn),
-        get("scrm_rescore_delay_seconds_sum", churn),
+        metrics.value("scrm_profile_wakes_total"),
+        metrics.value("scrm_rescore_delay_seconds_count", churn),
+        metrics.value("scrm_rescore_delay_seconds_sum", churn),
     )
 
 
