@@ -69,7 +69,7 @@ class Replay:
     tables: dict[str, int]
     database: str = ""
     breakdown: tuple[str, ...] = ()
-    wakes: int = 0  # profile timers fired
+    wakes: int = 0  # profile deadlines passed
     rescored: int = 0  # silent rescorings they made (all models)
     late_s: float = 0.0  # stream seconds between those rescorings' due times and their scores, summed
 
@@ -205,9 +205,9 @@ def report(runs: Replays) -> str:
         f"(c)/(a): {unscored.rate / off.rate:.2f}x; aging the scores (b against c): "
         f"{full.seconds - unscored.seconds:.1f} s of (b)'s {full.seconds:.1f} s, "
         f"{full.tables.get('scores', 0):,} scores",
-        f"(b)'s timers: {full.wakes:,} profile wakes ({full.wakes / full.events:.1f} per event), "
+        f"(b)'s deadlines: {full.wakes:,} profile wakes ({full.wakes / full.events:.1f} per event), "
         f"{full.rescored:,} silent rescorings, on average {full.late_s / max(1, full.rescored) / 86_400:.1f} "
-        f"days of stream time after they fell due (a replay's timers fire in wall time: how late "
+        f"days of stream time after they fell due (a replay's deadlines pass in wall time: how late "
         f"they come sets how many there are)",
         "",
         f"{'ClickHouse table (rows, FINAL)':<32} {'(a)':>10} {'(b)':>10} {'(c)':>10} {'(b) per event':>14}",

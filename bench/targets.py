@@ -267,16 +267,17 @@ class Run:
         )
         got = scale.compare(small, large, events, lambda m: self.progress("    " + m.strip()))
         ratio = got[large][0] / got[small][0]
-        # Bytewax looks through every pending timer at each activation of the profile step,
-        # and every scored profile holds one: measured apart, it must grow no more than 20 %
-        self.progress(f"(4) Bytewax's step with {small:,} then {large:,} keys holding a timer")
-        scan = {n: wakes.per_activation(n, True) for n in (small, large)}
+        # Bytewax looks through every pending timer at each activation of a stateful step;
+        # the profiles keep their deadlines in the wake queue instead: measured apart, the
+        # step's cost per activation must grow no more than 20 %
+        self.progress(f"(4) the profile step's input with {small:,} then {large:,} keys holding a deadline")
+        scan = {n: wakes.per_activation(n, "queue") for n in (small, large)}
         grown = scan[large] / scan[small]
         self.rows.append(
             Row(f"4. events/s at {large:,} profiles within 20 % of {small:,}",
-                f"the fold {got[large][0]:,.0f} events/s; Bytewax {scan[large]:.2f} ms per activation",
+                f"the fold {got[large][0]:,.0f} events/s; the step {scan[large]:.2f} ms per activation",
                 f"{small:,} profiles {got[small][0]:,.0f}/s; {scan[small]:.2f} ms",
-                f"{ratio:.2f}x; {grown:.0f}x", yes(ratio >= 0.8 and grown <= 1.25))
+                f"{ratio:.2f}x; {grown:.2f}x", yes(ratio >= 0.8 and grown <= 1.25))
         )  # fmt: skip
 
 

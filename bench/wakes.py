@@ -7,12 +7,13 @@ what keys merely holding a timer cost.
    step's do; set beside the profile step's own CPU per wake in a replay
    (`docs/per-event-path.md`), it says whether waking fewer keys for more profiles each
    (shards) would pay.
-2. N idle keys (one item each, then nothing), holding a timer a year ahead or none, then
-   20,000 items over 1,000 other keys in batches of 100: the wall time per activation of
-   the step over those batches. Bytewax looks through every pending timer at each
-   activation, so with timers held this grows with N, as the engine's do (a scored
-   profile keeps its rescoring timer while silent). `--idle` sets the N (10,000 and
-   1,000,000).
+2. N idle keys (one item each, then nothing), each holding a deadline a year ahead (as a
+   silent scored profile does) or none, then 20,000 items over 1,000 other keys in
+   batches of 100: the wall time per activation of the step over those batches. Bytewax
+   looks through every pending timer at each activation, so with a Bytewax timer per key
+   this grows with N; the engine keeps its deadlines in the wake queue
+   (`flows.dataflow.wakes`), which looks only at the earliest. `--idle` sets the N
+   (10,000 and 1,000,000).
 
 Not a test.
 """
@@ -29,6 +30,9 @@ from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import TestingSource, run_main
+
+from flows.dataflow.wake_input import InputEnds, WakeSource, watched
+from flows.dataflow.wakes import WakeQueue
 
 
 class _Discard(StatelessSinkPartition[object]):
@@ -101,18 +105,24 @@ class _Batches(DynamicSource[tuple[str, str]]):
 
 _FAR = datetime(9999, 1, 1, tzinfo=UTC)
 _TAIL, _BATCH = 20_000, 100
+HELD = ("none", "timer", "queue")  # what each idle key holds: nothing, a Bytewax timer, a queue entry
 
 
-class _Idle(StatefulBatchLogic[str, None, None]):
-    """Holds a far timer (or none); times the tail's first and last item."""
+class _Idle(StatefulBatchLogic[object, None, None]):
+    """Holds a far deadline as a Bytewax timer, in the wake queue, or none; times the
+    tail's first and last item."""
 
-    def __init__(self, timer: bool, marks: dict[str, float]) -> None:
-        self._at = _FAR if timer else None
+    def __init__(self, held: str, queue: WakeQueue, marks: dict[str, float]) -> None:
+        self._at = _FAR if held == "timer" else None
+        self._queue = queue if held == "queue" else None
         self._marks = marks
 
-    def on_batch(self, values: list[str]) -> tuple[list[None], bool]:
-        if values[0] in ("first", "last"):
-            self._marks[values[0]] = time.perf_counter()
+    def on_batch(self, values: list[object]) -> tuple[list[None], bool]:
+        v = values[0]
+        if v in ("first", "last"):
+            self._marks[str(v)] = time.perf_counter()
+        elif self._queue is not None and type(v) is tuple:  # an idle key: (key, "x")
+            self._queue.push(_FAR.timestamp(), v[0])
         return [], False
 
     def notify_at(self) -> datetime | None:
@@ -122,21 +132,26 @@ class _Idle(StatefulBatchLogic[str, None, None]):
         return None
 
 
-def per_activation(idle: int, timer: bool) -> float:
-    """Wall ms per activation over the tail's batches, after `idle` keys that hold a far
-    timer (`timer`) or none."""
+def per_activation(idle: int, held: str) -> float:
+    """Wall ms per activation over the tail's batches, after `idle` keys that each hold a
+    far deadline (`held`, one of `HELD`). The flow has the engine's wake input either way."""
     marks: dict[str, float] = {}
     tail = [
         (f"hot{i % 1000}", "first" if i == 0 else "last" if i == _TAIL - 1 else "x") for i in range(_TAIL)
     ]
-    idle_keys = [(f"idle{i}", "x") for i in range(idle)]
+    idle_keys = [(f"idle{i}", (f"idle{i}", "x")) for i in range(idle)]
     # the idle keys in large batches (each activation looks through the timers held so far)
-    batches = [idle_keys[i : i + 100_000] for i in range(0, idle, 100_000)]
+    batches: list[list[tuple[str, object]]] = [idle_keys[i : i + 100_000] for i in range(0, idle, 100_000)]
     batches += [tail[i : i + _BATCH] for i in range(0, _TAIL, _BATCH)]
     flow = Dataflow("idle")
-    keyed = op.key_on("key", op.input("in", flow, _Batches(batches)), lambda kv: kv[0])
-    values = op.map_value("value", keyed, lambda kv: kv[1])
-    out = op.key_rm("unkey", op.stateful_batch("idle", values, lambda _: _Idle(timer, marks)))
+    queue, ends = WakeQueue(), InputEnds()
+    keyed = op.key_on("key", op.input("in", flow, watched(_Batches(batches), ends)), lambda kv: kv[0])
+    values = op.merge(
+        "with_wakes",
+        op.map_value("value", keyed, lambda kv: kv[1]),
+        op.input("wakes", flow, WakeSource(queue, ends)),
+    )
+    out = op.key_rm("unkey", op.stateful_batch("idle", values, lambda _: _Idle(held, queue, marks)))
     op.output("out", out, _DiscardSink())
     run_main(flow)
     return (marks["last"] - marks["first"]) / (_TAIL / _BATCH - 1) * 1e3
@@ -153,10 +168,11 @@ def main() -> None:
         what = "one item out per wake" if emit else "nothing out"
         print(f"{args.keys:,} keys, {what}: {n:,} wakes, {us:.2f} µs CPU per wake")
     for idle in args.idle:
-        none, held = per_activation(idle, False), per_activation(idle, True)
+        ms = {held: per_activation(idle, held) for held in HELD}
         print(
-            f"{idle:,} idle keys: {none:.2f} ms per activation without timers, {held:.2f} ms with a "
-            f"timer each ({held / none:.1f}x)"
+            f"{idle:,} idle keys, ms per activation: {ms['none']:.2f} holding nothing, "
+            f"{ms['queue']:.2f} a wake-queue entry each ({ms['queue'] / ms['none']:.1f}x), "
+            f"{ms['timer']:.2f} a Bytewax timer each ({ms['timer'] / ms['none']:.1f}x)"
         )
 
 

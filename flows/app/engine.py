@@ -287,6 +287,7 @@ def run(
             make_sinks(settings),
             registry=registry,
             journeys=catalog,
+            stopping=control.stopping,
         )
         console.print(
             f"scrm run: source={settings.source.kind} workers={settings.engine.workers} "

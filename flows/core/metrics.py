@@ -73,7 +73,12 @@ MODEL_VERSION = Gauge("scrm_model_version", "Version of a model published by its
 SCORES = Counter("scrm_scores_total", "Scores served, by model", ["model"])
 PROFILE_WAKES = Counter(
     "scrm_profile_wakes_total",
-    "Profile timers fired: a silent profile's windows, score or journeys moved on with stream time",
+    "Profile deadlines passed: a silent profile's windows, score or journeys moved on with stream time",
+)
+WAKE_DEADLINES = Gauge(
+    "scrm_wake_deadlines",
+    "Profile deadlines held in a worker's wake queue (silent profiles waiting to move on)",
+    ["worker"],
 )
 _DAY_S = 86_400.0
 RESCORE_DELAY = Histogram(

@@ -40,6 +40,8 @@ from flows.core.settings import Settings
 from flows.core.streamtime import StreamClock
 from flows.dataflow.persons import ResolvePersons
 from flows.dataflow.stages import ingest
+from flows.dataflow.wake_input import InputEnds, WakeSource, watched
+from flows.dataflow.wakes import WakeQueue
 from flows.features.declarations import FeatureSet, load_features
 from rules.actions import GuardStep, is_delivered
 from rules.live import LiveJourneys
@@ -114,15 +116,20 @@ def build_flow(
     clock: Callable[[], float] = time.time,
     registry: ModelRegistry | None = None,
     journeys: LiveJourneys | None = None,
+    stopping: Callable[[], bool] | None = None,
 ) -> Dataflow:
     """Assemble input -> ingest (validate, dedupe, features, scoring) -> learners -> outputs.
 
     `registry` is the process's served models (the engine shares it with `ModelSync`);
     a flow built without one gets its own. `journeys` is the live journey catalog
-    (`rules.store.JourneyCatalog`); without one no journey runs.
+    (`rules.store.JourneyCatalog`); without one no journey runs. `stopping` says when the
+    run is stopping (the engine's `RunControl`): the wake input ends with the events'.
     """
     flow = Dataflow(flow_id)
-    raw = op.input("input", flow, source)
+    ends = InputEnds(stopping)
+    raw = op.input("input", flow, watched(source, ends))
+    queue = WakeQueue()
+    wakes = op.input("wakes", flow, WakeSource(queue, ends, clock))
     f = settings.features
     stream = StreamClock(int(f.max_clock_skew_s * 1000), clock, int(f.partition_idle_s * 1000))
     attach = getattr(source, "attach_stream_clock", None)
@@ -145,6 +152,7 @@ def build_flow(
     out = ingest(
         "ingest", raw, make_validator(settings), settings.dedupe, settings.features,
         features, stream, recovery, clock, plan, journeys, persons, handoffs, ident.handoff_wait_s,
+        wakes=wakes, wake_queue=queue,
     )  # fmt: skip
     if out.learner_items is not None and models is not None and registry is not None:
         lateness = int(settings.features.allowed_lateness_s * 1000)

@@ -12,7 +12,7 @@ import logging
 import pickle
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, NamedTuple, Protocol
@@ -22,6 +22,7 @@ from flows.core.contract import ENGINE, DeadLetter, Event, RawRecord, Validator
 from flows.core.messages import Activity, FeatureUpdate, Intent, LearnerItem, Observation, Outcome, Score
 from flows.core.streamtime import Clock, StreamClock
 from flows.dataflow.profile import ProfileState
+from flows.dataflow.wakes import Wake, WakeQueue
 from flows.features.plan import FeaturePlan
 from flows.features.rfm import RfmSketch
 from rules.evaluate import Context
@@ -121,12 +122,14 @@ def _route(items: list[Any]) -> list[ProfileOut]:
 
 
 class ProfileLogic:
-    """One profile: dedupe, features, and a wall-clock timer that refreshes a silent
+    """One profile: dedupe, features, and a wall-clock deadline that refreshes a silent
     profile's windows as of stream time (see `flows.core.streamtime`).
 
-    With features on, the timer runs while a windowed feature still holds data; with them
-    off, it drops the (dedupe-only) state after ``dedupe.idle_evict_s``. The deadline is
+    With features on, the deadline runs while a windowed feature still holds data; with
+    them off, it drops the (dedupe-only) state after ``dedupe.idle_evict_s``. It is
     recomputed at most every tenth of the interval, so it costs next to nothing per event.
+    Deadlines wait in the worker's `WakeQueue` and come back as a `WAKE` through
+    ``on_batch``; a Bytewax timer is held only while waiting for a hand-off.
     """
 
     def __init__(self, state: ProfileState, cfg: ProfileConfig, restored: bool) -> None:
@@ -140,27 +143,27 @@ class ProfileLogic:
         self._deadline_at = 0.0
         self._deadline: datetime | None = None
         self._due = (-1, 0.0)  # (the next event-time deadline, when it is expected in wall time)
+        self._queued = 0.0  # the earliest deadline this profile has in the wake queue (0: none)
         if restored:  # a new profile is scheduled after its first batch
             self._schedule()
 
     def _schedule(self) -> None:
         cfg = self._cfg
+        st = self._state
         interval = cfg.refresh_s if cfg.features else cfg.idle_s
         now = cfg.clock()
-        if self._state.waiting is not None:  # for a hand-off: look again soon
+        if st.waiting is not None:  # for a hand-off: look again soon (few keys wait at once)
             self._deadline_at = now + POLL_S
             self._deadline = datetime.fromtimestamp(self._deadline_at, UTC)
             return
-        if cfg.features and not self._state.live(self._state.as_of(cfg.stream.now_ms(self._state.partition))):
-            self._deadline = None
+        self._deadline = None
+        if cfg.features and not st.live(st.as_of(cfg.stream.now_ms(st.partition))):
             self._deadline_at = 0.0
         elif now + interval - self._deadline_at > interval / 10:
             self._deadline_at = now + interval
-            self._deadline = datetime.fromtimestamp(self._deadline_at, UTC)
         # Event-time deadlines (a silent profile's rescoring, also once its windows are
         # empty; a journey's wait or absence window): the earliest, turned into wall-clock
         # time only when it changes.
-        st = self._state
         due = -1
         sc = st.scoring
         if cfg.scoring is not None and sc is not None and sc.last_score:
@@ -175,11 +178,43 @@ class ProfileLogic:
             if due != self._due[0]:
                 self._due = (due, max(cfg.stream.wall_of(due, st.partition), now + 0.01))
             at = self._due[1]
-            if self._deadline is None or at < self._deadline_at:
+            if not self._deadline_at or at < self._deadline_at:
                 self._deadline_at = at
-                self._deadline = datetime.fromtimestamp(at, UTC)
+        self._enqueue()
 
-    def on_batch(self, values: list[Event]) -> tuple[list[ProfileOut], bool]:
+    def _enqueue(self) -> None:
+        """The worker's wake queue holds the deadline, not a Bytewax timer; an entry already
+        there that falls due sooner stays, and its early wake pushes this one."""
+        at = self._deadline_at
+        if at and (not self._queued or at < self._queued) and self._state.profile_id:
+            self._cfg.wakes.push(at, self._state.profile_id)
+            self._queued = at
+
+    def on_batch(self, values: list[Any]) -> tuple[list[ProfileOut], bool]:
+        events = [v for v in values if type(v) is not Wake]
+        if len(events) == len(values):
+            out, keep = self._batch(values)
+            return self._routed(out), keep
+        # A wake from the queue (`flows.dataflow.wakes`): the events first, then what fell
+        # due, as a timer firing after this batch would have.
+        now = self._cfg.clock()
+        if self._queued and self._queued <= now:
+            self._queued = 0.0  # its entry has left the queue
+        st = self._state
+        if events:
+            out, keep = self._batch(events)
+        elif not st.profile_id and st.waiting is None:
+            return [], DISCARD  # the wake of a profile dropped since: nothing to keep
+        else:
+            out, keep = [], RETAIN
+        if keep == RETAIN and st.waiting is None and 0 < self._deadline_at <= now:
+            more, keep = self._wake()
+            out.extend(more)
+        elif not events:  # early (its deadline moved later): back in the queue as it is
+            self._enqueue()
+        return self._routed(out), keep
+
+    def _batch(self, values: list[Event]) -> tuple[list[Any], bool]:
         # Stream time moves where events reach their profiles (see `flows.core.streamtime`).
         last = values[-1]
         self._cfg.stream.observe(
@@ -194,10 +229,10 @@ class ProfileLogic:
                 after = self._wait([*waiting, *values])
                 keep = self._look_again(out, False) if after is None else self._run(after, out)
             self._schedule()
-            return self._routed(out), keep
+            return out, keep
         emitted = self._events(values)
         self._schedule()
-        return self._routed(emitted), RETAIN
+        return emitted, RETAIN
 
     def _routed(self, out: list[Any]) -> list[ProfileOut]:
         """`_route`, with the running journeys when they changed (on the call's feature
@@ -419,6 +454,13 @@ class ProfileLogic:
         return emitted
 
     def on_notify(self) -> tuple[list[ProfileOut], bool]:
+        """A Bytewax timer: held only while waiting for a hand-off (see `_schedule`)."""
+        out, keep = self._wake()
+        return self._routed(out), keep
+
+    def _wake(self) -> tuple[list[Any], bool]:
+        """A deadline passed: a hand-off looked for again, or the profile moved to stream
+        time (windows, journey steps due, a silent rescoring)."""
         cfg = self._cfg
         st = self._state
         _WAKES.inc()
@@ -427,7 +469,7 @@ class ProfileLogic:
             keep = self._look_again(held, False)
             self._deadline_at = 0.0
             self._schedule()
-            return self._routed(held), keep
+            return held, keep
         if not cfg.features:
             return [], DISCARD
         as_of = st.as_of(cfg.stream.now_ms(st.partition))
@@ -462,7 +504,7 @@ class ProfileLogic:
         self._deadline_at = 0.0  # this wake's deadline has passed: the next one from scratch
         self._due = (-1, 0.0)
         self._schedule()
-        return self._routed(out), RETAIN
+        return out, RETAIN
 
     def on_eof(self) -> tuple[list[ProfileOut], bool]:
         """End of a bounded input (a replay): what is due by stream time happens now
@@ -529,6 +571,7 @@ class ProfileConfig:
     score_bits: int = 0  # the features the models read, as plan bits
     handoffs: HandOffStore | None = None  # routing by person: where merged states travel
     handoff_wait_s: float = 30.0
+    wakes: WakeQueue = field(default_factory=WakeQueue)  # the workers' deadlines (`flows.dataflow.wakes`)
 
 
 class HandOffStore(Protocol):

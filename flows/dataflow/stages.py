@@ -31,6 +31,7 @@ from flows.dataflow.profile_step import (
     ProfileOut,
     model_inputs,
 )
+from flows.dataflow.wakes import Wake, WakeQueue
 from flows.features.declarations import FeatureSet
 from flows.features.plan import FeaturePlan
 from flows.features.rfm import RfmSketch
@@ -52,7 +53,7 @@ class IngestOut:
     identities: Stream[IdentityChange] | None = None  # None unless routing by person
 
 
-class _ProfileState(StatefulBatchLogic[Event, ProfileOut, bytes | None]):
+class _ProfileState(StatefulBatchLogic[Event | Wake, ProfileOut, bytes | None]):
     """Bytewax's handle on one profile: every call goes to its `ProfileLogic`."""
 
     __slots__ = ("_logic",)
@@ -60,7 +61,7 @@ class _ProfileState(StatefulBatchLogic[Event, ProfileOut, bytes | None]):
     def __init__(self, logic: ProfileLogic) -> None:
         self._logic = logic
 
-    def on_batch(self, values: list[Event]) -> tuple[list[ProfileOut], bool]:
+    def on_batch(self, values: list[Event | Wake]) -> tuple[list[ProfileOut], bool]:
         return self._logic.on_batch(values)
 
     def on_notify(self) -> tuple[list[ProfileOut], bool]:
@@ -96,11 +97,16 @@ def ingest(
     persons: ResolvePersons | None = None,
     handoffs: HandOffStore | None = None,
     handoff_wait_s: float = 30.0,
+    *,
+    wakes: Stream[tuple[str, Wake]],
+    wake_queue: WakeQueue,
 ) -> IngestOut:
     """Validate, split off dead letters, (with `persons`) resolve each event's person, key
     by profile (the person), then per profile: drop repeated eventIds, mark late events,
     update features. With `persons`, `handoffs` carries a merged person's state to the
-    winner."""
+    winner. `wakes` (`flows.dataflow.wake_input.WakeSource`) brings each profile its
+    deadlines from `wake_queue` (silent rescoring, windows, journey steps) in place of a
+    Bytewax timer per profile."""
     parsed = op.flat_map_batch("parse", up, ParseBatch(validator, clock))
     dead_letters = op.flat_map("dead_letters", parsed, attrgetter("dead_letters"))
     accepted = op.flat_map("accepted", parsed, attrgetter("events"))
@@ -110,7 +116,7 @@ def ingest(
         accepted = op.flat_map("routed", routed, attrgetter("events"))
         merges = op.flat_map("merges", routed, attrgetter("merges"))
         identities = op.flat_map("identities", routed, attrgetter("identities"))
-    keyed = op.key_on("key_by_profile", accepted, _profile_of)
+    keyed = op.merge("with_wakes", op.key_on("key_by_profile", accepted, _profile_of), wakes)
     plan = FeaturePlan(feature_set) if feature_set is not None and feature_settings.enabled else None
     cfg = ProfileConfig(
         features=plan,
@@ -129,6 +135,7 @@ def ingest(
         journeys=journeys if feature_settings.enabled else None,
         handoffs=handoffs if persons is not None else None,
         handoff_wait_s=handoff_wait_s,
+        wakes=wake_queue,
     )
 
     def _builder(resume: bytes | None) -> _ProfileState:

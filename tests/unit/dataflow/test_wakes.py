@@ -1,0 +1,161 @@
+"""Deadlines in the worker's wake queue instead of a Bytewax timer per profile: what a
+profile pushes, what a wake does early and on time, and when the wake input ends."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+
+from flows.core import metrics
+from flows.core.contract import Event
+from flows.core.messages import FeatureUpdate
+from flows.core.settings import load_settings
+from flows.core.streamtime import StreamClock
+from flows.dataflow.build import feature_set
+from flows.dataflow.profile import new_state
+from flows.dataflow.profile_step import DISCARD, RETAIN, ProfileConfig, ProfileLogic
+from flows.dataflow.wake_input import InputEnds, WakeSource
+from flows.dataflow.wakes import WAKE, WakeQueue
+from flows.features.plan import FeaturePlan
+from flows.features.rfm import RfmSketch
+
+PLAN = FeaturePlan(feature_set(load_settings(env={})))
+T0 = 1_700_000_000_000
+
+
+def test_the_queue_gives_each_due_key_once_in_deadline_order() -> None:
+    q = WakeQueue()
+    for at, key in [(5.0, "b"), (1.0, "a"), (3.0, "b"), (9.0, "c")]:
+        q.push(at, key)
+    assert q.due(0.5) == [] and q.next_at() == 1.0
+    assert q.due(5.0) == ["a", "b"]  # "b" twice in the heap, once out
+    assert len(q) == 1 and q.next_at() == 9.0
+
+
+def test_each_worker_thread_has_its_own_heap() -> None:
+    q = WakeQueue()
+    q.push(1.0, "here")
+    seen: list[object] = []
+    t = threading.Thread(target=lambda: seen.extend([len(q), q.due(10.0)]))
+    t.start()
+    t.join()
+    assert seen == [0, []] and q.due(10.0) == ["here"]
+
+
+def test_a_wake_crosses_workers_as_the_one_wake() -> None:
+    assert pickle.loads(pickle.dumps(WAKE)) is WAKE
+
+
+class Wall:
+    def __init__(self) -> None:
+        self.t = T0 / 1000
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _logic(wall: Wall, queue: WakeQueue, restored_from: bytes | None = None) -> ProfileLogic:
+    cfg = ProfileConfig(
+        features=PLAN, sketch=RfmSketch(), ttl_ms=86_400_000, max_ids=100, lateness_ms=60_000,
+        refresh_s=60.0, idle_s=600.0, snapshot_ms=300_000, stream=StreamClock(0, wall), clock=wall,
+        recovery=True, wakes=queue,
+    )  # fmt: skip
+    if restored_from is not None:
+        st = pickle.loads(restored_from)
+        st.bind(cfg.features, cfg.sketch)
+        return ProfileLogic(st, cfg, True)
+    return ProfileLogic(
+        new_state(PLAN, cfg.ttl_ms, cfg.max_ids, cfg.lateness_ms, sketch=cfg.sketch), cfg, False
+    )
+
+
+def order(ts: int) -> Event:
+    return Event(f"o{ts}", "p1", "order_paid", ts, "app", {"amount": 10.0}, {}, {}, ts, "t", 0, 0)
+
+
+def test_a_profile_keeps_its_deadline_in_the_queue_not_in_a_bytewax_timer() -> None:
+    wall, q = Wall(), WakeQueue()
+    logic = _logic(wall, q)
+    logic.on_batch([order(T0)])
+    assert logic.notify_at() is None  # no Bytewax timer
+    assert len(q) == 1 and q.next_at() == wall.t + 60.0  # the windows' refresh, a minute on
+    # more events move the deadline later: the entry stays, nothing is pushed per event
+    for s in range(1, 30):
+        wall.t += 1
+        logic.on_batch([order(T0 + s * 1000)])
+    assert len(q) == 1
+
+
+def test_an_early_wake_pushes_the_moved_deadline_and_a_due_one_moves_the_windows() -> None:
+    wall, q = Wall(), WakeQueue()
+    logic = _logic(wall, q)
+    logic.on_batch([order(T0)])
+    wall.t += 30
+    logic.on_batch([order(T0 + 30_000)])  # the deadline is now T0 + 90 s; the entry still at 60
+    wall.t += 31
+    assert q.due(wall.t) == ["p1"]
+    out, keep = logic.on_batch([WAKE])
+    assert (out, keep) == ([], RETAIN) and q.next_at() == T0 / 1000 + 90  # early: pushed again
+    wall.t += 8 * 86_400  # a silent week and more: the 7-day windows empty
+    assert q.due(wall.t) == ["p1"]
+    out, keep = logic.on_batch([WAKE])
+    updates = [u for o in out for u in o.updates if isinstance(u, FeatureUpdate)]
+    assert keep == RETAIN and len(updates) == 1 and updates[0].as_of_ms > T0 + 7 * 86_400_000
+
+
+def test_events_and_a_wake_in_one_batch_run_the_events_first() -> None:
+    wall, q = Wall(), WakeQueue()
+    logic = _logic(wall, q)
+    logic.on_batch([order(T0)])
+    wall.t += 120
+    assert q.due(wall.t) == ["p1"]
+    out, _ = logic.on_batch([WAKE, order(T0 + 120_000)])
+    assert [e.event_id for o in out for e in o.events if e.type == "order_paid"] == [f"o{T0 + 120_000}"]
+    # as a timer checked after the batch: the event moved the deadline on, so no wake ran
+    assert [u for o in out for u in o.updates if u.as_of_ms != T0 + 120_000] == []
+    assert q.next_at() == wall.t + 60.0
+
+
+def test_the_wake_of_a_profile_dropped_since_keeps_nothing() -> None:
+    logic = _logic(Wall(), WakeQueue())
+    assert logic.on_batch([WAKE]) == ([], DISCARD)
+
+
+def test_a_restored_profile_puts_its_deadline_back_in_the_queue() -> None:
+    wall, q = Wall(), WakeQueue()
+    logic = _logic(wall, q)
+    logic.on_batch([order(T0)])
+    snap = logic.snapshot()
+    assert snap is not None
+    fresh = WakeQueue()  # a new process: the queue is derived state, rebuilt at the resume
+    _logic(wall, fresh, snap)
+    assert fresh.due(wall.t + 61) == ["p1"]
+
+
+def test_the_wake_input_sends_due_profiles_a_wake_and_counts_what_it_holds() -> None:
+    q = WakeQueue()
+    for at, key in [(1.0, "a"), (2.0, "b"), (50.0, "c")]:
+        q.push(at, key)
+    part = WakeSource(q, InputEnds(grace_s=60), clock=lambda: 10.0).build("wakes", 3, 4)
+    assert part.next_batch() == [("a", WAKE), ("b", WAKE)]
+    assert metrics.value("scrm_wake_deadlines", {"worker": "3"}) == 1
+    assert part.next_awake() is not None  # "c" is 40 s away: looked at again within a tick
+
+
+def test_the_wake_input_ends_with_the_events_input_or_when_stopping() -> None:
+    ends = InputEnds(grace_s=60)
+    part = WakeSource(WakeQueue(), ends).build("wakes", 0, 1)
+    assert part.next_batch() == []  # no partition built yet: within the grace
+    ends.opened()
+    ends.opened()
+    ends.closed()
+    assert not ends.ended()
+    ends.closed()
+    assert ends.ended()
+    stop = [False]
+    stopping = InputEnds(lambda: stop[0])
+    stopping.opened()
+    assert not stopping.ended()
+    stop[0] = True
+    assert stopping.ended()
+    assert InputEnds(grace_s=0).ended()  # a process that reads no partition: ends, loudly
