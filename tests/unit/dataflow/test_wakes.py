@@ -3,15 +3,22 @@ profile pushes, what a wake does early and on time, and when the wake input ends
 
 from __future__ import annotations
 
+import itertools
 import pickle
 import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.testing import TestingSink, TestingSource, run_main
 
 from flows.core import metrics
-from flows.core.contract import Event
+from flows.core.contract import Event, RawRecord
 from flows.core.messages import FeatureUpdate
 from flows.core.settings import load_settings
 from flows.core.streamtime import StreamClock
-from flows.dataflow.build import feature_set
+from flows.dataflow.build import FlowSinks, build_flow, feature_set
 from flows.dataflow.profile import new_state
 from flows.dataflow.profile_step import DISCARD, RETAIN, ProfileConfig, ProfileLogic
 from flows.dataflow.wake_input import InputEnds, WakeSource
@@ -159,3 +166,36 @@ def test_the_wake_input_ends_with_the_events_input_or_when_stopping() -> None:
     stop[0] = True
     assert stopping.ended()
     assert InputEnds(grace_s=0).ended()  # a process that reads no partition: ends, loudly
+
+
+def test_after_a_restart_a_silent_profile_is_woken_without_an_event(tmp_path) -> None:
+    """Bytewax rebuilds every restored profile at the resume, and each puts its deadline
+    back in the new process's queue: the silent one moves on with no event of its own."""
+    day = 86_400_000
+    t = (int(time.time() * 1000) // day - 10) * day
+
+    def rec(i: int, pid: str, ts: int) -> RawRecord:
+        body = (
+            f'{{"eventId":"e{i}","profileId":"{pid}","type":"order_paid","ts":{ts},"props":{{"amount":5}}}}'
+        )
+        return RawRecord(body.encode(), "t", 0, i, None, ts)
+
+    def second_run() -> Iterator[RawRecord]:  # two days on, then a second and a half of others
+        for i in range(1, 31):
+            time.sleep(0.05)  # on the worker's thread: the input is looked at again each time
+            yield rec(i, "other", t + 2 * day + i * 1000)
+
+    settings = load_settings(
+        env={"SCRM_RECOVERY__DIR": str(tmp_path), "SCRM_FEATURES__IDLE_REFRESH_S": "0.2"}
+    )
+    init_db_dir(tmp_path, 1)
+    runs: list[list[FeatureUpdate]] = []
+    for _ in range(2):  # the first run ends at the EOF, snapshotted; the second resumes after it
+        items = itertools.chain([rec(0, "silent", t), TestingSource.EOF()], second_run())
+        updates: list[FeatureUpdate] = []
+        flow = build_flow(settings, TestingSource(items), FlowSinks(features=[TestingSink(updates)]))
+        run_main(flow, epoch_interval=timedelta(0), recovery_config=RecoveryConfig(str(tmp_path)))
+        runs.append(updates)
+    assert {u.as_of_ms for u in runs[0] if u.profile_id == "silent"} == {t}
+    woken = [u.as_of_ms for u in runs[1] if u.profile_id == "silent"]
+    assert woken and woken[0] > t + 2 * day  # its windows, as of the stream's time at the wake
