@@ -30,7 +30,7 @@ from flows.dataflow.wakes import WAKE, Wake, WakeQueue
 
 log = logging.getLogger("scrm.wakes")
 
-TICK_S = 0.05  # how often the wake input looks at its heap when nothing is due sooner
+TICK_S = 0.05  # how often the wake input looks at its queue when nothing is due sooner
 NO_INPUT_GRACE_S = 5.0
 
 
@@ -145,7 +145,7 @@ class _WatchedDynamic(DynamicSource[Any]):
 
 
 class WakeSource(DynamicSource[tuple[str, Wake]]):
-    """On each worker: ``(key, WAKE)`` for each key in its heap whose deadline has passed."""
+    """On each worker: ``(key, WAKE)`` for each key in its queue whose deadline has passed."""
 
     def __init__(self, queue: WakeQueue, ends: InputEnds, clock: Callable[[], float] = time.time) -> None:
         self._queue = queue

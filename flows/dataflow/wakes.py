@@ -1,12 +1,12 @@
-"""When silent profiles fall due: one heap of deadlines per worker, instead of a Bytewax
+"""When silent profiles fall due: one queue of deadlines per worker, instead of a Bytewax
 timer per profile.
 
 Bytewax's stateful step looks through every key's pending timer at each activation, so a
 timer held by each silent profile costs every activation in proportion to the profiles
 held. A profile's logic pushes its deadline (wall clock) into its worker's `WakeQueue`
-instead; `flows.dataflow.wake_input.WakeSource` pops what is due and sends each due
+instead; `flows.dataflow.wake_input.WakeSource` takes out what is due and sends each due
 profile a `WAKE`, routed by key like an event, so it arrives through ``on_batch``. A held
-deadline costs nothing per activation, a wake a heap pop.
+deadline costs nothing per activation.
 
 The queue is derived state, never snapshotted: a resume refills it as Bytewax rebuilds the
 restored profiles (each schedules itself). A deadline that moves later leaves its entry in
@@ -34,48 +34,61 @@ class Wake:
 
 WAKE = Wake()
 
+SLOTS_PER_S = 100  # deadlines are kept to the end of their 10 ms slot
+
 
 class WakeQueue:
-    """Deadlines of the profiles on each worker: ``(wall time, key)`` in a heap per thread.
+    """Deadlines of the profiles on each worker, per thread: keys in slots of 1 / `SLOTS_PER_S` s
+    (a dict of lists), the slots in a heap.
 
     A Bytewax worker is one thread that runs both a profile's logic and the wake input's
     partition, and a key's wake is routed back to the worker that holds the key, so each
-    thread's heap needs no lock.
+    thread's slots need no lock. A key is due once the end of its slot has passed: never
+    early, at most one slot late. A push costs a list append (and a heap push for a new
+    slot), a pop a slot's list at a time; a deadline held costs one list entry.
     """
 
     def __init__(self) -> None:
         self._local = threading.local()
 
-    def _heap(self) -> list[tuple[float, str]]:
+    def _slots(self) -> tuple[dict[int, list[str]], list[int]]:
         try:
-            heap: list[tuple[float, str]] = self._local.heap
+            slots: tuple[dict[int, list[str]], list[int]] = self._local.slots
         except AttributeError:
-            heap = self._local.heap = []
-        return heap
+            slots = self._local.slots = ({}, [])
+        return slots
 
     def push(self, at: float, key: str) -> None:
-        heapq.heappush(self._heap(), (at, key))
+        keys, order = self._slots()
+        slot = -int(-at * SLOTS_PER_S // 1)  # the slot whose end is the first at or after `at`
+        held = keys.get(slot)
+        if held is None:
+            keys[slot] = [key]
+            heapq.heappush(order, slot)
+        else:
+            held.append(key)
 
     def due(self, now: float) -> list[str]:
-        """The keys due by `now` (each once), taken out of this thread's heap."""
-        heap = self._heap()
-        if not heap or heap[0][0] > now:
+        """The keys due by `now` (each once), taken out of this thread's slots."""
+        keys, order = self._slots()
+        last = int(now * SLOTS_PER_S // 1)
+        if not order or order[0] > last:
             return []
-        keys: dict[str, None] = {}
+        out: list[str] = []
         pop = heapq.heappop
-        while heap and heap[0][0] <= now:
-            keys[pop(heap)[1]] = None
-        return list(keys)
+        while order and order[0] <= last:
+            out += keys.pop(pop(order))
+        return list(dict.fromkeys(out)) if len(out) > 1 else out
 
     def next_at(self) -> float | None:
-        """The earliest deadline held on this thread (None: none)."""
-        heap = self._heap()
-        return heap[0][0] if heap else None
+        """When the earliest slot held on this thread ends (None: none)."""
+        order = self._slots()[1]
+        return order[0] / SLOTS_PER_S if order else None
 
     def __len__(self) -> int:
-        return len(self._heap())
+        return sum(map(len, self._slots()[0].values()))
 
-    def __getstate__(self) -> dict[str, Any]:  # Bytewax may pickle the flow: no heaps travel
+    def __getstate__(self) -> dict[str, Any]:  # Bytewax may pickle the flow: no deadlines travel
         return {}
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ profile pushes, what a wake does early and on time, and when the wake input ends
 from __future__ import annotations
 
 import itertools
+import math
 import pickle
 import threading
 import time
@@ -12,6 +13,8 @@ from datetime import timedelta
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flows.core import metrics
 from flows.core.contract import Event, RawRecord
@@ -37,6 +40,26 @@ def test_the_queue_gives_each_due_key_once_in_deadline_order() -> None:
     assert q.due(0.5) == [] and q.next_at() == 1.0
     assert q.due(5.0) == ["a", "b"]  # "b" twice in the heap, once out
     assert len(q) == 1 and q.next_at() == 9.0
+
+
+@given(st.lists(st.tuples(st.booleans(), st.floats(0, 100), st.sampled_from("abcde")), max_size=60))
+def test_a_deadline_comes_out_never_early_and_at_most_a_slot_late(ops) -> None:
+    """Pushes and looks (True: push `key` at now + `x`; False: move now on by `x` and take
+    what is due), against the deadlines kept in a plain list of 10 ms slots."""
+    q, held, now = WakeQueue(), [], 0.0
+    for push, x, key in ops:
+        if push:
+            q.push(now + x, key)
+            held.append((now + x, key))
+            continue
+        now += x
+        out = q.due(now)
+        gone = [(at, k) for at, k in held if math.ceil(at * 100) <= math.floor(now * 100)]
+        held = [e for e in held if e not in gone]
+        assert sorted(out) == sorted({k for _, k in gone})  # each key once
+        assert all(at <= now for at, _ in gone)  # never early
+        assert all(at > now - 0.01 for at, _ in held)  # at most a slot late
+    assert len(q) == len(held)
 
 
 def test_each_worker_thread_has_its_own_heap() -> None:
