@@ -288,6 +288,7 @@ def run(
             registry=registry,
             journeys=catalog,
             stopping=control.stopping,
+            open_ended=settings.source.kind == "kafka" and not settings.kafka.stop_at_end,
         )
         console.print(
             f"scrm run: source={settings.source.kind} workers={settings.engine.workers} "

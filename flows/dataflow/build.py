@@ -40,7 +40,7 @@ from flows.core.settings import Settings
 from flows.core.streamtime import StreamClock
 from flows.dataflow.persons import ResolvePersons
 from flows.dataflow.stages import ingest
-from flows.dataflow.wake_input import InputEnds, WakeSource, watched
+from flows.dataflow.wake_input import NO_INPUT_GRACE_S, InputEnds, WakeSource, watched
 from flows.dataflow.wakes import WakeQueue
 from flows.features.declarations import FeatureSet, load_features
 from rules.actions import GuardStep, is_delivered
@@ -117,6 +117,7 @@ def build_flow(
     registry: ModelRegistry | None = None,
     journeys: LiveJourneys | None = None,
     stopping: Callable[[], bool] | None = None,
+    open_ended: bool = False,
 ) -> Dataflow:
     """Assemble input -> ingest (validate, dedupe, features, scoring) -> learners -> outputs.
 
@@ -124,9 +125,11 @@ def build_flow(
     a flow built without one gets its own. `journeys` is the live journey catalog
     (`rules.store.JourneyCatalog`); without one no journey runs. `stopping` says when the
     run is stopping (the engine's `RunControl`): the wake input ends with the events'.
+    `open_ended`: the source only ends when stopped (live Kafka), so a process that reads
+    none of its partitions keeps its wakes for the profiles the others send it.
     """
     flow = Dataflow(flow_id)
-    ends = InputEnds(stopping)
+    ends = InputEnds(stopping, None if open_ended else NO_INPUT_GRACE_S)
     raw = op.input("input", flow, watched(source, ends))
     queue = WakeQueue()
     wakes = op.input("wakes", flow, WakeSource(queue, ends, clock))

@@ -186,8 +186,10 @@ class ProfileLogic:
         """The worker's wake queue holds the deadline, not a Bytewax timer; an entry already
         there that falls due sooner stays, and its early wake pushes this one."""
         at = self._deadline_at
-        if at and (not self._queued or at < self._queued) and self._state.profile_id:
-            self._cfg.wakes.push(at, self._state.profile_id)
+        st = self._state
+        # (while waiting for a hand-off the deadline is a Bytewax timer's)
+        if at and (not self._queued or at < self._queued) and st.profile_id and st.waiting is None:
+            self._cfg.wakes.push(at, st.profile_id)
             self._queued = at
 
     def on_batch(self, values: list[Any]) -> tuple[list[ProfileOut], bool]:
@@ -198,8 +200,10 @@ class ProfileLogic:
         # A wake from the queue (`flows.dataflow.wakes`): the events first, then what fell
         # due, as a timer firing after this batch would have.
         now = self._cfg.clock()
-        if self._queued and self._queued <= now:
-            self._queued = 0.0  # its entry has left the queue
+        # Its entry has left the queue (or a stale later one has, after it): either way the
+        # deadline goes back in below unless it is due now. Clearing on the wall clock
+        # instead would lose it for good if the clock stepped back.
+        self._queued = 0.0
         st = self._state
         if events:
             out, keep = self._batch(events)

@@ -4,8 +4,9 @@
 A bounded input (a replay, a test, ``stop_at_end``) must let the flow finish, so the wake
 input ends once every partition of the events' input in this process has ended (or the run
 is stopping); the profiles' ``on_eof`` then does what was still due. A process that reads
-no partition of the input at all ends its wakes after `NO_INPUT_GRACE_S` and says so: its
-profiles then age only at their events and at the end.
+no partition of an input that ends (a replay, ``stop_at_end``) ends its wakes after
+`NO_INPUT_GRACE_S` and says so: its profiles then age only at their events and at the end.
+On an open-ended input (live Kafka) it keeps them until the run stops.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ class InputEnds:
     """Whether the events' input has ended in this process: its partitions are counted as
     they are built and as they end (shared by the process's workers)."""
 
-    def __init__(self, stopping: Callable[[], bool] | None = None, grace_s: float = NO_INPUT_GRACE_S) -> None:
+    def __init__(
+        self, stopping: Callable[[], bool] | None = None, grace_s: float | None = NO_INPUT_GRACE_S
+    ) -> None:
         self._stopping = stopping
         self._grace_s = grace_s
         self._lock = threading.Lock()
@@ -61,8 +64,8 @@ class InputEnds:
             return True
         if self._opened:
             return self._open <= 0
-        if time.monotonic() - self._born < self._grace_s:
-            return False
+        if self._grace_s is None or time.monotonic() - self._born < self._grace_s:
+            return False  # an open-ended input: its other processes' events still come
         with self._lock:
             if not self._warned:
                 self._warned = True

@@ -49,13 +49,15 @@ class WakeQueue:
     """
 
     def __init__(self) -> None:
-        self._local = threading.local()
+        # by OS thread id, not `threading.local`: Bytewax's worker threads are not Python's,
+        # and what a call stores in a thread-local there is gone at the next activation
+        self._by_thread: dict[int, tuple[dict[int, list[str]], list[int]]] = {}
 
     def _slots(self) -> tuple[dict[int, list[str]], list[int]]:
-        try:
-            slots: tuple[dict[int, list[str]], list[int]] = self._local.slots
-        except AttributeError:
-            slots = self._local.slots = ({}, [])
+        thread = threading.get_ident()
+        slots = self._by_thread.get(thread)
+        if slots is None:
+            slots = self._by_thread[thread] = ({}, [])
         return slots
 
     def push(self, at: float, key: str) -> None:

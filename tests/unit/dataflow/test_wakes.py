@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
-from bytewax.testing import TestingSink, TestingSource, run_main
+from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -146,6 +146,17 @@ def test_events_and_a_wake_in_one_batch_run_the_events_first() -> None:
     assert q.next_at() == wall.t + 60.0
 
 
+def test_a_wall_clock_stepping_back_loses_no_deadline() -> None:
+    wall, q = Wall(), WakeQueue()
+    logic = _logic(wall, q)
+    logic.on_batch([order(T0)])
+    wall.t += 61
+    assert q.due(wall.t) == ["p1"]
+    wall.t -= 5  # an NTP step between the pop and the wake: the deadline is not due yet
+    assert logic.on_batch([WAKE]) == ([], RETAIN)
+    assert q.next_at() == T0 / 1000 + 60  # back in the queue
+
+
 def test_the_wake_of_a_profile_dropped_since_keeps_nothing() -> None:
     logic = _logic(Wall(), WakeQueue())
     assert logic.on_batch([WAKE]) == ([], DISCARD)
@@ -189,6 +200,11 @@ def test_the_wake_input_ends_with_the_events_input_or_when_stopping() -> None:
     stop[0] = True
     assert stopping.ended()
     assert InputEnds(grace_s=0).ended()  # a process that reads no partition: ends, loudly
+    stop[0] = False
+    live = InputEnds(lambda: stop[0], grace_s=None)  # open-ended: the others' events still come
+    assert not live.ended()
+    stop[0] = True
+    assert live.ended()
 
 
 def test_after_a_restart_a_silent_profile_is_woken_without_an_event(tmp_path) -> None:
@@ -222,3 +238,29 @@ def test_after_a_restart_a_silent_profile_is_woken_without_an_event(tmp_path) ->
     assert {u.as_of_ms for u in runs[0] if u.profile_id == "silent"} == {t}
     woken = [u.as_of_ms for u in runs[1] if u.profile_id == "silent"]
     assert woken and woken[0] > t + 2 * day  # its windows, as of the stream's time at the wake
+
+
+def test_with_two_workers_every_silent_profile_is_woken() -> None:
+    """Bytewax's worker threads are not Python's: each worker's deadlines must outlive the
+    call that pushed them (a thread-local would not)."""
+    day = 86_400_000
+    t = (int(time.time() * 1000) // day - 10) * day
+
+    def rec(i: int, pid: str, ts: int) -> RawRecord:
+        body = (
+            f'{{"eventId":"e{i}","profileId":"{pid}","type":"order_paid","ts":{ts},"props":{{"amount":5}}}}'
+        )
+        return RawRecord(body.encode(), "t", 0, i, None, ts)
+
+    def items() -> Iterator[RawRecord]:
+        yield from (rec(100 + k, f"silent{k}", t) for k in range(8))
+        for i in range(1, 31):  # others move stream time on for a second and a half
+            time.sleep(0.05)
+            yield rec(i, f"other{i % 4}", t + 2 * day + i * 1000)
+
+    settings = load_settings(env={"SCRM_FEATURES__IDLE_REFRESH_S": "0.2"})
+    updates: list[FeatureUpdate] = []
+    flow = build_flow(settings, TestingSource(items()), FlowSinks(features=[TestingSink(updates)]))
+    cluster_main(flow, [], 0, worker_count_per_proc=2)
+    woken = {u.profile_id for u in updates if u.profile_id.startswith("silent") and u.as_of_ms > t}
+    assert woken == {f"silent{k}" for k in range(8)}
