@@ -28,6 +28,7 @@ from flows.dataflow.profile_step import (
     ProfileOut,
 )
 from flows.dataflow.stages import _profile_of, _ProfileState
+from flows.dataflow.wakes import WAKE
 from flows.features.plan import FeaturePlan
 from flows.features.rfm import RfmSketch
 from rules.runtime import Instance
@@ -96,8 +97,10 @@ def test_a_winner_holds_its_records_until_the_loser_hands_off(valkey) -> None:
     got, keep = winner.on_notify()
     assert got == [] and winner._state.waiting is not None  # not handed off yet
 
-    _, keep = loser.on_batch([notice(HANDOFF, "L", "m1", "W", T0 + 10)])
+    cfg.wakes.due(1e12)  # the loser's deadline falls due with the hand-off
+    _, keep = loser.on_batch([WAKE, notice(HANDOFF, "L", "m1", "W", T0 + 10)])
     assert keep == DISCARD  # nothing left to run under the loser
+    assert len(cfg.wakes) == 0  # and no deadline queued again for the state dropped
     got, keep = winner.on_notify()
     assert keep == RETAIN and winner._state.waiting is None
     # the loser's order and page view, the winner's two orders; a1 again is a repeat
