@@ -105,6 +105,7 @@ class _Batches(DynamicSource[tuple[str, str]]):
 
 _FAR = datetime(9999, 1, 1, tzinfo=UTC)
 _TAIL, _BATCH = 20_000, 100
+_SPREAD_S = 28 * 86_400  # queue entries spread over the rescorings' back-off: a slot each, about
 HELD = ("none", "timer", "queue")  # what each idle key holds: nothing, a Bytewax timer, a queue entry
 
 
@@ -121,8 +122,9 @@ class _Idle(StatefulBatchLogic[object, None, None]):
         v = values[0]
         if v in ("first", "last"):
             self._marks[str(v)] = time.perf_counter()
-        elif self._queue is not None and type(v) is tuple:  # an idle key: (key, "x")
-            self._queue.push(_FAR.timestamp(), v[0])
+        elif self._queue is not None and type(v) is tuple:  # an idle key: (f"idle{i}", "x")
+            i = int(v[0][4:])
+            self._queue.push(_FAR.timestamp() + i * 7.919 % _SPREAD_S, v[0])
         return [], False
 
     def notify_at(self) -> datetime | None:

@@ -214,6 +214,18 @@ def _graceful_sigint(control: RunControl, console: Console) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def ends_only_when_stopped(settings: Settings, control: RunControl) -> bool:
+    """Whether the input ends only when the run stops (live Kafka, the synthetic generator),
+    not at an end of its own (a file, the end of the topic) or after `max_records` read here.
+    A process that reads no partition then wakes its profiles until it stops
+    (`flows.dataflow.wake_input.InputEnds`); a duration stops every process alike."""
+    if control.max_records:  # counted by each process on its own partitions
+        return False
+    if settings.source.kind == "kafka":
+        return not settings.kafka.stop_at_end
+    return settings.source.kind == "synthetic"
+
+
 def run_flow(flow: Dataflow, settings: Settings, cluster: Cluster) -> None:
     """Execute `flow` on this process's workers (and cluster peers, if any)."""
     rc = recovery_config(settings)
@@ -288,7 +300,7 @@ def run(
             registry=registry,
             journeys=catalog,
             stopping=control.stopping,
-            open_ended=settings.source.kind == "kafka" and not settings.kafka.stop_at_end,
+            open_ended=ends_only_when_stopped(settings, control),
         )
         console.print(
             f"scrm run: source={settings.source.kind} workers={settings.engine.workers} "
@@ -302,6 +314,7 @@ def run(
         base = progress.base
         started = time.monotonic()
         progress.start()
+        control.start()  # `duration_s` counts in every process, also one that reads no partition
         try:
             with _graceful_sigint(control, console):
                 run_flow(flow, settings, cluster)

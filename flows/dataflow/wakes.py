@@ -51,17 +51,19 @@ class WakeQueue:
     def __init__(self) -> None:
         # by OS thread id, not `threading.local`: Bytewax's worker threads are not Python's,
         # and what a call stores in a thread-local there is gone at the next activation
-        self._by_thread: dict[int, tuple[dict[int, list[str]], list[int]]] = {}
+        # (keys by slot, the slots' heap, [entries held]: kept so `len` need not count them)
+        self._by_thread: dict[int, tuple[dict[int, list[str]], list[int], list[int]]] = {}
 
-    def _slots(self) -> tuple[dict[int, list[str]], list[int]]:
+    def _slots(self) -> tuple[dict[int, list[str]], list[int], list[int]]:
         thread = threading.get_ident()
         slots = self._by_thread.get(thread)
         if slots is None:
-            slots = self._by_thread[thread] = ({}, [])
+            slots = self._by_thread[thread] = ({}, [], [0])
         return slots
 
     def push(self, at: float, key: str) -> None:
-        keys, order = self._slots()
+        keys, order, held_n = self._slots()
+        held_n[0] += 1
         slot = -int(-at * SLOTS_PER_S // 1)  # the slot whose end is the first at or after `at`
         held = keys.get(slot)
         if held is None:
@@ -72,7 +74,7 @@ class WakeQueue:
 
     def due(self, now: float) -> list[str]:
         """The keys due by `now` (each once), taken out of this thread's slots."""
-        keys, order = self._slots()
+        keys, order, held_n = self._slots()
         last = int(now * SLOTS_PER_S // 1)
         if not order or order[0] > last:
             return []
@@ -80,6 +82,7 @@ class WakeQueue:
         pop = heapq.heappop
         while order and order[0] <= last:
             out += keys.pop(pop(order))
+        held_n[0] -= len(out)
         return list(dict.fromkeys(out)) if len(out) > 1 else out
 
     def next_at(self) -> float | None:
@@ -88,7 +91,8 @@ class WakeQueue:
         return order[0] / SLOTS_PER_S if order else None
 
     def __len__(self) -> int:
-        return sum(map(len, self._slots()[0].values()))
+        """Entries held on this thread (stale ones included), without counting them."""
+        return self._slots()[2][0]
 
     def __getstate__(self) -> dict[str, Any]:  # Bytewax may pickle the flow: no deadlines travel
         return {}

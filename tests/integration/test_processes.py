@@ -114,6 +114,45 @@ def test_two_processes_match_one(broker, names, tmp_path):
     assert single == set(ids)
 
 
+SCRM_RUN = (sys.executable, "-m", "flows.app.cli", "run")
+
+
+def test_a_live_cluster_bounded_by_max_events_ends_also_where_no_partition_is_read(broker, names, tmp_path):
+    # one partition: the second process reads nothing, so its own count never reaches the
+    # bound; its wake input has to end by itself for the cluster to end
+    broker.create_topic(names["events"], partitions=1)
+    msgs = [
+        (
+            f"p{i % 7}".encode(),
+            orjson.dumps(
+                {"eventId": f"e{i}", "profileId": f"p{i % 7}", "type": "page_view", "ts": NOW_S + i}
+            ),
+        )
+        for i in range(300)
+    ]
+    broker.produce(names["events"], msgs)
+    addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
+    envs = [scrm_env(broker, names, tmp_path / f"proc{i}", SCRM_KAFKA__STOP_AT_END="false") for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [*SCRM_RUN, "--source", "kafka", "--max-events", "200", "-i", str(i), "-a", addresses],
+            env=envs[i],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        outputs = [p.communicate(timeout=90)[0] for p in procs]
+    except subprocess.TimeoutExpired as exc:
+        for p in procs:
+            p.kill()
+        tails = [p.communicate()[0][-1500:] for p in procs]
+        raise AssertionError(f"the cluster did not end: {tails}") from exc
+    assert [p.returncode for p in procs] == [0, 0], outputs
+
+
 def test_ctrl_c_flushes_every_sink_and_exits_zero(broker, names, tmp_path):
     """Ctrl-C once the engine runs and events flow (its progress lines count records read,
     however long start-up took): the input ends, every sink flushes, the exit code is 0."""

@@ -59,6 +59,7 @@ def test_a_deadline_comes_out_never_early_and_at_most_a_slot_late(ops) -> None:
         assert sorted(out) == sorted({k for _, k in gone})  # each key once
         assert all(at <= now for at, _ in gone)  # never early
         assert all(at > now - 0.01 for at, _ in held)  # at most a slot late
+        assert len(q) == len(held)  # the count kept as it goes
     assert len(q) == len(held)
 
 

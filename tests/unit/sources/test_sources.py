@@ -110,3 +110,24 @@ def test_a_file_replays_at_full_speed_unless_a_rate_is_given(make_settings, tmp_
     synthetic = make_source(make_settings({"source": {"kind": "synthetic"}}), control)
     assert rates == [0.0, 50.0]
     assert synthetic._rate == 2000.0
+
+
+@pytest.mark.parametrize(
+    ("source", "overrides", "max_records", "only_when_stopped"),
+    [
+        ("kafka", {}, 0, True),  # live: it ends when stopped (or at a duration)
+        ("kafka", {"kafka": {"stop_at_end": True}}, 0, False),  # at the topic's end
+        ("kafka", {}, 200, False),  # counted per process: a process reading nothing never gets there
+        ("synthetic", {}, 0, True),
+        ("synthetic", {}, 200, False),
+        ("file", {"source": {"file": "events.jsonl"}}, 0, False),
+    ],
+)
+def test_which_inputs_end_only_when_the_run_stops(source, overrides, max_records, only_when_stopped):
+    from flows.app.engine import ends_only_when_stopped
+    from flows.core.settings import load_settings
+
+    settings = load_settings(
+        env={}, overrides={**overrides, "source": {"kind": source, **overrides.get("source", {})}}
+    )
+    assert ends_only_when_stopped(settings, RunControl(max_records=max_records)) is only_when_stopped
