@@ -334,8 +334,9 @@ def produce_at_rate(
 _PROBE = """
 import re, sys, time
 from confluent_kafka import Consumer, TopicPartition
-boot, topic, parts, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-c = Consumer({"bootstrap.servers": boot, "group.id": "probe", "enable.auto.commit": False})
+boot, topic, parts, n, wait = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+c = Consumer({"bootstrap.servers": boot, "group.id": "probe", "enable.auto.commit": False,
+              "fetch.wait.max.ms": int(wait)})
 c.assign([TopicPartition(topic, i, -2) for i in range(parts)])
 ts = re.compile(rb'"ts":\\s*(\\d+)')
 lags = []
@@ -358,13 +359,23 @@ def transport_floor(
     """The latency run with a bare consumer in place of the engine: producer + broker + poll.
 
     What the engine's freshness cannot beat on this machine: the same producer, the same
-    in-memory broker and a consumer that only reads and stamps, with no engine running.
+    in-memory broker and a consumer that only reads and stamps (with the engine's
+    ``kafka.fetch_wait_ms``), with no engine running.
     Printed, and returned as ``sent``, ``read``, ``p50``, ``p99``, ``max`` (ms).
     """
     topic = broker.create_topic(f"probe_{uuid.uuid4().hex[:8]}", partitions=2)
     n = int(rate * seconds)
     probe = subprocess.Popen(
-        [sys.executable, "-c", _PROBE, broker.bootstrap, topic, "2", str(n)],
+        [
+            sys.executable,
+            "-c",
+            _PROBE,
+            broker.bootstrap,
+            topic,
+            "2",
+            str(n),
+            str(load_settings(env={}).kafka.fetch_wait_ms),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -111,8 +111,13 @@ def latency(
     produced = {"n": 0}
 
     def consume() -> None:
-        c = Consumer(
-            {"bootstrap.servers": broker.bootstrap, "group.id": "bench", "enable.auto.commit": False}
+        c = Consumer(  # reading the actions with the engine's fetch wait, as the floor does
+            {
+                "bootstrap.servers": broker.bootstrap,
+                "group.id": "bench",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": s.kafka.fetch_wait_ms,
+            }
         )
         c.assign([TopicPartition(s.kafka.actions_topic, p, 0) for p in range(2)])
         while not stop.is_set():

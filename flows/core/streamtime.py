@@ -41,7 +41,7 @@ travel in their own batch), so a partition read to its end may be a fetch away f
 events older than what another partition already shows. Following at once fired a cart
 reminder whose order was in that fetch (the kill -9 test caught it, once). This is the
 idleness of watermark systems (Flink's ``withIdleness``); the default 2 s is well over
-librdkafka's ``fetch.wait.max.ms`` (500 ms).
+the longest a fetch is held (``kafka.fetch_wait_ms``; librdkafka's bound is 500 ms).
 
 Each process has its own clock. A profile whose partition its worker has received
 nothing from yet uses the earliest time over the partitions it has; ``now_ms()`` without

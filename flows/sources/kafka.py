@@ -48,6 +48,7 @@ class KafkaEventsSource(FixedPartitionedSource[RawRecord, int]):
             "group.id": "scrm-unused",  # partitions are assigned; offsets are in snapshots
             "enable.auto.commit": False,
             "enable.partition.eof": self._settings.stop_at_end,
+            "fetch.wait.max.ms": self._settings.fetch_wait_ms,
         }
         conf.update(self._settings.extra)
         return conf

@@ -112,6 +112,20 @@ def test_a_file_replays_at_full_speed_unless_a_rate_is_given(make_settings, tmp_
     assert synthetic._rate == 2000.0
 
 
+def test_the_kafka_consumer_holds_a_fetch_no_longer_than_configured():
+    from flows.core.settings import load_settings
+    from flows.sources.kafka import KafkaEventsSource
+
+    def fetch_wait(env: dict[str, str]) -> object:
+        kafka = load_settings(env=env).kafka
+        return KafkaEventsSource(kafka, RunControl())._config()["fetch.wait.max.ms"]
+
+    assert fetch_wait({}) == 25  # not librdkafka's 500 ms
+    assert fetch_wait({"SCRM_KAFKA__FETCH_WAIT_MS": "50"}) == 50
+    # librdkafka's own key in kafka.extra wins, like every other extra
+    assert fetch_wait({"SCRM_KAFKA__EXTRA": '{ "fetch.wait.max.ms" = "100" }'}) == "100"
+
+
 @pytest.mark.parametrize(
     ("source", "overrides", "max_records", "only_when_stopped"),
     [
