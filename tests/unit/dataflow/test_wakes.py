@@ -208,22 +208,25 @@ def test_the_wake_input_ends_with_the_events_input_or_when_stopping() -> None:
     assert live.ended()
 
 
+_DAY = 86_400_000
+
+
+def _order(i: int, pid: str, ts: int) -> RawRecord:
+    """An order of 5 by `pid` at `ts`, offset `i`."""
+    body = f'{{"eventId":"e{i}","profileId":"{pid}","type":"order_paid","ts":{ts},"props":{{"amount":5}}}}'
+    return RawRecord(body.encode(), "t", 0, i, None, ts)
+
+
 def test_after_a_restart_a_silent_profile_is_woken_without_an_event(tmp_path) -> None:
     """Bytewax rebuilds every restored profile at the resume, and each puts its deadline
     back in the new process's queue: the silent one moves on with no event of its own."""
-    day = 86_400_000
+    day = _DAY
     t = (int(time.time() * 1000) // day - 10) * day
-
-    def rec(i: int, pid: str, ts: int) -> RawRecord:
-        body = (
-            f'{{"eventId":"e{i}","profileId":"{pid}","type":"order_paid","ts":{ts},"props":{{"amount":5}}}}'
-        )
-        return RawRecord(body.encode(), "t", 0, i, None, ts)
 
     def second_run() -> Iterator[RawRecord]:  # two days on, then a second and a half of others
         for i in range(1, 31):
             time.sleep(0.05)  # on the worker's thread: the input is looked at again each time
-            yield rec(i, "other", t + 2 * day + i * 1000)
+            yield _order(i, "other", t + 2 * day + i * 1000)
 
     settings = load_settings(
         env={"SCRM_RECOVERY__DIR": str(tmp_path), "SCRM_FEATURES__IDLE_REFRESH_S": "0.2"}
@@ -231,7 +234,7 @@ def test_after_a_restart_a_silent_profile_is_woken_without_an_event(tmp_path) ->
     init_db_dir(tmp_path, 1)
     runs: list[list[FeatureUpdate]] = []
     for _ in range(2):  # the first run ends at the EOF, snapshotted; the second resumes after it
-        items = itertools.chain([rec(0, "silent", t), TestingSource.EOF()], second_run())
+        items = itertools.chain([_order(0, "silent", t), TestingSource.EOF()], second_run())
         updates: list[FeatureUpdate] = []
         flow = build_flow(settings, TestingSource(items), FlowSinks(features=[TestingSink(updates)]))
         run_main(flow, epoch_interval=timedelta(0), recovery_config=RecoveryConfig(str(tmp_path)))
@@ -244,20 +247,14 @@ def test_after_a_restart_a_silent_profile_is_woken_without_an_event(tmp_path) ->
 def test_with_two_workers_every_silent_profile_is_woken() -> None:
     """Bytewax's worker threads are not Python's: each worker's deadlines must outlive the
     call that pushed them (a thread-local would not)."""
-    day = 86_400_000
+    day = _DAY
     t = (int(time.time() * 1000) // day - 10) * day
 
-    def rec(i: int, pid: str, ts: int) -> RawRecord:
-        body = (
-            f'{{"eventId":"e{i}","profileId":"{pid}","type":"order_paid","ts":{ts},"props":{{"amount":5}}}}'
-        )
-        return RawRecord(body.encode(), "t", 0, i, None, ts)
-
     def items() -> Iterator[RawRecord]:
-        yield from (rec(100 + k, f"silent{k}", t) for k in range(8))
+        yield from (_order(100 + k, f"silent{k}", t) for k in range(8))
         for i in range(1, 31):  # others move stream time on for a second and a half
             time.sleep(0.05)
-            yield rec(i, f"other{i % 4}", t + 2 * day + i * 1000)
+            yield _order(i, f"other{i % 4}", t + 2 * day + i * 1000)
 
     settings = load_settings(env={"SCRM_FEATURES__IDLE_REFRESH_S": "0.2"})
     updates: list[FeatureUpdate] = []
