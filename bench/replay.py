@@ -270,10 +270,10 @@ def report(runs: Replays, schedule: dict[str, int] | None = None) -> str:
 def _schedule_lines(runs: Replays, schedule: dict[str, int]) -> list[str]:
     """What the declared schedule asks of (b), and what one rescoring may cost for it to
     run at the rate target."""
-    if not schedule:
+    asked = sum(schedule.values())
+    if not asked:  # no model, or an input too short to declare any (a --limit smoke run)
         return []
     full = runs.full
-    asked = sum(schedule.values())
     budget_s = full.events / RATE_TARGET
     aging_s = full.seconds - runs.unscored.seconds
     return [
