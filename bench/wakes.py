@@ -105,7 +105,7 @@ class _Batches(DynamicSource[tuple[str, str]]):
 
 _FAR = datetime(9999, 1, 1, tzinfo=UTC)
 _TAIL, _BATCH = 20_000, 100
-_SPREAD_S = 28 * 86_400  # queue entries spread over the rescorings' back-off: a slot each, about
+_SPREAD_S = 28 * 86_400  # queue entries spread over the rescorings' back-off, about one slot each
 HELD = ("none", "timer", "queue")  # what each idle key holds: nothing, a Bytewax timer, a queue entry
 
 
