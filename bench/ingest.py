@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import bytewax.operators as op
@@ -229,9 +230,11 @@ def throughput(broker: Broker, events: list[bytes], chdb: Path) -> dict[str, flo
                 len(events) / seconds,
             )
         )
-    n, seconds = cluster_run(broker, topic, processes=2)
-    rates["ingest_p2"] = n / seconds
-    rows.append((f"ingest: same flow, 2 processes x 1 worker on loopback ({n:,} records)", n / seconds))
+    two = cluster_run(broker, topic, processes=2)
+    rates["ingest_p2"] = two.rate
+    rows.append(
+        (f"ingest: same flow, 2 processes x 1 worker on loopback ({two.records:,} records)", two.rate)
+    )
     print()
     print(f"{'stage':<100} {'events/s':>10}")
     for name, rate in rows:
@@ -263,22 +266,51 @@ def scrm_env(
     return env
 
 
+@dataclass(frozen=True)
+class ClusterRun:
+    """What `cluster_run` measured."""
+
+    records: int  # read by all the processes
+    seconds: float  # the slowest process's flow time
+    engine_cpu_s: float  # the processes' own CPU over their flow time (chDB's threads included)
+    broker_cpu_s: float  # the broker's, from the first start to the last exit
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds
+
+    @property
+    def cores(self) -> float:
+        """Cores kept busy by the engine processes and the broker (Valkey not counted)."""
+        return (self.engine_cpu_s + self.broker_cpu_s) / self.seconds
+
+
+SUMMARY = re.compile(r"([\d,]+) records in ([\d.]+)s = .*?CPU ([\d.]+)s in this process", re.S)
+
+
+def cpu_seconds(pid: int) -> float:
+    """A live process's CPU so far (user + system, all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cluster_run(
     broker: Broker, topic: str, processes: int, features: bool = False, redis_url: str | None = None
-) -> tuple[int, float]:
+) -> ClusterRun:
     """`scrm run -i I -a ...` in `processes` processes over `topic` to its end (the ingest
     path; with `features`, the full pipeline on the shipped defaults).
 
-    Returns (records read by all, the slowest process's flow time), from each process's
-    own summary line (flow time only: Valkey start and DDL are not counted). Each process
-    has its own chDB path (chDB opens a path in one process at a time). One process is a
-    plain `scrm run`, measured the same way: the baseline of the scale-out.
+    Counts and times come from each process's own summary line (flow time only: Valkey
+    start and DDL are not counted). Each process has its own chDB path (chDB opens a path in
+    one process at a time). One process is a plain `scrm run`, measured the same way: the
+    baseline of the scale-out.
     """
     from flows.app.testing import free_port
 
     addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
     data = Path(tempfile.mkdtemp(prefix="scrm-bench-cluster-"))
     procs = []
+    broker_cpu = cpu_seconds(broker.pid)
     for i in range(processes):
         env = scrm_env(broker, topic, data / f"p{i}", features, redis_url)
         env["SCRM_KAFKA__STOP_AT_END"] = "true"
@@ -288,18 +320,20 @@ def cluster_run(
         procs.append(
             subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         )
-    total, slowest = 0, 0.0
+    total, slowest, cpu = 0, 0.0, 0.0
     try:
         for p in procs:
             out = p.communicate(timeout=600)[0]
-            m = re.search(r"([\d,]+) records in ([\d.]+)s", out)
+            m = SUMMARY.search(out)
             if p.returncode != 0 or m is None:
                 raise RuntimeError(f"cluster process failed:\n{out[-2000:]}")
             total += int(m.group(1).replace(",", ""))
             slowest = max(slowest, float(m.group(2)))
+            cpu += float(m.group(3))
+        broker_cpu = cpu_seconds(broker.pid) - broker_cpu
     finally:
         shutil.rmtree(data, ignore_errors=True)  # each process's chDB and Valkey data
-    return total, slowest
+    return ClusterRun(total, slowest, cpu, broker_cpu)
 
 
 def produce_at_rate(

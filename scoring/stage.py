@@ -21,6 +21,7 @@ from bytewax.operators import StatefulBatchLogic
 from flows.core import metrics
 from flows.core.messages import LearnerItem, ModelMetric, ModelVersion
 from flows.core.streamtime import StreamClock
+from flows.core.wire import from_wire, to_wire
 from scoring.learner import Learner, version_item
 from scoring.learner_host import InProcess, InWorker, Result
 from scoring.modeldefs import ModelSet
@@ -91,6 +92,7 @@ class _LearnerLogic(StatefulBatchLogic[LearnerItem, ModelMetric | ModelVersion, 
         return out
 
     def on_batch(self, values: list[LearnerItem]) -> tuple[list[ModelMetric | ModelVersion], bool]:
+        values = [from_wire(v) for v in values]
         if not hasattr(self, "_host"):
             self._start(self._factory(values[0].model))
         self._host.feed(values, self._watermark(), self._cfg.clock())
@@ -136,11 +138,12 @@ def learn(
     def builder(resume: bytes | None) -> _LearnerLogic:
         return _LearnerLogic(pickle.loads(resume) if resume is not None else None, new_learner, cfg)
 
-    keyed = op.key_on("key_by_model", up, _model_of)
+    keyed = op.map("key_by_model", up, _keyed)
     out = op.key_rm("unkey", op.stateful_batch("learners", keyed, builder))
     split = op.branch("split", out, _is_metric)
     return LearnOut(split.trues, split.falses)  # type: ignore[arg-type]
 
 
-def _model_of(item: LearnerItem) -> str:
-    return item.model
+def _keyed(item: LearnerItem) -> tuple[str, Any]:
+    """The item keyed by its model, as it crosses processes (`flows.core.wire`)."""
+    return item.model, to_wire(item)

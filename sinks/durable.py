@@ -9,9 +9,9 @@ be lost by a crash, because the input position behind it is already committed.
 partition's ``snapshot()`` at every epoch, which flushes the buffer before the epoch
 can be committed. Delivery: at-least-once, like the wrapped sink.
 
-Items must be ``(key, value)`` pairs (the key routes them to a partition); the dataflow
-keys them before such a sink. With one partition (the default) one worker writes;
-items from other workers are exchanged to it.
+Items must be ``(key, value)`` pairs (the key routes them to a partition), the value as
+`flows.core.wire` sends it; the dataflow keys them before such a sink. With one
+partition (the default) one worker writes; items from other workers are exchanged to it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import zlib
 from typing import Any, Generic, Protocol, TypeVar
 
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition
+
+from flows.core.wire import from_wire
 
 T = TypeVar("T")
 
@@ -53,8 +55,8 @@ class _Flushing(StatefulSinkPartition[T, None], Generic[T]):
     def __init__(self, part: Any) -> None:
         self._part: Flushable[T] = part
 
-    def write_batch(self, values: list[T]) -> None:
-        self._part.write_batch(values)
+    def write_batch(self, values: list[Any]) -> None:
+        self._part.write_batch([from_wire(v) for v in values])  # keyed by `flows.dataflow.build`
 
     def snapshot(self) -> None:
         self._part.flush()

@@ -312,7 +312,7 @@ def run(
         console.print(f"scrm run: {compiled.describe()}", highlight=False)
         progress = ProgressReporter(console, settings.engine.progress_interval_s)
         base = progress.base
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.process_time()
         progress.start()
         control.start()  # `duration_s` counts in every process, also one that reads no partition
         try:
@@ -328,7 +328,7 @@ def run(
                 sync.stop()
             if catalog is not None:
                 catalog.stop()
-        elapsed = time.monotonic() - started
+        elapsed, cpu = time.monotonic() - started, time.process_time() - cpu
         client = connect(settings.clickhouse, retry)
         try:
             tables = table_counts(client, settings.clickhouse.database)
@@ -342,6 +342,7 @@ def run(
             database=settings.clickhouse.database,
             data_dir=str(data_dir),
             redis=redis.display_url,
+            cpu_s=cpu,
         )
         render_summary(console, summary)
         return summary

@@ -190,6 +190,7 @@ class RunSummary:
     database: str
     data_dir: str
     redis: str
+    cpu_s: float = 0.0  # CPU of this process's threads over `elapsed_s` (chDB's included)
 
     @property
     def rate(self) -> float:
@@ -211,7 +212,11 @@ def render_summary(console: Console, s: RunSummary) -> None:
         status.add_row("rejected", reason, f"{int(n):,}")
     status.add_row("total in", "", f"{int(c.records_in):,}", style="bold")
     console.print(status)
-    console.print(f"{int(c.records_in):,} records in {s.elapsed_s:.1f}s = [bold]{s.rate:,.0f} records/s[/]")
+    cores = s.cpu_s / s.elapsed_s if s.elapsed_s > 0 else 0.0
+    console.print(
+        f"{int(c.records_in):,} records in {s.elapsed_s:.1f}s = [bold]{s.rate:,.0f} records/s[/]; "
+        f"CPU {s.cpu_s:.1f}s in this process ({cores:.2f} cores; its children, Valkey, Kafka not counted)"
+    )
     tables = Table(title=f"ClickHouse {s.database} (rows, FINAL)", show_edge=False)
     tables.add_column("table")
     tables.add_column("rows", justify="right")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import bytewax.operators as op
@@ -38,6 +39,7 @@ from flows.core.pii import PiiProtector
 from flows.core.resources import config_dir
 from flows.core.settings import Settings
 from flows.core.streamtime import StreamClock
+from flows.core.wire import to_wire
 from flows.dataflow.persons import ResolvePersons
 from flows.dataflow.stages import ingest
 from flows.dataflow.wake_input import NO_INPUT_GRACE_S, InputEnds, WakeSource, watched
@@ -190,10 +192,15 @@ def _outputs(name: str, stream: Any, sinks: Sequence[Sink[Any]], key: Callable[[
     keyed = None
     for i, sink in enumerate(sinks):
         if isinstance(sink, FixedPartitionedSink):
-            keyed = keyed or op.key_on(f"{name}_keyed", stream, key)
+            keyed = keyed or op.map(f"{name}_keyed", stream, partial(_wired, key))
             op.output(f"{name}_out_{i}", keyed, sink)
         else:
             op.output(f"{name}_out_{i}", stream, sink)
+
+
+def _wired(key: Callable[[Any], str], item: Any) -> tuple[str, Any]:
+    """`item` keyed for its writer partition, as it crosses processes (`flows.core.wire`)."""
+    return key(item), to_wire(item)
 
 
 def _profile_key(item: Any) -> str:

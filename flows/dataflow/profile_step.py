@@ -21,6 +21,7 @@ from flows.core import metrics
 from flows.core.contract import ENGINE, DeadLetter, Event, RawRecord, Validator
 from flows.core.messages import Activity, FeatureUpdate, Intent, LearnerItem, Observation, Outcome, Score
 from flows.core.streamtime import Clock, StreamClock
+from flows.core.wire import from_wire
 from flows.dataflow.profile import ProfileState
 from flows.dataflow.wakes import Wake, WakeQueue
 from flows.features.plan import FeaturePlan
@@ -193,9 +194,9 @@ class ProfileLogic:
             self._queued = at
 
     def on_batch(self, values: list[Any]) -> tuple[list[ProfileOut], bool]:
-        events = [v for v in values if type(v) is not Wake]
+        events: list[Event] = [from_wire(v) for v in values if type(v) is not Wake]
         if len(events) == len(values):
-            out, keep = self._batch(values)
+            out, keep = self._batch(events)
             return self._routed(out), keep
         # A wake from the queue (`flows.dataflow.wakes`): the events first, then what fell
         # due, as a timer firing after this batch would have.

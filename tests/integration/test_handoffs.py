@@ -27,7 +27,7 @@ from flows.dataflow.profile_step import (
     ProfileLogic,
     ProfileOut,
 )
-from flows.dataflow.stages import _profile_of, _ProfileState
+from flows.dataflow.stages import _keyed, _ProfileState
 from flows.dataflow.wakes import WAKE
 from flows.features.plan import FeaturePlan
 from flows.features.rfm import RfmSketch
@@ -165,7 +165,7 @@ def test_a_chain_of_merges_at_the_end_of_input_folds_every_state_without_waiting
         ev("r2", "C", "order_paid", T0 + 20, amount=0.5),
     ]  # fmt: skip
     flow = Dataflow("chain")
-    keyed = op.key_on("k", op.input("in", flow, TestingSource(items, batch_size=100)), _profile_of)
+    keyed = op.map("k", op.input("in", flow, TestingSource(items, batch_size=100)), _keyed)
     seen: list[tuple[str, ProfileOut]] = []
     op.inspect("i", op.stateful_batch("profile", keyed, builder), lambda _, kv: seen.append(kv))
     started = time.monotonic()
