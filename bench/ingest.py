@@ -32,10 +32,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import bytewax.operators as op
 import orjson
@@ -272,26 +274,47 @@ class ClusterRun:
 
     records: int  # read by all the processes
     seconds: float  # the slowest process's flow time
-    engine_cpu_s: float  # the processes' own CPU over their flow time (chDB's threads included)
-    broker_cpu_s: float  # the broker's, from the first start to the last exit
+    cores: float  # the machine's busy cores over the processes' flow time (everything on it)
 
     @property
     def rate(self) -> float:
         return self.records / self.seconds
 
-    @property
-    def cores(self) -> float:
-        """Cores kept busy by the engine processes and the broker (Valkey not counted)."""
-        return (self.engine_cpu_s + self.broker_cpu_s) / self.seconds
+
+SUMMARY = re.compile(r"([\d,]+) records in ([\d.]+)s")
 
 
-SUMMARY = re.compile(r"([\d,]+) records in ([\d.]+)s = .*?CPU ([\d.]+)s in this process", re.S)
+class BusyCores:
+    """The whole machine's busy cores, sampled from /proc/stat every `every_s` in a thread,
+    so the share of a window read afterwards (a process's flow time) is known."""
 
+    def __init__(self, every_s: float = 0.25) -> None:
+        self._every_s = every_s
+        self._samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="busy-cores", daemon=True)
+        self._thread.start()
 
-def cpu_seconds(pid: int) -> float:
-    """A live process's CPU so far (user + system, all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    @staticmethod
+    def _busy_ticks() -> int:
+        f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(f) - f[3] - f[4]  # all but idle and iowait
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._samples.append((time.monotonic(), self._busy_ticks()))
+            self._stop.wait(self._every_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def between(self, start: float, end: float) -> float:
+        """Busy cores on average from `start` to `end` (monotonic), from the samples nearest
+        inside the window."""
+        inside = [s for s in self._samples if start <= s[0] <= end] or self._samples[-2:]
+        (t0, b0), (t1, b1) = inside[0], inside[-1]
+        return (b1 - b0) / os.sysconf("SC_CLK_TCK") / max(t1 - t0, 1e-9)
 
 
 def cluster_run(
@@ -301,16 +324,17 @@ def cluster_run(
     path; with `features`, the full pipeline on the shipped defaults).
 
     Counts and times come from each process's own summary line (flow time only: Valkey
-    start and DDL are not counted). Each process has its own chDB path (chDB opens a path in
-    one process at a time). One process is a plain `scrm run`, measured the same way: the
-    baseline of the scale-out.
+    start and DDL are not counted); the busy cores are the machine's over the flow time,
+    which ends when the summary line is printed. Each process has its own chDB path (chDB
+    opens a path in one process at a time). One process is a plain `scrm run`, measured
+    the same way: the baseline of the scale-out.
     """
     from flows.app.testing import free_port
 
     addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
     data = Path(tempfile.mkdtemp(prefix="scrm-bench-cluster-"))
+    busy = BusyCores()
     procs = []
-    broker_cpu = cpu_seconds(broker.pid)
     for i in range(processes):
         env = scrm_env(broker, topic, data / f"p{i}", features, redis_url)
         env["SCRM_KAFKA__STOP_AT_END"] = "true"
@@ -320,20 +344,35 @@ def cluster_run(
         procs.append(
             subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         )
-    total, slowest, cpu = 0, 0.0, 0.0
+    ended: dict[int, float] = {}  # process -> when its summary line came
+    outs: dict[int, list[str]] = {i: [] for i in range(processes)}
+
+    def read(i: int, stream: Any) -> None:
+        for line in stream:
+            outs[i].append(line)
+            if i not in ended and SUMMARY.search(line):
+                ended[i] = time.monotonic()
+
+    readers = [threading.Thread(target=read, args=(i, p.stdout), daemon=True) for i, p in enumerate(procs)]
+    for r in readers:
+        r.start()
+    total, slowest, window = 0, 0.0, (float("inf"), 0.0)
     try:
-        for p in procs:
-            out = p.communicate(timeout=600)[0]
+        for i, p in enumerate(procs):
+            p.wait(timeout=600)
+            readers[i].join(timeout=10)
+            out = "".join(outs[i])
             m = SUMMARY.search(out)
             if p.returncode != 0 or m is None:
                 raise RuntimeError(f"cluster process failed:\n{out[-2000:]}")
             total += int(m.group(1).replace(",", ""))
-            slowest = max(slowest, float(m.group(2)))
-            cpu += float(m.group(3))
-        broker_cpu = cpu_seconds(broker.pid) - broker_cpu
+            seconds = float(m.group(2))
+            slowest = max(slowest, seconds)
+            window = (min(window[0], ended[i] - seconds), max(window[1], ended[i]))
     finally:
+        busy.stop()
         shutil.rmtree(data, ignore_errors=True)  # each process's chDB and Valkey data
-    return ClusterRun(total, slowest, cpu, broker_cpu)
+    return ClusterRun(total, slowest, busy.between(*window))
 
 
 def produce_at_rate(

@@ -254,12 +254,12 @@ class Run:
                 self.fresh_redis()
             two = ingest.cluster_run(self.broker, topic, processes=2, features=full, redis_url=url)
             self.progress(f"    {two.rate:,.0f} events/s, {two.cores:.2f} cores busy")
-            # What shares the cores: each process with its chDB, and the broker (Valkey not
-            # counted); a second process can add at most what the first leaves idle.
+            # Everything shares the cores: each process (its children and chDB), Valkey and
+            # the broker; a second process can add at most what the first leaves idle.
             cores = os.cpu_count() or 1
             self.rows.append(
                 Row(f"6. two processes >= 1.7x one ({label}, Kafka source)", f"{two.rate:,.0f} events/s",
-                    f"one process {one.rate:,.0f}/s using {one.cores:.2f} of {cores} cores "
+                    f"one process {one.rate:,.0f}/s, the machine {one.cores:.2f} of {cores} cores busy "
                     f"(at most {cores / one.cores:.2f}x here)",
                     f"{two.rate / one.rate:.2f}x", yes(two.rate / one.rate >= 1.7))
             )  # fmt: skip

@@ -78,10 +78,6 @@ class Broker:
         self._producer: Producer | None = None
         self._producer_lock = threading.Lock()
 
-    @property
-    def pid(self) -> int:
-        return self._proc.pid
-
     def create_topic(self, name: str, partitions: int = 1) -> str:
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
         for fut in admin.create_topics(

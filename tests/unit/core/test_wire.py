@@ -22,7 +22,10 @@ def _named_tuples(module: Any) -> set[type]:
     return {
         v
         for v in vars(module).values()
-        if isinstance(v, type) and issubclass(v, tuple) and hasattr(v, "_fields") and v.__module__ == module.__name__
+        if isinstance(v, type)
+        and issubclass(v, tuple)
+        and hasattr(v, "_fields")
+        and v.__module__ == module.__name__
     }
 
 
