@@ -43,16 +43,20 @@ TYPES: tuple[Any, ...] = (
     IdentityChange,
 )
 _CODES = {t: i for i, t in enumerate(TYPES)}
+_PLAIN = -1  # a plain tuple of another kind, wrapped so that it is not read as a message
 
 
 def to_wire(item: Any) -> Any:
     """`item` as a plain tuple ``(code, *fields)``; an item of another type as it is."""
     code = _CODES.get(type(item))
-    return item if code is None else (code, *item)
+    if code is not None:
+        return (code, *item)
+    return (_PLAIN, item) if type(item) is tuple else item
 
 
 def from_wire(item: Any) -> Any:
-    """The message `to_wire` made `item` from; anything but a plain tuple as it is."""
+    """The item `to_wire` made `item` from; anything but a plain tuple as it is."""
     if type(item) is not tuple:
         return item
-    return TYPES[item[0]]._make(item[1:])
+    code = item[0]
+    return item[1] if code == _PLAIN else TYPES[code]._make(item[1:])

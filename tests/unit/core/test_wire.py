@@ -47,5 +47,7 @@ def test_every_message_type_has_a_wire_code() -> None:
 def test_what_is_not_a_message_passes_as_it_is() -> None:
     assert to_wire(WAKE) is WAKE
     assert from_wire(WAKE) is WAKE
+    for plain in [(0, "x"), (), ("a", 1)]:  # never read as a message
+        assert from_wire(pickle.loads(pickle.dumps(to_wire(plain)))) == plain
     event = _sample(contract.Event)
     assert from_wire(event) is event  # a step fed messages directly (tests, one process)
