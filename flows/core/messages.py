@@ -1,7 +1,8 @@
 """The messages that flow between the dataflow's steps and into the sinks.
 
-Plain NamedTuples: cheap to build and to route; to another process they travel as plain
-tuples (`flows.core.wire`). Every layer may import them; they import nothing of the project.
+Plain NamedTuples: cheap to build and to route; a Bytewax exchange to another process
+carries them as plain tuples (`flows.core.wire`). Every layer may import them; they import
+nothing of the project.
 """
 
 from __future__ import annotations

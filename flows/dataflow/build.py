@@ -51,6 +51,7 @@ from scoring.modeldefs import ModelSet, load_models
 from scoring.observe import ScoringPlan
 from scoring.registry import ModelRegistry
 from scoring.stage import learn
+from sinks.durable import FlushOnSnapshot
 from sinks.handoffs import HandOffs
 from sinks.retry import RetryPolicy
 
@@ -188,11 +189,15 @@ def build_flow(
 
 
 def _outputs(name: str, stream: Any, sinks: Sequence[Sink[Any]], key: Callable[[Any], str]) -> None:
-    """Each sink gets the stream; fixed-partitioned sinks get it keyed (they route by key)."""
-    keyed = None
+    """Each sink gets the stream; fixed-partitioned sinks get it keyed (they route by key),
+    `FlushOnSnapshot` as `flows.core.wire` sends it (it rebuilds the messages)."""
+    wired = keyed = None
     for i, sink in enumerate(sinks):
-        if isinstance(sink, FixedPartitionedSink):
-            keyed = keyed or op.map(f"{name}_keyed", stream, partial(_wired, key))
+        if isinstance(sink, FlushOnSnapshot):
+            wired = wired or op.map(f"{name}_wired", stream, partial(_wired, key))
+            op.output(f"{name}_out_{i}", wired, sink)
+        elif isinstance(sink, FixedPartitionedSink):
+            keyed = keyed or op.key_on(f"{name}_keyed", stream, key)
             op.output(f"{name}_out_{i}", keyed, sink)
         else:
             op.output(f"{name}_out_{i}", stream, sink)

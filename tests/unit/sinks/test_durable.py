@@ -78,3 +78,29 @@ def test_with_recovery_on_every_buffered_or_unacknowledged_sink_flushes_at_snaps
     assert len(kafka) == 2
     everything = [sink for group in vars(sinks).values() for sink in group]
     assert not [x for x in everything if isinstance(x, KafkaTopicSink)], "none left unwrapped"
+
+
+def test_the_dataflow_sends_a_durable_sink_its_messages_as_plain_tuples_and_it_gets_them_back(tmp_path):
+    """`build._outputs` keys what goes to a `FlushOnSnapshot` as `flows.core.wire` sends it
+    across processes; the wrapped sink is written the messages themselves."""
+    from flows.core.contract import Event
+    from flows.core.messages import Score
+    from flows.dataflow.build import _outputs, _profile_key
+
+    Recorder.log = []
+    init_db_dir(tmp_path, 1)
+    sent: list[object] = [
+        Event("e1", "p1", "order_paid", 1_700_000_000_000, "web", {"amount": 3.5}, {}, {}, 0, "bench", 0, 7),
+        Score("churn", "p2", "p2", 0.25, 3, 1_700_000_000_000, (("recency", 0.5),), 0),
+    ]
+    flow = Dataflow("wired")
+    _outputs(
+        "rows",
+        op.input("in", flow, TestingSource(sent)),
+        [FlushOnSnapshot(RecorderSink(), "rec")],
+        _profile_key,
+    )
+    run_main(flow, epoch_interval=timedelta(0), recovery_config=RecoveryConfig(str(tmp_path)))
+    written = [r for _, rows in Recorder.log for r in rows]
+    assert written == sent
+    assert [type(r) for r in written] == [Event, Score]
