@@ -21,7 +21,7 @@ from bytewax.operators import StatefulBatchLogic
 from flows.core import metrics
 from flows.core.messages import LearnerItem, ModelMetric, ModelVersion
 from flows.core.streamtime import StreamClock
-from flows.core.wire import from_wire, to_wire
+from flows.core.wire import from_wire, keyed_by
 from scoring.learner import Learner, version_item
 from scoring.learner_host import InProcess, InWorker, Result
 from scoring.modeldefs import ModelSet
@@ -138,12 +138,11 @@ def learn(
     def builder(resume: bytes | None) -> _LearnerLogic:
         return _LearnerLogic(pickle.loads(resume) if resume is not None else None, new_learner, cfg)
 
-    keyed = op.map("key_by_model", up, _keyed)
+    keyed = op.map("key_by_model", up, keyed_by(_model_of))
     out = op.key_rm("unkey", op.stateful_batch("learners", keyed, builder))
     split = op.branch("split", out, _is_metric)
     return LearnOut(split.trues, split.falses)  # type: ignore[arg-type]
 
 
-def _keyed(item: LearnerItem) -> tuple[str, Any]:
-    """The item keyed by its model, as it crosses processes (`flows.core.wire`)."""
-    return item.model, to_wire(item)
+def _model_of(item: LearnerItem) -> str:
+    return item.model

@@ -24,7 +24,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import bytewax.operators as op
@@ -39,7 +38,7 @@ from flows.core.pii import PiiProtector
 from flows.core.resources import config_dir
 from flows.core.settings import Settings
 from flows.core.streamtime import StreamClock
-from flows.core.wire import to_wire
+from flows.core.wire import keyed_by
 from flows.dataflow.persons import ResolvePersons
 from flows.dataflow.stages import ingest
 from flows.dataflow.wake_input import NO_INPUT_GRACE_S, InputEnds, WakeSource, watched
@@ -194,18 +193,13 @@ def _outputs(name: str, stream: Any, sinks: Sequence[Sink[Any]], key: Callable[[
     wired = keyed = None
     for i, sink in enumerate(sinks):
         if isinstance(sink, FlushOnSnapshot):
-            wired = wired or op.map(f"{name}_wired", stream, partial(_wired, key))
+            wired = wired or op.map(f"{name}_wired", stream, keyed_by(key))
             op.output(f"{name}_out_{i}", wired, sink)
         elif isinstance(sink, FixedPartitionedSink):
             keyed = keyed or op.key_on(f"{name}_keyed", stream, key)
             op.output(f"{name}_out_{i}", keyed, sink)
         else:
             op.output(f"{name}_out_{i}", stream, sink)
-
-
-def _wired(key: Callable[[Any], str], item: Any) -> tuple[str, Any]:
-    """`item` keyed for its writer partition, as it crosses processes (`flows.core.wire`)."""
-    return key(item), to_wire(item)
 
 
 def _profile_key(item: Any) -> str:

@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
-from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
@@ -22,7 +21,7 @@ from flows.core.contract import DeadLetter, Event, RawRecord, Validator
 from flows.core.messages import FeatureUpdate, IdentityChange, Intent, LearnerItem, Score
 from flows.core.settings import DedupeSettings, FeatureSettings
 from flows.core.streamtime import Clock, StreamClock
-from flows.core.wire import to_wire
+from flows.core.wire import keyed_by
 from flows.dataflow.persons import ResolvePersons, merge_intent
 from flows.dataflow.profile import new_state
 from flows.dataflow.profile_step import (
@@ -79,9 +78,8 @@ class _ProfileState(StatefulBatchLogic[Event | Wake, ProfileOut, bytes | None]):
         return self._logic.snapshot()
 
 
-def _keyed(event: Event) -> tuple[str, Any]:
-    """The event keyed by its person (or profile), as it crosses processes (`flows.core.wire`)."""
-    return event.person_id or event.profile_id, to_wire(event)
+def _profile_of(event: Event) -> str:
+    return event.person_id or event.profile_id
 
 
 @operator
@@ -119,7 +117,7 @@ def ingest(
         accepted = op.flat_map("routed", routed, attrgetter("events"))
         merges = op.flat_map("merges", routed, attrgetter("merges"))
         identities = op.flat_map("identities", routed, attrgetter("identities"))
-    keyed = op.merge("with_wakes", op.map("key_by_profile", accepted, _keyed), wakes)
+    keyed = op.merge("with_wakes", op.map("key_by_profile", accepted, keyed_by(_profile_of)), wakes)
     plan = FeaturePlan(feature_set) if feature_set is not None and feature_settings.enabled else None
     cfg = ProfileConfig(
         features=plan,
