@@ -84,6 +84,26 @@ def test_scores_carry_version_and_explanations(seeded_run) -> None:
     assert all(e.origin == "engine" and e.props["model"] in ("churn", "win") for e in crossed)
 
 
+def test_a_learned_models_score_rises_while_the_customer_is_silent(seeded_run) -> None:
+    """Not only the fallback ages: under one served version, a timer rescoring (no event
+    behind it) mostly reads a higher churn risk than the score before it. A window
+    emptying can lower it (a ticket leaving `tickets_30d`), so not every step rises."""
+    scores, _, _ = seeded_run
+    by_profile: dict[str, list[Score]] = {}
+    for s in scores:
+        if s.model == "churn":
+            by_profile.setdefault(s.profile_id, []).append(s)
+    steps = []
+    for ss in by_profile.values():
+        ss.sort(key=lambda s: s.as_of_ms)
+        for a, b in itertools.pairwise(ss):
+            if b.received_ms == 0 and b.as_of_ms > a.as_of_ms and a.version == b.version >= 1:
+                steps.append(b.score - a.score)
+    assert len(steps) > 10_000  # 70,802 on this run
+    assert sum(d >= 0 for d in steps) / len(steps) > 0.9  # 0.97 on this run
+    assert sum(steps) / len(steps) > 0.002  # 0.008 on this run
+
+
 # ------------------------------------------------------------------ per-profile logic
 
 
