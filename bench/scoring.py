@@ -166,7 +166,8 @@ def cutoff_eval(name: str, raw: list[bytes], cutoff_ms: int, acts: frozenset[str
             latest[sc.profile_id] = sc
     first_ts = min(e["ts"] for e in parsed)
     days = (cutoff_ms - first_ts) / DAY
-    timer = sum(1 for sc in scores if sc.model == "churn" and sc.received_ms == 0)
+    end = max(sc.as_of_ms for sc in scores)  # the end of input's rescoring of everyone is not silent aging
+    timer = sum(1 for sc in scores if sc.model == "churn" and sc.received_ms == 0 and sc.as_of_ms < end)
     customers = [p for p, ts in times.items() if min(ts) < cutoff_ms]
     print(f"\n{name}: {len(before):,} events before the cut-off ({days:.0f} days, "
           f"{len(customers):,} customers) replayed in {el:.0f} s; horizon learned {h_model / DAY:.0f} days; "
