@@ -323,9 +323,10 @@ def cluster_run(
     """`scrm run -i I -a ...` in `processes` processes over `topic` to its end (the ingest
     path; with `features`, the full pipeline on the shipped defaults).
 
-    Counts and times come from each process's own summary line (flow time only: Valkey
-    start and DDL are not counted); the busy cores are the machine's over the flow time,
-    which ends when the summary line is printed. Each process has its own chDB path (chDB
+    Counts and times come from each process's own summary line (from its first record read
+    to the end of its flow: Valkey start, DDL and the processes connecting to each other
+    are not counted); the busy cores are the machine's over that time, which ends when the
+    summary line is printed. Each process has its own chDB path (chDB
     opens a path in one process at a time). One process is a plain `scrm run`, measured
     the same way: the baseline of the scale-out.
     """

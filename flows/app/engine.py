@@ -328,7 +328,9 @@ def run(
                 sync.stop()
             if catalog is not None:
                 catalog.stop()
-        elapsed, cpu = time.monotonic() - started, time.process_time() - cpu
+        ended = time.monotonic()
+        elapsed, cpu = ended - started, time.process_time() - cpu
+        first = control.first_read
         client = connect(settings.clickhouse, retry)
         try:
             tables = table_counts(client, settings.clickhouse.database)
@@ -343,6 +345,7 @@ def run(
             data_dir=str(data_dir),
             redis=redis.display_url,
             cpu_s=cpu,
+            flow_s=ended - first if first is not None and first >= started else None,
         )
         render_summary(console, summary)
         return summary

@@ -26,6 +26,7 @@ class RunControl:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _taken: int = 0
     _started: float | None = None
+    first_read: float | None = None  # `clock()` when this process's sources first read records
 
     def start(self) -> None:
         if self._started is None:
@@ -56,6 +57,8 @@ class RunControl:
                 wanted = min(wanted, self.max_records - self._taken)
             wanted = max(wanted, 0)
             self._taken += wanted
+            if wanted and self.first_read is None:
+                self.first_read = self.clock()
             return wanted
 
     def quota(self, pacer: Pacer, cap: int) -> int:
@@ -69,6 +72,8 @@ class RunControl:
         """Count records read by a source that cannot ask first (Kafka batches)."""
         with self._lock:
             self._taken += n
+            if n and self.first_read is None:
+                self.first_read = self.clock()
 
     def __getstate__(self) -> dict[str, Any]:  # bytewax may pickle the flow; keep it plain
         return {"max_records": self.max_records, "duration_s": self.duration_s}

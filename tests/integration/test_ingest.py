@@ -73,6 +73,9 @@ def test_kafka_to_clickhouse_with_dead_letters_and_dedupe(broker, engine_setting
     db = names["database"]
     assert summary.counts.records_in == len(messages)
     assert summary.counts.duplicate == 20
+    # the rate's time runs from the first record read: within the run, not before it
+    assert summary.flow_s is not None and 0 < summary.flow_s <= summary.elapsed_s
+    assert f"{len(messages):,} records in {summary.flow_s:.1f}s" in text
     assert ch.command(f"SELECT count() FROM {db}.events WHERE {USER}") == 301  # nothing inserted twice
     assert ch.command(f"SELECT uniqExact(event_id) FROM {db}.events FINAL WHERE {USER}") == 301
     rows = ch.query(f"SELECT reason, raw FROM {db}.dead_letters FINAL").result_rows

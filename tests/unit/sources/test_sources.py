@@ -48,6 +48,25 @@ def test_run_control_bounds():
     assert s.take(1) == 0
 
 
+def test_run_control_remembers_when_records_were_first_read():
+    """The run summary's rate counts from then: not the dataflow's start (a cluster's
+    processes connecting) nor the wait for a first record."""
+    clock = FakeClock()
+    c = RunControl(clock=clock)
+    c.start()
+    clock.t = 1.0
+    c.note(0)  # an empty Kafka batch reads nothing
+    assert c.first_read is None
+    clock.t = 2.0
+    c.note(5)
+    clock.t = 3.0
+    c.take(7)
+    assert c.first_read == 2.0 and c.taken == 12
+    d = RunControl(clock=clock)
+    d.take(1)  # a file or the synthetic source asks first
+    assert d.first_read == 3.0
+
+
 def test_csv_mapping_custom_columns():
     m = CsvSettings(
         columns={"eventId": "id", "profileId": "customer", "type": "what", "ts": "when"},
