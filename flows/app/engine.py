@@ -226,14 +226,27 @@ def ends_only_when_stopped(settings: Settings, control: RunControl) -> bool:
     return settings.source.kind == "synthetic"
 
 
+def child_modules(settings: Settings) -> list[str]:
+    """What the forkserver imports once for the children forked from it: the learners'
+    code (River, NumPy) and what the stores' writers unpickle."""
+    learners = settings.models.enabled and settings.models.learner == "process"
+    stores = ["sinks.feature_store", "sinks.score_store"]
+    return [*(["scoring.learner_host"] if learners else []), "sinks.writer_process", *stores]
+
+
+def starts_children(settings: Settings) -> bool:
+    """Whether the run forks children: a learner per model, a writer per Redis store (both
+    exist only with features on, see `make_sinks` and `build_flow`)."""
+    if not settings.features.enabled:
+        return False
+    learners = settings.models.enabled and settings.models.learner == "process"
+    return learners or settings.redis.writer == "process"
+
+
 def run_flow(flow: Dataflow, settings: Settings, cluster: Cluster) -> None:
     """Execute `flow` on this process's workers (and cluster peers, if any)."""
     rc = recovery_config(settings)
-    # The learners' and store writers' children fork from one forkserver that imported
-    # their code (River, NumPy) once: its preload is set before any of them starts it.
-    learners = settings.models.enabled and settings.models.learner == "process"
-    stores = ["sinks.feature_store", "sinks.score_store"]  # what the stores' writers unpickle
-    children.context([*(["scoring.learner_host"] if learners else []), "sinks.writer_process", *stores])
+    children.context(child_modules(settings))  # no effect once `run` has started the forkserver
     try:
         with collect_rarely(settings.engine.gc_young_threshold):
             cli_main(
@@ -266,6 +279,10 @@ def run(
     data_dir = settings.engine.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     retry = retry_policy(settings)
+    # The children's forkserver imports their code (~1 s) while Valkey, the schema and the
+    # dataflow are set up, instead of when the first store writer starts.
+    if starts_children(settings):
+        children.prestart(child_modules(settings))
 
     redis = RedisService(settings.redis, data_dir, retry)
     redis.start()

@@ -30,6 +30,16 @@ def context(preload: list[str] | None = None) -> ForkServerContext:
     return ctx
 
 
+def prestart(preload: list[str]) -> None:
+    """Start the forkserver now, importing `preload` in it, so that its start-up overlaps
+    the caller's and the first child starts without waiting for it."""
+    from multiprocessing import forkserver
+
+    context(preload)
+    with _without_main():
+        forkserver.ensure_running()
+
+
 def start(
     ctx: ForkServerContext, target: Callable[..., Any], args: tuple[Any, ...], name: str
 ) -> BaseProcess:
