@@ -70,8 +70,9 @@ def settings_for(broker: Broker, topic: str, chdb: Path, redis_url: str, feature
 def run_once(s: Settings) -> float:
     prepare_clickhouse(s)
     ensure_topics(s.kafka, {s.kafka.dlq_topic: 1})
-    flow = build_flow(s, KafkaEventsSource(s.kafka, RunControl()), make_sinks(s))
-    return base.timed(flow, s)
+    control = RunControl()
+    flow = build_flow(s, KafkaEventsSource(s.kafka, control), make_sinks(s))
+    return base.timed(flow, s, control)
 
 
 def parsed_events(raw: list[bytes]) -> list[Event]:

@@ -195,8 +195,9 @@ def pipeline_rate(
         catalog = journey_catalog(s, RedisService(s.redis, chdb.parent, RetryPolicy()))
         assert catalog is not None
         catalog.refresh()
-    flow = build_flow(s, KafkaEventsSource(s.kafka, RunControl()), make_sinks(s), journeys=catalog)
-    return n / base.timed(flow, s)
+    control = RunControl()
+    flow = build_flow(s, KafkaEventsSource(s.kafka, control), make_sinks(s), journeys=catalog)
+    return n / base.timed(flow, s, control)
 
 
 def throughput(

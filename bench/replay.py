@@ -137,10 +137,11 @@ def replay(
     catalog = journey_catalog(s, RedisService(s.redis, chdb.parent, RetryPolicy()))
     if catalog is not None:
         catalog.refresh()
-    source = FileSource(path, s.source.csv, 0.0, RunControl())
+    control = RunControl()
+    source = FileSource(path, s.source.csv, 0.0, control)
     flow = build_flow(s, source, make_sinks(s), journeys=catalog)
     before = aging()
-    seconds = base.timed(flow, s)
+    seconds = base.timed(flow, s, control)
     wakes, rescored, late_s = (a - b for a, b in zip(aging(), before, strict=True))
     client = connect(s.clickhouse)
     try:

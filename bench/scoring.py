@@ -324,8 +324,9 @@ def settings_for(
 def run_once(s: Settings) -> float:
     prepare_clickhouse(s)
     ensure_topics(s.kafka, {s.kafka.dlq_topic: 1})
-    flow = build_flow(s, KafkaEventsSource(s.kafka, RunControl()), make_sinks(s))
-    return base.timed(flow, s)
+    control = RunControl()
+    flow = build_flow(s, KafkaEventsSource(s.kafka, control), make_sinks(s))
+    return base.timed(flow, s, control)
 
 
 def history_workload(n: int, profiles: int, per_day: int, seed: int) -> list[bytes]:
