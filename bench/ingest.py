@@ -140,11 +140,9 @@ def timed(flow: Dataflow, settings: Settings, control: RunControl) -> float:
     """Seconds `flow` ran from its first record read (`control` is its source's) to its
     end: a rate over it leaves out the flow's start, which weighs most on the shortest
     runs (the pass-through baseline, the replay with features off)."""
-    started = time.monotonic()
+    started = time.monotonic()  # RunControl's clock
     run_flow(flow, settings, Cluster())
-    ended = time.monotonic()
-    first = control.first_read
-    return ended - (first if first is not None and first >= started else started)
+    return time.monotonic() - control.reading_since(started)
 
 
 def ingest_run(broker: Broker, topic: str, chdb: Path, workers: int) -> tuple[float, int, int]:

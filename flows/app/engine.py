@@ -226,21 +226,24 @@ def ends_only_when_stopped(settings: Settings, control: RunControl) -> bool:
     return settings.source.kind == "synthetic"
 
 
+def _learners_in_children(settings: Settings) -> bool:
+    return settings.models.enabled and settings.models.learner == "process"
+
+
 def child_modules(settings: Settings) -> list[str]:
     """What the forkserver imports once for the children forked from it: the learners'
     code (River, NumPy) and what the stores' writers unpickle."""
-    learners = settings.models.enabled and settings.models.learner == "process"
     stores = ["sinks.feature_store", "sinks.score_store"]
-    return [*(["scoring.learner_host"] if learners else []), "sinks.writer_process", *stores]
+    learners = ["scoring.learner_host"] if _learners_in_children(settings) else []
+    return [*learners, "sinks.writer_process", *stores]
 
 
 def starts_children(settings: Settings) -> bool:
     """Whether the run forks children: a learner per model, a writer per Redis store (both
     exist only with features on, see `make_sinks` and `build_flow`)."""
-    if not settings.features.enabled:
-        return False
-    learners = settings.models.enabled and settings.models.learner == "process"
-    return learners or settings.redis.writer == "process"
+    return settings.features.enabled and (
+        _learners_in_children(settings) or settings.redis.writer == "process"
+    )
 
 
 def run_flow(flow: Dataflow, settings: Settings, cluster: Cluster) -> None:
@@ -347,7 +350,6 @@ def run(
                 catalog.stop()
         ended = time.monotonic()
         elapsed, cpu = ended - started, time.process_time() - cpu
-        first = control.first_read
         client = connect(settings.clickhouse, retry)
         try:
             tables = table_counts(client, settings.clickhouse.database)
@@ -362,7 +364,7 @@ def run(
             data_dir=str(data_dir),
             redis=redis.display_url,
             cpu_s=cpu,
-            flow_s=ended - first if first is not None and first >= started else None,
+            flow_s=ended - control.reading_since(started),
         )
         render_summary(console, summary)
         return summary

@@ -56,9 +56,7 @@ class RunControl:
             if self.max_records:
                 wanted = min(wanted, self.max_records - self._taken)
             wanted = max(wanted, 0)
-            self._taken += wanted
-            if wanted and self.first_read is None:
-                self.first_read = self.clock()
+            self._count(wanted)
             return wanted
 
     def quota(self, pacer: Pacer, cap: int) -> int:
@@ -71,9 +69,19 @@ class RunControl:
     def note(self, n: int) -> None:
         """Count records read by a source that cannot ask first (Kafka batches)."""
         with self._lock:
-            self._taken += n
-            if n and self.first_read is None:
-                self.first_read = self.clock()
+            self._count(n)
+
+    def _count(self, n: int) -> None:
+        """`n` more records read (the lock held); the first ones mark when reading began."""
+        self._taken += n
+        if n and self.first_read is None:
+            self.first_read = self.clock()
+
+    def reading_since(self, started: float) -> float:
+        """When this run's reading began: the first record read, or `started` (a `clock()`
+        reading) when none was read after it."""
+        first = self.first_read
+        return first if first is not None and first >= started else started
 
     def __getstate__(self) -> dict[str, Any]:  # bytewax may pickle the flow; keep it plain
         return {"max_records": self.max_records, "duration_s": self.duration_s}
