@@ -35,7 +35,7 @@ import math
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from flows.core.conditions import is_number
 from flows.core.digests import key64
@@ -55,29 +55,38 @@ from flows.features.legacy_states import (  # noqa: F401  # old snapshots name t
     _Trend,
 )
 
-# (state, segment start, its length, event ts, event value, newest accepted ts) -> new length
-AddFn = Callable[[Any, int, int, float, Any, float], int]
-# (state, segment start, its length, as_of) -> value, None when absent
-ValueFn = Callable[[Any, int, int, float], "float | None"]
-# (state, segment start, its length, first bucket kept) -> new length (== head: no bucket
-# left; for an object state, the number of buckets left)
-EvictFn = Callable[[Any, int, int, float], int]
-# (one state, another: a segment's numbers or an object state each) -> the state of both
-# streams of events together (two persons' features at a merge); neither is changed
-MergeFn = Callable[[Any, Any], Any]
 
-
-class Kernel(NamedTuple):
+class Kernel:
     """How one feature's state is kept and used: with `fresh` set, as the segment at ``p``
-    of ``n`` numbers in the profile's array; otherwise as an object (a list)."""
+    of ``n`` numbers in the profile's array; otherwise as an object (a list).
 
-    fresh: array[float] | None  # a new state's segment
-    add: AddFn
-    value: ValueFn
-    evict: EvictFn | None  # windowed aggregations only
-    head: int  # numbers before the buckets
-    step: int  # numbers per bucket (0: unwindowed or object state)
-    merge: MergeFn  # two states into one (what one profile would hold had it seen both)
+    One subclass per aggregation, its parameters in attributes: compiled callers reach
+    ``add`` and ``value`` through the class's method table with the numbers unboxed (a
+    generic call boxes each one and parses its arguments)."""
+
+    fresh: array[float] | None = None  # a new state's segment
+    head = 0  # numbers before the buckets
+    step = 0  # numbers per bucket (0: unwindowed or object state)
+    windowed = False  # whether `evict` applies
+
+    def add(self, data: Any, p: int, n: int, ts: float, v: Any, newest: float) -> int:
+        """Fold an event (its time, its value, the newest accepted time) into the state;
+        the segment's new length."""
+        raise NotImplementedError
+
+    def value(self, data: Any, p: int, n: int, as_of: float) -> float | None:
+        """The value as of `as_of`; None when absent."""
+        raise NotImplementedError
+
+    def evict(self, data: Any, p: int, n: int, first: float) -> int:
+        """Drop the buckets below `first`; the segment's new length (== head: no bucket
+        left; for an object state, the number of buckets left). Windowed kernels only."""
+        raise NotImplementedError
+
+    def merge(self, a: Any, b: Any) -> Any:
+        """Two states (a segment's numbers or an object state each) into the state of both
+        streams of events together (two persons' features at a merge); neither is changed."""
+        raise NotImplementedError
 
 
 # --------------------------------------------------------------------------------------
@@ -87,59 +96,56 @@ class Kernel(NamedTuple):
 # --------------------------------------------------------------------------------------
 
 
-def _sorted_evict(head: int, step: int) -> EvictFn:
+def sorted_evict(data: array[float], p: int, n: int, first: float, head: int, step: int) -> int:
     """evict for sorted buckets: drop those below `first`, recomputing the column totals."""
-
-    def evict(data: array[float], p: int, n: int, first: float) -> int:
-        q = p + head
-        end = p + n
-        k = q
-        while k < end and data[k] < first:
-            k += step
-        if k > q:
-            del data[q:k]
-            end -= k - q
-            # Recomputed, not subtracted: subtraction would leave float residue behind.
-            for c in range(head):
-                data[p + c] = math.fsum(data[q + 1 + c : end : step])
-        return end - p
-
-    return evict
-
-
-_evict_pairs = _sorted_evict(0, 2)  # count
-_evict_totalled_pairs = _sorted_evict(1, 2)  # sum, trend
-_evict_avg = _sorted_evict(2, 3)
-
-
-def _sorted_merge(head: int, step: int) -> MergeFn:
-    """merge for sorted buckets: a bucket in both adds column by column; totals recomputed."""
-
-    def merge(a: array[float], b: array[float]) -> array[float]:
-        out = array("d", bytes(8 * head))
-        i, j, na, nb = head, head, len(a), len(b)
-        while i < na or j < nb:
-            if j >= nb or (i < na and a[i] < b[j]):
-                out.extend(a[i : i + step])
-                i += step
-            elif i >= na or b[j] < a[i]:
-                out.extend(b[j : j + step])
-                j += step
-            else:
-                out.append(a[i])
-                out.extend([a[i + c] + b[j + c] for c in range(1, step)])
-                i += step
-                j += step
+    q = p + head
+    end = p + n
+    k = q
+    while k < end and data[k] < first:
+        k += step
+    if k > q:
+        del data[q:k]
+        end -= k - q
+        # Recomputed, not subtracted: subtraction would leave float residue behind.
         for c in range(head):
-            out[c] = math.fsum(out[head + 1 + c :: step])
-        return out
-
-    return merge
+            data[p + c] = math.fsum(data[q + 1 + c : end : step])
+    return end - p
 
 
-_merge_pairs = _sorted_merge(0, 2)  # count
-_merge_totalled_pairs = _sorted_merge(1, 2)  # sum, trend
-_merge_avg = _sorted_merge(2, 3)
+def sorted_merge(a: array[float], b: array[float], head: int, step: int) -> array[float]:
+    """merge for sorted buckets: a bucket in both adds column by column; totals recomputed."""
+    out = array("d", bytes(8 * head))
+    i, j, na, nb = head, head, len(a), len(b)
+    while i < na or j < nb:
+        if j >= nb or (i < na and a[i] < b[j]):
+            out.extend(a[i : i + step])
+            i += step
+        elif i >= na or b[j] < a[i]:
+            out.extend(b[j : j + step])
+            j += step
+        else:
+            out.append(a[i])
+            out.extend([a[i + c] + b[j + c] for c in range(1, step)])
+            i += step
+            j += step
+    for c in range(head):
+        out[c] = math.fsum(out[head + 1 + c :: step])
+    return out
+
+
+class SortedKernel(Kernel):
+    """Sorted buckets, each `w` ms wide, `nb` to a window."""
+
+    def __init__(self, d: FeatureDef) -> None:
+        self.w = float(d.bucket_ms)
+        self.nb = float(d.buckets)
+        self.windowed = True
+
+    def evict(self, data: Any, p: int, n: int, first: float) -> int:
+        return sorted_evict(data, p, n, first, self.head, self.step)
+
+    def merge(self, a: Any, b: Any) -> Any:
+        return sorted_merge(a, b, self.head, self.step)
 
 
 _ZEROS = {2: array("d", [0.0, 0.0]), 3: array("d", [0.0, 0.0, 0.0])}
@@ -160,10 +166,14 @@ def _slot(data: array[float], p: int, n: int, b: float, head: int, step: int) ->
     return ~k
 
 
-def _count(d: FeatureDef) -> Kernel:
-    w, nb = float(d.bucket_ms), float(d.buckets)
+class CountKernel(SortedKernel):
+    def __init__(self, d: FeatureDef) -> None:
+        super().__init__(d)
+        self.fresh = array("d")
+        self.step = 2
 
-    def add(data: array[float], p: int, n: int, ts: float, v: Any, newest: float) -> int:
+    def add(self, data: Any, p: int, n: int, ts: float, v: Any, newest: float) -> int:
+        w = self.w
         top = newest // w
         k = p + n - 2
         if ts == newest and n and data[k] == top:
@@ -171,9 +181,9 @@ def _count(d: FeatureDef) -> Kernel:
             # window started where it starts now, and that add evicted; nothing to evict.
             data[k + 1] += 1.0
             return n
-        first = top - nb + 1
+        first = top - self.nb + 1
         if n and data[p] < first:
-            n = _evict_pairs(data, p, n, first)
+            n = sorted_evict(data, p, n, first, 0, 2)
         b = ts // w
         if b < first:
             return n
@@ -184,10 +194,11 @@ def _count(d: FeatureDef) -> Kernel:
         data[k + 1] += 1.0
         return n
 
-    def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
+    def value(self, data: Any, p: int, n: int, as_of: float) -> float | None:
         if not n:
             return 0.0
-        top = as_of // w
+        nb = self.nb
+        top = as_of // self.w
         end = p + n
         if top >= data[end - 2]:  # every bucket at or before as_of: the window is a suffix
             lo = top - nb
@@ -199,29 +210,35 @@ def _count(d: FeatureDef) -> Kernel:
             return sum(data[k + 3 : end : 2]) if k + 2 < end else 0.0
         return math.fsum([data[k + 1] for k in range(p, end, 2) if top - nb < data[k] <= top])
 
-    return Kernel(array("d"), add, value, _evict_pairs, 0, 2, _merge_pairs)
 
+class SummedKernel(SortedKernel):
+    """A bucket sum with a running total (of 1 per event, or of the event's number) that
+    any read or write reaches `keep` buckets back."""
 
-def _sums(w: float, keep: float, numeric: bool) -> tuple[AddFn, EvictFn]:
-    """add and evict for a bucket sum with a running total (of 1 per event, or of the
-    event's number) that any read or write reaches `keep` buckets back."""
+    def __init__(self, d: FeatureDef, keep: float, numeric: bool) -> None:
+        super().__init__(d)
+        self.fresh = array("d", [0.0])
+        self.head, self.step = 1, 2
+        self.keep = keep
+        self.numeric = numeric
 
-    def add(data: array[float], p: int, n: int, ts: float, v: Any, newest: float) -> int:
-        if numeric:
+    def add(self, data: Any, p: int, n: int, ts: float, v: Any, newest: float) -> int:
+        if self.numeric:
             if not is_number(v):
                 return n
-            amount = v
+            amount: float = v
         else:
             amount = 1.0
+        w = self.w
         top = newest // w
         k = p + n - 2
-        if ts == newest and n > 1 and data[k] == top:  # see _count
+        if ts == newest and n > 1 and data[k] == top:  # see CountKernel
             data[k + 1] += amount
             data[p] += amount
             return n
-        first = top - keep + 1
+        first = top - self.keep + 1
         if n > 1 and data[p + 1] < first:
-            n = _evict_totalled_pairs(data, p, n, first)
+            n = sorted_evict(data, p, n, first, 1, 2)
         b = ts // w
         if b < first:
             return n
@@ -232,8 +249,6 @@ def _sums(w: float, keep: float, numeric: bool) -> tuple[AddFn, EvictFn]:
         data[k + 1] += amount
         data[p] += amount
         return n
-
-    return add, _evict_totalled_pairs
 
 
 def _total(data: array[float], p: int, n: int, first: float, last: float) -> float:
@@ -251,41 +266,43 @@ def _total(data: array[float], p: int, n: int, first: float, last: float) -> flo
     return math.fsum(data[i + 1 : j : 2]) if i < j else 0.0
 
 
-def _sum(d: FeatureDef) -> Kernel:
-    w, nb = float(d.bucket_ms), float(d.buckets)
-    add, evict = _sums(w, nb, True)
+class SumKernel(SummedKernel):
+    def __init__(self, d: FeatureDef) -> None:
+        super().__init__(d, float(d.buckets), True)
 
-    def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
+    def value(self, data: Any, p: int, n: int, as_of: float) -> float | None:
         if n == 1:
             return 0.0
-        top = as_of // w
+        nb = self.nb
+        top = as_of // self.w
         if top - nb < data[p + 1] and top >= data[p + n - 2]:
             return data[p]
         return _total(data, p, n, top - nb + 1, top)
 
-    return Kernel(array("d", [0.0]), add, value, evict, 1, 2, _merge_totalled_pairs)
 
+class TrendKernel(SummedKernel):
+    def __init__(self, d: FeatureDef) -> None:
+        super().__init__(d, 2.0 * d.buckets, d.of == "sum")
 
-def _trend(d: FeatureDef) -> Kernel:
-    w, nb = float(d.bucket_ms), float(d.buckets)
-    add, evict = _sums(w, 2 * nb, d.of == "sum")
-
-    def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
-        top = as_of // w
+    def value(self, data: Any, p: int, n: int, as_of: float) -> float | None:
+        nb = self.nb
+        top = as_of // self.w
         return _total(data, p, n, top - nb + 1, top) - _total(data, p, n, top - 2 * nb + 1, top - nb)
 
-    return Kernel(array("d", [0.0]), add, value, evict, 1, 2, _merge_totalled_pairs)
 
+class AvgKernel(SortedKernel):
+    def __init__(self, d: FeatureDef) -> None:
+        super().__init__(d)
+        self.fresh = array("d", [0.0, 0.0])
+        self.head, self.step = 2, 3
 
-def _avg(d: FeatureDef) -> Kernel:
-    w, nb = float(d.bucket_ms), float(d.buckets)
-
-    def add(data: array[float], p: int, n: int, ts: float, v: Any, newest: float) -> int:
+    def add(self, data: Any, p: int, n: int, ts: float, v: Any, newest: float) -> int:
         if not is_number(v):
             return n
-        first = newest // w - nb + 1
+        w = self.w
+        first = newest // w - self.nb + 1
         if n > 2 and data[p + 2] < first:
-            n = _evict_avg(data, p, n, first)
+            n = sorted_evict(data, p, n, first, 2, 3)
         b = ts // w
         if b < first:
             return n
@@ -299,21 +316,22 @@ def _avg(d: FeatureDef) -> Kernel:
         data[p + 1] += v
         return n
 
-    def column(data: array[float], p: int, n: int, first: float, last: float, c: int) -> float:
-        if n == 2:
-            return 0.0
-        if first <= data[p + 2] and last >= data[p + n - 3]:
-            return data[p + c - 1]
-        return math.fsum([data[k + c] for k in range(p + 2, p + n, 3) if first <= data[k] <= last])
-
-    def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
-        top = as_of // w
-        count = column(data, p, n, top - nb + 1, top, 1)
+    def value(self, data: Any, p: int, n: int, as_of: float) -> float | None:
+        nb = self.nb
+        top = as_of // self.w
+        count = _column(data, p, n, top - nb + 1, top, 1)
         if not count:
             return None
-        return column(data, p, n, top - nb + 1, top, 2) / count
+        return _column(data, p, n, top - nb + 1, top, 2) / count
 
-    return Kernel(array("d", [0.0, 0.0]), add, value, _evict_avg, 2, 3, _merge_avg)
+
+def _column(data: array[float], p: int, n: int, first: float, last: float, c: int) -> float:
+    """An avg's column `c` (1: count, 2: sum) over the buckets with first <= b <= last."""
+    if n == 2:
+        return 0.0
+    if first <= data[p + 2] and last >= data[p + n - 3]:
+        return data[p + c - 1]
+    return math.fsum([data[k + c] for k in range(p + 2, p + n, 3) if first <= data[k] <= last])
 
 
 # --------------------------------------------------------------------------------------
@@ -334,15 +352,23 @@ def _evict_unsorted(data: array[float], p: int, n: int, first: float) -> int:
     return end - p
 
 
-def _extreme(d: FeatureDef) -> Kernel:
-    w, nb = float(d.bucket_ms), float(d.buckets)
-    pick: Callable[[float, float], float] = min if d.agg == "min" else max
-    fold: Callable[[list[float]], float] = min if d.agg == "min" else max
+class ExtremeKernel(Kernel):
+    def __init__(self, d: FeatureDef) -> None:
+        self.w = float(d.bucket_ms)
+        self.nb = float(d.buckets)
+        self.lowest = d.agg == "min"
+        self.fresh = array("d")
+        self.step = 2
+        self.windowed = True
 
-    def add(data: array[float], p: int, n: int, ts: float, v: Any, newest: float) -> int:
+    def _pick(self, a: float, b: float) -> float:
+        return min(a, b) if self.lowest else max(a, b)
+
+    def add(self, data: Any, p: int, n: int, ts: float, v: Any, newest: float) -> int:
         if not is_number(v):
             return n
-        first = newest // w - nb + 1
+        w = self.w
+        first = newest // w - self.nb + 1
         b = ts // w
         if b < first:
             return n
@@ -351,30 +377,34 @@ def _extreme(d: FeatureDef) -> Kernel:
         end = p + n
         for k in range(p, end, 2):
             if data[k] == b:
-                data[k + 1] = pick(data[k + 1], x)
+                data[k + 1] = self._pick(data[k + 1], x)
                 return n
         data.insert(end, x)
         data.insert(end, b)
         return n + 2
 
-    def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
-        top = as_of // w
+    def value(self, data: Any, p: int, n: int, as_of: float) -> float | None:
+        nb = self.nb
+        top = as_of // self.w
         live = [data[k + 1] for k in range(p, p + n, 2) if top - nb < data[k] <= top]
-        return fold(live) if live else None
+        if not live:
+            return None
+        return min(live) if self.lowest else max(live)
 
-    def merge(a: array[float], b: array[float]) -> array[float]:
+    def evict(self, data: Any, p: int, n: int, first: float) -> int:
+        return _evict_unsorted(data, p, n, first)
+
+    def merge(self, a: Any, b: Any) -> Any:
         out = array("d", a)
         n = len(a)
         for q in range(0, len(b), 2):
             for k in range(0, n, 2):
                 if out[k] == b[q]:
-                    out[k + 1] = pick(out[k + 1], b[q + 1])
+                    out[k + 1] = self._pick(out[k + 1], b[q + 1])
                     break
             else:
                 out.extend(b[q : q + 2])
         return out
-
-    return Kernel(array("d"), add, value, _evict_unsorted, 0, 2, merge)
 
 
 # --------------------------------------------------------------------------------------
@@ -397,7 +427,7 @@ def value_key(v: Any) -> int:
     return key64(f"\0{float(v)!r}" if is_number(v) else f"\1{v!r}")
 
 
-def _evict_keys(buckets: list[Any], p: int, n: int, first: float) -> int:
+def _evict_keys(buckets: list[Any], first: float) -> int:
     """Drop the buckets below `first`; the number left."""
     keep = [k for k in range(0, len(buckets), 2) if buckets[k] >= first]
     if 2 * len(keep) < len(buckets):
@@ -405,17 +435,23 @@ def _evict_keys(buckets: list[Any], p: int, n: int, first: float) -> int:
     return len(keep)
 
 
-def _distinct(d: FeatureDef) -> Kernel:
-    w, nb, most = float(d.bucket_ms), float(d.buckets), d.max_distinct
+class DistinctKernel(Kernel):
+    def __init__(self, d: FeatureDef) -> None:
+        self.w = float(d.bucket_ms)
+        self.nb = float(d.buckets)
+        self.most = d.max_distinct
+        self.windowed = True
 
-    def add(buckets: list[Any], p: int, n: int, ts: float, v: Any, newest: float) -> int:
+    def add(self, data: Any, p: int, n: int, ts: float, v: Any, newest: float) -> int:
         if v is None or isinstance(v, dict | list):
             return 0
-        first = newest // w - nb + 1
+        buckets: list[Any] = data
+        w = self.w
+        first = newest // w - self.nb + 1
         b = int(ts // w)
         if b < first:
             return 0
-        _evict_keys(buckets, p, n, first)
+        _evict_keys(buckets, first)
         for k in range(0, len(buckets), 2):
             if buckets[k] == b:
                 keys = buckets[k + 1]
@@ -423,15 +459,17 @@ def _distinct(d: FeatureDef) -> Kernel:
         else:
             keys = array("q")
             buckets += (b, keys)
-        if len(keys) < most:
+        if len(keys) < self.most:
             key = value_key(v)
             i = bisect_left(keys, key)
             if i == len(keys) or keys[i] != key:
                 keys.insert(i, key)
         return 0
 
-    def value(buckets: list[Any], p: int, n: int, as_of: float) -> float | None:
-        top = as_of // w
+    def value(self, data: Any, p: int, n: int, as_of: float) -> float | None:
+        buckets: list[Any] = data
+        nb = self.nb
+        top = as_of // self.w
         live = [buckets[k + 1] for k in range(0, len(buckets), 2) if top - nb < buckets[k] <= top]
         if not live:
             return 0.0
@@ -439,7 +477,11 @@ def _distinct(d: FeatureDef) -> Kernel:
             return float(len(live[0]))
         return float(len(set().union(*live)))
 
-    def merge(a: list[Any], b: list[Any]) -> list[Any]:
+    def evict(self, data: Any, p: int, n: int, first: float) -> int:
+        return _evict_keys(data, first)
+
+    def merge(self, a: Any, b: Any) -> Any:
+        most = self.most
         out = [x if k % 2 == 0 else array("q", x) for k, x in enumerate(a)]
         for q in range(0, len(b), 2):
             for k in range(0, len(out), 2):
@@ -450,82 +492,103 @@ def _distinct(d: FeatureDef) -> Kernel:
                 out += (b[q], array("q", b[q + 1]))
         return out
 
-    return Kernel(None, add, value, _evict_keys, 0, 0, merge)
-
 
 # --------------------------------------------------------------------------------------
 # Unwindowed: a few numbers each.
 # --------------------------------------------------------------------------------------
 
 
-def _latest(a: array[float], b: array[float]) -> array[float]:
-    """merge of states led by a time (last, recency): the later; a tie keeps `a`."""
-    return array("d", b if b[0] > a[0] else a)
+class LatestKernel(Kernel):
+    """States led by a time (last, recency): a merge keeps the later; a tie keeps `a`."""
+
+    def merge(self, a: Any, b: Any) -> Any:
+        return array("d", b if b[0] > a[0] else a)
 
 
-def _earliest(a: array[float], b: array[float]) -> array[float]:
-    """merge of a first time (first_seen, age; -1: none yet): the earlier one held."""
-    return array("d", b if a[0] < 0.0 or 0.0 <= b[0] < a[0] else a)
+class EarliestKernel(Kernel):
+    """States of a first time (first_seen, age; -1: none yet): a merge keeps the earlier
+    one held."""
+
+    def add(self, data: Any, p: int, n: int, ts: float, v: Any, newest: float) -> int:
+        seen: float = data[p]
+        if seen < 0.0 or ts < seen:
+            data[p] = ts
+        return 1
+
+    def merge(self, a: Any, b: Any) -> Any:
+        return array("d", b if a[0] < 0.0 or 0.0 <= b[0] < a[0] else a)
 
 
-def _added(a: array[float], b: array[float]) -> array[float]:
-    """merge of running totals (lifetime count, sum, avg's count and sum)."""
-    return array("d", [x + y for x, y in zip(a, b, strict=True)])
+class AddedKernel(Kernel):
+    """Running totals (lifetime count, sum, avg's count and sum): a merge adds them."""
+
+    def merge(self, a: Any, b: Any) -> Any:
+        return array("d", [x + y for x, y in zip(a, b, strict=True)])
 
 
-def _last(d: FeatureDef) -> Kernel:
-    def add(data: array[float], p: int, n: int, ts: float, v: Any, newest: float) -> int:
+class LastKernel(LatestKernel):
+    def __init__(self, d: FeatureDef) -> None:
+        self.fresh = array("d", [-1.0, 0.0])
+
+    def add(self, data: Any, p: int, n: int, ts: float, v: Any, newest: float) -> int:
         if is_number(v) and ts >= data[p]:
             data[p] = ts
             data[p + 1] = float(v)
         return 2
 
-    def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
+    def value(self, data: Any, p: int, n: int, as_of: float) -> float | None:
         return data[p + 1] if data[p] >= 0.0 else None
 
-    return Kernel(array("d", [-1.0, 0.0]), add, value, None, 0, 0, _latest)
 
+class RecencyKernel(LatestKernel):
+    def __init__(self, d: FeatureDef) -> None:
+        self.fresh = array("d", [-1.0])
+        self.unit = float(d.unit_ms)
 
-def _recency(d: FeatureDef) -> Kernel:
-    unit = float(d.unit_ms)
-
-    def add(data: array[float], p: int, n: int, ts: float, v: Any, newest: float) -> int:
+    def add(self, data: Any, p: int, n: int, ts: float, v: Any, newest: float) -> int:
         if ts > data[p]:
             data[p] = ts
         return 1
 
-    def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
-        seen = data[p]
-        return (as_of - seen) / unit if seen >= 0.0 else None
-
-    return Kernel(array("d", [-1.0]), add, value, None, 0, 0, _latest)
+    def value(self, data: Any, p: int, n: int, as_of: float) -> float | None:
+        seen: float = data[p]
+        return (as_of - seen) / self.unit if seen >= 0.0 else None
 
 
-def _first_seen(d: FeatureDef) -> Kernel:
-    def add(data: array[float], p: int, n: int, ts: float, v: Any, newest: float) -> int:
-        seen = data[p]
-        if seen < 0.0 or ts < seen:
-            data[p] = ts
-        return 1
+class FirstSeenKernel(EarliestKernel):
+    def __init__(self, d: FeatureDef) -> None:
+        self.fresh = array("d", [-1.0])
 
-    def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
-        seen = data[p]
+    def value(self, data: Any, p: int, n: int, as_of: float) -> float | None:
+        seen: float = data[p]
         return seen / 1000.0 if seen >= 0.0 else None
 
-    return Kernel(array("d", [-1.0]), add, value, None, 0, 0, _earliest)
+
+class AgeKernel(EarliestKernel):
+    def __init__(self, d: FeatureDef) -> None:
+        self.fresh = array("d", [-1.0])
+        self.unit = float(d.unit_ms)
+
+    def value(self, data: Any, p: int, n: int, as_of: float) -> float | None:
+        seen: float = data[p]
+        return (as_of - seen) / self.unit if seen >= 0.0 else None
 
 
-def _decayed(d: FeatureDef) -> Kernel:
-    half_life, weighted = float(d.half_life_ms), d.value is not None
+class DecayedKernel(Kernel):
+    def __init__(self, d: FeatureDef) -> None:
+        self.fresh = array("d", [0.0, -1.0])
+        self.half_life = float(d.half_life_ms)
+        self.weighted = d.value is not None
 
-    def add(data: array[float], p: int, n: int, ts: float, v: Any, newest: float) -> int:
-        if not weighted:
+    def add(self, data: Any, p: int, n: int, ts: float, v: Any, newest: float) -> int:
+        if not self.weighted:
             amount = 1.0
         elif is_number(v):
             amount = float(v)
         else:
             return 2
-        ref = data[p + 1]
+        half_life = self.half_life
+        ref: float = data[p + 1]
         if ref < 0.0:
             data[p] = amount
             data[p + 1] = ts
@@ -536,76 +599,67 @@ def _decayed(d: FeatureDef) -> Kernel:
             data[p] += amount * 2.0 ** (-(ref - ts) / half_life)
         return 2
 
-    def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
-        ref = data[p + 1]
+    def value(self, data: Any, p: int, n: int, as_of: float) -> float | None:
+        ref: float = data[p + 1]
         if ref < 0.0:
             return 0.0
-        return data[p] * 2.0 ** (-(as_of - ref) / half_life)
+        acc: float = data[p]
+        return acc * 2.0 ** (-(as_of - ref) / self.half_life)
 
-    def merge(a: array[float], b: array[float]) -> array[float]:
+    def merge(self, a: Any, b: Any) -> Any:
         if a[1] < 0.0 or b[1] < 0.0:
             return array("d", b if a[1] < 0.0 else a)
         ref = max(a[1], b[1])
+        half_life = self.half_life
         return array("d", [sum(x[0] * 2.0 ** (-(ref - x[1]) / half_life) for x in (a, b)), ref])
-
-    return Kernel(array("d", [0.0, -1.0]), add, value, None, 0, 0, merge)
-
-
-def _age(d: FeatureDef) -> Kernel:
-    unit = float(d.unit_ms)
-    add = _first_seen(d).add
-
-    def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
-        seen = data[p]
-        return (as_of - seen) / unit if seen >= 0.0 else None
-
-    return Kernel(array("d", [-1.0]), add, value, None, 0, 0, _earliest)
 
 
 # Lifetime (``window = "lifetime"``): running totals, nothing ever leaves.
 
 
-def _life_count(d: FeatureDef) -> Kernel:
-    def add(data: array[float], p: int, n: int, ts: float, v: Any, newest: float) -> int:
+class LifeCountKernel(AddedKernel):
+    def __init__(self, d: FeatureDef) -> None:
+        self.fresh = array("d", [0.0])
+
+    def add(self, data: Any, p: int, n: int, ts: float, v: Any, newest: float) -> int:
         data[p] += 1.0
         return 1
 
-    def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
-        return data[p]
+    def value(self, data: Any, p: int, n: int, as_of: float) -> float | None:
+        total: float = data[p]
+        return total
 
-    return Kernel(array("d", [0.0]), add, value, None, 0, 0, _added)
 
-
-def _life_sum(d: FeatureDef) -> Kernel:
-    def add(data: array[float], p: int, n: int, ts: float, v: Any, newest: float) -> int:
+class LifeSumKernel(LifeCountKernel):
+    def add(self, data: Any, p: int, n: int, ts: float, v: Any, newest: float) -> int:
         if is_number(v):
             data[p] += v
         return 1
 
-    return Kernel(array("d", [0.0]), add, _life_count(d).value, None, 0, 0, _added)
 
+class LifeAvgKernel(AddedKernel):
+    def __init__(self, d: FeatureDef) -> None:
+        self.fresh = array("d", [0.0, 0.0])
 
-def _life_avg(d: FeatureDef) -> Kernel:
-    def add(data: array[float], p: int, n: int, ts: float, v: Any, newest: float) -> int:
+    def add(self, data: Any, p: int, n: int, ts: float, v: Any, newest: float) -> int:
         if is_number(v):
             data[p] += 1.0
             data[p + 1] += v
         return 2
 
-    def value(data: array[float], p: int, n: int, as_of: float) -> float | None:
-        return data[p + 1] / data[p] if data[p] else None
-
-    return Kernel(array("d", [0.0, 0.0]), add, value, None, 0, 0, _added)
+    def value(self, data: Any, p: int, n: int, as_of: float) -> float | None:
+        count: float = data[p]
+        return data[p + 1] / count if count else None
 
 
 LIFETIME: dict[str, Callable[[FeatureDef], Kernel]] = {
-    "count": _life_count, "sum": _life_sum, "avg": _life_avg,
+    "count": LifeCountKernel, "sum": LifeSumKernel, "avg": LifeAvgKernel,
 }  # fmt: skip
 
 KERNELS: dict[str, Callable[[FeatureDef], Kernel]] = {
-    "count": _count, "sum": _sum, "avg": _avg, "min": _extreme, "max": _extreme,
-    "distinct": _distinct, "trend": _trend, "last": _last, "recency": _recency,
-    "first_seen": _first_seen, "decayed_sum": _decayed, "age": _age,
+    "count": CountKernel, "sum": SumKernel, "avg": AvgKernel, "min": ExtremeKernel, "max": ExtremeKernel,
+    "distinct": DistinctKernel, "trend": TrendKernel, "last": LastKernel, "recency": RecencyKernel,
+    "first_seen": FirstSeenKernel, "decayed_sum": DecayedKernel, "age": AgeKernel,
 }  # fmt: skip
 
 

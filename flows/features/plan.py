@@ -14,20 +14,24 @@ from functools import cached_property
 from typing import Any
 
 from flows.core.conditions import COMPARE, field_getter, matcher
-from flows.features.aggregates import EMPTY_VALUE, AddFn, Kernel, ValueFn, kernel
+from flows.features.aggregates import EMPTY_VALUE, Kernel, kernel
 from flows.features.declarations import FeatureDef, FeatureSet
 from flows.features.expressions import compile_expr, expr_refs
 
 NAN = float("nan")
 
 # One feature an event type touches: (position, its bit, the bits of the features between
-# the type's previous one and it, matcher, value getter, kernel add, a new state's segment
-# or None for an object state).
-Entry = tuple[int, int, int, Any, Any, AddFn, "array[float] | None"]
-_Feature = tuple[int, Any, Any, AddFn, "array[float] | None"]
-# One feature holding state, as reads walk them: (position, its bit, name, kernel value,
-# where its object state is among the profile's objects, -1 when it has a segment).
-Held = tuple[int, int, str, ValueFn, int]
+# the type's previous one and it, matcher, value getter, kernel, a new state's segment or
+# None for an object state).
+Entry = tuple[int, int, int, Any, Any, Kernel, "array[float] | None"]
+_Feature = tuple[int, Any, Any, Kernel, "array[float] | None"]
+# One feature holding state, as reads walk them: (position, its bit, name, kernel, where
+# its object state is among the profile's objects, -1 when it has a segment).
+Held = tuple[int, int, str, Kernel, int]
+
+
+def _first(f: _Feature) -> int:
+    return f[0]
 
 
 def fingerprint(d: FeatureDef) -> str:
@@ -56,7 +60,7 @@ class FeaturePlan:
         self.objects = sum(1 << i for i, k in enumerate(self.kernels) if k is not None and k.fresh is None)
         self._held: dict[int, tuple[Held, ...]] = {}
         self._segment_held: dict[int, Held] = {
-            i: (i, 1 << i, self.names[i], k.value, -1)
+            i: (i, 1 << i, self.names[i], k, -1)
             for i, k in enumerate(self.kernels)
             if k is not None and k.fresh is not None
         }
@@ -108,6 +112,9 @@ class FeaturePlan:
         index = {d.name: i for i, d in enumerate(fs.features)}
         self.index = index  # name -> position
         self._bit = {n: 1 << i for n, i in index.items()}
+        # The tag inputs as bits, and per feature its place among them (-1: not one).
+        self.tag_input_bits = sum(1 << index[n] for n in self.tag_inputs)
+        self.tag_input_of = [at.get(n, -1) for n in self.names]
         self._tag_sets: dict[frozenset[str], frozenset[str]] = {}
         # The features exprs read, as bits.
         self.expr_inputs = sum(
@@ -120,7 +127,7 @@ class FeaturePlan:
                 self.exprs.append((i, compile_expr(d.expr or "0")))
                 continue
             get = field_getter(d.value) if d.value else None
-            entry: _Feature = (i, matcher(d.where), get, k.add, k.fresh)
+            entry: _Feature = (i, matcher(d.where), get, k, k.fresh)
             if d.types:
                 for t in d.types:
                     self._by_type.setdefault(t, []).append(entry)
@@ -136,8 +143,8 @@ class FeaturePlan:
         if got is None:
             got = []
             after = 0  # the bits from the type's previous feature on
-            for i, match, get, add, fresh in sorted(self._by_type.get(etype, []) + self._any):
-                got.append((i, 1 << i, ((1 << i) - 1) & ~after, match, get, add, fresh))
+            for i, match, get, kern, fresh in sorted(self._by_type.get(etype, []) + self._any, key=_first):
+                got.append((i, 1 << i, ((1 << i) - 1) & ~after, match, get, kern, fresh))
                 after = (1 << (i + 1)) - 1
             if len(self._cache) < 10_000:
                 self._cache[etype] = got
@@ -160,7 +167,7 @@ class FeaturePlan:
                 if k is None:
                     continue
                 if k.fresh is None:
-                    out.append((i, low, self.names[i], k.value, objects))
+                    out.append((i, low, self.names[i], k, objects))
                     objects += 1
                 else:
                     out.append(self._segment_held[i])  # shared by every set

@@ -82,7 +82,7 @@ class ProfileFeatures:
         tsf = float(ts)  # kernels take times as floats
         newestf = tsf if ts == newest else float(newest)
         pos = k = 0  # segment k starts at pos: the first after the features passed so far
-        for _, bit, gap, match, get, add, fresh in self._plan.for_type(ev.type):
+        for _, bit, gap, match, get, kern, fresh in self._plan.for_type(ev.type):
             if gap and held & gap:  # features held in between: step over their segments
                 r = (held & gap).bit_count()
                 pos += lens[k] if r == 1 else sum(lens[k : k + r])
@@ -103,16 +103,16 @@ class ProfileFeatures:
                     held |= bit
                     lens.insert(k, 0)
                     objs.insert(j, [])
-                add(objs[j], 0, 0, tsf, v, newestf)
+                kern.add(objs[j], 0, 0, tsf, v, newestf)
                 k += 1
                 continue
             if held & bit:
-                n = add(data, pos, lens[k], tsf, v, newestf)
+                n = kern.add(data, pos, lens[k], tsf, v, newestf)
             else:
                 held |= bit
                 lens.insert(k, 0)
                 data[pos:pos] = fresh
-                n = add(data, pos, len(fresh), tsf, v, newestf)
+                n = kern.add(data, pos, len(fresh), tsf, v, newestf)
             lens[k] = n
             pos += n
             k += 1
@@ -141,7 +141,7 @@ class ProfileFeatures:
             width, keep = reach[i]
             if width:
                 kern = kernels[i]
-                assert kern is not None and kern.evict is not None  # windowed: a kernel that evicts
+                assert kern is not None and kern.windowed
                 first = float(top // width - keep + 1)
                 if j >= 0:
                     buckets = objs[j - gone]  # type: ignore[index]
@@ -182,8 +182,10 @@ class ProfileFeatures:
         at = float(as_of)  # kernels take times as floats
         pos = 0
         v: float | None
-        for (_, _, name, value, j), n in zip(plan.held(self.held), self.lens, strict=True):
-            v = value(objs[j], 0, 0, at) if j >= 0 else value(data, pos, n, at)  # type: ignore[index]
+        lens = self.lens
+        for k, (_, _, name, kern, j) in enumerate(plan.held(self.held)):
+            n = lens[k]
+            v = kern.value(objs[j], 0, 0, at) if j >= 0 else kern.value(data, pos, n, at)  # type: ignore[index]
             pos += n
             if v is not None:
                 out[name] = v
@@ -209,9 +211,11 @@ class ProfileFeatures:
         at = float(as_of)  # kernels take times as floats
         pos = 0
         v: float | None
-        for (_, bit, name, value, j), n in zip(plan.held(held), self.lens, strict=True):
+        lens = self.lens
+        for k, (_, bit, name, kern, j) in enumerate(plan.held(held)):
+            n = lens[k]
             if bits & bit:
-                v = value(objs[j], 0, 0, at) if j >= 0 else value(data, pos, n, at)  # type: ignore[index]
+                v = kern.value(objs[j], 0, 0, at) if j >= 0 else kern.value(data, pos, n, at)  # type: ignore[index]
                 if v is not None:
                     out[name] = v
             pos += n
@@ -256,7 +260,9 @@ class ProfileFeatures:
         data, objs = self.data, self.objs
         out = 0
         pos = 0
-        for (i, bit, _, _, j), n in zip(plan.held(self.held), self.lens, strict=True):
+        lens = self.lens
+        for h, (i, bit, _, _, j) in enumerate(plan.held(self.held)):
+            n = lens[h]
             if bits & bit:
                 width, nb, windows, head, step = edges[i]
                 # The bucket indices: every other item of an object state's list, else every
@@ -307,9 +313,11 @@ class ProfileFeatures:
         at = float(as_of)  # kernels take times as floats
         pos = 0
         v: float | None
-        for (_, bit, name, value, j), n in zip(plan.held(held), self.lens, strict=True):
+        lens = self.lens
+        for k, (_, bit, name, kern, j) in enumerate(plan.held(held)):
+            n = lens[k]
             if read & bit:
-                v = value(objs[j], 0, 0, at) if j >= 0 else value(data, pos, n, at)  # type: ignore[index]
+                v = kern.value(objs[j], 0, 0, at) if j >= 0 else kern.value(data, pos, n, at)  # type: ignore[index]
                 if not mask & bit:
                     if v is not None:
                         env[name] = v
