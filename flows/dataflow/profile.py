@@ -132,6 +132,7 @@ class ProfileState:
             feats.dirty = 0
             values, gone = dict(full or {}), list[str]()
             self.stored = plan.bits(values)
+            looked = -1  # every feature: those not in the map have no value
             removed: tuple[str, ...] = ()
         else:
             values, gone, looked = feats.changed_bits(as_of_ms, self.last_as_of, full)
@@ -145,7 +146,7 @@ class ProfileState:
                 removed = ()
                 self.stored = stored | looked
         self.last_as_of = as_of_ms
-        changed_tags = self._retag(values, gone)
+        changed_tags = self._retag(values, looked)
         segment = self._resegment()
         if segment is not None:
             values = {**values, **segment[1]}
@@ -174,13 +175,16 @@ class ProfileState:
         f: float = inputs[fi]
         m: float = inputs[mi]
         new = None if r != r else (r, 0.0 if f != f else f, 0.0 if m != m else m)
-        if new != self.rfm:
-            self.sketch.move(self.rfm, new)
+        sketch = self.sketch
+        moved = new != self.rfm
+        if moved:
+            sketch.move(self.rfm, new)
             self.rfm = new
-        elif self.segment_gen == self.sketch.generation():  # same values, same boundaries
+        gen, cuts = sketch.current()
+        if not moved and self.segment_gen == gen:  # same values, same boundaries
             return None
-        self.segment_gen = self.sketch.generation()
-        scores = self.sketch.scores(new)
+        self.segment_gen = gen
+        scores = sketch.scores(new, cuts)
         seg = rfm.segment_of(scores, plan.segments)
         if seg == self.segment:
             return None
@@ -188,24 +192,30 @@ class ProfileState:
         self.segment = seg
         return seg, {"rfm_r": float(scores["r"]), "rfm_f": float(scores["f"]), "rfm_m": float(scores["m"])}
 
-    def _retag(self, values: dict[str, float], gone: list[str]) -> bool:
+    def _retag(self, values: dict[str, float], looked: int) -> bool:
+        """Move the tag inputs among the features `looked` at (each in `values`, or now
+        without a value); re-read the tag rules if one moved. Whether the tags changed."""
         plan = self.features.plan  # type: ignore[union-attr]
         inputs = self.tag_inputs
         if inputs is None:
             inputs = self.tag_inputs = plan.tag_vector()
-        at = plan.tag_input_at
         moved = self.retag_all  # after a restore, the rules may have changed
-        for name in plan.tag_inputs.intersection(values):
-            i = at[name]
-            v = values[name]
-            if inputs[i] != v:
-                inputs[i] = v
-                moved = True
-        for name in plan.tag_inputs.intersection(gone):
-            i = at[name]
-            if inputs[i] == inputs[i]:
-                inputs[i] = NAN
-                moved = True
+        rest = looked & plan.tag_input_bits
+        if rest:
+            names, place = plan.names, plan.tag_input_of
+            while rest:
+                low = rest & -rest
+                rest ^= low
+                f = low.bit_length() - 1
+                i = place[f]
+                v = values.get(names[f])
+                if v is None:
+                    if inputs[i] == inputs[i]:
+                        inputs[i] = NAN
+                        moved = True
+                elif inputs[i] != v:
+                    inputs[i] = v
+                    moved = True
         if not moved or not plan.tags:  # the rules read only these values: nothing can have changed
             return False
         self.retag_all = False

@@ -168,10 +168,20 @@ class RfmSketch:
         self.cuts()
         return self._generation
 
-    def scores(self, rfm: tuple[float, float, float] | None) -> dict[str, int]:
+    def current(self) -> tuple[int, tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]]:
+        """(`generation`, `cuts`) read together."""
+        cuts = self.cuts()
+        return self._generation, cuts
+
+    def scores(
+        self,
+        rfm: tuple[float, float, float] | None,
+        cuts: tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]] | None = None,
+    ) -> dict[str, int]:
+        """The quintile scores of `rfm`, against `cuts` when given (else the current ones)."""
         if rfm is None:
             return {"r": 0, "f": 0, "m": 0}
-        rc, fc, mc = self.cuts()
+        rc, fc, mc = cuts or self.cuts()
         return {
             "r": score(rfm[0], rc, higher_is_better=False),
             "f": score(rfm[1], fc),
