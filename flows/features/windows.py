@@ -73,9 +73,10 @@ class ProfileFeatures:
         if ts > newest:
             sweep = self._plan.sweep_ms
             due = sweep and newest >= 0 and ts // sweep != newest // sweep
+            before = newest
             self.max_ts = newest = ts
             if due:
-                self._expire()
+                self._expire(before)
         data, lens = self.data, self.lens
         held = self.held
         dirty = self.dirty
@@ -120,16 +121,26 @@ class ProfileFeatures:
         self.dirty = dirty
         return True
 
-    def _expire(self) -> None:
+    def _expire(self, since: int = -1) -> None:
         """Free what no read or write can reach any more, now that the newest event is
         `max_ts`: buckets behind every window, and a windowed feature's whole state once it
         holds none. So a profile's state follows its recent activity, not every event type
         it ever had (an order 200 days ago keeps nothing in `orders_90d`). Reads are never
         earlier than `max_ts` (`ProfileState.as_of`), so no value changes; a feature that
         lost a bucket is marked dirty so its next update reports its new value (a bucket gone
-        can no longer show that it left the window since then), a dropped one its empty value."""
+        can no longer show that it left the window since then), a dropped one its empty value.
+
+        With `since` (the newest event time at the last sweep), only the features whose
+        bucket edge was crossed since are swept: for the others, what is out of reach has not
+        moved."""
         top = self.max_ts
         plan = self._plan
+        crossed = -1
+        if since >= 0:
+            crossed = 0
+            for width, bits in plan.windowed:
+                if since // width != top // width:
+                    crossed |= bits
         reach, kernels = plan.reach, plan.kernels
         data, lens, objs = self.data, self.lens, self.objs
         pos = k = 0  # segment k starts at pos
@@ -139,7 +150,7 @@ class ProfileFeatures:
         for i, bit, _, _, j in plan.held(self.held):
             n = lens[k]
             width, keep = reach[i]
-            if width:
+            if width and crossed & bit:
                 kern = kernels[i]
                 assert kern is not None and kern.windowed
                 first = float(top // width - keep + 1)
