@@ -7,8 +7,10 @@ dropped; a repeat after it gets through and is absorbed by the ``events`` table'
 ReplacingMergeTree key. Memory per profile is therefore bounded by `cap`; a profile that
 goes silent is dropped by the stage after ``dedupe.idle_evict_s`` (see `flows.dataflow.stages`).
 
-Ids are held as 64-bit digests (`flows.core.digests`), not as strings: 16 bytes per id
-(digest and time) in one flat array, where a dict of strings held about 120.
+Ids are held as 64-bit digests (`flows.core.digests.id64`), not as strings: 16 bytes per
+id (digest and time) in one flat array, where a dict of strings held about 120. A memory
+restored from a snapshot that held `key64` digests is looked up under both until its ids
+have left the window.
 
 >>> seen = SeenIds(ttl_ms=1000, cap=3)
 >>> [seen.first_time(i, ts) for i, ts in [("a", 0), ("b", 10), ("a", 20)]]
@@ -23,7 +25,7 @@ from array import array
 from bisect import bisect_left
 from typing import Any
 
-from flows.core.digests import key64
+from flows.core.digests import id64, key64
 
 
 class SeenIds:
@@ -34,7 +36,7 @@ class SeenIds:
     expires nothing never walks them; expiry rebuilds the array, so it runs in steps (a
     sixteenth of the window or of the cap at once) and costs O(1) per event over time."""
 
-    __slots__ = ("_held", "_oldest_ms", "cap", "newest_ms", "ttl_ms")
+    __slots__ = ("_held", "_legacy_ms", "_oldest_ms", "cap", "newest_ms", "ttl_ms")
 
     def __init__(self, ttl_ms: int = 0, cap: int = 0) -> None:
         self.ttl_ms = ttl_ms
@@ -42,17 +44,20 @@ class SeenIds:
         self.newest_ms = 0
         self._held: Any = array("q")  # n sorted digests, then their n times
         self._oldest_ms = 0  # the oldest time held
+        self._legacy_ms = -1  # while newest_ms <= this, ids may be held as `key64` digests
 
     def __len__(self) -> int:
         return len(self._held) >> 1
 
     def first_time(self, event_id: str, ts_ms: int) -> bool:
         """True the first time an id is seen within the window; records it."""
-        key = key64(event_id)
+        key = id64(event_id)
         held = self._held
         n = len(held) >> 1
         i = bisect_left(held, key, 0, n)
         if i < n and held[i] == key:
+            return False
+        if self._legacy_ms >= 0 and self._held_as_legacy(event_id):
             return False
         if n == 0 or ts_ms < self._oldest_ms:
             self._oldest_ms = ts_ms
@@ -64,12 +69,25 @@ class SeenIds:
             self._evict()
         return True
 
+    def _held_as_legacy(self, event_id: str) -> bool:
+        """Whether `event_id` is held under its `key64` digest (a memory restored from a
+        snapshot from before `id64`), while such ids can still be in the window."""
+        if self.newest_ms > self._legacy_ms:
+            self._legacy_ms = -1
+            return False
+        key = key64(event_id)
+        held = self._held
+        n = len(held) >> 1
+        i = bisect_left(held, key, 0, n)
+        return i < n and held[i] == key
+
     def absorb(self, other: SeenIds) -> None:
         """Remember `other`'s ids too (a merge of two persons: a repeat under either is
         one), each at its earlier time; then the window and the cap as usual."""
         self.newest_ms = max(self.newest_ms, other.newest_ms)
         if not len(other):
             return
+        self._legacy_ms = max(self._legacy_ms, other._legacy_ms)
         times: dict[int, int] = {}
         for held in (self._held, other._held):
             n = len(held) >> 1
@@ -97,14 +115,19 @@ class SeenIds:
         self._held = array("q", [held[j] for j in keep] + times)
         self._oldest_ms = min(times, default=0)
 
-    def __getstate__(self) -> tuple[int, int, int, Any]:
-        return self.ttl_ms, self.cap, self.newest_ms, self._held
+    def __getstate__(self) -> tuple[int, int, int, Any, int]:
+        return self.ttl_ms, self.cap, self.newest_ms, self._held, self._legacy_ms
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self.ttl_ms, self.cap, self.newest_ms, held = state[:4]
+        self._legacy_ms = -1
         if isinstance(held, dict):  # snapshots that held the ids themselves, id -> time
-            pairs = sorted((key64(eid), ts) for eid, ts in held.items())
+            pairs = sorted((id64(eid), ts) for eid, ts in held.items())
             held = array("q", [k for k, _ in pairs] + [ts for _, ts in pairs])
+        elif len(state) > 4:
+            self._legacy_ms = state[4]
+        elif held:  # `key64` digests: they can be in the window until a ttl past the newest
+            self._legacy_ms = self.newest_ms + self.ttl_ms + (self.ttl_ms >> 4)
         self._held = held
         n = len(held) >> 1
         self._oldest_ms = min(held[n:], default=0)

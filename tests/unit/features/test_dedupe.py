@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pickle
+from array import array
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flows.core.digests import key64
 from flows.features.dedupe import SeenIds
 
 
@@ -33,6 +35,20 @@ def test_a_snapshot_holding_the_ids_themselves_restores_and_forgets_the_oldest_f
     assert not s.first_time("a", 6) and not s.first_time("b", 6)
     assert s.first_time("c", 7)  # over the cap of 2: the oldest ("a") goes
     assert s.first_time("a", 8) and not s.first_time("c", 8)
+
+
+def test_a_memory_of_blake2b_digests_still_drops_its_repeats_until_they_leave_the_window():
+    # (ttl, cap, newest, digests then times): a snapshot from before the ids were XXH3 digests
+    ids = sorted((key64(e), ts) for e, ts in [("a", 1_000), ("b", 2_000)])
+    s = SeenIds.__new__(SeenIds)
+    s.__setstate__((60_000, 100, 2_000, array("q", [k for k, _ in ids] + [t for _, t in ids])))
+    assert not s.first_time("a", 3_000) and not s.first_time("b", 3_000), "repeats of the restored ids"
+    assert s.first_time("c", 3_000) and not s.first_time("c", 3_001), "new ids under the new digest"
+    again = pickle.loads(pickle.dumps(s))  # a snapshot taken now keeps the old ids' digests too
+    assert not again.first_time("a", 4_000)
+    assert again.first_time("d", 200_000)  # past the window: the old ids are gone
+    assert again.first_time("a", 200_001) and not again.first_time("a", 200_002)
+    assert again._legacy_ms == -1, "once out of the window, no second lookup"
 
 
 @settings(max_examples=200, deadline=None)
