@@ -416,7 +416,14 @@ class ProfileLogic:
             return
         due = js.next_due(live)
         if 0 <= due <= until_ms:
+            fired = len(out)
             js.advance(st.profile_id, until_ms, live, lambda t: _context(st, st.as_of(t)), received_ms, out)
+            # The steps' own events (a tag node's) start journeys here, on either path: a wake
+            # or the next event, whichever gets to the due steps first.
+            made = [x for x in out[fired:] if type(x) is Event]
+            if made:
+                ctx = _context(st, st.as_of(until_ms))
+                out.extend(js.on_events(st.profile_id, made, live, ctx, received_ms))
 
     def _fold(self, values: list[Event]) -> list[Any]:
         """Dedupe, features, scores and journeys for some of the profile's events, in order.
@@ -482,6 +489,7 @@ class ProfileLogic:
         # What fell due since the last event first, exactly as the next event would have
         # fired it (see on_batch); then the windows move to stream time.
         self._fire_due(as_of, 0, out)
+        fired = len(out)  # its events have been through the journeys' triggers
         reads = _Reads(st, as_of)  # each read at most once, for all that read it
         # Windows that held data move; once empty (and updated so), only time moves: no
         # feature update, only a rescore when due. Time alone writes no snapshot row (the
@@ -500,7 +508,7 @@ class ProfileLogic:
             for model, late_ms in delays:
                 _rescore_delay(model).observe(late_ms / 1000)
         if cfg.journeys is not None and st.journeys is not None and st.profile_id:
-            engine = [x for x in out if type(x) is Event]
+            engine = [x for x in out[fired:] if type(x) is Event]
             ctx = _context(st, as_of, reads)
             if engine:
                 out.extend(st.journeys.on_events(st.profile_id, engine, cfg.journeys, ctx, 0))
