@@ -31,19 +31,22 @@ def ev(etype: str, ts: int) -> Event:
     return Event(f"{etype}-{ts}", "p1", etype, ts, "app", {}, {}, {}, ts, "t", 0, 0)
 
 
+def _logic(journeys: Catalog, wall: Wall) -> ProfileLogic:
+    cfg = ProfileConfig(
+        features=PLAN, sketch=RfmSketch(), ttl_ms=86_400_000, max_ids=100, lateness_ms=HOUR, refresh_s=60.0,
+        idle_s=600.0, snapshot_ms=300_000, stream=StreamClock(0, wall), clock=wall, recovery=False,
+        journeys=journeys,
+    )  # fmt: skip
+    st = new_state(PLAN, cfg.ttl_ms, cfg.max_ids, cfg.lateness_ms, journeys=True, sketch=cfg.sketch)
+    return ProfileLogic(st, cfg, False)
+
+
 def written(outs) -> list[str | None]:
     return [u.journeys for o in outs for u in o.updates if isinstance(u, FeatureUpdate)]
 
 
 def test_running_instances_are_written_when_they_change() -> None:
-    wall = lambda: 1_000.0  # noqa: E731
-    cfg = ProfileConfig(
-        features=PLAN, sketch=RfmSketch(), ttl_ms=86_400_000, max_ids=100, lateness_ms=HOUR, refresh_s=60.0,
-        idle_s=600.0, snapshot_ms=300_000, stream=StreamClock(0, wall), clock=wall, recovery=False,
-        journeys=Catalog(warmup()),
-    )  # fmt: skip
-    st = new_state(PLAN, cfg.ttl_ms, cfg.max_ids, cfg.lateness_ms, journeys=True, sketch=cfg.sketch)
-    logic = ProfileLogic(st, cfg, False)
+    logic = _logic(Catalog(warmup()), Wall())
     outs, _ = logic.on_batch([ev("signup", T0)])
     assert written(outs) == [f"new_user_warmup|1|1|{T0 + HOUR}|{T0}"]  # waiting an hour, then node 1
     outs, _ = logic.on_batch([ev("page_view", T0 + 60_000)])
@@ -69,13 +72,7 @@ def _chained(wall: Wall) -> ProfileLogic:
          "nodes": [{"id": "hello", "type": "send", "channel": "email", "template": "hello"}]},
         "t",
     )  # fmt: skip
-    cfg = ProfileConfig(
-        features=PLAN, sketch=RfmSketch(), ttl_ms=86_400_000, max_ids=100, lateness_ms=HOUR, refresh_s=60.0,
-        idle_s=600.0, snapshot_ms=300_000, stream=StreamClock(0, wall), clock=wall, recovery=False,
-        journeys=Catalog(tagger, greeter),
-    )  # fmt: skip
-    st = new_state(PLAN, cfg.ttl_ms, cfg.max_ids, cfg.lateness_ms, journeys=True, sketch=cfg.sketch)
-    return ProfileLogic(st, cfg, False)
+    return _logic(Catalog(tagger, greeter), wall)
 
 
 def _sends(outs) -> list[tuple[str, str, int]]:
