@@ -133,13 +133,17 @@ def sorted_merge(a: array[float], b: array[float], head: int, step: int) -> arra
     return out
 
 
-class SortedKernel(Kernel):
-    """Sorted buckets, each `w` ms wide, `nb` to a window."""
+class WindowedKernel(Kernel):
+    """Buckets each `w` ms wide, `nb` to a window."""
 
     def __init__(self, d: FeatureDef) -> None:
         self.w = float(d.bucket_ms)
         self.nb = float(d.buckets)
         self.windowed = True
+
+
+class SortedKernel(WindowedKernel):
+    """Sorted buckets with their column totals ahead of them."""
 
     def evict(self, data: Any, p: int, n: int, first: float) -> int:
         return sorted_evict(data, p, n, first, self.head, self.step)
@@ -352,14 +356,12 @@ def _evict_unsorted(data: array[float], p: int, n: int, first: float) -> int:
     return end - p
 
 
-class ExtremeKernel(Kernel):
+class ExtremeKernel(WindowedKernel):
     def __init__(self, d: FeatureDef) -> None:
-        self.w = float(d.bucket_ms)
-        self.nb = float(d.buckets)
+        super().__init__(d)
         self.lowest = d.agg == "min"
         self.fresh = array("d")
         self.step = 2
-        self.windowed = True
 
     def _pick(self, a: float, b: float) -> float:
         return min(a, b) if self.lowest else max(a, b)
@@ -435,12 +437,10 @@ def _evict_keys(buckets: list[Any], first: float) -> int:
     return len(keep)
 
 
-class DistinctKernel(Kernel):
+class DistinctKernel(WindowedKernel):
     def __init__(self, d: FeatureDef) -> None:
-        self.w = float(d.bucket_ms)
-        self.nb = float(d.buckets)
+        super().__init__(d)
         self.most = d.max_distinct
-        self.windowed = True
 
     def add(self, data: Any, p: int, n: int, ts: float, v: Any, newest: float) -> int:
         if v is None or isinstance(v, dict | list):

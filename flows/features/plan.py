@@ -102,7 +102,6 @@ class FeaturePlan:
         # for a feature without a value; the tag rules and RFM read it by position.
         self.tag_input_names = tuple(sorted(self.tag_inputs))
         at = {n: i for i, n in enumerate(self.tag_input_names)}
-        self.tag_input_at = at
         self.tag_tests = tuple(
             (t.name, tuple((at[f], COMPARE[op], float(limit)) for f, op, limit in t.when)) for t in fs.tags
         )
@@ -188,6 +187,14 @@ class FeaturePlan:
         out = 0
         for n in names:
             out |= bit(n, 0)
+        return out
+
+    def crossed(self, a: int, b: int) -> int:
+        """The windowed features whose bucket edge lies between event times `a` and `b`."""
+        out = 0
+        for width, bits in self.windowed:
+            if a // width != b // width:
+                out |= bits
         return out
 
     def names_of(self, bits: int) -> tuple[str, ...]:

@@ -163,13 +163,9 @@ class RfmSketch:
                 self._generation += 1
             return self._cuts
 
-    def generation(self) -> int:
-        """Which boundaries are current: equal numbers, equal boundaries."""
-        self.cuts()
-        return self._generation
-
     def current(self) -> tuple[int, tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]]:
-        """(`generation`, `cuts`) read together."""
+        """The current boundaries (`cuts`) and their generation: equal generations, equal
+        boundaries."""
         cuts = self.cuts()
         return self._generation, cuts
 

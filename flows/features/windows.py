@@ -135,12 +135,7 @@ class ProfileFeatures:
         moved."""
         top = self.max_ts
         plan = self._plan
-        crossed = -1
-        if since >= 0:
-            crossed = 0
-            for width, bits in plan.windowed:
-                if since // width != top // width:
-                    crossed |= bits
+        crossed = plan.crossed(since, top) if since >= 0 else -1
         reach, kernels = plan.reach, plan.kernels
         data, lens, objs = self.data, self.lens, self.objs
         pos = k = 0  # segment k starts at pos
@@ -304,11 +299,7 @@ class ProfileFeatures:
         mask |= held & plan.continuous
         sweep = plan.sweep_ms
         if sweep and (not plan.nested or as_of // sweep != since // sweep):
-            crossed = 0
-            for width, bits in plan.windowed:
-                if held & bits and as_of // width != since // width:
-                    crossed |= held & bits
-            crossed &= ~mask
+            crossed = plan.crossed(since, as_of) & held & ~mask
             if crossed:
                 mask |= self._left(crossed, min(as_of, since), max(as_of, since))
         out: dict[str, float] = {}
