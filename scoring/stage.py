@@ -19,9 +19,10 @@ from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
 from flows.core import metrics
+from flows.core.batches import Keyed
 from flows.core.messages import LearnerItem, ModelMetric, ModelVersion
 from flows.core.streamtime import StreamClock
-from flows.core.wire import from_wire, keyed_by
+from flows.core.wire import from_wire
 from scoring.learner import Learner, version_item
 from scoring.learner_host import InProcess, InWorker, Result
 from scoring.modeldefs import ModelSet
@@ -138,7 +139,7 @@ def learn(
     def builder(resume: bytes | None) -> _LearnerLogic:
         return _LearnerLogic(pickle.loads(resume) if resume is not None else None, new_learner, cfg)
 
-    keyed = op.map("key_by_model", up, keyed_by(_model_of))
+    keyed = op.flat_map_batch("key_by_model", up, Keyed(_model_of, wire=True))
     out = op.key_rm("unkey", op.stateful_batch("learners", keyed, builder))
     split = op.branch("split", out, _is_metric)
     return LearnOut(split.trues, split.falses)  # type: ignore[arg-type]

@@ -23,11 +23,13 @@ from types import ModuleType
 # inspects (Bytewax's `@operator`), and a constructor that takes no arguments for a class
 # that is pickled (unpickling a compiled class calls it bare).
 MODULES = (
+    "flows.core.batches",
     "flows.core.conditions",
     "flows.core.contract",
     "flows.core.digests",
     "flows.core.messages",
     "flows.core.streamtime",
+    "flows.core.wire",
     "flows.dataflow.profile",
     "flows.dataflow.profile_step",
     "flows.features.aggregates",

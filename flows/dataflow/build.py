@@ -31,6 +31,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import FixedPartitionedSink, Sink
 
+from flows.core.batches import Keyed
 from flows.core.contract import DeadLetter, Event, Limits, RawRecord, Validator
 from flows.core.identifiers import IdentifierRules
 from flows.core.messages import ActionRecord, FeatureUpdate, IdentityChange, ModelMetric, ModelVersion, Score
@@ -38,7 +39,6 @@ from flows.core.pii import PiiProtector
 from flows.core.resources import config_dir
 from flows.core.settings import Settings
 from flows.core.streamtime import StreamClock
-from flows.core.wire import keyed_by
 from flows.dataflow.persons import ResolvePersons
 from flows.dataflow.stages import ingest
 from flows.dataflow.wake_input import NO_INPUT_GRACE_S, InputEnds, WakeSource, watched
@@ -193,10 +193,10 @@ def _outputs(name: str, stream: Any, sinks: Sequence[Sink[Any]], key: Callable[[
     wired = keyed = None
     for i, sink in enumerate(sinks):
         if isinstance(sink, FlushOnSnapshot):
-            wired = wired or op.map(f"{name}_wired", stream, keyed_by(key))
+            wired = wired or op.flat_map_batch(f"{name}_wired", stream, Keyed(key, wire=True))
             op.output(f"{name}_out_{i}", wired, sink)
         elif isinstance(sink, FixedPartitionedSink):
-            keyed = keyed or op.key_on(f"{name}_keyed", stream, key)
+            keyed = keyed or op.flat_map_batch(f"{name}_keyed", stream, Keyed(key))
             op.output(f"{name}_out_{i}", keyed, sink)
         else:
             op.output(f"{name}_out_{i}", stream, sink)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import pickle
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -80,13 +80,13 @@ class ParseBatch:
 
 class ProfileOut(NamedTuple):
     """What the per-profile step emits for one batch or timer, by kind (each becomes its
-    own typed stream)."""
+    own typed stream). A kind with nothing is the empty tuple, not a list of its own."""
 
-    events: list[Event]  # accepted (marked late or not) and the engine's own
-    updates: list[FeatureUpdate]
-    scores: list[Score]
-    learner_items: list[LearnerItem]
-    intents: list[Intent]
+    events: Sequence[Event]  # accepted (marked late or not) and the engine's own
+    updates: Sequence[FeatureUpdate]
+    scores: Sequence[Score]
+    learner_items: Sequence[LearnerItem]
+    intents: Sequence[Intent]
 
 
 # Bytewax's StatefulBatchLogic.RETAIN / DISCARD: keep the state, or drop it.
@@ -115,11 +115,17 @@ def _route(items: list[Any]) -> list[ProfileOut]:
     """The profile state's outputs, in order, sorted into their streams (one pass)."""
     if not items:
         return []
-    parts: tuple[list[Any], ...] = ([], [], [], [], [])
+    parts: list[Any] = [(), (), (), (), ()]
     slot = _SLOT
     for x in items:
-        parts[slot[type(x)]].append(x)
-    return [ProfileOut(*parts)]
+        i = slot[type(x)]
+        part = parts[i]
+        if part:
+            part.append(x)
+        else:
+            parts[i] = [x]
+    # tuple.__new__: the class's own __new__ is an interpreted function
+    return [tuple.__new__(ProfileOut, parts)]
 
 
 class ProfileLogic:

@@ -17,11 +17,11 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
+from flows.core.batches import Flat, KeyedByPerson
 from flows.core.contract import DeadLetter, Event, RawRecord, Validator
 from flows.core.messages import FeatureUpdate, IdentityChange, Intent, LearnerItem, Score
 from flows.core.settings import DedupeSettings, FeatureSettings
 from flows.core.streamtime import Clock, StreamClock
-from flows.core.wire import keyed_by
 from flows.dataflow.persons import ResolvePersons, merge_intent
 from flows.dataflow.profile import new_state
 from flows.dataflow.profile_step import (
@@ -78,10 +78,6 @@ class _ProfileState(StatefulBatchLogic[Event | Wake, ProfileOut, bytes | None]):
         return self._logic.snapshot()
 
 
-def _profile_of(event: Event) -> str:
-    return event.person_id or event.profile_id
-
-
 @operator
 def ingest(
     step_id: str,
@@ -109,15 +105,15 @@ def ingest(
     deadlines from `wake_queue` (silent rescoring, windows, journey steps) in place of a
     Bytewax timer per profile."""
     parsed = op.flat_map_batch("parse", up, ParseBatch(validator, clock))
-    dead_letters = op.flat_map("dead_letters", parsed, attrgetter("dead_letters"))
-    accepted = op.flat_map("accepted", parsed, attrgetter("events"))
+    dead_letters = op.flat_map_batch("dead_letters", parsed, Flat(attrgetter("dead_letters")))
+    accepted = op.flat_map_batch("accepted", parsed, Flat(attrgetter("events")))
     merges = identities = None
     if persons is not None:
         routed = op.flat_map_batch("persons", accepted, persons)
-        accepted = op.flat_map("routed", routed, attrgetter("events"))
-        merges = op.flat_map("merges", routed, attrgetter("merges"))
-        identities = op.flat_map("identities", routed, attrgetter("identities"))
-    keyed = op.merge("with_wakes", op.map("key_by_profile", accepted, keyed_by(_profile_of)), wakes)
+        accepted = op.flat_map_batch("routed", routed, Flat(attrgetter("events")))
+        merges = op.flat_map_batch("merges", routed, Flat(attrgetter("merges")))
+        identities = op.flat_map_batch("identities", routed, Flat(attrgetter("identities")))
+    keyed = op.merge("with_wakes", op.flat_map_batch("key_by_profile", accepted, KeyedByPerson()), wakes)
     plan = FeaturePlan(feature_set) if feature_set is not None and feature_settings.enabled else None
     cfg = ProfileConfig(
         features=plan,
@@ -156,18 +152,25 @@ def ingest(
         )
         return _ProfileState(ProfileLogic(state, cfg, False))
 
-    profiles = op.key_rm("unkey", op.stateful_batch("profile", keyed, _builder))
-    events = op.flat_map("events", profiles, attrgetter("events"))
+    # each output stream takes its list of every `ProfileOut`, the profile's key dropped
+    profiles = op.stateful_batch("profile", keyed, _builder)
+    events = op.flat_map_batch("events", profiles, Flat(attrgetter("events"), keyed=True))
     if merges is not None:
         events = op.merge("with_merges", events, merges)
     if cfg.features is None:  # dedupe only: events are all that come out
         return IngestOut(events, None, dead_letters, identities=identities)
-    updates = op.flat_map("updates", profiles, attrgetter("updates"))
+    updates = op.flat_map_batch("updates", profiles, Flat(attrgetter("updates"), keyed=True))
     if cfg.scoring is None and cfg.journeys is None:
         return IngestOut(events, updates, dead_letters, identities=identities)
-    scores = op.flat_map("scores", profiles, attrgetter("scores"))
-    learner_items = op.flat_map("learner_items", profiles, attrgetter("learner_items"))
-    intents = op.flat_map("intents", profiles, attrgetter("intents")) if cfg.journeys is not None else None
+    scores = op.flat_map_batch("scores", profiles, Flat(attrgetter("scores"), keyed=True))
+    learner_items = op.flat_map_batch(
+        "learner_items", profiles, Flat(attrgetter("learner_items"), keyed=True)
+    )
+    intents = (
+        op.flat_map_batch("intents", profiles, Flat(attrgetter("intents"), keyed=True))
+        if cfg.journeys is not None
+        else None
+    )
     if intents is not None and merges is not None:  # the guards fold a merged person's records
         intents = op.merge("with_merge_intents", intents, op.map("merge_intents", merges, merge_intent))
     return IngestOut(events, updates, dead_letters, scores, learner_items, intents, identities)

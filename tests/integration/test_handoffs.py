@@ -13,10 +13,10 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 
+from flows.core.batches import KeyedByPerson
 from flows.core.contract import ENGINE, Event
 from flows.core.settings import load_settings
 from flows.core.streamtime import StreamClock
-from flows.core.wire import keyed_by
 from flows.dataflow.build import feature_set
 from flows.dataflow.profile import new_state
 from flows.dataflow.profile_step import (
@@ -28,7 +28,7 @@ from flows.dataflow.profile_step import (
     ProfileLogic,
     ProfileOut,
 )
-from flows.dataflow.stages import _profile_of, _ProfileState
+from flows.dataflow.stages import _ProfileState
 from flows.dataflow.wakes import WAKE
 from flows.features.plan import FeaturePlan
 from flows.features.rfm import RfmSketch
@@ -166,7 +166,9 @@ def test_a_chain_of_merges_at_the_end_of_input_folds_every_state_without_waiting
         ev("r2", "C", "order_paid", T0 + 20, amount=0.5),
     ]  # fmt: skip
     flow = Dataflow("chain")
-    keyed = op.map("k", op.input("in", flow, TestingSource(items, batch_size=100)), keyed_by(_profile_of))
+    keyed = op.flat_map_batch(
+        "k", op.input("in", flow, TestingSource(items, batch_size=100)), KeyedByPerson()
+    )
     seen: list[tuple[str, ProfileOut]] = []
     op.inspect("i", op.stateful_batch("profile", keyed, builder), lambda _, kv: seen.append(kv))
     started = time.monotonic()

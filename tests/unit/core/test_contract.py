@@ -206,6 +206,7 @@ def test_every_object_is_accepted_or_dead_lettered_and_accepted_ones_meet_the_co
             "bad_value",
             "ts_out_of_range",
             "too_large",
+            "invalid_identifiers",
         }
 
 
