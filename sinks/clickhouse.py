@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 import clickhouse_connect
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.insert import InsertContext
 
 from flows.core import metrics
 from flows.core.resources import sql_dir
@@ -186,6 +187,7 @@ class _ClickHousePartition(StatelessSinkPartition[T]):
         self._retry = retry
         self._target = f"{settings.database}.{spec.table}"
         self._sink = f"clickhouse:{spec.table}"
+        self._context: InsertContext | None = None  # made at the first insert, then reused
         self._buffer: BatchBuffer[T] = BatchBuffer(
             self._sink,
             self._write,
@@ -213,12 +215,14 @@ class _ClickHousePartition(StatelessSinkPartition[T]):
 
         def _insert() -> None:
             try:
-                self._client.insert(
-                    self._target,
-                    columns,
-                    column_names=list(self._spec.columns),
-                    column_oriented=True,
-                )
+                # One insert context per partition, reused: made per insert, it asked the
+                # server for the table's columns (DESCRIBE TABLE) at every flush, and each
+                # held its columns in a reference cycle until a collection found it.
+                if self._context is None:
+                    self._context = self._client.create_insert_context(
+                        self._target, list(self._spec.columns), column_oriented=True
+                    )
+                self._client.insert(data=columns, context=self._context)
             except Exception:
                 metrics.SINK_RETRIES.labels(sink=self._sink).inc()
                 raise

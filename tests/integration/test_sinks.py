@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import time
 
 import pytest
+from clickhouse_connect.driver.insert import InsertContext
 
 from flows.app.testing import free_port
 from flows.core.contract import DeadLetter
@@ -12,7 +14,7 @@ from flows.core.errors import SinkError
 from flows.core.messages import ActionRecord
 from flows.core.settings import KafkaSettings
 from rules.actions import action_message
-from sinks.clickhouse import ClickHouseSink
+from sinks.clickhouse import ClickHouseSink, apply_ddl, connect, table_counts
 from sinks.kafka import KafkaTopicSink, dead_letter_message
 from sinks.retry import RetryPolicy
 from sinks.tables import DEAD_LETTERS
@@ -99,6 +101,31 @@ def test_clickhouse_insert_errors_are_retried_then_fail_the_sink(engine_settings
     part.write_batch([LETTER])
     with pytest.raises(SinkError, match=r"insert 1 rows into .*dead_letters failed after 2 attempts"):
         part.close()
+
+
+def test_clickhouse_inserts_reuse_one_context_and_leave_no_cycle_behind(engine_settings):
+    """Each flush inserts through the partition's one insert context: no DESCRIBE per
+    flush, and no batch of columns kept alive by a reference cycle until a collection."""
+    settings = engine_settings().clickhouse
+    client = connect(settings)
+    apply_ddl(client, settings.database)
+    part = ClickHouseSink(settings, DEAD_LETTERS, RetryPolicy(2, 0.01, 0.02)).build("dl", 0, 1)
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(3):
+            part.write_batch([LETTER._replace(offset=i)])
+            part.flush()
+        assert sum(type(o) is InsertContext for o in gc.get_objects()) == 1
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        assert not [o for o in gc.garbage if type(o) is InsertContext]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    part.close()
+    assert table_counts(client, settings.database)["dead_letters"] == 3
 
 
 def test_feature_store_retries_then_fails_loudly_when_redis_is_down(caplog):
