@@ -224,6 +224,7 @@ class _ClickHousePartition(StatelessSinkPartition[T]):
                     )
                 self._client.insert(data=columns, context=self._context)
             except Exception:
+                self._context = None  # the next attempt asks for the columns again
                 metrics.SINK_RETRIES.labels(sink=self._sink).inc()
                 raise
 

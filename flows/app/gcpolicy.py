@@ -36,11 +36,12 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-# The middle generation is collected every _MIDDLE young collections, the old one every
-# _OLD middle ones (Python: 10 and 10). A middle collection walks what survived the young
-# ones since the last, so its pause grows with _MIDDLE: 281 ms at 20, 112 ms at 5 in the
-# synthetic pipeline, the total the same. A full collection is considered every 400 young
-# ones, still subject to CPython's own 25 %-growth rule.
+# CPython collects a generation once the collections of the one below since its last
+# exceed its threshold (Python: 10 and 10). A middle collection walks what survived the
+# young ones since the last, so its pause grows with that count: 281 ms at 20, 68 - 112
+# ms at 5 (every sixth young collection) in the synthetic pipeline, the total the same.
+# A full collection is considered about every 490 young ones (6 x 81; 441 at 20 and 20),
+# still subject to CPython's own 25 %-growth rule.
 _MIDDLE = 5
 _OLD = 80
 
