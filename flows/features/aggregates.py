@@ -65,6 +65,7 @@ class Kernel:
     generic call boxes each one and parses its arguments)."""
 
     fresh: array[float] | None = None  # a new state's segment
+    earliest = False  # the state is one time, the earliest seen: a later event moves nothing
     head = 0  # numbers before the buckets
     step = 0  # numbers per bucket (0: unwindowed or object state)
     windowed = False  # whether `evict` applies
@@ -508,6 +509,8 @@ class LatestKernel(Kernel):
 class EarliestKernel(Kernel):
     """States of a first time (first_seen, age; -1: none yet): a merge keeps the earlier
     one held."""
+
+    earliest = True
 
     def add(self, data: Any, p: int, n: int, ts: float, v: Any, newest: float) -> int:
         seen: float = data[p]

@@ -88,7 +88,9 @@ class ProfileFeatures:
                 r = (held & gap).bit_count()
                 pos += lens[k] if r == 1 else sum(lens[k : k + r])
                 k += r
-            if match is not None and not match(ev):
+            if (match is not None and not match(ev)) or (
+                kern.earliest and held & bit and 0.0 <= data[pos] <= tsf
+            ):  # not this feature's event, or a first time it cannot move (not marked changed)
                 if held & bit:
                     pos += lens[k]
                     k += 1
