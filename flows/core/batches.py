@@ -36,15 +36,9 @@ class Keyed:
         return out
 
 
-class KeyedByPerson:
-    """Each event keyed by its person (its profile where it has none), sent as `to_wire`
-    sends it: the profile step's input."""
-
-    def __call__(self, batch: list[Any]) -> list[tuple[str, Any]]:
-        out: list[tuple[str, Any]] = []
-        for e in batch:
-            out.append((e.person_id or e.profile_id, to_wire(e)))
-        return out
+def person_of(event: Any) -> str:
+    """The profile step's key: an event's person, its profile where it has none."""
+    return str(event.person_id or event.profile_id)
 
 
 class Flat:

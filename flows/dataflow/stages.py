@@ -17,7 +17,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
-from flows.core.batches import Flat, KeyedByPerson
+from flows.core.batches import Flat, Keyed, person_of
 from flows.core.contract import DeadLetter, Event, RawRecord, Validator
 from flows.core.messages import FeatureUpdate, IdentityChange, Intent, LearnerItem, Score
 from flows.core.settings import DedupeSettings, FeatureSettings
@@ -113,7 +113,9 @@ def ingest(
         accepted = op.flat_map_batch("routed", routed, Flat(attrgetter("events")))
         merges = op.flat_map_batch("merges", routed, Flat(attrgetter("merges")))
         identities = op.flat_map_batch("identities", routed, Flat(attrgetter("identities")))
-    keyed = op.merge("with_wakes", op.flat_map_batch("key_by_profile", accepted, KeyedByPerson()), wakes)
+    keyed = op.merge(
+        "with_wakes", op.flat_map_batch("key_by_profile", accepted, Keyed(person_of, wire=True)), wakes
+    )
     plan = FeaturePlan(feature_set) if feature_set is not None and feature_settings.enabled else None
     cfg = ProfileConfig(
         features=plan,

@@ -13,7 +13,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 
-from flows.core.batches import KeyedByPerson
+from flows.core.batches import Keyed, person_of
 from flows.core.contract import ENGINE, Event
 from flows.core.settings import load_settings
 from flows.core.streamtime import StreamClock
@@ -167,7 +167,7 @@ def test_a_chain_of_merges_at_the_end_of_input_folds_every_state_without_waiting
     ]  # fmt: skip
     flow = Dataflow("chain")
     keyed = op.flat_map_batch(
-        "k", op.input("in", flow, TestingSource(items, batch_size=100)), KeyedByPerson()
+        "k", op.input("in", flow, TestingSource(items, batch_size=100)), Keyed(person_of, wire=True)
     )
     seen: list[tuple[str, ProfileOut]] = []
     op.inspect("i", op.stateful_batch("profile", keyed, builder), lambda _, kv: seen.append(kv))

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import pytest
 
 from flows.core import contract, messages
-from flows.core.batches import Flat, Keyed, KeyedByPerson
+from flows.core.batches import Flat, Keyed, person_of
 from flows.core.wire import TYPES, from_wire, to_wire
 from flows.dataflow.wakes import WAKE
 
@@ -63,7 +63,7 @@ def test_a_batch_is_keyed_and_sent_as_the_wire_form_and_a_key_that_is_not_a_stri
     assert [k for k, _ in keyed] == ["profile_id-value", "p2"]
     assert [from_wire(pickle.loads(pickle.dumps(v))) for _, v in keyed] == events
     # the profile step's input: by person, else by profile
-    assert [k for k, _ in KeyedByPerson()(events)] == ["person_id-value", "p2"]
+    assert [k for k, _ in Keyed(person_of, wire=True)(events)] == ["person_id-value", "p2"]
     assert Keyed(lambda e: e.profile_id)(events) == [("profile_id-value", events[0]), ("p2", events[1])]
     with pytest.raises(TypeError, match="str"):  # compiled, the annotation checks it first
         Keyed(lambda e: 1)(events)
