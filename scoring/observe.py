@@ -37,6 +37,7 @@ from flows.core.contract import Event, engine_event
 from flows.core.messages import Activity, Observation, Outcome, Score
 from scoring.modeldefs import ModelDef, ModelSet, first_seen_feature
 from scoring.registry import ModelRegistry
+from scoring.scorer import Explanation
 from scoring.vectors import Opportunity, opportunity_vector, profile_vector
 
 MAX_OPEN_OPPORTUNITIES = 20
@@ -136,6 +137,47 @@ class ProfileScoring:
         `delays`, when given, gets each due rescoring's model and how much stream time
         passed between its due time and `as_of_ms` (how late the timer came)."""
         out: list[Out] = []
+        for m in self._due(plan, as_of_ms, force, delays):
+            x = profile_vector(m, values(), as_of_ms, plan.first_seen)
+            self._rescore(plan, m, profile_id, x, as_of_ms, force, None, out)
+        return out
+
+    def on_silence(
+        self,
+        plan: ScoringPlan,
+        profile_id: str,
+        as_of_ms: int,
+        values: Callable[[], Mapping[str, float]],
+        delays: list[tuple[str, int]],
+    ) -> list[Out] | None:
+        """`on_refresh` for the silent book (`flows.dataflow.wakes.SilentBook`), which
+        rescores outside the profile's own wake: None, and nothing changed, when a due
+        model's score would cross a threshold, since the journeys of the profile must see
+        that crossing (its wake rescores it then)."""
+        due = self._due(plan, as_of_ms, False, delays)
+        if not due:
+            return []
+        xs: list[dict[str, float]] = []
+        scored: list[tuple[float, Explanation] | None] = []
+        for m in due:
+            x = profile_vector(m, values(), as_of_ms, plan.first_seen)
+            served = plan.registry.serving(m.name)
+            ps = served.scorer.score(x) if served is not None else None
+            if ps is not None and m.thresholds and self._crosses(m, m.name, ps[0]):
+                del delays[len(delays) - len(due) :]
+                return None
+            xs.append(x)
+            scored.append(ps)
+        out: list[Out] = []
+        for m, x, ps in zip(due, xs, scored, strict=True):
+            self._rescore(plan, m, profile_id, x, as_of_ms, False, ps, out)
+        return out
+
+    def _due(
+        self, plan: ScoringPlan, as_of_ms: int, force: bool, delays: list[tuple[str, int]] | None
+    ) -> list[ModelDef]:
+        """The profile models a refresh as of `as_of_ms` rescores (see `on_refresh`)."""
+        due: list[ModelDef] = []
         for m in plan.profile_models:
             name = m.name
             last = self.last_score.get(name)
@@ -147,14 +189,29 @@ class ProfileScoring:
                     continue
                 if delays is not None:
                     delays.append((name, late))
-            x = profile_vector(m, values(), as_of_ms, plan.first_seen)
-            last_obs = self.last_obs.get(name)
-            if not force and (last_obs is None or as_of_ms - last_obs >= m.observe_every_ms):
-                out.append(Observation(name, profile_id, profile_id, as_of_ms, x))
-                self.last_obs[name] = as_of_ms
-                self.open_since.setdefault(name, as_of_ms)
-            self._score(plan, m, profile_id, profile_id, name, x, as_of_ms, 0, out)
-        return out
+            due.append(m)
+        return due
+
+    def _rescore(
+        self,
+        plan: ScoringPlan,
+        m: ModelDef,
+        profile_id: str,
+        x: dict[str, float],
+        as_of_ms: int,
+        force: bool,
+        scored: tuple[float, Explanation] | None,
+        out: list[Out],
+    ) -> None:
+        """One silent rescoring: an observation once ``observe_every`` has passed (not at
+        the end of an input), then the score (`scored`: already computed)."""
+        name = m.name
+        last_obs = self.last_obs.get(name)
+        if not force and (last_obs is None or as_of_ms - last_obs >= m.observe_every_ms):
+            out.append(Observation(name, profile_id, profile_id, as_of_ms, x))
+            self.last_obs[name] = as_of_ms
+            self.open_since.setdefault(name, as_of_ms)
+        self._score(plan, m, profile_id, profile_id, name, x, as_of_ms, 0, out, scored)
 
     def _profile_model(
         self,
@@ -244,6 +301,7 @@ class ProfileScoring:
         as_of: int,
         received_ms: int,
         out: list[Out],
+        scored: tuple[float, Explanation] | None = None,
     ) -> None:
         served = plan.registry.serving(m.name)
         if m.entity == "profile":
@@ -252,7 +310,7 @@ class ProfileScoring:
             if m.entity == "profile":
                 self._fallback(plan, m, pid, as_of, received_ms, out)
             return
-        p, why = served.scorer.score(x)
+        p, why = scored if scored is not None else served.scorer.score(x)
         if m.entity == "profile":
             self.values[m.name] = p
         out.append(Score(m.name, entity, pid, p, served.version, as_of, why, received_ms))
@@ -271,6 +329,11 @@ class ProfileScoring:
         h = horizon_days(plan, m)
         out.append(Score(m.name, pid, pid, s / (s + h), FALLBACK_VERSION, as_of,
                          (("days_since_last_activity", round(s, 6)),), received_ms))  # fmt: skip
+
+    def _crosses(self, m: ModelDef, slot: str, p: float) -> bool:
+        """Whether score `p` would cross one of `m`'s thresholds (what `_cross` emits for)."""
+        before = self.above.get(slot, frozenset())
+        return any(p >= t.above if t.name not in before else p < t.reset_below for t in m.thresholds)
 
     def _cross(
         self,

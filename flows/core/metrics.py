@@ -81,6 +81,11 @@ WAKE_DEADLINES = Gauge(
     ["worker"],
 )
 _DAY_S = 86_400.0
+SILENT_HELD = Gauge(
+    "scrm_silent_profiles",
+    "Scored profiles held in a worker's silent book, each rescored as stream time reaches its due time",
+    ["worker"],
+)
 RESCORE_DELAY = Histogram(
     "scrm_rescore_delay_seconds",
     "Stream time between a silent profile's rescoring falling due and the time it was scored as of",

@@ -42,7 +42,7 @@ from flows.core.streamtime import StreamClock
 from flows.dataflow.persons import ResolvePersons
 from flows.dataflow.stages import ingest
 from flows.dataflow.wake_input import NO_INPUT_GRACE_S, InputEnds, WakeSource, watched
-from flows.dataflow.wakes import WakeQueue
+from flows.dataflow.wakes import SilentBook, WakeQueue
 from flows.features.declarations import FeatureSet, load_features
 from rules.actions import GuardStep, is_delivered
 from rules.live import LiveJourneys
@@ -134,9 +134,10 @@ def build_flow(
     ends = InputEnds(stopping, None if open_ended else NO_INPUT_GRACE_S)
     raw = op.input("input", flow, watched(source, ends))
     queue = WakeQueue()
-    wakes = op.input("wakes", flow, WakeSource(queue, ends, clock))
+    book = SilentBook()
     f = settings.features
     stream = StreamClock(int(f.max_clock_skew_s * 1000), clock, int(f.partition_idle_s * 1000))
+    wakes = op.input("wakes", flow, WakeSource(queue, ends, clock, book, stream))
     attach = getattr(source, "attach_stream_clock", None)
     if attach is not None:  # a source that knows when each partition is caught up (Kafka)
         attach(stream)
@@ -157,7 +158,7 @@ def build_flow(
     out = ingest(
         "ingest", raw, make_validator(settings), settings.dedupe, settings.features,
         features, stream, recovery, clock, plan, journeys, persons, handoffs, ident.handoff_wait_s,
-        wakes=wakes, wake_queue=queue,
+        wakes=wakes, wake_queue=queue, silent=book,
     )  # fmt: skip
     if out.learner_items is not None and models is not None and registry is not None:
         lateness = int(settings.features.allowed_lateness_s * 1000)

@@ -23,7 +23,7 @@ from flows.core.messages import Activity, FeatureUpdate, Intent, LearnerItem, Ob
 from flows.core.streamtime import Clock, StreamClock
 from flows.core.wire import from_wire
 from flows.dataflow.profile import ProfileState
-from flows.dataflow.wakes import Wake, WakeQueue
+from flows.dataflow.wakes import SilentBook, Wake, WakeQueue
 from flows.features.plan import FeaturePlan
 from flows.features.rfm import RfmSketch
 from rules.evaluate import Context
@@ -175,6 +175,9 @@ class ProfileLogic:
         sc = st.scoring
         if cfg.scoring is not None and sc is not None and sc.last_score:
             due = sc.next_rescore(cfg.scoring)
+            if st.profile_id:  # the silent book rescores it: no wake for that
+                cfg.silent.hold(st.profile_id, st.partition, -1 if self._handed_off else due, self)
+            due = -1
         js = st.journeys
         live = cfg.journeys
         if live is not None and js is not None and (js.instances or js.watches or js.last_event_ms >= 0):
@@ -218,8 +221,12 @@ class ProfileLogic:
             return [], DISCARD  # the wake of a profile dropped since: nothing to keep
         else:
             out, keep = [], RETAIN
-        if keep == RETAIN and st.waiting is None and 0 < self._deadline_at <= now:
-            more, keep = self._wake()
+        at = -1  # a rescoring that would cross a threshold: wake as of its due time
+        for v in values:
+            if type(v) is Wake and v.forced and v.at > at:
+                at = v.at
+        if keep == RETAIN and st.waiting is None and (0 < self._deadline_at <= now or at >= 0):
+            more, keep = self._wake(at)
             out.extend(more)
         elif not events:  # early (its deadline moved later): back in the queue as it is
             self._enqueue()
@@ -476,9 +483,11 @@ class ProfileLogic:
         out, keep = self._wake()
         return self._routed(out), keep
 
-    def _wake(self) -> tuple[list[Any], bool]:
+    def _wake(self, at: int = -1) -> tuple[list[Any], bool]:
         """A deadline passed: a hand-off looked for again, or the profile moved to stream
-        time (windows, journey steps due, a silent rescoring)."""
+        time (windows, journey steps due, a silent rescoring); with `at`, to that event
+        time instead (a silent rescoring due then crosses a threshold; never back before
+        a time the profile has already been brought to)."""
         cfg = self._cfg
         st = self._state
         _WAKES.inc()
@@ -490,7 +499,9 @@ class ProfileLogic:
             return held, keep
         if not cfg.features:
             return [], DISCARD
-        as_of = st.as_of(cfg.stream.now_ms(st.partition))
+        as_of = st.as_of(at if at >= 0 else cfg.stream.now_ms(st.partition))
+        if at >= 0 and as_of < st.last_as_of:
+            as_of = st.last_as_of
         out: list[Any] = []
         # What fell due since the last event first, exactly as the next event would have
         # fired it (see on_batch); then the windows move to stream time.
@@ -525,6 +536,42 @@ class ProfileLogic:
         self._schedule()
         return out, RETAIN
 
+    @property
+    def key(self) -> str:
+        return self._state.profile_id
+
+    def silent(self, out: list[Any], until: int = -1) -> int:
+        """The silent book's rescorings of this profile, each as of the event time it fell
+        due, up to stream time, without a wake (`ProfileScoring.on_silence`): a replay
+        rescores a silent profile when a live run would have (`until`: up to that time, not
+        its partition's). -1, or the due time of a rescoring whose score would cross a
+        threshold: the profile then wakes as of it (`Wake.rescore`), so its journeys see
+        the crossing."""
+        cfg = self._cfg
+        st = self._state
+        sc = st.scoring
+        plan = cfg.scoring
+        if plan is None or sc is None or not st.profile_id or self._handed_off or st.waiting is not None:
+            return -1
+        now = until if until >= 0 else cfg.stream.now_ms(st.partition)
+        pid = st.profile_id
+        delays: list[tuple[str, int]] = []
+        due = sc.next_rescore(plan)
+        while 0 <= due <= now:
+            as_of = st.as_of(due)  # (an event after `due` already folded: as of that event)
+            reads = _Reads(st, as_of)
+            done = sc.on_silence(plan, pid, as_of, partial(reads.some, cfg.score_bits), delays)
+            if done is None:
+                return due
+            if not done:
+                break
+            out.extend(done)
+            due = sc.next_rescore(plan)
+        for model, late_ms in delays:
+            _rescore_delay(model).observe(late_ms / 1000)
+        cfg.silent.hold(pid, st.partition, due, self)
+        return -1
+
     def on_eof(self) -> tuple[list[ProfileOut], bool]:
         """End of a bounded input (a replay): what is due by stream time happens now
         (absence windows that passed, waits that ended), since no timer will fire later,
@@ -536,10 +583,18 @@ class ProfileLogic:
         st = self._state
         # Every partition has been read to its end: the newest time of them all holds.
         as_of = st.as_of(cfg.stream.now_ms())
+        scoring = cfg.scoring is not None and st.scoring is not None and bool(st.profile_id)
+        if scoring and cfg.features is not None:
+            # the silent rescorings due before the end, each as of its due time; one that
+            # would cross a threshold as the profile's wake then, as the wake input would have
+            last = -1
+            while (at := self.silent(out, as_of)) > last:
+                out.extend(self._wake(at)[0])
+                last = at
         if cfg.journeys is not None and st.journeys is not None and st.profile_id:
             self._fire_due(as_of, 0, out)
         if cfg.scoring is not None and st.scoring is not None and st.profile_id:
-            # every scored profile's latest score is as of the end
+            # every scored profile's latest score as of the end
             reads = _Reads(st, as_of)
             scored = st.scoring.on_refresh(
                 cfg.scoring, st.profile_id, as_of, partial(reads.some, cfg.score_bits), True
@@ -591,6 +646,7 @@ class ProfileConfig:
     handoffs: HandOffStore | None = None  # routing by person: where merged states travel
     handoff_wait_s: float = 30.0
     wakes: WakeQueue = field(default_factory=WakeQueue)  # the workers' deadlines (`flows.dataflow.wakes`)
+    silent: SilentBook = field(default_factory=SilentBook)  # silent rescorings, without a wake
 
 
 class HandOffStore(Protocol):
@@ -649,6 +705,19 @@ class _Reads:
         if self._some is None or self._some[0] != bits:
             self._some = (bits, f.read(bits, self._as_of))
         return self._some[1]
+
+
+def rescore_silent(book: SilentBook, stream: StreamClock) -> tuple[list[ProfileOut], list[tuple[str, Wake]]]:
+    """The rescorings of this worker's silent profiles that stream time has reached (the
+    wake input calls it at each poll): their outputs as one `ProfileOut`, and a wake as
+    of its due time for each profile whose score would cross a threshold."""
+    out: list[Any] = []
+    woken: list[tuple[str, Wake]] = []
+    for logic in book.due(stream.now_ms):
+        at = logic.silent(out)
+        if at >= 0:
+            woken.append((logic.key, Wake.rescore(at)))
+    return _route(out), woken
 
 
 def model_inputs(plan: FeaturePlan | None, scoring: ScoringPlan | None) -> int:

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
+from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
@@ -32,7 +33,7 @@ from flows.dataflow.profile_step import (
     ProfileOut,
     model_inputs,
 )
-from flows.dataflow.wakes import Wake, WakeQueue
+from flows.dataflow.wakes import SilentBook, Wake, WakeQueue
 from flows.features.declarations import FeatureSet
 from flows.features.plan import FeaturePlan
 from flows.features.rfm import RfmSketch
@@ -78,6 +79,11 @@ class _ProfileState(StatefulBatchLogic[Event | Wake, ProfileOut, bytes | None]):
         return self._logic.snapshot()
 
 
+def _is_wake(item: tuple[str, Any]) -> bool:
+    """A wake for a profile, not the outputs of the silent book's rescorings."""
+    return type(item[1]) is Wake
+
+
 @operator
 def ingest(
     step_id: str,
@@ -95,15 +101,17 @@ def ingest(
     handoffs: HandOffStore | None = None,
     handoff_wait_s: float = 30.0,
     *,
-    wakes: Stream[tuple[str, Wake]],
+    wakes: Stream[tuple[str, Any]],
     wake_queue: WakeQueue,
+    silent: SilentBook,
 ) -> IngestOut:
     """Validate, split off dead letters, (with `persons`) resolve each event's person, key
     by profile (the person), then per profile: drop repeated eventIds, mark late events,
     update features. With `persons`, `handoffs` carries a merged person's state to the
     winner. `wakes` (`flows.dataflow.wake_input.WakeSource`) brings each profile its
     deadlines from `wake_queue` (silent rescoring, windows, journey steps) in place of a
-    Bytewax timer per profile."""
+    Bytewax timer per profile; `silent` holds the scored profiles, whose silent rescorings
+    the wake input does itself (its `ProfileOut`s join the profiles' here)."""
     parsed = op.flat_map_batch("parse", up, ParseBatch(validator, clock))
     dead_letters = op.flat_map_batch("dead_letters", parsed, Flat(attrgetter("dead_letters")))
     accepted = op.flat_map_batch("accepted", parsed, Flat(attrgetter("events")))
@@ -113,8 +121,9 @@ def ingest(
         accepted = op.flat_map_batch("routed", routed, Flat(attrgetter("events")))
         merges = op.flat_map_batch("merges", routed, Flat(attrgetter("merges")))
         identities = op.flat_map_batch("identities", routed, Flat(attrgetter("identities")))
+    woken = op.branch("woken", wakes, _is_wake)
     keyed = op.merge(
-        "with_wakes", op.flat_map_batch("key_by_profile", accepted, Keyed(person_of, wire=True)), wakes
+        "with_wakes", op.flat_map_batch("key_by_profile", accepted, Keyed(person_of, wire=True)), woken.trues
     )
     plan = FeaturePlan(feature_set) if feature_set is not None and feature_settings.enabled else None
     cfg = ProfileConfig(
@@ -135,6 +144,7 @@ def ingest(
         handoffs=handoffs if persons is not None else None,
         handoff_wait_s=handoff_wait_s,
         wakes=wake_queue,
+        silent=silent,
     )
 
     def _builder(resume: bytes | None) -> _ProfileState:
@@ -155,7 +165,7 @@ def ingest(
         return _ProfileState(ProfileLogic(state, cfg, False))
 
     # each output stream takes its list of every `ProfileOut`, the profile's key dropped
-    profiles = op.stateful_batch("profile", keyed, _builder)
+    profiles = op.merge("with_silent", op.stateful_batch("profile", keyed, _builder), woken.falses)
     events = op.flat_map_batch("events", profiles, Flat(attrgetter("events"), keyed=True))
     if merges is not None:
         events = op.merge("with_merges", events, merges)

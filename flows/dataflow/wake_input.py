@@ -27,7 +27,9 @@ from bytewax.inputs import (
 )
 
 from flows.core import metrics
-from flows.dataflow.wakes import WAKE, Wake, WakeQueue
+from flows.core.streamtime import StreamClock
+from flows.dataflow.profile_step import ProfileOut, rescore_silent
+from flows.dataflow.wakes import WAKE, SilentBook, Wake, WakeQueue
 
 log = logging.getLogger("scrm.wakes")
 
@@ -147,31 +149,64 @@ class _WatchedDynamic(DynamicSource[Any]):
         return _WatchedStateless(self._inner.build(step_id, worker_index, worker_count), self._ends)
 
 
-class WakeSource(DynamicSource[tuple[str, Wake]]):
-    """On each worker: ``(key, WAKE)`` for each key in its queue whose deadline has passed."""
+Woken = tuple[str, Wake | ProfileOut]
 
-    def __init__(self, queue: WakeQueue, ends: InputEnds, clock: Callable[[], float] = time.time) -> None:
+
+class WakeSource(DynamicSource[Woken]):
+    """On each worker: ``(key, WAKE)`` for each key in its queue whose deadline has passed;
+    with a silent book (models on), the rescorings that stream time has reached, done here,
+    as ``("", ProfileOut)``, and ``(key, Wake.rescore(at))`` for a profile whose score
+    would cross a threshold at event time ``at``."""
+
+    def __init__(
+        self,
+        queue: WakeQueue,
+        ends: InputEnds,
+        clock: Callable[[], float] = time.time,
+        book: SilentBook | None = None,
+        stream: StreamClock | None = None,
+    ) -> None:
         self._queue = queue
         self._ends = ends
         self._clock = clock
+        self._book = book
+        self._stream = stream
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _WakePartition:
-        return _WakePartition(self._queue, self._ends, self._clock, worker_index)
+        return _WakePartition(self._queue, self._ends, self._clock, worker_index, self._book, self._stream)
 
 
-class _WakePartition(StatelessSourcePartition[tuple[str, Wake]]):
-    def __init__(self, queue: WakeQueue, ends: InputEnds, clock: Callable[[], float], worker: int) -> None:
+class _WakePartition(StatelessSourcePartition[Woken]):
+    def __init__(
+        self,
+        queue: WakeQueue,
+        ends: InputEnds,
+        clock: Callable[[], float],
+        worker: int,
+        book: SilentBook | None,
+        stream: StreamClock | None,
+    ) -> None:
         self._queue = queue
         self._ends = ends
         self._clock = clock
         self._held = metrics.WAKE_DEADLINES.labels(worker=str(worker))
+        self._book = book if stream is not None else None
+        self._stream = stream
+        self._silent = metrics.SILENT_HELD.labels(worker=str(worker))
 
-    def next_batch(self) -> list[tuple[str, Wake]]:
+    def next_batch(self) -> list[Woken]:
         if self._ends.ended():
             raise StopIteration
         due = self._queue.due(self._clock())
         self._held.set(len(self._queue))
-        return [(key, WAKE) for key in due]
+        out: list[Woken] = [(key, WAKE) for key in due]
+        book = self._book
+        if book is not None and self._stream is not None:
+            rescored, woken = rescore_silent(book, self._stream)
+            out += [("", p) for p in rescored]
+            out += woken
+            self._silent.set(len(book))
+        return out
 
     def next_awake(self) -> datetime | None:
         at = self._queue.next_at()

@@ -1,5 +1,5 @@
 """When silent profiles fall due: one queue of deadlines per worker, instead of a Bytewax
-timer per profile.
+timer per profile; and the silent book, the rescorings that fall due in stream time.
 
 Bytewax's stateful step looks through every key's pending timer at each activation, so a
 timer held by each silent profile costs every activation in proportion to the profiles
@@ -21,15 +21,31 @@ from typing import Any
 
 
 class Wake:
-    """The item a due profile gets: "time has passed", no record."""
+    """The item a due profile gets: "time has passed", no record. `Wake.rescore(at)` is
+    the silent book's: the rescoring due at event time `at` would cross a threshold, so
+    the profile wakes as of `at`, whatever its own deadline."""
 
-    __slots__ = ()
+    __slots__ = ("at", "forced")
 
-    def __reduce__(self) -> str:  # across workers it unpickles to the one `WAKE`
-        return "WAKE"
+    def __init__(self, forced: bool = False, at: int = -1) -> None:
+        self.forced = forced
+        self.at = at
+
+    @staticmethod
+    def rescore(at: int) -> Wake:
+        return Wake(True, at)
+
+    def __reduce__(self) -> str | tuple[Any, ...]:  # across workers `WAKE` stays the one `WAKE`
+        return (Wake, (True, self.at)) if self.forced else "WAKE"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Wake and other.forced == self.forced and other.at == self.at
+
+    def __hash__(self) -> int:
+        return hash((self.forced, self.at))
 
     def __repr__(self) -> str:
-        return "WAKE"
+        return f"RESCORE({self.at})" if self.forced else "WAKE"
 
 
 WAKE = Wake()
@@ -95,6 +111,77 @@ class WakeQueue:
         return self._slots()[2][0]
 
     def __getstate__(self) -> dict[str, Any]:  # Bytewax may pickle the flow: no deadlines travel
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
+class SilentBook:
+    """Scored profiles' next silent rescoring (event time), per worker thread: a heap of
+    ``(due, key)`` per source partition, read against that partition's stream time, and
+    the key's current ``(due, holder)``.
+
+    The profile step holds each scored profile here (`hold`) instead of waking it for a
+    rescoring; the wake input takes what stream time has reached (`due`) and rescores the
+    holders in one pass, with no record routed to the profile. Like the `WakeQueue` it is
+    derived state, never snapshotted: a resume refills it as the profiles are rebuilt. A
+    due time that moves leaves its old heap entry behind, skipped when it comes up.
+    """
+
+    def __init__(self) -> None:
+        # by OS thread id, for the reason given in `WakeQueue`
+        self._by_thread: dict[int, tuple[dict[Any, tuple[int, Any]], dict[int, list[tuple[int, Any]]]]] = {}
+
+    def _shelf(self) -> tuple[dict[Any, tuple[int, Any]], dict[int, list[tuple[int, Any]]]]:
+        thread = threading.get_ident()
+        shelf = self._by_thread.get(thread)
+        if shelf is None:
+            shelf = self._by_thread[thread] = ({}, {})
+        return shelf
+
+    def hold(self, key: Any, partition: int, due_ms: int, holder: Any) -> None:
+        """`holder` is next due at event time `due_ms` (< 0: not held)."""
+        rows, heaps = self._shelf()
+        row = rows.get(key)
+        if due_ms < 0:
+            if row is not None:
+                del rows[key]
+            return
+        if row is not None and row[0] == due_ms and row[1] is holder:
+            return
+        rows[key] = (due_ms, holder)
+        heap = heaps.get(partition)
+        if heap is None:
+            heap = heaps[partition] = []
+        heapq.heappush(heap, (due_ms, key))
+
+    def forget(self, key: Any) -> None:
+        self._shelf()[0].pop(key, None)
+
+    def due(self, now_ms: Any) -> list[Any]:
+        """The holders whose due time the stream time of their partition (`now_ms(p)`)
+        has reached, each taken out (a rescored holder holds itself again)."""
+        rows, heaps = self._shelf()
+        out: list[Any] = []
+        pop = heapq.heappop
+        for partition, heap in heaps.items():
+            if not heap:
+                continue
+            now = now_ms(partition)
+            while heap and heap[0][0] <= now:
+                due_ms, key = pop(heap)
+                row = rows.get(key)
+                if row is not None and row[0] == due_ms:
+                    del rows[key]
+                    out.append(row[1])
+        return out
+
+    def __len__(self) -> int:
+        """Holders on this thread."""
+        return len(self._shelf()[0])
+
+    def __getstate__(self) -> dict[str, Any]:
         return {}
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@ profile pushes, what a wake does early and on time, and when the wake input ends
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import pickle
@@ -19,15 +20,27 @@ from hypothesis import strategies as st
 from flows.core import metrics
 from flows.core.contract import Event, RawRecord
 from flows.core.messages import FeatureUpdate
+from flows.core.resources import config_dir
 from flows.core.settings import load_settings
 from flows.core.streamtime import StreamClock
 from flows.dataflow.build import FlowSinks, build_flow, feature_set
 from flows.dataflow.profile import new_state
-from flows.dataflow.profile_step import DISCARD, RETAIN, ProfileConfig, ProfileLogic
+from flows.dataflow.profile_step import (
+    DISCARD,
+    RETAIN,
+    ProfileConfig,
+    ProfileLogic,
+    model_inputs,
+    rescore_silent,
+)
 from flows.dataflow.wake_input import InputEnds, WakeSource
-from flows.dataflow.wakes import WAKE, WakeQueue
+from flows.dataflow.wakes import WAKE, SilentBook, Wake, WakeQueue
 from flows.features.plan import FeaturePlan
 from flows.features.rfm import RfmSketch
+from scoring.learner import Learner
+from scoring.modeldefs import ModelSettings, load_models
+from scoring.observe import ScoringPlan, rescore_every
+from scoring.registry import ModelRegistry
 
 PLAN = FeaturePlan(feature_set(load_settings(env={})))
 T0 = 1_700_000_000_000
@@ -75,6 +88,88 @@ def test_each_worker_thread_has_its_own_heap() -> None:
 
 def test_a_wake_crosses_workers_as_the_one_wake() -> None:
     assert pickle.loads(pickle.dumps(WAKE)) is WAKE
+
+
+def test_the_silent_book_gives_each_holder_once_when_its_partitions_time_reaches_it() -> None:
+    book = SilentBook()
+    now = {0: 100, 1: 50}
+    book.hold("a", 0, 90, "A")
+    book.hold("b", 1, 60, "B")
+    book.hold("c", 0, 95, "C")
+    book.hold("c", 0, 150, "C")  # moved later: its old entry is skipped when it comes up
+    book.hold("d", 0, 10, "D")
+    book.forget("d")
+    book.hold("e", 0, 20, "E")
+    book.hold("e", 0, -1, "E")  # nothing due any more
+    assert book.due(now.__getitem__) == ["A"] and len(book) == 2
+    now[1] = 60
+    assert book.due(now.__getitem__) == ["B"]
+    now[0] = 200
+    assert book.due(now.__getitem__) == ["C"] and len(book) == 0
+
+
+class _Rising:
+    """A served churn model whose risk is a tenth of the days since the last order."""
+
+    def score(self, x: dict[str, float]) -> tuple[float, tuple[tuple[str, float], ...]]:
+        return min(1.0, math.expm1(x.get("days_since_last_order", 0.0)) / 10), ()
+
+
+def test_the_book_rescores_a_silent_profile_at_its_due_times_and_wakes_it_to_cross() -> None:
+    fs = feature_set(load_settings(env={}))
+    models = load_models(config_dir() / "models.toml", fs)
+    reg = ModelRegistry({m.name: m for m in models.models})
+    learner = Learner(models.by_name("churn"), ModelSettings())
+    learner.n_learned = 10_000
+    reg.install(learner.publish(1.0))
+    served = reg._served["churn"]
+    reg._served["churn"] = served.__class__(served.version, served.uid, served.n_learned, _Rising(), 1.0)
+    plan = ScoringPlan(models.for_entity("profile"), (), "first_seen", reg)
+    wall, q, book = Wall(), WakeQueue(), SilentBook()
+    cfg = ProfileConfig(
+        features=PLAN, sketch=RfmSketch(), ttl_ms=86_400_000, max_ids=100, lateness_ms=60_000,
+        refresh_s=60.0, idle_s=600.0, snapshot_ms=300_000, stream=StreamClock(0, wall), clock=wall,
+        recovery=True, wakes=q, scoring=plan, score_bits=model_inputs(PLAN, plan), silent=book,
+    )  # fmt: skip
+    logic = ProfileLogic(
+        new_state(PLAN, cfg.ttl_ms, cfg.max_ids, cfg.lateness_ms, True, sketch=cfg.sketch), cfg, False
+    )
+    logic.on_batch([order(T0)])
+    assert len(book) == 1
+    day = 86_400_000
+    wall.t += 5 * 86_400
+    cfg.stream.observe(T0 + 5 * day, 0)  # others' events move stream time on five days
+    outs, woken = rescore_silent(book, cfg.stream)
+    scores = [x for o in outs for x in o.scores]
+    churn = models.by_name("churn")
+    due = [T0]
+    while (nxt := due[-1] + rescore_every(churn, due[-1] - T0)) <= T0 + 5 * day:
+        due.append(nxt)
+    assert woken == [] and [x.as_of_ms for x in scores] == due[1:]  # each as of when it fell due
+    assert [x.score for x in scores] == sorted(x.score for x in scores) and scores[-1].score < 0.7
+    wall.t += 4 * 86_400
+    cfg.stream.observe(T0 + 9 * day, 0)  # past 0.7: the crossing is the profile's own to make
+    outs, woken = rescore_silent(book, cfg.stream)
+    while (nxt := due[-1] + rescore_every(churn, due[-1] - T0)) <= T0 + 9 * day:
+        due.append(nxt)
+    at = next(t for t in due if (t - T0) / day / 10 >= 0.7)  # the first due time past 0.7
+    assert woken == [("p1", Wake.rescore(at))] and len(book) == 0
+    assert [x.as_of_ms for o in outs for x in o.scores] == [t for t in due if T0 + 5 * day < t < at]
+    out, _ = logic.on_batch([woken[0][1]])
+    crossed = [e for o in out for e in o.events if e.type == "score_crossed"]
+    # as of the time it fell due, not of the stream time the wake came at
+    assert [(e.props["direction"], e.ts_ms) for e in crossed] == [("up", at)] and len(book) == 1
+    # the book is derived state: a resume refills it as the profile is rebuilt
+    again = dataclasses.replace(cfg, silent=SilentBook())
+    restored = pickle.loads(logic.snapshot() or b"")
+    restored.bind(PLAN, cfg.sketch)
+    ProfileLogic(restored, again, True)
+    assert len(again.silent) == 1
+
+
+def test_a_rescore_wake_crosses_workers_with_its_time() -> None:
+    again = pickle.loads(pickle.dumps(Wake.rescore(T0)))
+    assert again == Wake.rescore(T0) and again.forced and not WAKE.forced and again != WAKE
 
 
 class Wall:
