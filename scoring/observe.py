@@ -36,7 +36,7 @@ from typing import Any
 from flows.core.contract import Event, engine_event
 from flows.core.messages import Activity, Observation, Outcome, Score
 from scoring.modeldefs import ModelDef, ModelSet, first_seen_feature
-from scoring.registry import ModelRegistry
+from scoring.registry import ModelRegistry, Served
 from scoring.scorer import Explanation
 from scoring.vectors import Opportunity, opportunity_vector, profile_vector
 
@@ -45,6 +45,7 @@ DAY_MS = 86_400_000
 FALLBACK_VERSION = 0  # the version of a fallback score (no model served yet)
 STAGE_TYPES = frozenset({"opportunity_created", "opportunity_stage_changed"})
 Out = Score | Observation | Activity | Outcome | Event
+Scored = tuple[Served, float, Explanation]  # a score already made: the version, p, explanation
 
 
 @dataclass(frozen=True)
@@ -158,14 +159,18 @@ class ProfileScoring:
         if not due:
             return []
         xs: list[dict[str, float]] = []
-        scored: list[tuple[float, Explanation] | None] = []
+        scored: list[Scored | None] = []
         for m in due:
             x = profile_vector(m, values(), as_of_ms, plan.first_seen)
             served = plan.registry.serving(m.name)
-            ps = served.scorer.score(x) if served is not None else None
-            if ps is not None and m.thresholds and self._crosses(m, m.name, ps[0]):
-                del delays[len(delays) - len(due) :]
-                return None
+            if served is None:
+                ps = None
+            else:
+                p, why = served.scorer.score(x)
+                if m.thresholds and self._crosses(m, m.name, p):
+                    del delays[len(delays) - len(due) :]
+                    return None
+                ps = (served, p, why)
             xs.append(x)
             scored.append(ps)
         out: list[Out] = []
@@ -200,7 +205,7 @@ class ProfileScoring:
         x: dict[str, float],
         as_of_ms: int,
         force: bool,
-        scored: tuple[float, Explanation] | None,
+        scored: Scored | None,
         out: list[Out],
     ) -> None:
         """One silent rescoring: an observation once ``observe_every`` has passed (not at
@@ -301,16 +306,21 @@ class ProfileScoring:
         as_of: int,
         received_ms: int,
         out: list[Out],
-        scored: tuple[float, Explanation] | None = None,
+        scored: Scored | None = None,
     ) -> None:
-        served = plan.registry.serving(m.name)
+        served = plan.registry.serving(m.name) if scored is None else scored[0]
         if m.entity == "profile":
             self.last_score[m.name] = as_of
         if served is None:
             if m.entity == "profile":
                 self._fallback(plan, m, pid, as_of, received_ms, out)
             return
-        p, why = scored if scored is not None else served.scorer.score(x)
+        if scored is not None:  # scored by `on_silence`, which found no threshold crossed
+            p, why = scored[1], scored[2]
+            self.values[m.name] = p
+            out.append(Score(m.name, entity, pid, p, served.version, as_of, why, received_ms))
+            return
+        p, why = served.scorer.score(x)
         if m.entity == "profile":
             self.values[m.name] = p
         out.append(Score(m.name, entity, pid, p, served.version, as_of, why, received_ms))

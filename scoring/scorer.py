@@ -108,15 +108,37 @@ class LinearScorer:
         )
 
     def score(self, x: Mapping[str, float]) -> tuple[float, Explanation]:
+        """The score, and the top `k` contributions kept as they come (what `_top` keeps of
+        them all, without a dict of them all)."""
         coef = self.coef
-        contribs: dict[str, float] = {}
+        k = self.k
         z = self.intercept
+        sizes: list[float] = []  # descending
+        names: list[str] = []
+        values: list[float] = []
         for name, v in x.items():
             c = coef.get(name)
-            if c is not None:
-                contribs[name] = t = c[0] * (v - c[1])
-                z += t
-        return _sigmoid(z), _top(contribs, self.k)
+            if c is None:
+                continue
+            t = c[0] * (v - c[1])
+            z += t
+            if k <= 0:
+                continue
+            a = abs(t)
+            n = len(sizes)
+            if n == k and (a < sizes[-1] or (a == sizes[-1] and name > names[-1])):
+                continue
+            i = 0
+            while i < n and (sizes[i] > a or (sizes[i] == a and names[i] < name)):
+                i += 1
+            sizes.insert(i, a)
+            names.insert(i, name)
+            values.insert(i, t)
+            if n == k:
+                sizes.pop()
+                names.pop()
+                values.pop()
+        return _sigmoid(z), tuple([(names[i], round(values[i], 6)) for i in range(len(names))])
 
 
 class GenericScorer:
