@@ -45,27 +45,47 @@ def _sigmoid(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-z))
 
 
-def _top(contribs: dict[str, float], k: int) -> Explanation:
-    """The `k` largest contributions by size, ties by name: one pass keeping the best k in
-    order (no sort of them all, no key function per item)."""
-    if k <= 0:
-        return ()
-    sizes: list[float] = []  # descending
-    names: list[str] = []
-    for name, v in contribs.items():
+class _Top:
+    """The `k` largest contributions by size, ties by name, kept as they are offered: one
+    pass, the best k in order (no sort of them all, no key function per item)."""
+
+    __slots__ = ("k", "names", "sizes", "values")
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.sizes: list[float] = []  # descending
+        self.names: list[str] = []
+        self.values: list[float] = []
+
+    def offer(self, name: str, v: float) -> None:
+        sizes, names = self.sizes, self.names
         a = abs(v)
         n = len(sizes)
-        if n == k and (a < sizes[-1] or (a == sizes[-1] and name > names[-1])):
-            continue
+        if n == self.k and (a < sizes[-1] or (a == sizes[-1] and name > names[-1])):
+            return
         i = 0
         while i < n and (sizes[i] > a or (sizes[i] == a and names[i] < name)):
             i += 1
         sizes.insert(i, a)
         names.insert(i, name)
-        if n == k:
+        self.values.insert(i, v)
+        if n == self.k:
             sizes.pop()
             names.pop()
-    return tuple([(name, round(contribs[name], 6)) for name in names])
+            self.values.pop()
+
+    def explanation(self) -> Explanation:
+        values = self.values
+        return tuple([(name, round(values[i], 6)) for i, name in enumerate(self.names)])
+
+
+def _top(contribs: dict[str, float], k: int) -> Explanation:
+    if k <= 0:
+        return ()
+    top = _Top(k)
+    for name, v in contribs.items():
+        top.offer(name, v)
+    return top.explanation()
 
 
 class LinearScorer:
@@ -108,37 +128,18 @@ class LinearScorer:
         )
 
     def score(self, x: Mapping[str, float]) -> tuple[float, Explanation]:
-        """The score, and the top `k` contributions kept as they come (what `_top` keeps of
-        them all, without a dict of them all)."""
+        """The score, and the top `k` contributions kept as they come (no dict of them all)."""
         coef = self.coef
-        k = self.k
         z = self.intercept
-        sizes: list[float] = []  # descending
-        names: list[str] = []
-        values: list[float] = []
+        top = _Top(self.k) if self.k > 0 else None
         for name, v in x.items():
             c = coef.get(name)
-            if c is None:
-                continue
-            t = c[0] * (v - c[1])
-            z += t
-            if k <= 0:
-                continue
-            a = abs(t)
-            n = len(sizes)
-            if n == k and (a < sizes[-1] or (a == sizes[-1] and name > names[-1])):
-                continue
-            i = 0
-            while i < n and (sizes[i] > a or (sizes[i] == a and names[i] < name)):
-                i += 1
-            sizes.insert(i, a)
-            names.insert(i, name)
-            values.insert(i, t)
-            if n == k:
-                sizes.pop()
-                names.pop()
-                values.pop()
-        return _sigmoid(z), tuple([(names[i], round(values[i], 6)) for i in range(len(names))])
+            if c is not None:
+                t = c[0] * (v - c[1])
+                z += t
+                if top is not None:
+                    top.offer(name, t)
+        return _sigmoid(z), top.explanation() if top is not None else ()
 
 
 class GenericScorer:

@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from flows.core import metrics
 from flows.core.contract import Event, RawRecord
 from flows.core.messages import FeatureUpdate
-from flows.core.resources import config_dir
 from flows.core.settings import load_settings
 from flows.core.streamtime import StreamClock
 from flows.dataflow.build import FlowSinks, build_flow, feature_set
@@ -37,10 +36,8 @@ from flows.dataflow.wake_input import InputEnds, WakeSource
 from flows.dataflow.wakes import WAKE, SilentBook, Wake, WakeQueue
 from flows.features.plan import FeaturePlan
 from flows.features.rfm import RfmSketch
-from scoring.learner import Learner
-from scoring.modeldefs import ModelSettings, load_models
-from scoring.observe import ScoringPlan, rescore_every
-from scoring.registry import ModelRegistry
+from scoring.observe import rescore_every
+from tests.unit.scoring.serving import served_plan
 
 PLAN = FeaturePlan(feature_set(load_settings(env={})))
 T0 = 1_700_000_000_000
@@ -116,15 +113,7 @@ class _Rising:
 
 
 def test_the_book_rescores_a_silent_profile_at_its_due_times_and_wakes_it_to_cross() -> None:
-    fs = feature_set(load_settings(env={}))
-    models = load_models(config_dir() / "models.toml", fs)
-    reg = ModelRegistry({m.name: m for m in models.models})
-    learner = Learner(models.by_name("churn"), ModelSettings())
-    learner.n_learned = 10_000
-    reg.install(learner.publish(1.0))
-    served = reg._served["churn"]
-    reg._served["churn"] = served.__class__(served.version, served.uid, served.n_learned, _Rising(), 1.0)
-    plan = ScoringPlan(models.for_entity("profile"), (), "first_seen", reg)
+    plan, models = served_plan(_Rising())
     wall, q, book = Wall(), WakeQueue(), SilentBook()
     cfg = ProfileConfig(
         features=PLAN, sketch=RfmSketch(), ttl_ms=86_400_000, max_ids=100, lateness_ms=60_000,

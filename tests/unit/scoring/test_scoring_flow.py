@@ -12,15 +12,11 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from flows.core.contract import Event, RawRecord
 from flows.core.messages import ModelMetric, Observation, Score
-from flows.core.resources import config_dir
 from flows.core.settings import load_settings
 from flows.dataflow.build import FlowSinks, build_flow, feature_set, model_set
-from flows.features.declarations import load_features
 from flows.synthetic.customers import SyntheticConfig, SyntheticCustomers
-from scoring.learner import Learner
-from scoring.modeldefs import ModelSettings, load_models
 from scoring.observe import ProfileScoring, ScoringPlan, rescore_every
-from scoring.registry import ModelRegistry
+from tests.unit.scoring.serving import served_plan
 
 DAY = 86_400_000
 
@@ -115,17 +111,7 @@ class _Fixed:
 
 
 def _plan() -> ScoringPlan:
-    fs = load_features(config_dir() / "features.toml")
-    models = load_models(config_dir() / "models.toml", fs)
-    reg = ModelRegistry({m.name: m for m in models.models})
-    learner = Learner(models.by_name("churn"), ModelSettings())
-    learner.n_learned = 10_000
-    reg.install(learner.publish(1.0))
-    served = reg._served["churn"]
-    reg._served["churn"] = served.__class__(
-        served.version, served.uid, served.n_learned, _Fixed(), served.published
-    )
-    return ScoringPlan(models.for_entity("profile"), (), "first_seen", reg)
+    return served_plan(_Fixed())[0]
 
 
 def _ev(ts: int, etype: str = "page_view") -> Event:
