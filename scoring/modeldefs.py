@@ -18,7 +18,7 @@ A model is one table in the ``[[model]]`` array::
     observe_every = "1d"                # profile: at most one learning example per this much event time
     score_every = "1h"                  # profile: rescored at most this often, silent or not
     score_backoff = 0.25                # profile, silent: rescored every max(score_every,
-    score_every_max = "7d"              #   score_backoff x silence), at least every score_every_max
+    score_every_max = "7d"              #   score_backoff x (silence + 1 day)), at least every score_every_max
     min_learned = 200                   # nothing is served before this many examples were learned
     explain_top = 3                     # contributions kept with every score
     [model.label]                       # how an observation gets its label

@@ -10,9 +10,9 @@ state without a second copy. Pure: events, feature values and the served models 
   after an open observation is reported as `Activity` (what resolves a label to 0), with
   the gap since the previous active day (what the automatic horizon is learned from).
   The profile is scored at every observation and otherwise at most every ``score_every``
-  of event time. A silent profile is rescored as of stream time by its timer every
-  ``max(score_every, score_backoff x silence)``, at least every ``score_every_max``
-  (`rescore_every`): its risk rises with time, at a cost that shrinks as the silence
+  of event time. A silent profile is rescored at the event times its schedule declares,
+  every ``max(score_every, score_backoff x (silence + 1 day))``, at least every
+  ``score_every_max`` (`rescore_every`): its risk rises with time, at a cost that shrinks as the silence
   grows; the end of a bounded input rescores every scored profile as of the end.
 * **Fallback**: before a model has learned ``min_learned`` examples a profile model
   serves the recency fallback ``s / (s + H)`` (``s`` days since the last qualifying
@@ -374,17 +374,19 @@ class ProfileScoring:
 
 
 def rescore_every(m: ModelDef, silent_ms: int) -> int:
-    """How long after its last score a profile silent for `silent_ms` is rescored: the
-    silence grows geometrically between rescorings (by ``1 + score_backoff``), so features
-    read on a log scale (recency) move by about the same step each time.
+    """How long after its last score a profile silent for `silent_ms` is rescored:
+    ``score_backoff × (silence + 1 day)``, so one day plus the silence grows geometrically
+    between rescorings (by ``1 + score_backoff``) and the inputs read as
+    ``log1p(days since …)`` move by the same step each time; at least ``score_every``
+    apart, at most ``score_every_max``.
 
     >>> from scoring.modeldefs import LabelDef
     >>> m = ModelDef("c", "profile", (), ("x",), (), frozenset(), (), LabelDef("inactivity"))
     >>> [rescore_every(m, d * 86_400_000) / 3_600_000 for d in (0, 1, 8, 100)]
-    [1.0, 6.0, 48.0, 168.0]
+    [6.0, 12.0, 54.0, 168.0]
     """
     longest = max(m.score_every_max_ms, m.score_every_ms)
-    return min(max(m.score_every_ms, int(silent_ms * m.score_backoff)), longest)
+    return min(max(m.score_every_ms, int((silent_ms + DAY_MS) * m.score_backoff)), longest)
 
 
 def horizon_days(plan: ScoringPlan, m: ModelDef) -> float:

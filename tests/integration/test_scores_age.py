@@ -33,7 +33,7 @@ entity = "profile"
 features = ["days_since_last_order", "orders_30d"]
 baseline = ["days_since_last_order"]
 score_every = "SCORE_EVERY"
-score_backoff = 0.25
+score_backoff = BACKOFF
 min_learned = 1000000
 [model.label]
 kind = "inactivity"
@@ -42,9 +42,13 @@ activity_types = ["order_paid"]
 """
 
 
-def _models(tmp_path: Path, score_every: str, horizon: str) -> str:
+def _models(tmp_path: Path, score_every: str, horizon: str, backoff: float = 0.25) -> str:
     path = tmp_path / "models.toml"
-    path.write_text(MODELS.replace("SCORE_EVERY", score_every).replace("HORIZON", horizon))
+    path.write_text(
+        MODELS.replace("SCORE_EVERY", score_every)
+        .replace("HORIZON", horizon)
+        .replace("BACKOFF", str(backoff))
+    )
     return str(path)
 
 
@@ -72,7 +76,7 @@ def test_live_a_silent_customers_risk_rises_with_the_wall_clock(
             "source": {"kind": "kafka"},
             "kafka": {"stop_at_end": False},
             "redis": {"url": url},
-            "models": {"file": _models(tmp_path, "1s", "10s")},
+            "models": {"file": _models(tmp_path, "1s", "10s", backoff=0)},  # every second
             "journeys": {"enabled": False},
         }
     )

@@ -133,14 +133,14 @@ def test_observations_daily_scores_hourly_thresholds_with_hysteresis() -> None:
     assert crossed == [("up", 0.8), ("down", 0.5), ("up", 0.7)]
     scores = [o for o in out if isinstance(o, Score)]
     assert len(scores) == 7
-    # a silent profile is rescored by its timer once score_every has passed
+    # a silent profile is rescored once its schedule says: a quarter of (its silence + a day)
     delays: list[tuple[str, int]] = []
-    assert st.on_refresh(plan, "p1", 12 * hour + hour // 2, lambda: {"tickets_30d": 9}, False, delays) == []
-    again = st.on_refresh(plan, "p1", 14 * hour, lambda: {"tickets_30d": 9}, False, delays)
+    assert st.on_refresh(plan, "p1", 17 * hour, lambda: {"tickets_30d": 9}, False, delays) == []
+    again = st.on_refresh(plan, "p1", 19 * hour, lambda: {"tickets_30d": 9}, False, delays)
     assert [type(o).__name__ for o in again] == ["Score"]
-    assert delays == [("churn", hour)]  # due an hour after its 12 h score, scored as of 14 h
+    assert delays == [("churn", hour)]  # due 6 h after its 12 h score, scored as of 19 h
     # the end of a bounded input rescores whatever is due or not: no delay to report
-    st.on_refresh(plan, "p1", 14 * hour + 1, lambda: {"tickets_30d": 9}, True, delays)
+    st.on_refresh(plan, "p1", 19 * hour + 1, lambda: {"tickets_30d": 9}, True, delays)
     assert delays == [("churn", hour)]
 
 
@@ -156,7 +156,9 @@ def test_a_silent_rescoring_that_would_cross_a_threshold_changes_nothing_and_say
     quiet = a.on_silence(plan, "p1", 30 * hour, lambda: {"tickets_30d": 3}, delays)
     assert quiet == b.on_refresh(plan, "p1", 30 * hour, lambda: {"tickets_30d": 3})
     assert [type(o).__name__ for o in quiet or []] == ["Observation", "Score"]
-    assert delays == [("churn", 29 * hour)] and a.last_score == b.last_score == {"churn": 30 * hour}
+    assert delays == [("churn", 24 * hour)] and a.last_score == b.last_score == {
+        "churn": 30 * hour
+    }  # due at 6 h
     before = (dict(a.last_score), dict(a.last_obs), dict(a.values), dict(a.above))
     assert a.on_silence(plan, "p1", 60 * hour, lambda: {"tickets_30d": 9}, delays) is None
     assert (a.last_score, a.last_obs, a.values, a.above) == before and len(delays) == 1
