@@ -243,10 +243,10 @@ def report(runs: Replays, schedule: dict[str, int] | None = None) -> str:
         f"(c)/(a): {unscored.rate / off.rate:.2f}x; aging the scores (b against c): "
         f"{full.seconds - unscored.seconds:.1f} s of (b)'s {full.seconds:.1f} s, "
         f"{full.tables.get('scores', 0):,} scores",
-        f"(b)'s deadlines: {full.wakes:,} profile wakes ({full.wakes / full.events:.1f} per event), "
-        f"{full.rescored:,} silent rescorings, on average {full.late_s / max(1, full.rescored) / 86_400:.1f} "
-        f"days of stream time after they fell due (a replay's deadlines pass in wall time: how late "
-        f"they come sets how many there are)",
+        f"(b)'s deadlines: {full.wakes:,} profile wakes ({full.wakes / full.events:.1f} per event: "
+        f"windows, journey steps, threshold crossings), {full.rescored:,} silent rescorings by the "
+        f"silent book, on average {full.late_s / max(1, full.rescored) / 86_400:.1f} days of stream "
+        f"time after they fell due (later only where the profile had moved past its due time first)",
         *_schedule_lines(runs, schedule or {}),
         "",
         f"{'ClickHouse table (rows, FINAL)':<32} {'(a)':>10} {'(b)':>10} {'(c)':>10} {'(b) per event':>14}",
