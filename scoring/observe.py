@@ -315,16 +315,11 @@ class ProfileScoring:
             if m.entity == "profile":
                 self._fallback(plan, m, pid, as_of, received_ms, out)
             return
-        if scored is not None:  # scored by `on_silence`, which found no threshold crossed
-            p, why = scored[1], scored[2]
-            self.values[m.name] = p
-            out.append(Score(m.name, entity, pid, p, served.version, as_of, why, received_ms))
-            return
-        p, why = served.scorer.score(x)
+        p, why = served.scorer.score(x) if scored is None else (scored[1], scored[2])
         if m.entity == "profile":
             self.values[m.name] = p
         out.append(Score(m.name, entity, pid, p, served.version, as_of, why, received_ms))
-        if m.thresholds:
+        if m.thresholds and scored is None:  # (`on_silence` scored it: no threshold crossed)
             extra = {"version": served.version, "explanation": dict(why)}
             self._cross(m, entity, pid, slot, p, as_of, received_ms, out, extra)
 

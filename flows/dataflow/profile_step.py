@@ -168,22 +168,19 @@ class ProfileLogic:
             self._deadline_at = 0.0
         elif now + interval - self._deadline_at > interval / 10:
             self._deadline_at = now + interval
-        # Event-time deadlines (a silent profile's rescoring, also once its windows are
-        # empty; a journey's wait or absence window): the earliest, turned into wall-clock
-        # time only when it changes.
-        due = -1
+        # A silent profile's rescorings are the silent book's (also once its windows are
+        # empty), not a wake's.
         sc = st.scoring
-        if cfg.scoring is not None and sc is not None and sc.last_score:
-            due = sc.next_rescore(cfg.scoring)
-            if st.profile_id:  # the silent book rescores it: no wake for that
-                cfg.silent.hold(st.profile_id, st.partition, -1 if self._handed_off else due, self)
-            due = -1
+        if cfg.scoring is not None and sc is not None and sc.last_score and st.profile_id:
+            rescore = -1 if self._handed_off else sc.next_rescore(cfg.scoring)
+            cfg.silent.hold(st.profile_id, st.partition, rescore, self)
+        # A journey's event-time deadline (a wait, an absence window), turned into
+        # wall-clock time only when it changes.
+        due = -1
         js = st.journeys
         live = cfg.journeys
         if live is not None and js is not None and (js.instances or js.watches or js.last_event_ms >= 0):
-            d = js.next_due(live)
-            if d >= 0 and (due < 0 or d < due):
-                due = d
+            due = js.next_due(live)
         if due >= 0:
             if due != self._due[0]:
                 self._due = (due, max(cfg.stream.wall_of(due, st.partition), now + 0.01))
@@ -223,7 +220,7 @@ class ProfileLogic:
             out, keep = [], RETAIN
         at = -1  # a rescoring that would cross a threshold: wake as of its due time
         for v in values:
-            if type(v) is Wake and v.forced and v.at > at:
+            if type(v) is Wake and v.at > at:
                 at = v.at
         if keep == RETAIN and st.waiting is None and (0 < self._deadline_at <= now or at >= 0):
             more, keep = self._wake(at)

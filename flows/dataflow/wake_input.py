@@ -190,7 +190,7 @@ class _WakePartition(StatelessSourcePartition[Woken]):
         self._ends = ends
         self._clock = clock
         self._held = metrics.WAKE_DEADLINES.labels(worker=str(worker))
-        self._book = book if stream is not None else None
+        self._book = book
         self._stream = stream
         self._silent = metrics.SILENT_HELD.labels(worker=str(worker))
 

@@ -25,24 +25,27 @@ class Wake:
     the silent book's: the rescoring due at event time `at` would cross a threshold, so
     the profile wakes as of `at`, whatever its own deadline."""
 
-    __slots__ = ("at", "forced")
+    __slots__ = ("at",)
 
-    def __init__(self, forced: bool = False, at: int = -1) -> None:
-        self.forced = forced
-        self.at = at
+    def __init__(self, at: int = -1) -> None:
+        self.at = at  # -1: a plain wake
 
     @staticmethod
     def rescore(at: int) -> Wake:
-        return Wake(True, at)
+        return Wake(at)
+
+    @property
+    def forced(self) -> bool:
+        return self.at >= 0
 
     def __reduce__(self) -> str | tuple[Any, ...]:  # across workers `WAKE` stays the one `WAKE`
-        return (Wake, (True, self.at)) if self.forced else "WAKE"
+        return (Wake, (self.at,)) if self.forced else "WAKE"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is Wake and other.forced == self.forced and other.at == self.at
+        return type(other) is Wake and other.at == self.at
 
     def __hash__(self) -> int:
-        return hash((self.forced, self.at))
+        return hash(self.at)
 
     def __repr__(self) -> str:
         return f"RESCORE({self.at})" if self.forced else "WAKE"
