@@ -19,6 +19,8 @@ A model is one table in the ``[[model]]`` array::
     score_every = "1h"                  # profile: rescored at most this often, silent or not
     score_backoff = 0.25                # profile, silent: rescored every max(score_every,
     score_every_max = "7d"              #   score_backoff x (silence + 1 day)), at least every score_every_max
+    score_step = 0.01                   # profile, silent: a rescoring is written (scores row, Redis)
+                                        #   once it moved the score by this much (0: every one)
     min_learned = 200                   # nothing is served before this many examples were learned
     explain_top = 3                     # contributions kept with every score
     [model.label]                       # how an observation gets its label
@@ -106,6 +108,7 @@ class ModelDef:
     score_every_ms: int = 3_600_000
     score_backoff: float = 0.25  # silent profiles: the rescoring interval grows with the silence
     score_every_max_ms: int = 7 * 86_400_000
+    score_step: float = 0.01  # silent profiles: the smallest score move a rescoring is written for
     observe_on: frozenset[str] = frozenset()  # opportunity: event types that observe and score
     stages: tuple[str, ...] = ("lead", "qualified", "proposal", "negotiation")
     min_learned: int = 200
@@ -285,7 +288,7 @@ def _thresholds(raw: Any, source: str, where: str) -> tuple[Threshold, ...]:
 
 _MODEL_KEYS = {
     "name", "entity", "pipeline", "features", "extras", "log1p", "baseline", "label", "observe_every",
-    "score_every", "score_backoff", "score_every_max", "observe_on", "stages", "min_learned",
+    "score_every", "score_backoff", "score_every_max", "score_step", "observe_on", "stages", "min_learned",
     "explain_top", "threshold",
 }  # fmt: skip
 
@@ -373,6 +376,9 @@ def parse_models(data: Mapping[str, Any], features: FeatureSet | None, source: s
         backoff = raw.get("score_backoff", 0.25)
         if isinstance(backoff, bool) or not isinstance(backoff, int | float) or not 0 <= backoff <= 10:
             raise ConfigError.at(source, f"{where}.score_backoff", "must be a number from 0 to 10")
+        step = raw.get("score_step", 0.01)
+        if isinstance(step, bool) or not isinstance(step, int | float) or not 0 <= step < 1:
+            raise ConfigError.at(source, f"{where}.score_step", "must be a number from 0 to below 1")
         for key in ("min_learned", "explain_top"):
             v = raw.get(key, 200 if key == "min_learned" else 3)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -385,6 +391,7 @@ def parse_models(data: Mapping[str, Any], features: FeatureSet | None, source: s
                 score_every_ms=_duration(raw, "score_every", "1h", source, where),
                 score_backoff=float(backoff),
                 score_every_max_ms=_duration(raw, "score_every_max", "7d", source, where),
+                score_step=float(step),
                 observe_on=observe_on, stages=stages, min_learned=raw.get("min_learned", 200),
                 explain_top=raw.get("explain_top", 3),
                 thresholds=_thresholds(raw.get("threshold", []), source, f"{where}.threshold"), source=source,

@@ -13,7 +13,10 @@ state without a second copy. Pure: events, feature values and the served models 
   of event time. A silent profile is rescored at the event times its schedule declares,
   every ``max(score_every, score_backoff x (silence + 1 day))``, at least every
   ``score_every_max`` (`rescore_every`): its risk rises with time, at a cost that shrinks as the silence
-  grows; the end of a bounded input rescores every scored profile as of the end.
+  grows; the end of a bounded input rescores every scored profile as of the end. A silent
+  rescoring is written (a `Score`: the ``scores`` row, Redis, the value journeys read) only
+  once the score moved by ``score_step`` from the last one written; its observation and
+  threshold check happen either way.
 * **Fallback**: before a model has learned ``min_learned`` examples a profile model
   serves the recency fallback ``s / (s + H)`` (``s`` days since the last qualifying
   activity, ``H`` the label horizon in days), with version 0; it fires no threshold and
@@ -45,7 +48,9 @@ DAY_MS = 86_400_000
 FALLBACK_VERSION = 0  # the version of a fallback score (no model served yet)
 STAGE_TYPES = frozenset({"opportunity_created", "opportunity_stage_changed"})
 Out = Score | Observation | Activity | Outcome | Event
-Scored = tuple[Served, float, Explanation]  # a score already made: the version, p, explanation
+# A score already made: the version, p, and its explanation (None: not written, since
+# time alone moved it less than the model's `score_step`).
+Scored = tuple[Served, float, Explanation | None]
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,7 @@ class ProfileScoring:
         self.open_since: dict[str, int] = {}  # model -> oldest observation maybe still open
         self.above: dict[str, frozenset[str]] = {}  # model[:entity] -> thresholds now above
         self.opps: dict[str, Opportunity] = {}
-        self.values: dict[str, float] = {}  # model -> latest served profile score (journeys read it)
+        self.values: dict[str, float] = {}  # model -> latest written profile score (journeys read it)
         # model -> ts of the last qualifying activity (the first event until there is one)
         self.last_act: dict[str, int] = {}
 
@@ -154,7 +159,8 @@ class ProfileScoring:
         """`on_refresh` for the silent book (`flows.dataflow.wakes.SilentBook`), which
         rescores outside the profile's own wake: None, and nothing changed, when a due
         model's score would cross a threshold, since the journeys of the profile must see
-        that crossing (its wake rescores it then)."""
+        that crossing (its wake rescores it then). A score that moved less than the
+        model's ``score_step`` from the last one written is not written (no `Score`)."""
         due = self._due(plan, as_of_ms, False, delays)
         if not due:
             return []
@@ -163,14 +169,17 @@ class ProfileScoring:
         for m in due:
             x = profile_vector(m, values(), as_of_ms, plan.first_seen)
             served = plan.registry.serving(m.name)
-            if served is None:
-                ps = None
-            else:
-                p, why = served.scorer.score(x)
+            ps: Scored | None = None
+            if served is not None:
+                p = served.scorer.probability(x)
                 if m.thresholds and self._crosses(m, m.name, p):
                     del delays[len(delays) - len(due) :]
                     return None
-                ps = (served, p, why)
+                shown = self.values.get(m.name)
+                if shown is not None and abs(p - shown) < m.score_step:
+                    ps = (served, p, None)
+                else:
+                    ps = (served, *served.scorer.score(x))
             xs.append(x)
             scored.append(ps)
         out: list[Out] = []
@@ -315,7 +324,12 @@ class ProfileScoring:
             if m.entity == "profile":
                 self._fallback(plan, m, pid, as_of, received_ms, out)
             return
-        p, why = served.scorer.score(x) if scored is None else (scored[1], scored[2])
+        if scored is None:
+            p, why = served.scorer.score(x)
+        elif scored[2] is None:
+            return  # a silent rescoring that moved the score less than a step: not written
+        else:
+            p, why = scored[1], scored[2]
         if m.entity == "profile":
             self.values[m.name] = p
         out.append(Score(m.name, entity, pid, p, served.version, as_of, why, received_ms))

@@ -31,9 +31,12 @@ Explanation = tuple[tuple[str, float], ...]
 
 
 class Scorer(Protocol):
-    """What serving needs of a model: a probability and its explanation for an input."""
+    """What serving needs of a model: a probability and its explanation for an input, or
+    the probability alone (a rescoring that may write no row needs no explanation)."""
 
     def score(self, x: Mapping[str, float]) -> tuple[float, Explanation]: ...
+
+    def probability(self, x: Mapping[str, float]) -> float: ...
 
 
 def _sigmoid(z: float) -> float:
@@ -141,6 +144,15 @@ class LinearScorer:
                     top.offer(name, t)
         return _sigmoid(z), top.explanation() if top is not None else ()
 
+    def probability(self, x: Mapping[str, float]) -> float:
+        coef = self.coef
+        z = self.intercept
+        for name, v in x.items():
+            c = coef.get(name)
+            if c is not None:
+                z += c[0] * (v - c[1])
+        return _sigmoid(z)
+
 
 class GenericScorer:
     """Any River classifier, explained by occlusion."""
@@ -151,15 +163,14 @@ class GenericScorer:
         self.model = copy.deepcopy(model)
         self.k = k
 
-    def _p(self, x: Mapping[str, float]) -> float:
-        proba = self.model.predict_proba_one(dict(x))
-        return float(proba.get(True, proba.get(1, 0.0)))
+    def probability(self, x: Mapping[str, float]) -> float:
+        return predict(self.model, x)
 
     def score(self, x: Mapping[str, float]) -> tuple[float, Explanation]:
-        p = self._p(x)
+        p = predict(self.model, x)
         if self.k <= 0:
             return p, ()
-        contribs = {name: p - self._p({n: v for n, v in x.items() if n != name}) for name in x}
+        contribs = {name: p - predict(self.model, {n: v for n, v in x.items() if n != name}) for name in x}
         return p, _top(contribs, self.k)
 
 
@@ -177,6 +188,9 @@ class CalibratedScorer:
     def score(self, x: Mapping[str, float]) -> tuple[float, Explanation]:
         p, why = self.inner.score(x)
         return apply(self.knots, p), why
+
+    def probability(self, x: Mapping[str, float]) -> float:
+        return apply(self.knots, self.inner.probability(x))
 
 
 def make_scorer(model: Any, k: int) -> LinearScorer | GenericScorer:

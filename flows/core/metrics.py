@@ -92,6 +92,12 @@ RESCORE_DELAY = Histogram(
     ["model"],
     buckets=(60.0, 600.0, 3_600.0, _DAY_S / 4, _DAY_S, 3 * _DAY_S, 7 * _DAY_S, 14 * _DAY_S, 30 * _DAY_S),
 )
+RESCORES_UNWRITTEN = Counter(
+    "scrm_rescorings_unwritten_total",
+    "Silent rescorings not written: the score moved less than the model's score_step since the "
+    "last one written (observed and checked against thresholds all the same)",
+    ["model"],
+)
 IDENTIFIERS_REFUSED = Counter(
     "scrm_identifiers_refused_total",
     "Identifiers the identity graph left out of a link (a per-person limit), by name and reason",

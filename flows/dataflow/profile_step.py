@@ -553,6 +553,7 @@ class ProfileLogic:
         now = until if until >= 0 else cfg.stream.now_ms(st.partition)
         pid = st.profile_id
         delays: list[tuple[str, int]] = []
+        written: dict[str, int] = {}  # model -> scores written less rescorings made
         due = sc.next_rescore(plan)
         while 0 <= due <= now:
             as_of = st.as_of(due)  # (an event after `due` already folded: as of that event)
@@ -560,12 +561,20 @@ class ProfileLogic:
             done = sc.on_silence(plan, pid, as_of, partial(reads.some, cfg.score_bits), delays)
             if done is None:
                 return due
-            if not done:
-                break
             out.extend(done)
-            due = sc.next_rescore(plan)
+            for x in done:
+                if type(x) is Score:
+                    written[x.model] = written.get(x.model, 0) + 1
+            nxt = sc.next_rescore(plan)
+            if nxt <= due:  # nothing was due after all
+                break
+            due = nxt
         for model, late_ms in delays:
             _rescore_delay(model).observe(late_ms / 1000)
+            written[model] = written.get(model, 0) - 1
+        for model, n in written.items():
+            if n < 0:
+                _unwritten(model).inc(-n)
         cfg.silent.hold(pid, st.partition, due, self)
         return -1
 
@@ -622,6 +631,16 @@ def _rescore_delay(model: str) -> Any:
     if h is None:
         h = _DELAYS[model] = metrics.RESCORE_DELAY.labels(model=model)
     return h
+
+
+_UNWRITTEN: dict[str, Any] = {}  # model -> its labelled `RESCORES_UNWRITTEN`
+
+
+def _unwritten(model: str) -> Any:
+    c = _UNWRITTEN.get(model)
+    if c is None:
+        c = _UNWRITTEN[model] = metrics.RESCORES_UNWRITTEN.labels(model=model)
+    return c
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,11 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from flows.core import metrics
 from flows.core.contract import Event, RawRecord
-from flows.core.messages import FeatureUpdate
+from flows.core.messages import FeatureUpdate, Observation
 from flows.core.settings import load_settings
 from flows.core.streamtime import StreamClock
 from flows.dataflow.build import FlowSinks, build_flow, feature_set
@@ -36,7 +37,7 @@ from flows.dataflow.wake_input import InputEnds, WakeSource
 from flows.dataflow.wakes import WAKE, SilentBook, Wake, WakeQueue
 from flows.features.plan import FeaturePlan
 from flows.features.rfm import RfmSketch
-from scoring.observe import rescore_every
+from scoring.observe import ScoringPlan, rescore_every
 from tests.unit.scoring.serving import served_plan
 
 PLAN = FeaturePlan(feature_set(load_settings(env={})))
@@ -109,21 +110,42 @@ class _Rising:
     """A served churn model whose risk is a tenth of the days since the last order."""
 
     def score(self, x: dict[str, float]) -> tuple[float, tuple[tuple[str, float], ...]]:
-        return min(1.0, math.expm1(x.get("days_since_last_order", 0.0)) / 10), ()
+        return self.probability(x), ()
+
+    def probability(self, x: dict[str, float]) -> float:
+        return min(1.0, math.expm1(x.get("days_since_last_order", 0.0)) / 10)
 
 
-def test_the_book_rescores_a_silent_profile_at_its_due_times_and_wakes_it_to_cross() -> None:
-    plan, models = served_plan(_Rising())
-    wall, q, book = Wall(), WakeQueue(), SilentBook()
+class _Flat:
+    """A served churn model whose risk time never moves."""
+
+    def score(self, x: dict[str, float]) -> tuple[float, tuple[tuple[str, float], ...]]:
+        return 0.3, ()
+
+    def probability(self, x: dict[str, float]) -> float:
+        return 0.3
+
+
+def _booked(plan: ScoringPlan, wall: Wall) -> tuple[ProfileLogic, ProfileConfig]:
+    """A scored profile after one order at T0, held in its own silent book."""
     cfg = ProfileConfig(
         features=PLAN, sketch=RfmSketch(), ttl_ms=86_400_000, max_ids=100, lateness_ms=60_000,
         refresh_s=60.0, idle_s=600.0, snapshot_ms=300_000, stream=StreamClock(0, wall), clock=wall,
-        recovery=True, wakes=q, scoring=plan, score_bits=model_inputs(PLAN, plan), silent=book,
+        recovery=True, wakes=WakeQueue(), scoring=plan, score_bits=model_inputs(PLAN, plan),
+        silent=SilentBook(),
     )  # fmt: skip
     logic = ProfileLogic(
         new_state(PLAN, cfg.ttl_ms, cfg.max_ids, cfg.lateness_ms, True, sketch=cfg.sketch), cfg, False
     )
     logic.on_batch([order(T0)])
+    return logic, cfg
+
+
+def test_the_book_rescores_a_silent_profile_at_its_due_times_and_wakes_it_to_cross() -> None:
+    plan, models = served_plan(_Rising())
+    wall = Wall()
+    logic, cfg = _booked(plan, wall)
+    book = cfg.silent
     assert len(book) == 1
     day = 86_400_000
     wall.t += 5 * 86_400
@@ -154,6 +176,26 @@ def test_the_book_rescores_a_silent_profile_at_its_due_times_and_wakes_it_to_cro
     restored.bind(PLAN, cfg.sketch)
     ProfileLogic(restored, again, True)
     assert len(again.silent) == 1
+
+
+def test_a_rescoring_time_moved_less_than_a_step_is_counted_and_learned_not_written() -> None:
+    plan, models = served_plan(_Flat())
+    wall = Wall()
+    _, cfg = _booked(plan, wall)
+    unwritten = {"model": "churn"}
+    before = REGISTRY.get_sample_value("scrm_rescorings_unwritten_total", unwritten) or 0.0
+    wall.t += 5 * 86_400
+    cfg.stream.observe(T0 + 5 * 86_400_000, 0)
+    outs, woken = rescore_silent(cfg.silent, cfg.stream)
+    churn = models.by_name("churn")
+    due = [T0]
+    while (nxt := due[-1] + rescore_every(churn, due[-1] - T0)) <= T0 + 5 * 86_400_000:
+        due.append(nxt)
+    assert woken == [] and [x for o in outs for x in o.scores] == []
+    learned = [x.ts_ms for o in outs for x in o.learner_items if isinstance(x, Observation)]
+    assert learned and all(b - a >= churn.observe_every_ms for a, b in itertools.pairwise(learned))
+    after = REGISTRY.get_sample_value("scrm_rescorings_unwritten_total", unwritten)
+    assert after == before + len(due) - 1 and len(cfg.silent) == 1  # held on
 
 
 def test_a_rescore_wake_crosses_workers_with_its_time() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
@@ -107,7 +108,10 @@ class _Fixed:
     """A served model whose score is the input 'x' (a stand-in scorer, pure logic only)."""
 
     def score(self, x: dict[str, float]) -> tuple[float, tuple[tuple[str, float], ...]]:
-        return x.get("tickets_30d", 0.0) / 10, (("tickets_30d", 1.0),)
+        return self.probability(x), (("tickets_30d", 1.0),)
+
+    def probability(self, x: dict[str, float]) -> float:
+        return x.get("tickets_30d", 0.0) / 10
 
 
 def _plan() -> ScoringPlan:
@@ -166,6 +170,36 @@ def test_a_silent_rescoring_that_would_cross_a_threshold_changes_nothing_and_say
     assert [e.props["direction"] for e in crossed if isinstance(e, Event)] == ["up"]
     # above the threshold already: the next rescoring is quiet again
     assert b.on_silence(plan, "p1", 90 * hour, lambda: {"tickets_30d": 9}, delays) is not None
+
+
+def test_a_silent_rescoring_is_written_once_time_moved_the_score_by_a_step() -> None:
+    """Below the model's `score_step` (0.01 for churn) from the last score written, a silent
+    rescoring still observes and moves the schedule on, but writes no `Score`, and the
+    value journeys read stays the written one; with `score_step` 0 it is `on_refresh`."""
+    plan = _plan()
+    hour = 3_600_000
+    st = ProfileScoring()
+    st.on_events(plan, "p1", [_ev(0)], 0, lambda: {"tickets_30d": 2}, 0)  # 0.2, written
+    delays: list[tuple[str, int]] = []
+    kinds = []
+    for at, tickets in [(30, 2.05), (60, 2.08), (90, 2.15), (120, 2.2)]:
+        out = st.on_silence(plan, "p1", at * hour, lambda t=tickets: {"tickets_30d": t}, delays)
+        kinds.append([(type(o).__name__, getattr(o, "score", None)) for o in out or []])
+        assert st.last_score == {"churn": at * hour}
+    assert kinds == [
+        [("Observation", None)],  # 0.205: half a step from 0.2
+        [("Observation", None)],  # 0.208
+        [("Observation", None), ("Score", 0.215)],  # 0.015 from 0.2: written
+        [("Observation", None)],  # 0.22: half a step from 0.215
+    ]
+    assert st.values == {"churn": 0.215} and len(delays) == 4
+    every = replace(plan, profile_models=tuple(replace(m, score_step=0.0) for m in plan.profile_models))
+    a, b = ProfileScoring(), ProfileScoring()
+    for x in (a, b):
+        x.on_events(every, "p1", [_ev(0)], 0, lambda: {"tickets_30d": 2}, 0)
+    quiet = a.on_silence(every, "p1", 30 * hour, lambda: {"tickets_30d": 2.05}, [])
+    assert quiet == b.on_refresh(every, "p1", 30 * hour, lambda: {"tickets_30d": 2.05})
+    assert [type(o).__name__ for o in quiet or []] == ["Observation", "Score"]
 
 
 def test_every_profile_is_scored_and_its_latest_score_is_as_of_the_end(seeded_run) -> None:
