@@ -115,6 +115,11 @@ class ModelDef:
     explain_top: int = 3
     thresholds: tuple[Threshold, ...] = ()
     source: str = "<memory>"
+    # (feature, fed as log1p?) in `features` order: what a vector is built from, per score
+    feature_logs: tuple[tuple[str, bool], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "feature_logs", tuple((f, f in self.log1p) for f in self.features))
 
     @property
     def inputs(self) -> tuple[str, ...]:

@@ -86,15 +86,14 @@ def profile_vector(
     {'orders_30d': 2.0, 'profile_age_days': 2.0}
     """
     x: dict[str, float] = {}
-    log1p = m.log1p
-    for name in m.features:
+    for name, log in m.feature_logs:
         v = values.get(name)
         if v is not None:
-            _put(x, name, v, log1p)
+            x[name] = (math.log1p(v) if v > 0 else 0.0) if log else v
     if "profile_age_days" in m.extras and first_seen is not None:
         fs = values.get(first_seen)
         if fs is not None:
-            _put(x, "profile_age_days", max(0.0, (as_of_ms / 1000.0 - fs) / 86_400.0), log1p)
+            _put(x, "profile_age_days", max(0.0, (as_of_ms / 1000.0 - fs) / 86_400.0), m.log1p)
     return x
 
 
