@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 from flows.core import children
 from flows.core.messages import LearnerItem, ModelMetric
+from flows.core.wire import from_wire
 from scoring.learner import Learner, PublishedModel
 
 WAIT_S = 300.0  # the longest `state` or `finish` waits for the child to catch up
@@ -66,8 +67,9 @@ class InWorker:
         self._learner = learner
         self._done: list[Result] = []
 
-    def feed(self, items: list[LearnerItem], watermark_ms: int | None, now: float) -> None:
-        self._done.append(step(self._learner, items, watermark_ms, now))
+    def feed(self, items: list[Any], watermark_ms: int | None, now: float) -> None:
+        """`items` as `flows.core.wire.to_wire` made them (the learner step's input)."""
+        self._done.append(step(self._learner, [from_wire(v) for v in items], watermark_ms, now))
 
     def results(self) -> list[Result]:
         done, self._done = self._done, []
@@ -104,8 +106,10 @@ class InProcess:
         )  # fmt: skip
         self._reader.start()
 
-    def feed(self, items: list[LearnerItem], watermark_ms: int | None, now: float) -> None:
-        self._send(("feed", items, watermark_ms, now))  # blocks while the child is far behind
+    def feed(self, items: list[Any], watermark_ms: int | None, now: float) -> None:
+        # Wire tuples go down the pipe as they came (a named tuple pickles through a
+        # Python call each); the child turns them back. Blocks while the child is far behind.
+        self._send(("feed", items, watermark_ms, now))
 
     def _send(self, msg: tuple[Any, ...]) -> None:
         self._check()
@@ -178,7 +182,7 @@ def serve(requests: Connection, replies: Connection, blob: bytes) -> None:
                 return
             kind = msg[0]
             if kind == "feed":
-                r = step(learner, msg[1], msg[2], msg[3])
+                r = step(learner, [from_wire(v) for v in msg[1]], msg[2], msg[3])
                 if r.learned or r.published is not None or r.metrics is not None or r.pending != pending:
                     replies.send(("result", r))
                     pending = r.pending

@@ -92,10 +92,10 @@ class _LearnerLogic(StatefulBatchLogic[LearnerItem, ModelMetric | ModelVersion, 
             self._pending.set(r.pending)
         return out
 
-    def on_batch(self, values: list[LearnerItem]) -> tuple[list[ModelMetric | ModelVersion], bool]:
-        values = [from_wire(v) for v in values]
+    def on_batch(self, values: list[Any]) -> tuple[list[ModelMetric | ModelVersion], bool]:
+        """`values`: learner items as wire tuples (`flows.core.wire`); the host takes them so."""
         if not hasattr(self, "_host"):
-            self._start(self._factory(values[0].model))
+            self._start(self._factory(from_wire(values[0]).model))
         self._host.feed(values, self._watermark(), self._cfg.clock())
         return self._emit(self._host.results()), StatefulBatchLogic.RETAIN
 
