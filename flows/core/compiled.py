@@ -32,6 +32,7 @@ MODULES = (
     "flows.core.wire",
     "flows.dataflow.profile",
     "flows.dataflow.profile_step",
+    "flows.dataflow.wakes",
     "flows.features.aggregates",
     "flows.features.dedupe",
     "flows.features.expressions",
