@@ -133,6 +133,14 @@ class FeaturePlan:
             else:
                 self._any.append(entry)
         self._cache: dict[str, list[Entry]] = {}
+        # Per expr, the features it reads as bits; and the bits a read of some features
+        # computes (`read_bits`), by the bits asked.
+        self._expr_reads = [
+            (i, sum(1 << index[n] for n in expr_refs(d.expr or "0") if n in index))
+            for i, d in enumerate(fs.features)
+            if d.agg == "expr"
+        ]
+        self._read_bits: dict[int, int] = {}
         # One key for the whole declaration set (tests and tools compare plans by it).
         self.key = hashlib.sha1("|".join(self.fingerprints).encode(), usedforsecurity=False).hexdigest()[:16]
 
@@ -174,6 +182,25 @@ class FeaturePlan:
             if len(self._held) >= 65_536:
                 self._held.clear()
             self._held[bits] = got
+        return got
+
+    def read_bits(self, bits: int) -> int:
+        """`bits` and the features the exprs among them read, through exprs of exprs: what
+        a read of `bits` computes (not every expr and all their inputs)."""
+        if not bits & self.expr_bits:
+            return bits
+        got = self._read_bits.get(bits)
+        if got is None:
+            got = more = bits
+            while True:
+                for i, reads in self._expr_reads:
+                    if got >> i & 1:
+                        more |= reads
+                if more == got:
+                    break
+                got = more
+            if len(self._read_bits) < 10_000:
+                self._read_bits[bits] = got
         return got
 
     @cached_property

@@ -208,11 +208,10 @@ class ProfileFeatures:
 
     def read(self, bits: int, as_of: int) -> dict[str, float]:
         """The features in `bits` that have a value as of `as_of`, as `values` gives them
-        (with an expr among them, every expr and its inputs are read too): a model's
-        inputs without the whole map."""
+        (with an expr among them, the features it reads too): a model's inputs without the
+        whole map."""
         plan = self._plan
-        if bits & plan.expr_bits:
-            bits |= plan.expr_bits | plan.expr_inputs
+        bits = plan.read_bits(bits)
         out: dict[str, float] = {}
         data, objs = self.data, self.objs
         held = self.held

@@ -85,3 +85,19 @@ def test_held_sets_cache_stays_bounded():
         plan.held(bits)
     assert len(plan._held) <= 65_536
     assert [h[0] for h in plan.held(69_999)] == [i for i in range(20) if 69_999 >> i & 1]
+
+
+def test_a_read_computes_the_exprs_asked_and_what_they_read_through_exprs_of_exprs():
+    plan = FeaturePlan(parse_features({"feature": [
+        {"name": "a", "agg": "count", "window": "1d"},
+        {"name": "b", "agg": "count", "window": "7d"},
+        {"name": "c", "agg": "count", "window": "30d"},
+        {"name": "ab", "agg": "expr", "expr": "a / b"},
+        {"name": "ab_c", "agg": "expr", "expr": "ab - c"},
+        {"name": "other", "agg": "expr", "expr": "c * 2"},
+    ]}))  # fmt: skip
+    a, b, c, ab, ab_c, other = (plan.bits([n]) for n in plan.names)
+    assert plan.read_bits(a | c) == a | c  # no expr asked: nothing more
+    assert plan.read_bits(ab) == ab | a | b  # not `other` nor `c`
+    assert plan.read_bits(ab_c) == ab_c | ab | a | b | c
+    assert plan.read_bits(other | a) == other | c | a
