@@ -520,7 +520,7 @@ class ProfileLogic:
                 )
             )
             for model, late_ms in delays:
-                _rescore_delay(model).observe(late_ms / 1000)
+                _per_model(metrics.RESCORE_DELAY, model).observe(late_ms / 1000)
         if cfg.journeys is not None and st.journeys is not None and st.profile_id:
             engine = [x for x in out[fired:] if type(x) is Event]
             ctx = _context(st, as_of, reads)
@@ -570,11 +570,11 @@ class ProfileLogic:
                 break
             due = nxt
         for model, late_ms in delays:
-            _rescore_delay(model).observe(late_ms / 1000)
+            _per_model(metrics.RESCORE_DELAY, model).observe(late_ms / 1000)
             written[model] = written.get(model, 0) - 1
         for model, n in written.items():
             if n < 0:
-                _unwritten(model).inc(-n)
+                _per_model(metrics.RESCORES_UNWRITTEN, model).inc(-n)
         cfg.silent.hold(pid, st.partition, due, self)
         return -1
 
@@ -623,24 +623,15 @@ class ProfileLogic:
 
 
 _WAKES = metrics.PROFILE_WAKES
-_DELAYS: dict[str, Any] = {}  # model -> its labelled `RESCORE_DELAY` (a labels() lookup per call costs ~1 µs)
+# (metric, model) -> the metric's child for that model: a labels() lookup per call costs ~1 µs
+_PER_MODEL: dict[tuple[Any, str], Any] = {}
 
 
-def _rescore_delay(model: str) -> Any:
-    h = _DELAYS.get(model)
-    if h is None:
-        h = _DELAYS[model] = metrics.RESCORE_DELAY.labels(model=model)
-    return h
-
-
-_UNWRITTEN: dict[str, Any] = {}  # model -> its labelled `RESCORES_UNWRITTEN`
-
-
-def _unwritten(model: str) -> Any:
-    c = _UNWRITTEN.get(model)
-    if c is None:
-        c = _UNWRITTEN[model] = metrics.RESCORES_UNWRITTEN.labels(model=model)
-    return c
+def _per_model(metric: Any, model: str) -> Any:
+    child = _PER_MODEL.get((metric, model))
+    if child is None:
+        child = _PER_MODEL[(metric, model)] = metric.labels(model=model)
+    return child
 
 
 @dataclass(frozen=True)

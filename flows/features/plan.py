@@ -115,11 +115,15 @@ class FeaturePlan:
         self.tag_input_bits = sum(1 << index[n] for n in self.tag_inputs)
         self.tag_input_of = [at.get(n, -1) for n in self.names]
         self._tag_sets: dict[frozenset[str], frozenset[str]] = {}
-        # The features exprs read, as bits.
-        self.expr_inputs = sum(
-            1 << i
-            for i in {index[n] for d in fs.features if d.agg == "expr" for n in expr_refs(d.expr or "0")}
-        )
+        # Per expr, the features it reads as bits; and all that exprs read.
+        self._expr_reads = [
+            (i, sum(1 << index[n] for n in expr_refs(d.expr or "0")))
+            for i, d in enumerate(fs.features)
+            if d.agg == "expr"
+        ]
+        self.expr_inputs = 0
+        for _, reads in self._expr_reads:
+            self.expr_inputs |= reads
         self.horizon_ms = max((d.window_ms * (2 if d.agg == "trend" else 1) for d in fs.features), default=0)
         for i, (d, k) in enumerate(zip(fs.features, self.kernels, strict=True)):
             if k is None:
@@ -133,14 +137,7 @@ class FeaturePlan:
             else:
                 self._any.append(entry)
         self._cache: dict[str, list[Entry]] = {}
-        # Per expr, the features it reads as bits; and the bits a read of some features
-        # computes (`read_bits`), by the bits asked.
-        self._expr_reads = [
-            (i, sum(1 << index[n] for n in expr_refs(d.expr or "0") if n in index))
-            for i, d in enumerate(fs.features)
-            if d.agg == "expr"
-        ]
-        self._read_bits: dict[int, int] = {}
+        self._read_bits: dict[int, int] = {}  # the bits a read computes, by the bits asked
         # One key for the whole declaration set (tests and tools compare plans by it).
         self.key = hashlib.sha1("|".join(self.fingerprints).encode(), usedforsecurity=False).hexdigest()[:16]
 
