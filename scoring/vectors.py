@@ -84,14 +84,19 @@ def profile_vector(
     >>> v = profile_vector(m, {"orders_30d": 2.0, "first_seen": 0.0}, 2 * 86_400_000, "first_seen")
     >>> v
     {'orders_30d': 2.0, 'profile_age_days': 2.0}
+    >>> from types import MappingProxyType  # any mapping, read the same way
+    >>> ro = MappingProxyType({"orders_30d": 2.0, "first_seen": 0.0})
+    >>> profile_vector(m, ro, 2 * 86_400_000, "first_seen") == v
+    True
     """
     x: dict[str, float] = {}
+    got: dict[str, float] = values if isinstance(values, dict) else dict(values)  # (a dict's get is direct)
     for name, log in m.feature_logs:
-        v = values.get(name)
+        v = got.get(name)
         if v is not None:
             x[name] = (math.log1p(v) if v > 0 else 0.0) if log else v
     if "profile_age_days" in m.extras and first_seen is not None:
-        fs = values.get(first_seen)
+        fs = got.get(first_seen)
         if fs is not None:
             _put(x, "profile_age_days", max(0.0, (as_of_ms / 1000.0 - fs) / 86_400.0), m.log1p)
     return x
